@@ -1,0 +1,235 @@
+//! The records every flowgraph component exchanges, and their two codecs.
+//!
+//! Records follow Pixie's `conn_stats` semantics (see docs/RECORDS.md):
+//!
+//! * [`ConnStats`]: cumulative bytes per connection key `(upid, remote_addr, remote_port,
+//!   trace_role)`, one sample per live key and export period;
+//! * [`Process`]: what a `upid` is (cmdline, container, pod, ...), valid from its time on;
+//! * [`Name`]: a name for a remote address, valid from its time on;
+//! * [`Progress`]: a source's event-time watermark: it sends nothing older any more.
+//!
+//! Codecs: [`json`] is the JSON Lines interchange form of DESIGN.md (replay input, tests);
+//! [`binary`] is the versioned, length-delimited bincode envelope carrying batches of records
+//! (recordings, Kafka messages). Both decode with bounds and return typed errors.
+
+#![deny(missing_docs)]
+
+pub mod binary;
+pub mod json;
+mod upid;
+
+pub use upid::{ParseUpidError, Upid};
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Event time: wall-clock nanoseconds since the Unix epoch.
+pub type EventTime = u64;
+
+/// Longest string field a decoder accepts, in bytes (cmdlines are the long ones).
+pub const MAX_STRING_LEN: usize = 16 * 1024;
+
+/// Which side of the connection the traced process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum TraceRole {
+    /// The role could not be determined.
+    Unknown,
+    /// The process opened the connection (connect).
+    Client,
+    /// The process accepted the connection (accept); `remote_port` is then 0, as in Pixie.
+    Server,
+}
+
+impl TryFrom<u8> for TraceRole {
+    type Error = String;
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(TraceRole::Unknown),
+            1 => Ok(TraceRole::Client),
+            2 => Ok(TraceRole::Server),
+            other => Err(format!(
+                "unknown trace_role {other} (expected 0 unknown, 1 client, 2 server)"
+            )),
+        }
+    }
+}
+
+impl From<TraceRole> for u8 {
+    fn from(role: TraceRole) -> u8 {
+        match role {
+            TraceRole::Unknown => 0,
+            TraceRole::Client => 1,
+            TraceRole::Server => 2,
+        }
+    }
+}
+
+/// One sample of a connection key's cumulative counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnStats {
+    /// Event time of the sample (wall-clock ns).
+    pub time_: EventTime,
+    /// The process that owns the connection.
+    pub upid: Upid,
+    /// The peer's address; IPv4-mapped IPv6 addresses are stored as IPv4.
+    pub remote_addr: IpAddr,
+    /// The peer's port, 0 when the process is the server.
+    #[serde(default)]
+    pub remote_port: u16,
+    /// Client or server side.
+    #[serde(default = "unknown_role")]
+    pub trace_role: TraceRole,
+    /// Connections opened for this key since tracking began.
+    #[serde(default)]
+    pub conn_open: u64,
+    /// Connections closed for this key since tracking began.
+    #[serde(default)]
+    pub conn_close: u64,
+    /// Connections open now.
+    #[serde(default)]
+    pub conn_active: u64,
+    /// Bytes sent since tracking began.
+    pub bytes_sent: u64,
+    /// Bytes received since tracking began.
+    pub bytes_recv: u64,
+}
+
+fn unknown_role() -> TraceRole {
+    TraceRole::Unknown
+}
+
+/// What a process is. The latest record for a upid at or before T applies at T.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Process {
+    /// Event time from which this description holds.
+    pub time_: EventTime,
+    /// The process described.
+    pub upid: Upid,
+    /// Full command line, arguments separated by spaces.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Short command name (`/proc/PID/comm`).
+    #[serde(default)]
+    pub comm: String,
+    /// Container id from the cgroup path, '' for host processes.
+    #[serde(default)]
+    pub container: String,
+    /// Host name of the node the process runs on.
+    #[serde(default)]
+    pub host: String,
+    /// Kubernetes pod as `namespace/name`, '' when unknown.
+    #[serde(default)]
+    pub pod: String,
+    /// Kubernetes service(s) as `namespace/name`, '' when unknown.
+    #[serde(default)]
+    pub service: String,
+    /// Kubernetes namespace, '' when unknown.
+    #[serde(default)]
+    pub namespace: String,
+    /// Kubernetes node name, '' when unknown.
+    #[serde(default)]
+    pub node: String,
+}
+
+/// A name for an address. The latest record for an address at or before T applies at T.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Name {
+    /// Event time from which this name holds.
+    pub time_: EventTime,
+    /// The address named; IPv4-mapped IPv6 addresses are stored as IPv4.
+    pub addr: IpAddr,
+    /// The name.
+    pub name: String,
+}
+
+/// A source's event-time watermark: it will send nothing with `time_` below this any more.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Progress {
+    /// The watermark (wall-clock ns).
+    pub time_: EventTime,
+    /// Which source speaks: an agent id, or a name such as `k8s-metadata`.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// Any record of a flowgraph stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Record {
+    /// A connection sample.
+    ConnStats(ConnStats),
+    /// A process description.
+    Process(Process),
+    /// An address name.
+    Name(Name),
+    /// A watermark.
+    Progress(Progress),
+}
+
+impl Record {
+    /// The record's event time.
+    pub fn time(&self) -> EventTime {
+        match self {
+            Record::ConnStats(r) => r.time_,
+            Record::Process(r) => r.time_,
+            Record::Name(r) => r.time_,
+            Record::Progress(r) => r.time_,
+        }
+    }
+
+    /// Sets the record's event time (used to process a late record at the frontier).
+    pub fn set_time(&mut self, time: EventTime) {
+        match self {
+            Record::ConnStats(r) => r.time_ = time,
+            Record::Process(r) => r.time_ = time,
+            Record::Name(r) => r.time_ = time,
+            Record::Progress(r) => r.time_ = time,
+        }
+    }
+
+    /// The record's kind as written in the JSON `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::ConnStats(_) => "conn_stats",
+            Record::Process(_) => "process",
+            Record::Name(_) => "name",
+            Record::Progress(_) => "progress",
+        }
+    }
+
+    /// Checks what serde cannot: string lengths, and maps IPv4-mapped IPv6 addresses to IPv4.
+    pub fn validate(&mut self) -> Result<(), String> {
+        fn check(field: &str, value: &str) -> Result<(), String> {
+            if value.len() > MAX_STRING_LEN {
+                return Err(format!(
+                    "field `{field}` is {} bytes long, more than the limit of {MAX_STRING_LEN}",
+                    value.len()
+                ));
+            }
+            Ok(())
+        }
+        match self {
+            Record::ConnStats(r) => r.remote_addr = r.remote_addr.to_canonical(),
+            Record::Process(p) => {
+                for (field, value) in [
+                    ("cmdline", &p.cmdline),
+                    ("comm", &p.comm),
+                    ("container", &p.container),
+                    ("host", &p.host),
+                    ("pod", &p.pod),
+                    ("service", &p.service),
+                    ("namespace", &p.namespace),
+                    ("node", &p.node),
+                ] {
+                    check(field, value)?;
+                }
+            }
+            Record::Name(n) => {
+                n.addr = n.addr.to_canonical();
+                check("name", &n.name)?;
+            }
+            Record::Progress(p) => check("source", &p.source)?,
+        }
+        Ok(())
+    }
+}
