@@ -1,0 +1,181 @@
+//! The differential dataflow of the query, mode `total`.
+//!
+//! ```text
+//!  conns (upid, addr) -> (sent, recv)     one per live connection key (windowed by the stage)
+//!    └─ reduce MaxBytesPerProcessPeer ──> (upid, addr) -> (max sent, max recv)
+//!         │                                   ips ─┐
+//!         │   addresses seen ── distinct ── join ─┴─ filter: kept addresses
+//!         │                                         └─ left join names ──> addr -> to_entity
+//!         └─ join by addr ───────────────────────────────────────────────┘
+//!              └─ join by upid with  procs × group_by ──> upid -> (from_entity, cmdline)
+//!                   └─ rows ── reduce SumBytesPerEdge ──> edges
+//! ```
+//!
+//! Every input is a collection (the stage turns samples into "value in force at T"), so a
+//! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
+
+use crate::graph::{Edge, GraphRecord, Row};
+use crate::params::{GroupBy, IpFilter};
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::VecCollection;
+use flowgraph_schema::{EventTime, Process, Upid};
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::worker::Worker;
+
+/// Bytes of one connection key's sample in force.
+pub(crate) type ConnData = ((Upid, IpAddr), (u64, u64));
+
+/// Where the dataflow leaves its output for the job to release.
+pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>;
+
+/// The dataflow's input handles.
+pub(crate) struct Inputs {
+    pub(crate) conns: InputSession<EventTime, ConnData, isize>,
+    pub(crate) procs: InputSession<EventTime, (Upid, Process), isize>,
+    pub(crate) names: InputSession<EventTime, (IpAddr, String), isize>,
+    pub(crate) ips: InputSession<EventTime, IpFilter, isize>,
+    pub(crate) group_by: InputSession<EventTime, GroupBy, isize>,
+}
+
+impl Inputs {
+    pub(crate) fn advance_to(&mut self, time: EventTime) {
+        self.conns.advance_to(time);
+        self.procs.advance_to(time);
+        self.names.advance_to(time);
+        self.ips.advance_to(time);
+        self.group_by.advance_to(time);
+    }
+
+    pub(crate) fn flush(&mut self) {
+        self.conns.flush();
+        self.procs.flush();
+        self.names.flush();
+        self.ips.flush();
+        self.group_by.flush();
+    }
+}
+
+/// Builds the dataflow on `worker`; its output updates are appended to `output`.
+pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, ProbeHandle<EventTime>) {
+    worker.dataflow_named::<EventTime, _, _>("net_flow_graph", move |scope| {
+        let (conns_in, conns) = scope.new_collection::<ConnData, isize>();
+        let (procs_in, procs) = scope.new_collection::<(Upid, Process), isize>();
+        let (names_in, names) = scope.new_collection::<(IpAddr, String), isize>();
+        let (ips_in, ips) = scope.new_collection::<IpFilter, isize>();
+        let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
+
+        let rows = rows(conns, procs, names, ips, group_by);
+        let edges = edges(rows.clone());
+
+        let (probe, _) = rows
+            .map(GraphRecord::Row)
+            .concat(edges.map(GraphRecord::Edge))
+            .inspect_batch(move |_stamp, updates| {
+                output
+                    .borrow_mut()
+                    .extend(updates.iter().cloned());
+            })
+            .probe();
+
+        let inputs = Inputs {
+            conns: conns_in,
+            procs: procs_in,
+            names: names_in,
+            ips: ips_in,
+            group_by: group_by_in,
+        };
+        (inputs, probe)
+    })
+}
+
+type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
+
+/// The table rows of the graph.
+fn rows<'s>(
+    conns: Coll<'s, ConnData>,
+    procs: Coll<'s, (Upid, Process)>,
+    names: Coll<'s, (IpAddr, String)>,
+    ips: Coll<'s, IpFilter>,
+    group_by: Coll<'s, GroupBy>,
+) -> Coll<'s, Row> {
+    // Max per (upid, addr) over every connection key (ports, roles) in force.
+    let maxed = conns.reduce_named("MaxBytesPerProcessPeer", |_key, samples, out| {
+        let sent = samples.iter().map(|((sent, _), _)| *sent).max();
+        let recv = samples.iter().map(|((_, recv), _)| *recv).max();
+        out.push(((sent.unwrap_or(0), recv.unwrap_or(0)), 1));
+    });
+
+    // The ips filter and the naming both depend on the address alone: decide them once per
+    // distinct address, so a parameter change costs O(addresses), not O(rows).
+    let addresses = maxed.clone().map(|((_, addr), _)| addr).distinct();
+    let kept = addresses
+        .map(|addr| ((), addr))
+        .join(ips.map(|filter| ((), filter)))
+        .filter(|(_, (addr, filter))| filter.matches(addr))
+        .map(|(_, (addr, _))| addr);
+    let named = kept
+        .clone()
+        .map(|addr| (addr, ()))
+        .join(names.clone())
+        .map(|(addr, ((), name))| (addr, name));
+    let unnamed = kept
+        .map(|addr| (addr, ()))
+        .antijoin(names.map(|(addr, _)| addr).distinct())
+        .map(|(addr, ())| (addr, addr.to_string()));
+    let to_entity = named.concat(unnamed);
+
+    // from_entity and cmdline per upid under the current grouping; '' entities drop out here.
+    let entities = procs
+        .map(|(upid, process)| ((), (upid, process)))
+        .join(group_by.map(|g| ((), g)))
+        .flat_map(|((), ((upid, process), group_by))| {
+            let entity = group_by.entity_of(&process);
+            (!entity.is_empty()).then(|| (upid, (entity.to_string(), process.cmdline.clone())))
+        });
+
+    maxed
+        .map(|((upid, addr), bytes)| (addr, (upid, bytes)))
+        .join(to_entity)
+        .map(|(addr, ((upid, bytes), to_entity))| (upid, (addr, to_entity, bytes)))
+        .join(entities)
+        .map(
+            |(upid, ((remote_addr, to_entity, (bytes_sent, bytes_recv)), (from_entity, cmdline)))| {
+                Row {
+                    from_entity,
+                    upid,
+                    cmdline,
+                    remote_addr,
+                    to_entity,
+                    bytes_sent,
+                    bytes_recv,
+                }
+            },
+        )
+}
+
+/// The graph edges: rows summed per (from_entity, to_entity).
+fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
+    rows.map(|row| {
+        (
+            (row.from_entity, row.to_entity),
+            (row.bytes_sent, row.bytes_recv),
+        )
+    })
+    .reduce_named("SumBytesPerEdge", |_key, rows, out| {
+        let (mut sent, mut recv) = (0u64, 0u64);
+        for ((row_sent, row_recv), count) in rows {
+            sent += row_sent * (*count as u64);
+            recv += row_recv * (*count as u64);
+        }
+        out.push(((sent, recv), 1));
+    })
+    .map(|((from_entity, to_entity), (bytes_sent, bytes_recv))| Edge {
+        from_entity,
+        to_entity,
+        bytes_sent,
+        bytes_recv,
+    })
+}

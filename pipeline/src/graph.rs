@@ -1,0 +1,76 @@
+//! What the job outputs: table rows and graph edges, as timestamped updates, and progress.
+
+use flowgraph_schema::{EventTime, Upid};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Row {
+    /// The process's `group_by` field.
+    pub from_entity: String,
+    /// The process.
+    pub upid: Upid,
+    /// The process's command line.
+    pub cmdline: String,
+    /// The peer address.
+    pub remote_addr: IpAddr,
+    /// The peer's name, or the address as text.
+    pub to_entity: String,
+    /// Largest cumulative bytes sent in the window.
+    pub bytes_sent: u64,
+    /// Largest cumulative bytes received in the window.
+    pub bytes_recv: u64,
+}
+
+impl Row {
+    /// bytes_sent + bytes_recv.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_sent + self.bytes_recv
+    }
+}
+
+/// A graph edge: the rows of one (from_entity, to_entity) pair, bytes summed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Edge {
+    /// Source node.
+    pub from_entity: String,
+    /// Destination node.
+    pub to_entity: String,
+    /// Sum of the rows' bytes_sent.
+    pub bytes_sent: u64,
+    /// Sum of the rows' bytes_recv.
+    pub bytes_recv: u64,
+}
+
+impl Edge {
+    /// bytes_sent + bytes_recv.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_sent + self.bytes_recv
+    }
+}
+
+/// A row or an edge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GraphRecord {
+    /// A table row.
+    Row(Row),
+    /// A graph edge.
+    Edge(Edge),
+}
+
+/// One output of the job, in the order a consumer must apply them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// `record` enters (+1) or leaves (-1) the graph at event time `time`.
+    Update {
+        /// Event time (ns) at which the change happens.
+        time: EventTime,
+        /// +1 or -1.
+        diff: i64,
+        /// What changes.
+        record: GraphRecord,
+    },
+    /// Every update with time < this has been output above this mark.
+    Progress(EventTime),
+}

@@ -1,0 +1,359 @@
+//! The embedded job: one timely worker in this thread, driven record by record.
+
+use crate::dataflow::{self, Inputs, OutputBuffer};
+use crate::graph::{GraphRecord, Output};
+use crate::params::Params;
+use crate::stage::{Stage, StageValue};
+use differential_dataflow::consolidation::consolidate;
+use flowgraph_schema::{EventTime, Process, Record, TraceRole, Upid};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+use timely::communication::allocator::thread::Thread;
+use timely::communication::allocator::Allocator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::worker::{Config as WorkerConfig, Worker};
+
+/// How the job treats time.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Initial query parameters.
+    pub params: Params,
+    /// How far behind the largest event time seen the frontier trails (ns).
+    pub lateness_ns: u64,
+    /// The frontier is advanced (and a progress mark output) once it has moved this far (ns).
+    pub progress_interval_ns: u64,
+    /// Longest window a parameter change may ask for (ns); bounds retained state.
+    pub max_window_ns: u64,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            params: Params::default(),
+            lateness_ns: 30 * 1_000_000_000,
+            progress_interval_ns: 1_000_000_000,
+            max_window_ns: 3600 * 1_000_000_000,
+        }
+    }
+}
+
+/// What happened to an accepted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Processed at its own event time.
+    OnTime,
+    /// Older than the frontier: processed at the frontier instead.
+    Late {
+        /// The time it was processed at.
+        processed_at: EventTime,
+    },
+}
+
+/// Why a record was not processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// Counters of what the job has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// Records pushed, of every kind.
+    pub records: u64,
+    /// Records processed at the frontier because they were older than it.
+    pub late: u64,
+    /// Records rejected (for example a decreasing counter).
+    pub rejected: u64,
+}
+
+/// A connection key: what one cumulative counter pair belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConnKey {
+    upid: Upid,
+    addr: IpAddr,
+    port: u16,
+    role: TraceRole,
+}
+
+/// A connection key's cumulative counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Bytes {
+    sent: u64,
+    recv: u64,
+}
+
+impl StageValue for Bytes {
+    fn check_order(earlier: &Self, later: &Self) -> Result<(), String> {
+        if later.sent < earlier.sent || later.recv < earlier.recv {
+            return Err(format!(
+                "counter decreased: bytes_sent {} -> {}, bytes_recv {} -> {} (cumulative counters must not go down)",
+                earlier.sent, later.sent, earlier.recv, later.recv
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StageValue for Process {
+    fn check_order(_: &Self, _: &Self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl StageValue for String {
+    fn check_order(_: &Self, _: &Self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One net-flow-graph job on one timely worker in the calling thread.
+///
+/// Time model: the frontier trails the largest event time seen by `lateness`; a record older
+/// than the frontier is processed at the frontier. Whenever the frontier has moved by
+/// `progress_interval`, the stages emit the changes before it, the worker runs until the
+/// dataflow has caught up, and the updates of every completed time are released, sorted,
+/// followed by a progress mark.
+pub struct Job {
+    config: JobConfig,
+    worker: Worker,
+    inputs: Inputs,
+    probe: ProbeHandle<EventTime>,
+    output: OutputBuffer,
+    conns: Stage<ConnKey, Bytes>,
+    procs: Stage<Upid, Process>,
+    names: Stage<IpAddr, String>,
+    /// Parameters in force at the input frontier.
+    params: Params,
+    /// Changes not yet applied, by time (at or after the input frontier).
+    param_changes: Vec<(EventTime, Params)>,
+    max_seen: Option<EventTime>,
+    /// The dataflow's input frontier: every time before it is closed.
+    input_frontier: EventTime,
+    /// Output updates of times not yet complete.
+    held: BTreeMap<EventTime, Vec<(GraphRecord, isize)>>,
+    released: Vec<Output>,
+    stats: JobStats,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("params", &self.params)
+            .field("input_frontier", &self.input_frontier)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// Builds the dataflow. Fails if the parameters do not validate.
+    pub fn new(config: JobConfig) -> Result<Job, String> {
+        config.params.validate(config.max_window_ns)?;
+        if config.progress_interval_ns == 0 {
+            return Err("progress_interval: must be longer than zero".into());
+        }
+        let allocator = Allocator::Thread(Thread::default());
+        let mut worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
+        let output = OutputBuffer::default();
+        let (mut inputs, probe) = dataflow::build(&mut worker, output.clone());
+        inputs.ips.insert(config.params.ips.clone());
+        inputs.group_by.insert(config.params.group_by);
+        Ok(Job {
+            conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
+            procs: Stage::new(None, config.max_window_ns),
+            names: Stage::new(None, config.max_window_ns),
+            params: config.params.clone(),
+            config,
+            worker,
+            inputs,
+            probe,
+            output,
+            param_changes: Vec::new(),
+            max_seen: None,
+            input_frontier: 0,
+            held: BTreeMap::new(),
+            released: Vec::new(),
+            stats: JobStats::default(),
+        })
+    }
+
+    /// Feeds one record. The frontier (largest event time seen minus lateness) may move, and
+    /// completed times are computed; their outputs wait for [`Job::drain_into`].
+    pub fn push(&mut self, record: Record) -> Result<Admission, Rejection> {
+        self.stats.records += 1;
+        let frontier = self.frontier();
+        let original = record.time();
+        let (time, admission) = if original < frontier {
+            (frontier, Admission::Late { processed_at: frontier })
+        } else {
+            (original, Admission::OnTime)
+        };
+        // A late record is processed as if it had been stamped at the frontier, so ties
+        // between records of one key at one time are broken on the same values everywhere.
+        let mut record = record;
+        record.set_time(time);
+        let inserted = match record {
+            Record::ConnStats(c) => {
+                let key = ConnKey {
+                    upid: c.upid,
+                    addr: c.remote_addr,
+                    port: c.remote_port,
+                    role: c.trace_role,
+                };
+                let bytes = Bytes {
+                    sent: c.bytes_sent,
+                    recv: c.bytes_recv,
+                };
+                self.conns.insert(key, time, bytes)
+            }
+            Record::Process(p) => self.procs.insert(p.upid, time, p),
+            Record::Name(n) => self.names.insert(n.addr, time, n.name),
+            Record::Progress(_) => Ok(()),
+        };
+        if let Err(reason) = inserted {
+            self.stats.rejected += 1;
+            return Err(Rejection(reason));
+        }
+        if admission != Admission::OnTime {
+            self.stats.late += 1;
+        }
+        self.max_seen = Some(self.max_seen.map_or(original, |m| m.max(original)));
+        let frontier = self.frontier();
+        if frontier >= self.input_frontier.saturating_add(self.config.progress_interval_ns) {
+            self.advance(frontier);
+        }
+        Ok(admission)
+    }
+
+    /// Changes the parameters from the current frontier on; returns that time.
+    pub fn set_params(&mut self, params: Params) -> Result<EventTime, String> {
+        params.validate(self.config.max_window_ns)?;
+        let at = self.frontier();
+        self.param_changes.push((at, params));
+        Ok(at)
+    }
+
+    /// The parameters in force at the latest released time, or pending from the frontier on.
+    pub fn params(&self) -> &Params {
+        self.param_changes.last().map_or(&self.params, |(_, p)| p)
+    }
+
+    /// The current frontier: largest event time seen minus lateness (0 before any record).
+    pub fn frontier(&self) -> EventTime {
+        self.max_seen
+            .map_or(0, |m| m.saturating_sub(self.config.lateness_ns))
+            .max(self.input_frontier)
+    }
+
+    /// Moves the outputs released so far into `out`.
+    pub fn drain_into(&mut self, out: &mut Vec<Output>) {
+        out.append(&mut self.released);
+    }
+
+    /// Completes every time up to and including the largest event time seen, so the last
+    /// progress mark is that time + 1. Pending window expiries past it are not flushed.
+    pub fn finish(&mut self) {
+        if let Some(max_seen) = self.max_seen {
+            if max_seen + 1 > self.input_frontier {
+                self.advance(max_seen + 1);
+            }
+        }
+    }
+
+    /// What the job has seen so far.
+    pub fn stats(&self) -> &JobStats {
+        &self.stats
+    }
+
+    /// Connection keys the windowing stage tracks (live, or kept for a window change).
+    pub fn tracked_connection_keys(&self) -> usize {
+        self.conns.keys()
+    }
+
+    /// Closes every time before `to`, computes them, and releases their outputs.
+    fn advance(&mut self, to: EventTime) {
+        let due: Vec<(EventTime, Params)> = {
+            let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);
+            self.param_changes = later;
+            due
+        };
+        for (at, params) in due {
+            self.stage_until(at);
+            self.apply_params(at, params);
+        }
+        self.stage_until(to);
+        self.inputs.advance_to(to);
+        self.inputs.flush();
+        while self.probe.less_than(&to) {
+            self.worker.step();
+        }
+        self.input_frontier = to;
+        self.release(to);
+    }
+
+    /// Moves every staged change before `to` into the dataflow's inputs.
+    fn stage_until(&mut self, to: EventTime) {
+        let mut conns = Vec::new();
+        self.conns.advance(to, &mut conns);
+        for (key, bytes, time, diff) in conns {
+            self.inputs
+                .conns
+                .update_at(((key.upid, key.addr), (bytes.sent, bytes.recv)), time, diff);
+        }
+        let mut procs = Vec::new();
+        self.procs.advance(to, &mut procs);
+        for (upid, process, time, diff) in procs {
+            self.inputs.procs.update_at((upid, process), time, diff);
+        }
+        let mut names = Vec::new();
+        self.names.advance(to, &mut names);
+        for (addr, name, time, diff) in names {
+            self.inputs.names.update_at((addr, name), time, diff);
+        }
+    }
+
+    fn apply_params(&mut self, at: EventTime, params: Params) {
+        if params.window_ns != self.params.window_ns {
+            let mut conns = Vec::new();
+            self.conns.set_window(params.window_ns, &mut conns);
+            for (key, bytes, time, diff) in conns {
+                self.inputs
+                    .conns
+                    .update_at(((key.upid, key.addr), (bytes.sent, bytes.recv)), time, diff);
+            }
+        }
+        if params.ips != self.params.ips {
+            self.inputs.ips.update_at(self.params.ips.clone(), at, -1);
+            self.inputs.ips.update_at(params.ips.clone(), at, 1);
+        }
+        if params.group_by != self.params.group_by {
+            self.inputs.group_by.update_at(self.params.group_by, at, -1);
+            self.inputs.group_by.update_at(params.group_by, at, 1);
+        }
+        self.params = params;
+    }
+
+    /// Releases the consolidated updates of every time before `upper`, then a progress mark.
+    fn release(&mut self, upper: EventTime) {
+        for (record, time, diff) in self.output.borrow_mut().drain(..) {
+            self.held.entry(time).or_default().push((record, diff));
+        }
+        let later = self.held.split_off(&upper);
+        for (time, mut updates) in std::mem::replace(&mut self.held, later) {
+            consolidate(&mut updates);
+            // Retractions first, then insertions; each in a fixed order, so runs are identical.
+            updates.sort_by(|(a, da), (b, db)| da.cmp(db).then_with(|| a.cmp(b)));
+            for (record, diff) in updates {
+                let unit = diff.signum() as i64;
+                for _ in 0..diff.unsigned_abs() {
+                    self.released.push(Output::Update {
+                        time,
+                        diff: unit,
+                        record: record.clone(),
+                    });
+                }
+            }
+        }
+        self.released.push(Output::Progress(upper));
+    }
+}

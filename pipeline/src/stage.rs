@@ -1,0 +1,277 @@
+//! Staging: turns timestamped samples into the changes of "the value in force at T".
+//!
+//! Every input of the query has the same shape: for a key, the value at event time T is the
+//! latest sample with time <= T. Process records (per upid) and name records (per address)
+//! are exactly that. Connection samples are that plus a window: the latest sample of a
+//! connection key is in force while `sample.time + window > T` (since counters are cumulative,
+//! the max over a key's samples in the window is its latest sample in the window).
+//!
+//! A [`Stage`] keeps, per key, the latest settled sample and the samples ahead of the frontier,
+//! and when the frontier advances it emits the updates of the interval: `+new` / `-old` at a
+//! new sample's time, `-old` at `old.time + window` (the delayed retraction). Emitting lazily at
+//! the frontier means the dataflow never holds far-future retractions in its batchers, and a
+//! superseded sample costs two updates at the same time instead of four.
+//!
+//! A window change re-derives every key's state at the change time, so it needs the latest
+//! sample of each key even after it left the window: those are kept for `max_window`.
+
+use flowgraph_schema::EventTime;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::Hash;
+
+/// A value a stage can hold: ordered (ties at equal time go to the greatest value) and able
+/// to say whether a later sample may follow an earlier one.
+pub(crate) trait StageValue: Clone + Ord {
+    /// `Err` explains why `later` cannot follow `earlier` (say, a counter went down).
+    fn check_order(earlier: &Self, later: &Self) -> Result<(), String>;
+}
+
+/// An update for the dataflow: key, value, event time, +1 or -1.
+pub(crate) type StageUpdate<K, V> = (K, V, EventTime, isize);
+
+struct KeyState<V> {
+    /// The latest sample with time before the frontier, kept after it expires (for a window
+    /// change) until `max_window` has passed.
+    settled: Option<(EventTime, V)>,
+    /// Whether `settled` is in the dataflow's collection now.
+    present: bool,
+    /// Samples at or after the frontier, sorted by (time, value).
+    pending: SmallVec<[(EventTime, V); 1]>,
+}
+
+/// The staging state of one input.
+pub(crate) struct Stage<K, V> {
+    /// Window length; `None` for inputs whose latest value never expires.
+    window: Option<EventTime>,
+    /// How long an expired key is kept for a window change that widens the window.
+    max_window: EventTime,
+    /// Everything before this time has been emitted.
+    frontier: EventTime,
+    slots: Vec<Option<(K, KeyState<V>)>>,
+    free: Vec<u32>,
+    index: FxHashMap<K, u32>,
+    /// (time, slot) of every key that may have something to do at that time. Entries may be
+    /// stale; handling a slot is idempotent.
+    agenda: BinaryHeap<Reverse<(EventTime, u32)>>,
+}
+
+impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
+    pub(crate) fn new(window: Option<EventTime>, max_window: EventTime) -> Self {
+        Stage {
+            window,
+            max_window,
+            frontier: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: FxHashMap::default(),
+            agenda: BinaryHeap::new(),
+        }
+    }
+
+    /// Keys currently tracked (live or kept for a window change).
+    pub(crate) fn keys(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
+    /// the caller). Rejects a sample that cannot follow its neighbours in time.
+    pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
+        debug_assert!(time >= self.frontier, "sample before the frontier");
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let state = KeyState {
+                    settled: None,
+                    present: false,
+                    pending: SmallVec::new(),
+                };
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = Some((key.clone(), state));
+                        slot
+                    }
+                    None => {
+                        self.slots.push(Some((key.clone(), state)));
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.index.insert(key, slot);
+                slot
+            }
+        };
+        let (_, state) = self.slots[slot as usize].as_mut().expect("indexed slot");
+        let at = state
+            .pending
+            .partition_point(|(t, v)| (*t, v) <= (time, &value));
+        let earlier = if at > 0 {
+            Some(&state.pending[at - 1].1)
+        } else {
+            state.settled.as_ref().map(|(_, v)| v)
+        };
+        if let Some(earlier) = earlier {
+            V::check_order(earlier, &value)?;
+        }
+        if let Some((_, later)) = state.pending.get(at) {
+            V::check_order(&value, later)?;
+        }
+        state.pending.insert(at, (time, value));
+        self.agenda.push(Reverse((time, slot)));
+        Ok(())
+    }
+
+    /// Emits every change with time in [frontier, to) and moves the frontier to `to`.
+    pub(crate) fn advance(&mut self, to: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
+        while let Some(&Reverse((time, slot))) = self.agenda.peek() {
+            if time >= to {
+                break;
+            }
+            self.agenda.pop();
+            self.settle(slot, to, out);
+        }
+        self.frontier = self.frontier.max(to);
+    }
+
+    /// Changes the window from the frontier on (call [`Stage::advance`] to the change time
+    /// first). Re-derives every key's presence: O(keys).
+    pub(crate) fn set_window(&mut self, window: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
+        let now = self.frontier;
+        self.window = Some(window);
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some((key, state)) = entry else { continue };
+            let Some((time, value)) = &state.settled else { continue };
+            let should_be_present = time + window > now;
+            if state.present && !should_be_present {
+                out.push((key.clone(), value.clone(), now, -1));
+            } else if !state.present && should_be_present {
+                out.push((key.clone(), value.clone(), now, 1));
+            }
+            state.present = should_be_present;
+            if should_be_present {
+                self.agenda.push(Reverse((time + window, slot as u32)));
+            } else if state.pending.is_empty() {
+                self.agenda
+                    .push(Reverse((time.saturating_add(self.max_window), slot as u32)));
+            }
+        }
+    }
+
+    /// Applies a key's events before `to`, in time order.
+    fn settle(&mut self, slot: u32, to: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
+        let Some((key, state)) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        loop {
+            let next_sample = state.pending.first().map(|(t, _)| *t).filter(|t| *t < to);
+            let expiry = match (&state.settled, self.window) {
+                (Some((t, _)), Some(window)) if state.present => {
+                    Some(t + window).filter(|e| *e < to)
+                }
+                _ => None,
+            };
+            // At equal times the expiry goes first: -old, then +new.
+            let take_sample = match (next_sample, expiry) {
+                (None, None) => break,
+                (Some(sample_time), Some(expiry)) => sample_time < expiry,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_sample {
+                let (time, value) = state.pending.remove(0);
+                if state.present {
+                    let (_, old) = state.settled.take().expect("present implies settled");
+                    out.push((key.clone(), old, time, -1));
+                }
+                out.push((key.clone(), value.clone(), time, 1));
+                state.settled = Some((time, value));
+                state.present = true;
+            } else {
+                let expiry = expiry.expect("no sample taken means an expiry is due");
+                let (_, old) = state.settled.as_ref().expect("present implies settled");
+                out.push((key.clone(), old.clone(), expiry, -1));
+                state.present = false;
+            }
+        }
+        if let (Some((time, _)), Some(window)) = (&state.settled, self.window) {
+            if state.present {
+                self.agenda.push(Reverse((time + window, slot)));
+            } else if state.pending.is_empty() {
+                let forget_at = time.saturating_add(self.max_window);
+                if forget_at < to {
+                    let key = key.clone();
+                    self.index.remove(&key);
+                    self.slots[slot as usize] = None;
+                    self.free.push(slot);
+                } else {
+                    self.agenda.push(Reverse((forget_at, slot)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    struct Counter(u64);
+    impl StageValue for Counter {
+        fn check_order(earlier: &Self, later: &Self) -> Result<(), String> {
+            if later.0 < earlier.0 {
+                Err(format!("counter went down from {} to {}", earlier.0, later.0))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn run(stage: &mut Stage<u8, Counter>, to: EventTime) -> Vec<(u8, u64, EventTime, isize)> {
+        let mut out = Vec::new();
+        stage.advance(to, &mut out);
+        out.into_iter().map(|(k, v, t, d)| (k, v.0, t, d)).collect()
+    }
+
+    #[test]
+    fn window_retracts_at_time_plus_window_and_supersedes() {
+        let mut stage = Stage::new(Some(10), 100);
+        stage.insert(1, 5, Counter(1)).unwrap();
+        stage.insert(1, 8, Counter(3)).unwrap();
+        assert_eq!(run(&mut stage, 30), vec![(1, 1, 5, 1), (1, 1, 8, -1), (1, 3, 8, 1), (1, 3, 18, -1)]);
+        assert!(stage.insert(1, 40, Counter(2)).is_err(), "decrease accepted");
+    }
+
+    #[test]
+    fn out_of_order_samples_are_applied_in_time_order() {
+        let mut stage = Stage::new(Some(10), 100);
+        stage.insert(1, 8, Counter(3)).unwrap();
+        stage.insert(1, 5, Counter(1)).unwrap();
+        assert!(stage.insert(1, 6, Counter(4)).is_err(), "4 before 3 accepted");
+        assert_eq!(run(&mut stage, 9), vec![(1, 1, 5, 1), (1, 1, 8, -1), (1, 3, 8, 1)]);
+    }
+
+    #[test]
+    fn widening_the_window_brings_back_an_expired_sample() {
+        let mut stage = Stage::new(Some(10), 100);
+        stage.insert(1, 5, Counter(1)).unwrap();
+        assert_eq!(run(&mut stage, 20), vec![(1, 1, 5, 1), (1, 1, 15, -1)]);
+        let mut out = Vec::new();
+        stage.set_window(30, &mut out);
+        assert_eq!(out, vec![(1, Counter(1), 20, 1)]);
+        assert_eq!(run(&mut stage, 40), vec![(1, 1, 35, -1)]);
+        // Forgotten after max_window: a widening then brings nothing back.
+        run(&mut stage, 200);
+        assert_eq!(stage.keys(), 0);
+    }
+
+    #[test]
+    fn without_a_window_the_latest_value_stays() {
+        let mut stage: Stage<u8, Counter> = Stage::new(None, 100);
+        stage.insert(1, 5, Counter(1)).unwrap();
+        stage.insert(1, 500, Counter(2)).unwrap();
+        assert_eq!(run(&mut stage, 10_000), vec![(1, 1, 5, 1), (1, 1, 500, -1), (1, 2, 500, 1)]);
+        assert_eq!(stage.keys(), 1);
+    }
+}
