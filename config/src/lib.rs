@@ -1,0 +1,186 @@
+//! Typed, validated flowgraph configuration.
+//!
+//! A config file is TOML (see `config/examples/flowgraph.toml`); command-line flags override
+//! its values. Everything goes through [`QueryConfig::validate`] before anything starts, and an
+//! error names the key (and the file, when there is one).
+
+#![deny(missing_docs)]
+
+use flowgraph_pipeline::{GroupBy, IpFilter, JobConfig, Params};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: which key, in which file, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{key}: {message}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file, when the value came from one.
+    pub file: Option<PathBuf>,
+    /// The key, as `section.name`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The query and its time model.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// The `[query]` section: the net_flow_graph parameters and how time is treated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Remote addresses or CIDRs to keep (`["10.0.0.0/8", "2001:db8::1"]`); empty keeps all.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Window length (`5m`): the graph at T covers samples with T - window < time <= T.
+    #[serde(default = "default_window")]
+    pub window: String,
+    /// What a graph node is: pod, service, namespace, node, container, host or process.
+    #[serde(default = "default_group_by")]
+    pub group_by: String,
+    /// How far the frontier trails the largest event time seen (`30s`).
+    #[serde(default = "default_lateness")]
+    pub lateness: String,
+    /// How often, in event time, completed results are released (`1s`).
+    #[serde(default = "default_progress_interval")]
+    pub progress_interval: String,
+    /// Longest window a parameter change may ask for (`1h`); bounds retained state.
+    #[serde(default = "default_max_window")]
+    pub max_window: String,
+}
+
+fn default_window() -> String {
+    "5m".into()
+}
+fn default_group_by() -> String {
+    "pod".into()
+}
+fn default_lateness() -> String {
+    "30s".into()
+}
+fn default_progress_interval() -> String {
+    "1s".into()
+}
+fn default_max_window() -> String {
+    "1h".into()
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            ips: Vec::new(),
+            window: default_window(),
+            group_by: default_group_by(),
+            lateness: default_lateness(),
+            progress_interval: default_progress_interval(),
+            max_window: default_max_window(),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML config file. Unknown keys are errors.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            key: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            key: e.span().map_or("(file)".into(), |span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!("line {line}")
+            }),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+/// Parses a duration such as `5m`, `30s` or `250ms` into nanoseconds; `key` names it in errors.
+pub fn parse_duration_ns(key: &str, text: &str) -> Result<u64, ConfigError> {
+    let duration: Duration = humantime::parse_duration(text.trim()).map_err(|e| ConfigError {
+        file: None,
+        key: key.into(),
+        message: format!("invalid duration {text:?}: {e} (examples: 30s, 5m, 1h)"),
+    })?;
+    u64::try_from(duration.as_nanos()).map_err(|_| ConfigError {
+        file: None,
+        key: key.into(),
+        message: format!("duration {text:?} is too long"),
+    })
+}
+
+impl QueryConfig {
+    /// Checks every value and builds the job's configuration.
+    pub fn validate(&self) -> Result<JobConfig, ConfigError> {
+        let error = |key: &str, message: String| ConfigError {
+            file: None,
+            key: format!("query.{key}"),
+            message,
+        };
+        let ips = IpFilter::parse_list(&self.ips.join(",")).map_err(|m| error("ips", m))?;
+        let group_by: GroupBy = self.group_by.parse().map_err(|m| error("group_by", m))?;
+        let duration = |key: &str, text: &str| {
+            parse_duration_ns(&format!("query.{key}"), text)
+        };
+        let window_ns = duration("window", &self.window)?;
+        let config = JobConfig {
+            params: Params { ips, window_ns, group_by },
+            lateness_ns: duration("lateness", &self.lateness)?,
+            progress_interval_ns: duration("progress_interval", &self.progress_interval)?,
+            max_window_ns: duration("max_window", &self.max_window)?,
+        };
+        if config.progress_interval_ns == 0 {
+            return Err(error("progress_interval", "must be longer than zero".into()));
+        }
+        config.params.validate(config.max_window_ns).map_err(|m| {
+            let (key, message) = m.split_once(": ").unwrap_or(("window", &m));
+            error(key, message.to_string())
+        })?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flowgraph.toml");
+        let config = ConfigFile::load(&path).unwrap().query.validate().unwrap();
+        assert_eq!(config.params.window_ns, 5 * 60 * 1_000_000_000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |f: fn(&mut QueryConfig)| {
+            let mut c = QueryConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.window = "5 parsecs".into()).starts_with("query.window: invalid duration"));
+        assert!(bad(|c| c.window = "0s".into()).starts_with("query.window: must be longer"));
+        assert!(bad(|c| c.window = "2h".into()).contains("max_window"));
+        assert!(bad(|c| c.group_by = "planet".into()).starts_with("query.group_by: unknown group_by"));
+        assert!(bad(|c| c.ips = vec!["10.0.0.0/40".into()]).starts_with("query.ips: invalid CIDR"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("flowgraph-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[query]\nwindow = \"5m\"\nwindw = \"1m\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.toml: line 3: unknown field `windw`"), "{err}");
+    }
+}

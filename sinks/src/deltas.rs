@@ -1,0 +1,151 @@
+//! Graph deltas as JSON Lines.
+//!
+//! ```text
+//! {"time":T,"diff":1,"row":{"from_entity":…,"upid":"A:P:S","cmdline":…,"remote_addr":…,
+//!   "to_entity":…,"bytes_sent":N,"bytes_recv":N,"bytes_total":N}}
+//! {"time":T,"diff":-1,"edge":{"from_entity":…,"to_entity":…,"bytes_sent":N,"bytes_recv":N,"bytes_total":N}}
+//! {"progress":P}      every update with time < P is above this line
+//! ```
+
+use flowgraph_pipeline::{Edge, GraphRecord, Output, Row};
+use flowgraph_schema::{EventTime, Upid};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+/// A row as it appears in deltas and snapshots.
+#[derive(Debug, Serialize)]
+pub struct RowJson<'a> {
+    from_entity: &'a str,
+    upid: &'a Upid,
+    cmdline: &'a str,
+    remote_addr: &'a IpAddr,
+    to_entity: &'a str,
+    bytes_sent: u64,
+    bytes_recv: u64,
+    bytes_total: u64,
+}
+
+impl<'a> From<&'a Row> for RowJson<'a> {
+    fn from(row: &'a Row) -> Self {
+        RowJson {
+            from_entity: &row.from_entity,
+            upid: &row.upid,
+            cmdline: &row.cmdline,
+            remote_addr: &row.remote_addr,
+            to_entity: &row.to_entity,
+            bytes_sent: row.bytes_sent,
+            bytes_recv: row.bytes_recv,
+            bytes_total: row.bytes_total(),
+        }
+    }
+}
+
+/// An edge as it appears in deltas and snapshots.
+#[derive(Debug, Serialize)]
+pub struct EdgeJson<'a> {
+    from_entity: &'a str,
+    to_entity: &'a str,
+    bytes_sent: u64,
+    bytes_recv: u64,
+    bytes_total: u64,
+}
+
+impl<'a> From<&'a Edge> for EdgeJson<'a> {
+    fn from(edge: &'a Edge) -> Self {
+        EdgeJson {
+            from_entity: &edge.from_entity,
+            to_entity: &edge.to_entity,
+            bytes_sent: edge.bytes_sent,
+            bytes_recv: edge.bytes_recv,
+            bytes_total: edge.bytes_total(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Row { time: EventTime, diff: i64, row: RowJson<'a> },
+    Edge { time: EventTime, diff: i64, edge: EdgeJson<'a> },
+    Progress { progress: EventTime },
+}
+
+/// Formats one output as a delta line (without the newline).
+pub fn to_line(output: &Output) -> String {
+    let line = match output {
+        Output::Update { time, diff, record: GraphRecord::Row(row) } => Line::Row {
+            time: *time,
+            diff: *diff,
+            row: row.into(),
+        },
+        Output::Update { time, diff, record: GraphRecord::Edge(edge) } => Line::Edge {
+            time: *time,
+            diff: *diff,
+            edge: edge.into(),
+        },
+        Output::Progress(progress) => Line::Progress { progress: *progress },
+    };
+    serde_json::to_string(&line).expect("deltas always serialize")
+}
+
+/// Writes outputs as delta lines.
+#[derive(Debug)]
+pub struct DeltaWriter<W: Write> {
+    out: W,
+    lines: u64,
+}
+
+impl<W: Write> DeltaWriter<W> {
+    /// Wraps a writer (buffer it: one write per line).
+    pub fn new(out: W) -> Self {
+        DeltaWriter { out, lines: 0 }
+    }
+
+    /// Writes one output.
+    pub fn write(&mut self, output: &Output) -> io::Result<()> {
+        self.out.write_all(to_line(output).as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Flushes and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_the_documented_shape() {
+        let row = Row {
+            from_entity: "shop/cart".into(),
+            upid: Upid { asid: 1, pid: 2, start_ticks: 3 },
+            cmdline: "cart --port 80".into(),
+            remote_addr: "2001:db8::1".parse().unwrap(),
+            to_entity: "db".into(),
+            bytes_sent: 5,
+            bytes_recv: 7,
+        };
+        assert_eq!(
+            to_line(&Output::Update { time: 9, diff: -1, record: GraphRecord::Row(row) }),
+            r#"{"time":9,"diff":-1,"row":{"from_entity":"shop/cart","upid":"1:2:3","cmdline":"cart --port 80","remote_addr":"2001:db8::1","to_entity":"db","bytes_sent":5,"bytes_recv":7,"bytes_total":12}}"#
+        );
+        let edge = Edge { from_entity: "a".into(), to_entity: "b".into(), bytes_sent: 1, bytes_recv: 2 };
+        assert_eq!(
+            to_line(&Output::Update { time: 9, diff: 1, record: GraphRecord::Edge(edge) }),
+            r#"{"time":9,"diff":1,"edge":{"from_entity":"a","to_entity":"b","bytes_sent":1,"bytes_recv":2,"bytes_total":3}}"#
+        );
+        assert_eq!(to_line(&Output::Progress(10)), r#"{"progress":10}"#);
+    }
+}
