@@ -1,0 +1,97 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Live "who talks to whom" graph of TCP traffic, computed incrementally.
+#[derive(Debug, Parser)]
+#[command(name = "flowgraph", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay a recorded stream (JSON Lines or binary) through the job.
+    Replay(ReplayArgs),
+    /// Replay the bundled demo recording and show the graph evolving in the terminal.
+    Demo(DemoArgs),
+    /// Write a seeded synthetic fleet recording.
+    Generate(GenerateArgs),
+}
+
+/// Query parameters shared by every command that runs the job. Flags override the config file.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// TOML config file (see config/examples/flowgraph.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Remote addresses and CIDRs to keep, comma-separated (default: all).
+    #[arg(long)]
+    pub ips: Option<String>,
+    /// Window length, e.g. 5m.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Graph node: pod, service, namespace, node, container, host or process.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// How far the frontier trails the largest event time seen, e.g. 30s.
+    #[arg(long)]
+    pub lateness: Option<String>,
+    /// Release completed results each time the frontier moves this far (event time).
+    #[arg(long)]
+    pub progress_interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording to replay.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Write every graph delta and progress mark here, as JSON Lines.
+    #[arg(long)]
+    pub deltas: Option<PathBuf>,
+    /// Write the graph at the last event time here, as JSON.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Stop at the first bad or rejected record instead of counting it and going on.
+    #[arg(long)]
+    pub strict: bool,
+    /// How many edges the summary table shows.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Event-time speed-up: 60 shows a minute of traffic per second; 0 runs without pauses.
+    #[arg(long, default_value_t = 60.0)]
+    pub speed: f64,
+    /// Redraw the table every this much event time.
+    #[arg(long, default_value = "10s")]
+    pub every: String,
+    /// How many edges the table shows.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// smoke, demo, medium or large.
+    #[arg(long, default_value = "smoke")]
+    pub size: String,
+    /// Random seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// binary or jsonl.
+    #[arg(long, default_value = "binary")]
+    pub format: String,
+}

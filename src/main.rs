@@ -1,0 +1,39 @@
+//! `flowgraph`: the live network flow graph.
+//!
+//! Subcommands: `replay` a recorded stream through the job, `demo` (the bundled recording,
+//! shown evolving in the terminal), `generate` a seeded synthetic fleet recording.
+
+mod cli;
+mod demo;
+mod generate;
+mod replay;
+mod report;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Replay(args) => replay::run(args),
+        cli::Command::Demo(args) => demo::run(args),
+        cli::Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The one place the error chain is printed.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

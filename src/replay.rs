@@ -1,0 +1,193 @@
+//! `flowgraph replay`: a recorded stream through the job, in this process.
+
+use crate::cli::{QueryArgs, ReplayArgs};
+use crate::report;
+use anyhow::{bail, Context};
+use flowgraph_config::{ConfigFile, QueryConfig};
+use flowgraph_pipeline::{Admission, Job, JobConfig, Output};
+use flowgraph_sinks::deltas::DeltaWriter;
+use flowgraph_sinks::graph::GraphState;
+use flowgraph_sources::recording::{self, Format, RecordingReader};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::File;
+use std::io::{BufRead, BufWriter};
+use std::time::{Duration, Instant};
+
+/// How many bad or rejected records are described one by one before only counting.
+const DESCRIBED_PROBLEMS: u64 = 10;
+
+/// The job's configuration from the config file (if any) with the flags on top.
+pub fn job_config(args: &QueryArgs) -> anyhow::Result<JobConfig> {
+    let mut query = match &args.config {
+        Some(path) => ConfigFile::load(path)?.query,
+        None => QueryConfig::default(),
+    };
+    if let Some(ips) = &args.ips {
+        query.ips = ips.split(',').map(str::to_string).collect();
+    }
+    if let Some(window) = &args.window {
+        query.window = window.clone();
+    }
+    if let Some(group_by) = &args.group_by {
+        query.group_by = group_by.clone();
+    }
+    if let Some(lateness) = &args.lateness {
+        query.lateness = lateness.clone();
+    }
+    if let Some(interval) = &args.progress_interval {
+        query.progress_interval = interval.clone();
+    }
+    let config = query.validate().map_err(|mut e| {
+        e.file = args.config.clone();
+        e
+    })?;
+    Ok(config)
+}
+
+/// What a replay saw and produced.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    pub format: Format,
+    pub records: u64,
+    pub late: u64,
+    pub rejected: u64,
+    pub bad_input: u64,
+    pub updates: u64,
+    pub progress_marks: u64,
+    pub elapsed: Duration,
+    pub graph: GraphState,
+    pub tracked_keys: usize,
+}
+
+/// Called after each progress mark with the graph complete at that mark.
+pub type OnProgress<'a> = &'a mut dyn FnMut(&GraphState);
+
+/// Runs a recording through a new job. Bad input and rejected records are counted and
+/// described (the first few), or fatal with `strict`.
+pub fn replay_stream<R: BufRead>(
+    mut reader: RecordingReader<R>,
+    source: &str,
+    config: JobConfig,
+    strict: bool,
+    mut deltas: Option<&mut DeltaWriter<BufWriter<File>>>,
+    mut on_progress: Option<OnProgress<'_>>,
+    progress_bar: &ProgressBar,
+) -> anyhow::Result<ReplaySummary> {
+    let started = Instant::now();
+    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
+    let mut graph = GraphState::default();
+    let mut outputs = Vec::new();
+    let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
+    let mut problems = 0u64;
+    let mut describe = |what: String| {
+        problems += 1;
+        if problems <= DESCRIBED_PROBLEMS {
+            tracing::warn!("{source}: {what}");
+        } else if problems == DESCRIBED_PROBLEMS + 1 {
+            tracing::warn!("{source}: further problems are counted, not described");
+        }
+    };
+    loop {
+        let item = reader
+            .next_item()
+            .with_context(|| format!("reading {source}"))?;
+        let Some(item) = item else { break };
+        match item {
+            Ok((position, record)) => {
+                let kind = record.kind();
+                match job.push(record) {
+                    Ok(Admission::OnTime) | Ok(Admission::Late { .. }) => {}
+                    Err(rejection) => {
+                        if strict {
+                            bail!("{source}: {position}: {kind} record rejected: {rejection}");
+                        }
+                        describe(format!("{position}: {kind} record rejected: {rejection}"));
+                    }
+                }
+            }
+            Err(bad) => {
+                bad_input += 1;
+                if strict {
+                    bail!("{source}: {bad}");
+                }
+                describe(bad.to_string());
+            }
+        }
+        job.drain_into(&mut outputs);
+        if !outputs.is_empty() {
+            emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
+            progress_bar.set_position(job.stats().records);
+        }
+    }
+    job.finish();
+    job.drain_into(&mut outputs);
+    emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
+    progress_bar.finish_and_clear();
+    let stats = job.stats().clone();
+    Ok(ReplaySummary {
+        format: reader.format(),
+        records: stats.records,
+        late: stats.late,
+        rejected: stats.rejected,
+        bad_input,
+        updates,
+        progress_marks,
+        elapsed: started.elapsed(),
+        graph,
+        tracked_keys: job.tracked_connection_keys(),
+    })
+}
+
+fn emit(
+    outputs: &mut Vec<Output>,
+    graph: &mut GraphState,
+    deltas: &mut Option<&mut DeltaWriter<BufWriter<File>>>,
+    on_progress: &mut Option<OnProgress<'_>>,
+    updates: &mut u64,
+    progress_marks: &mut u64,
+) -> anyhow::Result<()> {
+    for output in outputs.drain(..) {
+        if let Some(writer) = deltas.as_mut() {
+            writer.write(&output).context("writing deltas")?;
+        }
+        graph.apply(&output);
+        match output {
+            Output::Update { .. } => *updates += 1,
+            Output::Progress(_) => {
+                *progress_marks += 1;
+                if let Some(callback) = on_progress.as_mut() {
+                    callback(graph);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = job_config(&args.query)?;
+    let reader = recording::open(&args.input)?;
+    let source = args.input.display().to_string();
+    let mut deltas = match &args.deltas {
+        Some(path) => Some(DeltaWriter::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {human_pos} records replayed ({per_sec})")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let params = config.params.clone();
+    let summary = replay_stream(reader, &source, config, args.strict, deltas.as_mut(), None, &bar)?;
+    if let Some(writer) = deltas {
+        writer.finish().context("writing deltas")?;
+    }
+    if let Some(path) = &args.snapshot {
+        std::fs::write(path, summary.graph.snapshot_json() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    report::print_summary(&source, &params, &summary, args.top);
+    Ok(())
+}

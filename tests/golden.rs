@@ -1,0 +1,162 @@
+//! Golden end-to-end cases: `flowgraph replay` on each `tests/golden/<case>/input.jsonl` with
+//! the flags in `args`, compared with the committed expected outputs:
+//!
+//! * `expected.deltas.jsonl`: every delta and progress mark, byte for byte;
+//! * `expected.snapshot.json`: the graph at the last event time;
+//! * `expected.summary`: the counts line (read, late, rejected, bad) and the graph line;
+//! * `expected.problems`: each bad or rejected record, as reported (line number and reason).
+//!
+//! Expected files change only through the bless switch, never by hand:
+//! `FLOWGRAPH_BLESS=1 cargo test --release --test golden`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("input.jsonl").exists())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no golden cases under {}", root.display());
+    cases
+}
+
+struct Run {
+    deltas: String,
+    snapshot: String,
+    summary: String,
+    problems: String,
+}
+
+fn replay(case: &Path, out: &Path) -> Run {
+    let args: Vec<String> = std::fs::read_to_string(case.join("args"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let deltas = out.join("deltas.jsonl");
+    let snapshot = out.join("snapshot.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(case)
+        .args(["replay", "--input", "input.jsonl"])
+        .args(&args)
+        .arg("--deltas")
+        .arg(&deltas)
+        .arg("--snapshot")
+        .arg(&snapshot)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run flowgraph");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{}: replay failed\n{stdout}\n{stderr}", case.display());
+    // Lines that do not depend on the machine: counts and the graph's size and time.
+    let summary = stdout
+        .lines()
+        .filter(|l| l.starts_with("input.jsonl") || l.starts_with("graph at") || l.starts_with("query:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let problems = stderr
+        .lines()
+        .filter_map(|l| l.split_once("input.jsonl: ").map(|(_, rest)| rest))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Run {
+        deltas: std::fs::read_to_string(deltas).unwrap(),
+        snapshot: std::fs::read_to_string(snapshot).unwrap(),
+        summary: summary + "\n",
+        problems: problems + "\n",
+    }
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowgraph-golden-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn golden_cases_match_their_expected_outputs() {
+    let bless = std::env::var_os("FLOWGRAPH_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let run = replay(&case, &out_dir(&name));
+        for (file, actual) in [
+            ("expected.deltas.jsonl", &run.deltas),
+            ("expected.snapshot.json", &run.snapshot),
+            ("expected.summary", &run.summary),
+            ("expected.problems", &run.problems),
+        ] {
+            let path = case.join(file);
+            if bless {
+                std::fs::write(&path, actual).unwrap();
+                continue;
+            }
+            let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{}: {e}; create it with FLOWGRAPH_BLESS=1", path.display())
+            });
+            if &expected != actual {
+                failures.push(format!(
+                    "{name}/{file} differs (review, then bless with FLOWGRAPH_BLESS=1)\n--- expected\n{}\n--- actual\n{}",
+                    head(&expected),
+                    head(actual)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn head(text: &str) -> String {
+    text.lines().take(40).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn replaying_the_same_input_twice_gives_identical_bytes() {
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let first = replay(&case, &out_dir(&format!("{name}-a")));
+        let second = replay(&case, &out_dir(&format!("{name}-b")));
+        assert_eq!(first.deltas, second.deltas, "{name}: deltas differ between runs");
+        assert_eq!(first.snapshot, second.snapshot, "{name}: snapshots differ between runs");
+    }
+}
+
+#[test]
+fn strict_mode_stops_at_the_first_problem_and_names_it() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bad_input");
+    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(&case)
+        .args(["replay", "--input", "input.jsonl", "--strict"])
+        .output()
+        .expect("run flowgraph");
+    assert!(!output.status.success(), "--strict accepted bad input");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("error: input.jsonl: line 3: column"),
+        "strict error does not name the line: {stderr}"
+    );
+}
+
+#[test]
+fn a_bad_flag_value_is_a_clear_error() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic_pod");
+    for (flag, value, expected) in [
+        ("--window", "5 fortnights", "query.window: invalid duration"),
+        ("--group-by", "planet", "query.group_by: unknown group_by \"planet\""),
+        ("--ips", "10.0.0.0/99", "query.ips: invalid CIDR"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(&case)
+            .args(["replay", "--input", "input.jsonl", flag, value])
+            .output()
+            .expect("run flowgraph");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+}
