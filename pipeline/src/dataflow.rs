@@ -14,11 +14,12 @@
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
 //! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
 
-use crate::graph::{Edge, GraphRecord, Row};
+use crate::graph::{Edge, GraphRecord, Row, Text};
+use crate::stage::ProcessInfo;
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
-use flowgraph_schema::{EventTime, Process, Upid};
+use flowgraph_schema::{EventTime, Upid};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -34,8 +35,8 @@ pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>
 /// The dataflow's input handles.
 pub(crate) struct Inputs {
     pub(crate) conns: InputSession<EventTime, ConnData, isize>,
-    pub(crate) procs: InputSession<EventTime, (Upid, Process), isize>,
-    pub(crate) names: InputSession<EventTime, (IpAddr, String), isize>,
+    pub(crate) procs: InputSession<EventTime, (Upid, ProcessInfo), isize>,
+    pub(crate) names: InputSession<EventTime, (IpAddr, Text), isize>,
     pub(crate) ips: InputSession<EventTime, IpFilter, isize>,
     pub(crate) group_by: InputSession<EventTime, GroupBy, isize>,
 }
@@ -62,8 +63,8 @@ impl Inputs {
 pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, ProbeHandle<EventTime>) {
     worker.dataflow_named::<EventTime, _, _>("net_flow_graph", move |scope| {
         let (conns_in, conns) = scope.new_collection::<ConnData, isize>();
-        let (procs_in, procs) = scope.new_collection::<(Upid, Process), isize>();
-        let (names_in, names) = scope.new_collection::<(IpAddr, String), isize>();
+        let (procs_in, procs) = scope.new_collection::<(Upid, ProcessInfo), isize>();
+        let (names_in, names) = scope.new_collection::<(IpAddr, Text), isize>();
         let (ips_in, ips) = scope.new_collection::<IpFilter, isize>();
         let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
 
@@ -96,8 +97,8 @@ type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 /// The table rows of the graph.
 fn rows<'s>(
     conns: Coll<'s, ConnData>,
-    procs: Coll<'s, (Upid, Process)>,
-    names: Coll<'s, (IpAddr, String)>,
+    procs: Coll<'s, (Upid, ProcessInfo)>,
+    names: Coll<'s, (IpAddr, Text)>,
     ips: Coll<'s, IpFilter>,
     group_by: Coll<'s, GroupBy>,
 ) -> Coll<'s, Row> {
@@ -124,7 +125,7 @@ fn rows<'s>(
     let unnamed = kept
         .map(|addr| (addr, ()))
         .antijoin(names.map(|(addr, _)| addr).distinct())
-        .map(|(addr, ())| (addr, addr.to_string()));
+        .map(|(addr, ())| (addr, Text::from(addr.to_string())));
     let to_entity = named.concat(unnamed);
 
     // from_entity and cmdline per upid under the current grouping; '' entities drop out here.
@@ -132,8 +133,8 @@ fn rows<'s>(
         .map(|(upid, process)| ((), (upid, process)))
         .join(group_by.map(|g| ((), g)))
         .flat_map(|((), ((upid, process), group_by))| {
-            let entity = group_by.entity_of(&process);
-            (!entity.is_empty()).then(|| (upid, (entity.to_string(), process.cmdline.clone())))
+            let entity = group_by.entity_text(&process);
+            (!entity.is_empty()).then(|| (upid, (entity.clone(), process.cmdline.clone())))
         });
 
     maxed

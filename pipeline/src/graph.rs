@@ -3,20 +3,25 @@
 use flowgraph_schema::{EventTime, Upid};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Shared, immutable text: clones are reference-count bumps, so rows and edges move through
+/// the dataflow's joins without copying their strings.
+pub type Text = Arc<str>;
 
 /// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Row {
     /// The process's `group_by` field.
-    pub from_entity: String,
+    pub from_entity: Text,
     /// The process.
     pub upid: Upid,
     /// The process's command line.
-    pub cmdline: String,
+    pub cmdline: Text,
     /// The peer address.
     pub remote_addr: IpAddr,
     /// The peer's name, or the address as text.
-    pub to_entity: String,
+    pub to_entity: Text,
     /// Largest cumulative bytes sent in the window.
     pub bytes_sent: u64,
     /// Largest cumulative bytes received in the window.
@@ -34,9 +39,9 @@ impl Row {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Edge {
     /// Source node.
-    pub from_entity: String,
+    pub from_entity: Text,
     /// Destination node.
-    pub to_entity: String,
+    pub to_entity: Text,
     /// Sum of the rows' bytes_sent.
     pub bytes_sent: u64,
     /// Sum of the rows' bytes_recv.

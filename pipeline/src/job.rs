@@ -3,9 +3,10 @@
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::graph::{GraphRecord, Output};
 use crate::params::Params;
-use crate::stage::{Stage, StageValue};
+use crate::graph::Text;
+use crate::stage::{Interner, ProcessInfo, Stage, StageValue};
 use differential_dataflow::consolidation::consolidate;
-use flowgraph_schema::{EventTime, Process, Record, TraceRole, Upid};
+use flowgraph_schema::{EventTime, Record, TraceRole, Upid};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -94,13 +95,13 @@ impl StageValue for Bytes {
     }
 }
 
-impl StageValue for Process {
+impl StageValue for ProcessInfo {
     fn check_order(_: &Self, _: &Self) -> Result<(), String> {
         Ok(())
     }
 }
 
-impl StageValue for String {
+impl StageValue for Text {
     fn check_order(_: &Self, _: &Self) -> Result<(), String> {
         Ok(())
     }
@@ -120,8 +121,9 @@ pub struct Job {
     probe: ProbeHandle<EventTime>,
     output: OutputBuffer,
     conns: Stage<ConnKey, Bytes>,
-    procs: Stage<Upid, Process>,
-    names: Stage<IpAddr, String>,
+    procs: Stage<Upid, ProcessInfo>,
+    names: Stage<IpAddr, Text>,
+    interner: Interner,
     /// Parameters in force at the input frontier.
     params: Params,
     /// Changes not yet applied, by time (at or after the input frontier).
@@ -162,6 +164,7 @@ impl Job {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
             procs: Stage::new(None, config.max_window_ns),
             names: Stage::new(None, config.max_window_ns),
+            interner: Interner::default(),
             params: config.params.clone(),
             config,
             worker,
@@ -206,8 +209,14 @@ impl Job {
                 };
                 self.conns.insert(key, time, bytes)
             }
-            Record::Process(p) => self.procs.insert(p.upid, time, p),
-            Record::Name(n) => self.names.insert(n.addr, time, n.name),
+            Record::Process(p) => {
+                let info = self.interner.process(&p);
+                self.procs.insert(p.upid, time, info)
+            }
+            Record::Name(n) => {
+                let name = self.interner.intern(&n.name);
+                self.names.insert(n.addr, time, name)
+            }
             Record::Progress(_) => Ok(()),
         };
         if let Err(reason) = inserted {

@@ -12,6 +12,6 @@ mod job;
 mod params;
 mod stage;
 
-pub use graph::{Edge, GraphRecord, Output, Row};
+pub use graph::{Edge, GraphRecord, Output, Row, Text};
 pub use job::{Admission, Job, JobConfig, JobStats, Rejection};
 pub use params::{GroupBy, IpFilter, Params, DEFAULT_WINDOW_NS};

@@ -65,6 +65,21 @@ impl GroupBy {
     }
 }
 
+impl GroupBy {
+    /// The interned process description's field this grouping reads.
+    pub(crate) fn entity_text(self, process: &crate::stage::ProcessInfo) -> &crate::graph::Text {
+        match self {
+            GroupBy::Pod => &process.pod,
+            GroupBy::Service => &process.service,
+            GroupBy::Namespace => &process.namespace,
+            GroupBy::Node => &process.node,
+            GroupBy::Container => &process.container,
+            GroupBy::Host => &process.host,
+            GroupBy::Process => &process.cmdline,
+        }
+    }
+}
+
 impl fmt::Display for GroupBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

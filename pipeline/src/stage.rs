@@ -15,12 +15,59 @@
 //! A window change re-derives every key's state at the change time, so it needs the latest
 //! sample of each key even after it left the window: those are kept for `max_window`.
 
-use flowgraph_schema::EventTime;
+use crate::graph::Text;
+use flowgraph_schema::{EventTime, Process};
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::Hash;
+
+/// A process description with its text interned. Fields are in `Process`'s order, so the
+/// derived `Ord` breaks ties between records at one time exactly as `Process`'s does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct ProcessInfo {
+    pub(crate) cmdline: Text,
+    pub(crate) comm: Text,
+    pub(crate) container: Text,
+    pub(crate) host: Text,
+    pub(crate) pod: Text,
+    pub(crate) service: Text,
+    pub(crate) namespace: Text,
+    pub(crate) node: Text,
+}
+
+/// Deduplicates text, so each distinct string is stored once however many records carry it.
+#[derive(Default)]
+pub(crate) struct Interner {
+    texts: FxHashSet<Text>,
+}
+
+impl Interner {
+    pub(crate) fn intern(&mut self, text: &str) -> Text {
+        if let Some(existing) = self.texts.get(text) {
+            return existing.clone();
+        }
+        let text: Text = Text::from(text);
+        self.texts.insert(text.clone());
+        text
+    }
+
+    pub(crate) fn process(&mut self, p: &Process) -> ProcessInfo {
+        ProcessInfo {
+            cmdline: self.intern(&p.cmdline),
+            comm: self.intern(&p.comm),
+            container: self.intern(&p.container),
+            host: self.intern(&p.host),
+            pod: self.intern(&p.pod),
+            service: self.intern(&p.service),
+            namespace: self.intern(&p.namespace),
+            node: self.intern(&p.node),
+        }
+    }
+}
 
 /// A value a stage can hold: ordered (ties at equal time go to the greatest value) and able
 /// to say whether a later sample may follow an earlier one.

@@ -298,11 +298,11 @@ impl Oracle {
             e.1 += recv;
             state.insert(
                 GraphRecord::Row(Row {
-                    from_entity,
+                    from_entity: from_entity.into(),
                     upid,
-                    cmdline,
+                    cmdline: cmdline.into(),
                     remote_addr,
-                    to_entity,
+                    to_entity: to_entity.into(),
                     bytes_sent: sent,
                     bytes_recv: recv,
                 }),
@@ -312,8 +312,8 @@ impl Oracle {
         for ((from_entity, to_entity), (bytes_sent, bytes_recv)) in edges {
             state.insert(
                 GraphRecord::Edge(Edge {
-                    from_entity,
-                    to_entity,
+                    from_entity: from_entity.into(),
+                    to_entity: to_entity.into(),
                     bytes_sent,
                     bytes_recv,
                 }),
