@@ -129,6 +129,8 @@ pub struct Job {
     /// Changes not yet applied, by time (at or after the input frontier).
     param_changes: Vec<(EventTime, Params)>,
     max_seen: Option<EventTime>,
+    /// The sources' own watermark (for Kafka: the minimum over partitions), if they have one.
+    watermark: EventTime,
     /// The dataflow's input frontier: every time before it is closed.
     input_frontier: EventTime,
     /// Output updates of times not yet complete.
@@ -173,6 +175,7 @@ impl Job {
             output,
             param_changes: Vec::new(),
             max_seen: None,
+            watermark: 0,
             input_frontier: 0,
             held: BTreeMap::new(),
             released: Vec::new(),
@@ -227,11 +230,23 @@ impl Job {
             self.stats.late += 1;
         }
         self.max_seen = Some(self.max_seen.map_or(original, |m| m.max(original)));
+        self.maybe_advance();
+        Ok(admission)
+    }
+
+    /// Raises the sources' watermark: they promise nothing older than `watermark` will come.
+    /// The frontier is the larger of this and (largest event time seen - lateness), so a
+    /// source that keeps its watermark current completes times sooner than lateness alone.
+    pub fn advance_watermark(&mut self, watermark: EventTime) {
+        self.watermark = self.watermark.max(watermark);
+        self.maybe_advance();
+    }
+
+    fn maybe_advance(&mut self) {
         let frontier = self.frontier();
         if frontier >= self.input_frontier.saturating_add(self.config.progress_interval_ns) {
             self.advance(frontier);
         }
-        Ok(admission)
     }
 
     /// Changes the parameters from the current frontier on; returns that time.
@@ -247,10 +262,12 @@ impl Job {
         self.param_changes.last().map_or(&self.params, |(_, p)| p)
     }
 
-    /// The current frontier: largest event time seen minus lateness (0 before any record).
+    /// The current frontier: the largest event time seen minus lateness, or the sources'
+    /// watermark if that is further (0 before either).
     pub fn frontier(&self) -> EventTime {
         self.max_seen
             .map_or(0, |m| m.saturating_sub(self.config.lateness_ns))
+            .max(self.watermark)
             .max(self.input_frontier)
     }
 
