@@ -30,6 +30,119 @@ pub struct ConfigFile {
     /// The query and its time model.
     #[serde(default)]
     pub query: QueryConfig,
+    /// Kafka input and outputs (`flowgraph run`).
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+}
+
+/// The `[kafka]` section: where `flowgraph run` reads records and writes the graph.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port,host:port`).
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topic the agents publish records to.
+    #[serde(default = "default_input_topic")]
+    pub input_topic: String,
+    /// Topic undecodable input goes to, with the reason and origin in headers; "" disables.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Topic of graph deltas and progress marks (created with one partition if missing).
+    #[serde(default = "default_deltas_topic")]
+    pub deltas_topic: String,
+    /// Compacted topic of the current graph, keyed by row or edge (created if missing).
+    #[serde(default = "default_state_topic")]
+    pub state_topic: String,
+    /// Encoding of delta messages: json or bincode.
+    #[serde(default = "default_delta_format")]
+    pub delta_format: String,
+    /// Transactional id of this pipeline instance; keep it stable across restarts.
+    #[serde(default = "default_transactional_id")]
+    pub transactional_id: String,
+    /// Where to start reading when no previous run left a progress mark: beginning or end.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Where a restart rebuilds its state from: `beginning` (the whole retained input topic:
+    /// exact whatever the sources send) or `window` (seek by timestamp to the last progress
+    /// mark - window - lateness: fast, exact only if every source re-announces its process and
+    /// name records at least once per window, as the agent does every export period).
+    #[serde(default = "default_rebuild_from")]
+    pub rebuild_from: String,
+    /// Any librdkafka option, passed to every client (security.protocol, sasl.*, ssl.*, ...).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_input_topic() -> String {
+    "flowgraph.records".into()
+}
+fn default_dead_letter_topic() -> String {
+    "flowgraph.dead_letters".into()
+}
+fn default_deltas_topic() -> String {
+    "flowgraph.graph_deltas".into()
+}
+fn default_state_topic() -> String {
+    "flowgraph.graph_state".into()
+}
+fn default_delta_format() -> String {
+    "json".into()
+}
+fn default_transactional_id() -> String {
+    "flowgraph-pipeline-0".into()
+}
+fn default_start() -> String {
+    "beginning".into()
+}
+fn default_rebuild_from() -> String {
+    "beginning".into()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            input_topic: default_input_topic(),
+            dead_letter_topic: default_dead_letter_topic(),
+            deltas_topic: default_deltas_topic(),
+            state_topic: default_state_topic(),
+            delta_format: default_delta_format(),
+            transactional_id: default_transactional_id(),
+            start: default_start(),
+            rebuild_from: default_rebuild_from(),
+            options: Default::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the values that have a fixed set of choices; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let error = |key: &str, message: String| ConfigError {
+            file: None,
+            key: format!("kafka.{key}"),
+            message,
+        };
+        if !matches!(self.delta_format.as_str(), "json" | "bincode") {
+            return Err(error("delta_format", format!("unknown format {:?}; expected json or bincode", self.delta_format)));
+        }
+        if !matches!(self.start.as_str(), "beginning" | "end") {
+            return Err(error("start", format!("unknown start {:?}; expected beginning or end", self.start)));
+        }
+        if !matches!(self.rebuild_from.as_str(), "beginning" | "window") {
+            return Err(error("rebuild_from", format!("unknown value {:?}; expected beginning or window", self.rebuild_from)));
+        }
+        for (key, value) in [("brokers", &self.brokers), ("input_topic", &self.input_topic), ("deltas_topic", &self.deltas_topic), ("state_topic", &self.state_topic), ("transactional_id", &self.transactional_id)] {
+            if value.trim().is_empty() {
+                return Err(error(key, "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[query]` section: the net_flow_graph parameters and how time is treated.

@@ -89,6 +89,64 @@ pub fn to_line(output: &Output) -> String {
     serde_json::to_string(&line).expect("deltas always serialize")
 }
 
+#[derive(serde::Deserialize)]
+struct LineIn {
+    time: Option<EventTime>,
+    diff: Option<i64>,
+    row: Option<RowIn>,
+    edge: Option<EdgeIn>,
+    progress: Option<EventTime>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowIn {
+    from_entity: String,
+    upid: Upid,
+    cmdline: String,
+    remote_addr: IpAddr,
+    to_entity: String,
+    bytes_sent: u64,
+    bytes_recv: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct EdgeIn {
+    from_entity: String,
+    to_entity: String,
+    bytes_sent: u64,
+    bytes_recv: u64,
+}
+
+/// Parses a delta line back into an output (what a downstream consumer does).
+pub fn from_line(line: &str) -> Result<Output, String> {
+    let parsed: LineIn = serde_json::from_str(line).map_err(|e| format!("bad delta line: {e}"))?;
+    if let Some(progress) = parsed.progress {
+        return Ok(Output::Progress(progress));
+    }
+    let (Some(time), Some(diff)) = (parsed.time, parsed.diff) else {
+        return Err("bad delta line: neither progress nor time and diff".into());
+    };
+    let record = match (parsed.row, parsed.edge) {
+        (Some(r), None) => GraphRecord::Row(Row {
+            from_entity: r.from_entity.into(),
+            upid: r.upid,
+            cmdline: r.cmdline.into(),
+            remote_addr: r.remote_addr,
+            to_entity: r.to_entity.into(),
+            bytes_sent: r.bytes_sent,
+            bytes_recv: r.bytes_recv,
+        }),
+        (None, Some(e)) => GraphRecord::Edge(Edge {
+            from_entity: e.from_entity.into(),
+            to_entity: e.to_entity.into(),
+            bytes_sent: e.bytes_sent,
+            bytes_recv: e.bytes_recv,
+        }),
+        _ => return Err("bad delta line: needs exactly one of row and edge".into()),
+    };
+    Ok(Output::Update { time, diff, record })
+}
+
 /// Writes outputs as delta lines.
 #[derive(Debug)]
 pub struct DeltaWriter<W: Write> {
@@ -147,5 +205,8 @@ mod tests {
             r#"{"time":9,"diff":1,"edge":{"from_entity":"a","to_entity":"b","bytes_sent":1,"bytes_recv":2,"bytes_total":3}}"#
         );
         assert_eq!(to_line(&Output::Progress(10)), r#"{"progress":10}"#);
+        for output in [Output::Progress(10)] {
+            assert_eq!(from_line(&to_line(&output)).unwrap(), output);
+        }
     }
 }

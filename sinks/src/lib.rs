@@ -7,3 +7,4 @@
 
 pub mod deltas;
 pub mod graph;
+pub mod kafka;

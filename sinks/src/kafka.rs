@@ -1,0 +1,410 @@
+//! Kafka sinks: the graph-delta topic and the compacted graph-state topic.
+//!
+//! ```text
+//!  job outputs ── updates of completed times ──┐
+//!              └─ Progress(P) ─────────────────┤ one transaction per progress mark:
+//!                                              ├─ deltas topic: update batches, then {"progress":P}
+//!                                              └─ state topic:  key -> current value | tombstone
+//! ```
+//!
+//! Data and its progress mark commit together, so a `read_committed` consumer never sees a
+//! mark without every update before it, nor updates of a batch that was aborted.
+//!
+//! Restart: the sink reads the last committed progress mark P0 from the delta topic and
+//! publishes nothing with a time below P0 (the job recomputes those times while it rebuilds its
+//! state, and they are already on the topic). The first new transaction continues exactly
+//! where the last committed one ended, so a consumer sees every time once and progress marks
+//! strictly increasing.
+
+use crate::deltas::{self, EdgeJson, RowJson};
+use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_schema::EventTime;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How delta messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaFormat {
+    /// JSON Lines, the lines of `replay --deltas` (schema: docs/schema/graph_delta.schema.json).
+    Json,
+    /// A bincode `Vec<Output>` behind the header "FD", version 1.
+    Bincode,
+}
+
+/// What the Kafka sink needs to know.
+#[derive(Debug, Clone)]
+pub struct KafkaSinkConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The delta topic (one partition: deltas are totally ordered).
+    pub deltas_topic: String,
+    /// The compacted state topic.
+    pub state_topic: String,
+    /// Delta encoding.
+    pub format: DeltaFormat,
+    /// Stable per pipeline instance: a restarted instance fences its previous incarnation.
+    pub transactional_id: String,
+    /// Most updates in one delta message.
+    pub max_updates_per_message: usize,
+    /// Extra librdkafka options (security, ...), applied last.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Errors of the sink. A failed transaction is aborted; the caller should exit and restart.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    /// Client creation or topic setup failed.
+    #[error("Kafka sink setup on {brokers}: {message}")]
+    Setup {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What failed.
+        message: String,
+    },
+    /// A transaction failed and was aborted.
+    #[error("publishing progress mark {progress} failed (transaction aborted): {source}")]
+    Transaction {
+        /// The mark being published.
+        progress: EventTime,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+}
+
+/// Counters of the sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSinkStats {
+    /// Updates published.
+    pub updates: u64,
+    /// Updates not published because a previous run had published their times.
+    pub skipped_on_resume: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Delta messages written.
+    pub messages: u64,
+    /// State-topic upserts and tombstones written.
+    pub state_writes: u64,
+}
+
+/// Publishes job outputs to the delta and state topics.
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    pending: Vec<Output>,
+    resume_after: Option<EventTime>,
+    stats: KafkaSinkStats,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("deltas_topic", &self.config.deltas_topic)
+            .field("resume_after", &self.resume_after)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl KafkaSink {
+    /// Creates the topics if missing, initializes transactions (fencing an older incarnation)
+    /// and finds where a previous run stopped.
+    pub fn new(config: KafkaSinkConfig) -> Result<Self, KafkaSinkError> {
+        let setup = |message: String| KafkaSinkError::Setup {
+            brokers: config.brokers.clone(),
+            message,
+        };
+        ensure_topics(&config).map_err(setup)?;
+        let producer: ThreadedProducer<DefaultProducerContext> = {
+            let mut c = client(&config.brokers, &BTreeMap::new());
+            c.set("transactional.id", &config.transactional_id)
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5");
+            for (key, value) in &config.options {
+                c.set(key, value);
+            }
+            c.create().map_err(|e| setup(format!("cannot create producer: {e}")))?
+        };
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(|e| setup(format!("cannot initialize transactions: {e}")))?;
+        let resume_after = last_progress(&config).map_err(setup)?;
+        if let Some(p) = resume_after {
+            tracing::info!(topic = %config.deltas_topic, progress = p, "resuming after the last committed progress mark");
+        }
+        Ok(KafkaSink {
+            config,
+            producer,
+            pending: Vec::new(),
+            resume_after,
+            stats: KafkaSinkStats::default(),
+        })
+    }
+
+    /// The last progress mark a previous run committed, if any: the job should rebuild its
+    /// state from input older than this by window + lateness.
+    pub fn resume_after(&self) -> Option<EventTime> {
+        self.resume_after
+    }
+
+    /// Takes job outputs and publishes every completed batch (the updates before a progress
+    /// mark, and the mark) in one transaction for the whole call: a caller that hands over
+    /// many marks at once (catching up) pays one commit, not one per mark.
+    pub fn publish(&mut self, outputs: &[Output]) -> Result<(), KafkaSinkError> {
+        let mut open: Option<EventTime> = None;
+        let mut published = 0u64;
+        for output in outputs {
+            match output {
+                Output::Update { time, .. } => {
+                    if self.resume_after.is_some_and(|p| *time < p) {
+                        self.stats.skipped_on_resume += 1;
+                    } else {
+                        self.pending.push(output.clone());
+                    }
+                }
+                Output::Progress(progress) => {
+                    if self.resume_after.is_some_and(|p| *progress <= p) {
+                        continue;
+                    }
+                    if open.is_none() {
+                        self.producer
+                            .begin_transaction()
+                            .map_err(|source| KafkaSinkError::Transaction { progress: *progress, source })?;
+                    }
+                    open = Some(*progress);
+                    if let Err(source) = self.send_batch(*progress) {
+                        let _ = self.producer.abort_transaction(TIMEOUT);
+                        return Err(KafkaSinkError::Transaction { progress: *progress, source });
+                    }
+                    published += self.pending.len() as u64;
+                    self.pending.clear();
+                }
+            }
+        }
+        if let Some(progress) = open {
+            if let Err(source) = self.producer.commit_transaction(TIMEOUT) {
+                let _ = self.producer.abort_transaction(TIMEOUT);
+                return Err(KafkaSinkError::Transaction { progress, source });
+            }
+            self.stats.transactions += 1;
+            self.stats.updates += published;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self, progress: EventTime) -> Result<(), KafkaError> {
+        let chunk = self.config.max_updates_per_message.max(1);
+        let mut messages: Vec<Vec<u8>> = self
+            .pending
+            .chunks(chunk)
+            .map(|updates| encode(self.config.format, updates))
+            .collect();
+        messages.push(encode(self.config.format, &[Output::Progress(progress)]));
+        let timestamp = (progress / 1_000_000) as i64;
+        for payload in &messages {
+            self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
+            self.stats.messages += 1;
+        }
+        // The state topic gets each key's value after the batch: the last update wins.
+        let mut state: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for output in &self.pending {
+            if let Output::Update { diff, record, .. } = output {
+                let (key, value) = state_entry(record);
+                if *diff > 0 {
+                    state.insert(key, Some(value));
+                } else {
+                    state.entry(key).or_insert(None);
+                    // A retraction only removes the value it retracts: an insertion of the
+                    // same key at the same or a later time (sorted after it) overwrites.
+                }
+            }
+        }
+        for (key, value) in &state {
+            let payload = value.as_ref().map(|v| v.as_bytes().to_vec());
+            self.send(&self.config.state_topic, Some(key), payload.as_ref(), timestamp)?;
+            self.stats.state_writes += 1;
+        }
+        Ok(())
+    }
+
+    fn send(
+        &self,
+        topic: &str,
+        key: Option<&String>,
+        payload: Option<&Vec<u8>>,
+        timestamp: i64,
+    ) -> Result<(), KafkaError> {
+        let mut record: BaseRecord<'_, String, Vec<u8>> = BaseRecord::to(topic).timestamp(timestamp);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// What the sink has done.
+    pub fn stats(&self) -> &KafkaSinkStats {
+        &self.stats
+    }
+}
+
+/// The state topic's key and current value for a row or an edge. Keys are JSON arrays that
+/// say which kind they are: `["edge",from,to]`, `["row",from,upid,cmdline,addr]`.
+pub fn state_entry(record: &GraphRecord) -> (String, String) {
+    match record {
+        GraphRecord::Edge(e) => (
+            serde_json::json!(["edge", &*e.from_entity, &*e.to_entity]).to_string(),
+            serde_json::to_string(&EdgeJson::from(e)).expect("edges serialize"),
+        ),
+        GraphRecord::Row(r) => (
+            serde_json::json!(["row", &*r.from_entity, r.upid.to_string(), &*r.cmdline, r.remote_addr.to_string()])
+                .to_string(),
+            serde_json::to_string(&RowJson::from(r)).expect("rows serialize"),
+        ),
+    }
+}
+
+/// Magic of a bincode delta message.
+pub const BINCODE_MAGIC: [u8; 3] = *b"FD\x01";
+
+/// Encodes outputs as one delta message.
+pub fn encode(format: DeltaFormat, outputs: &[Output]) -> Vec<u8> {
+    match format {
+        DeltaFormat::Json => {
+            let mut text = String::new();
+            for output in outputs {
+                text.push_str(&deltas::to_line(output));
+                text.push('\n');
+            }
+            text.into_bytes()
+        }
+        DeltaFormat::Bincode => {
+            let mut bytes = BINCODE_MAGIC.to_vec();
+            bincode::serde::encode_into_std_write(outputs, &mut bytes, bincode::config::standard())
+                .expect("encoding into a Vec cannot fail");
+            bytes
+        }
+    }
+}
+
+/// Decodes a delta message (either format).
+pub fn decode(payload: &[u8]) -> Result<Vec<Output>, String> {
+    if let Some(body) = payload.strip_prefix(&BINCODE_MAGIC) {
+        let (outputs, _) = bincode::serde::decode_from_slice(
+            body,
+            bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>(),
+        )
+        .map_err(|e| e.to_string())?;
+        return Ok(outputs);
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(deltas::from_line)
+        .collect()
+}
+
+fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(&config.brokers, &config.options)
+        .create()
+        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let deltas = NewTopic::new(&config.deltas_topic, 1, TopicReplication::Fixed(1));
+    let state = NewTopic::new(&config.state_topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    let runtime = futures_executor::block_on(admin.create_topics(
+        [&deltas, &state],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .map_err(|e| format!("cannot create topics: {e}"))?;
+    for result in runtime {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the delta topic's last committed progress mark.
+fn last_progress(config: &KafkaSinkConfig) -> Result<Option<EventTime>, String> {
+    let consumer: BaseConsumer = {
+        let mut c = client(&config.brokers, &BTreeMap::new());
+        c.set("group.id", format!("flowgraph-resume-{}", config.deltas_topic))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+        for (key, value) in &config.options {
+            c.set(key, value);
+        }
+        c.create().map_err(|e| format!("cannot create consumer: {e}"))?
+    };
+    let (low, high) = consumer
+        .fetch_watermarks(&config.deltas_topic, 0, TIMEOUT)
+        .map_err(|e| format!("cannot read offsets of {}: {e}", config.deltas_topic))?;
+    let mut start = high;
+    let mut step = 64;
+    while start > low {
+        start = (start - step).max(low);
+        step *= 4;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&config.deltas_topic, 0, Offset::Offset(start))
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        let mut last = None;
+        loop {
+            match consumer.poll(TIMEOUT) {
+                Some(Ok(message)) => {
+                    if let Some(payload) = message.payload() {
+                        for output in decode(payload)? {
+                            if let Output::Progress(p) = output {
+                                last = Some(p);
+                            }
+                        }
+                    }
+                    if message.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(format!("reading {}: {e}", config.deltas_topic)),
+                None => return Err(format!("timed out reading {}", config.deltas_topic)),
+            }
+        }
+        if last.is_some() {
+            return Ok(last);
+        }
+    }
+    Ok(None)
+}

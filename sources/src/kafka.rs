@@ -1,0 +1,456 @@
+//! The Kafka source: records from an input topic, with per-partition watermarks.
+//!
+//! ```text
+//!  topic partitions ── manual assignment (partition % workers == worker) ── BaseConsumer
+//!        │ message = one binary frame, or JSON Lines
+//!        ├─ records ───────────────────────────────► caller (the job)
+//!        ├─ progress records ─► partition watermark ─► min over partitions ─► caller
+//!        └─ undecodable ─► dead-letter topic (payload + reason + topic/partition/offset), counted
+//! ```
+//!
+//! No consumer-group rebalancing: the assignment is a pure function of the partition count and
+//! the worker, so every run of the pipeline reads the same partitions in every worker. A
+//! partition's watermark is the largest progress time seen on it (agents key their messages by
+//! agent id, so one partition carries one or a few agents): the minimum over the sources that
+//! have sent progress on it of their latest progress. Partitions that carry no progress
+//! records (yet) do not hold the frontier back; their records are late if they arrive behind
+//! it, and are then counted and processed at the frontier.
+
+use flowgraph_schema::binary::{self, MAGIC};
+use flowgraph_schema::{json, EventTime, Record};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where a source starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest retained message.
+    Beginning,
+    /// Only messages produced from now on.
+    End,
+    /// The first message whose timestamp is at or after this event time (ns).
+    EventTime(EventTime),
+}
+
+/// What the Kafka source needs to know.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The input topic.
+    pub topic: String,
+    /// Where undecodable messages go; `None` only counts them.
+    pub dead_letter_topic: Option<String>,
+    /// Where to start.
+    pub start: StartAt,
+    /// This worker's index and the number of workers: partition p is read by worker
+    /// `p % workers`.
+    pub worker: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// Extra librdkafka options (security, timeouts, ...), applied last.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Errors that stop the source (bad input never does).
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// The client could not be created or configured.
+    #[error("cannot create the Kafka client for {brokers}: {source}")]
+    Client {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// The topic's metadata could not be read (broker down, topic missing, no access).
+    #[error("cannot read metadata of topic {topic:?} from {brokers}: {reason}")]
+    Metadata {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// Assigning or seeking failed.
+    #[error("cannot assign partitions of {topic:?}: {source}")]
+    Assign {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Consuming failed in a way retrying will not fix.
+    #[error("consuming {topic:?} failed: {source}")]
+    Consume {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+}
+
+/// Counters of what the source has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaSourceStats {
+    /// Messages read.
+    pub messages: u64,
+    /// Records decoded.
+    pub records: u64,
+    /// Messages or lines that could not be decoded.
+    pub decode_errors: u64,
+    /// Of those, the ones written to the dead-letter topic.
+    pub dead_letters: u64,
+}
+
+/// One undecodable message or line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Topic, partition and offset it came from.
+    pub origin: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Reads records from the partitions of a topic assigned to this worker.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    consumer: BaseConsumer,
+    dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
+    /// Latest progress time per partition and source.
+    watermarks: BTreeMap<i32, BTreeMap<String, EventTime>>,
+    partitions: Vec<i32>,
+    stats: KafkaSourceStats,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.config.topic)
+            .field("partitions", &self.partitions)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a librdkafka client configuration: the bootstrap servers, then the user's options.
+pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
+}
+
+impl KafkaSource {
+    /// Connects, finds the topic's partitions, assigns this worker's share and seeks.
+    pub fn new(config: KafkaSourceConfig) -> Result<Self, KafkaSourceError> {
+        let client_error = |source| KafkaSourceError::Client {
+            brokers: config.brokers.clone(),
+            source,
+        };
+        let mut client = client_config(&config.brokers, &BTreeMap::new());
+        client
+            // Offsets are the pipeline's business (it seeks by event time); no group protocol.
+            .set("group.id", format!("flowgraph-source-{}", config.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        for (key, value) in &config.options {
+            client.set(key, value);
+        }
+        let consumer: BaseConsumer = client.create().map_err(client_error)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
+            .map_err(|e| KafkaSourceError::Metadata {
+                brokers: config.brokers.clone(),
+                topic: config.topic.clone(),
+                reason: e.to_string(),
+            })?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| KafkaSourceError::Metadata {
+                brokers: config.brokers.clone(),
+                topic: config.topic.clone(),
+                reason: "the topic does not exist or has no partitions".into(),
+            })?;
+        let workers = config.workers.max(1);
+        let mut partitions: Vec<i32> = topic
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .filter(|p| (*p as usize) % workers == config.worker)
+            .collect();
+        partitions.sort_unstable();
+        let mut assignment = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = match config.start {
+                StartAt::Beginning => Offset::Beginning,
+                StartAt::End => Offset::End,
+                // Resolved below by a timestamp lookup.
+                StartAt::EventTime(ns) => Offset::Offset((ns / 1_000_000) as i64),
+            };
+            assignment
+                .add_partition_offset(&config.topic, p, offset)
+                .map_err(|source| KafkaSourceError::Assign {
+                    topic: config.topic.clone(),
+                    source,
+                })?;
+        }
+        if let StartAt::EventTime(_) = config.start {
+            assignment = consumer
+                .offsets_for_times(assignment, Duration::from_secs(10))
+                .map_err(|source| KafkaSourceError::Assign {
+                    topic: config.topic.clone(),
+                    source,
+                })?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|source| KafkaSourceError::Assign {
+                topic: config.topic.clone(),
+                source,
+            })?;
+        let dead_letters = match &config.dead_letter_topic {
+            Some(topic) => Some({
+                create_topic_if_missing(&config, topic)
+                    .map_err(|reason| KafkaSourceError::Metadata {
+                        brokers: config.brokers.clone(),
+                        topic: topic.clone(),
+                        reason,
+                    })?;
+                client_config(&config.brokers, &config.options)
+                    .set("enable.idempotence", "true")
+                    .create()
+                    .map_err(client_error)?
+            }),
+            None => None,
+        };
+        Ok(KafkaSource {
+            watermarks: BTreeMap::new(),
+            partitions,
+            config,
+            consumer,
+            dead_letters,
+            stats: KafkaSourceStats::default(),
+        })
+    }
+
+    /// The partitions this worker reads.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// Waits up to `timeout` for messages and appends the decoded records to `out` (at most
+    /// about `max_messages` messages per call). Returns the dead letters of this call.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        max_messages: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<Vec<DeadLetter>, KafkaSourceError> {
+        let mut dead = Vec::new();
+        let mut wait = timeout;
+        for _ in 0..max_messages {
+            let Some(result) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let message = match result {
+                Ok(message) => message,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(topic = %self.config.topic, error = %e, "Kafka consumer error, retrying");
+                    break;
+                }
+                Err(source) => {
+                    return Err(KafkaSourceError::Consume {
+                        topic: self.config.topic.clone(),
+                        source,
+                    })
+                }
+            };
+            self.stats.messages += 1;
+            let partition = message.partition();
+            let origin = format!("{}/{}@{}", message.topic(), partition, message.offset());
+            let payload = message.payload().unwrap_or_default();
+            let before = out.len();
+            let mut bad: Vec<(String, &[u8])> = Vec::new();
+            decode_message(payload, out, &mut bad);
+            // Copy the (rare) bad bytes so the message's borrow of the consumer can end.
+            let bad: Vec<(String, Vec<u8>)> =
+                bad.into_iter().map(|(reason, bytes)| (reason, bytes.to_vec())).collect();
+            drop(message);
+            for record in &out[before..] {
+                if let Record::Progress(p) = record {
+                    let sources = self.watermarks.entry(partition).or_default();
+                    let latest = sources.entry(p.source.clone()).or_insert(0);
+                    *latest = (*latest).max(p.time_);
+                }
+            }
+            self.stats.records += (out.len() - before) as u64;
+            for (reason, bytes) in bad {
+                self.stats.decode_errors += 1;
+                let letter = DeadLetter {
+                    origin: origin.clone(),
+                    reason,
+                };
+                tracing::warn!(origin = %letter.origin, error = %letter.reason, "undecodable input");
+                self.send_dead_letter(&letter, &bytes);
+                dead.push(letter);
+            }
+        }
+        Ok(dead)
+    }
+
+    fn send_dead_letter(&mut self, letter: &DeadLetter, payload: &[u8]) {
+        let (Some(producer), Some(topic)) = (&self.dead_letters, &self.config.dead_letter_topic)
+        else {
+            return;
+        };
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "flowgraph.reason",
+                value: Some(letter.reason.as_str()),
+            })
+            .insert(Header {
+                key: "flowgraph.origin",
+                value: Some(letter.origin.as_str()),
+            });
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+            .key(letter.origin.as_str())
+            .payload(payload)
+            .headers(headers);
+        match producer.send(record) {
+            Ok(()) => self.stats.dead_letters += 1,
+            Err((e, _)) => {
+                tracing::warn!(topic = %topic, error = %e, "cannot write to the dead-letter topic")
+            }
+        }
+    }
+
+    /// The minimum watermark over the partitions that have carried progress records; `None`
+    /// before any.
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermarks
+            .values()
+            .filter_map(|sources| sources.values().min().copied())
+            .min()
+    }
+
+    /// What the source has seen.
+    pub fn stats(&self) -> &KafkaSourceStats {
+        &self.stats
+    }
+
+    /// Waits until dead letters are written (call before exiting).
+    pub fn flush(&self) {
+        if let Some(producer) = &self.dead_letters {
+            let _ = producer.flush(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Creates the dead-letter topic if it does not exist (brokers often disable auto-creation,
+/// and a producer would otherwise drop dead letters without a word).
+fn create_topic_if_missing(config: &KafkaSourceConfig, topic: &str) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers, &config.options)
+        .create()
+        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
+        .map_err(|e| format!("cannot create topic: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(format!("cannot create topic: {code}")),
+        }
+    }
+    Ok(())
+}
+
+fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match error.rdkafka_error_code() {
+        Some(Code::UnknownTopicOrPartition) | Some(Code::TopicAuthorizationFailed) => false,
+        Some(Code::SaslAuthenticationFailed) | Some(Code::Authentication) => false,
+        _ => true,
+    }
+}
+
+/// Decodes one message: a binary frame (whole message), or JSON Lines (each line on its own,
+/// so one bad line costs only itself).
+pub fn decode_message<'a>(payload: &'a [u8], out: &mut Vec<Record>, bad: &mut Vec<(String, &'a [u8])>) {
+    if payload.starts_with(&MAGIC) {
+        match binary::decode_frame(payload) {
+            Ok((records, used)) if used == payload.len() => out.extend(records),
+            Ok((_, used)) => bad.push((
+                format!("{} bytes after the frame (one frame per message)", payload.len() - used),
+                payload,
+            )),
+            Err(e) => bad.push((e.to_string(), payload)),
+        }
+        return;
+    }
+    for (index, line) in payload.split(|b| *b == b'\n').enumerate() {
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => text.trim(),
+            Err(e) => {
+                bad.push((format!("line {}: not UTF-8: {e}", index + 1), line));
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        match json::decode_line(text) {
+            Ok(record) => out.push(record),
+            Err(e) => bad.push((format!("line {}: {e}", index + 1), line)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgraph_schema::Progress;
+
+    #[test]
+    fn json_messages_keep_their_good_lines() {
+        let payload = b"{\"type\":\"progress\",\"time_\":5}\ngarbage\n{\"type\":\"progress\",\"time_\":6}\n";
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(payload, &mut out, &mut bad);
+        assert_eq!(out.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].0.starts_with("line 2:"), "{}", bad[0].0);
+    }
+
+    #[test]
+    fn binary_messages_are_one_frame() {
+        let mut payload = Vec::new();
+        let record = Record::Progress(Progress { time_: 1, source: "a".into() });
+        binary::encode_frame(std::slice::from_ref(&record), &mut payload);
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(&payload, &mut out, &mut bad);
+        assert_eq!(out, vec![record]);
+        assert!(bad.is_empty());
+        payload.truncate(payload.len() - 1);
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(&payload, &mut out, &mut bad);
+        assert!(out.is_empty());
+        assert!(bad[0].0.contains("truncated"), "{}", bad[0].0);
+    }
+}
