@@ -19,6 +19,21 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write a seeded synthetic fleet recording.
     Generate(GenerateArgs),
+    /// The long-running service: records from Kafka in, graph deltas and state to Kafka out.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Override kafka.brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Treat the input as finished once no message has arrived for this long: complete every
+    /// time up to the last event time, publish, and exit (batch runs and tests).
+    #[arg(long)]
+    pub exit_when_idle: Option<String>,
 }
 
 /// Query parameters shared by every command that runs the job. Flags override the config file.
@@ -63,6 +78,19 @@ pub struct ReplayArgs {
     /// How many edges the summary table shows.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Instead of running the job, publish the recording to this Kafka topic (binary frames
+    /// keyed by agent), created with --partitions if missing.
+    #[arg(long)]
+    pub to_kafka: Option<String>,
+    /// Bootstrap servers for --to-kafka.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Partitions of a topic --to-kafka creates.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Records per second for --to-kafka (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,10 @@
 mod cli;
 mod demo;
 mod generate;
+mod produce;
 mod replay;
 mod report;
+mod run;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Replay(args) => replay::run(args),
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Generate(args) => generate::run(args),
+        cli::Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

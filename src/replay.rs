@@ -165,6 +165,9 @@ fn emit(
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    if let Some(topic) = &args.to_kafka {
+        return crate::produce::run(&args, topic);
+    }
     let config = job_config(&args.query)?;
     let reader = recording::open(&args.input)?;
     let source = args.input.display().to_string();

@@ -1,0 +1,115 @@
+//! `flowgraph replay --to-kafka`: publish a recording to an input topic, as agents would.
+
+use crate::cli::ReplayArgs;
+use anyhow::{bail, Context};
+use flowgraph_schema::{binary, Record};
+use flowgraph_sources::recording;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::{Duration, Instant};
+
+/// Records per message at most. A message holds a run of consecutive records with one key,
+/// so each partition receives its records in the recording's order (a progress record never
+/// overtakes the data it covers, and nothing is held back behind another key).
+const BATCH: usize = 1000;
+
+/// The message key of a record: its agent, so one agent's records stay in order on one
+/// partition. Names have no agent and share the key "names".
+fn key_of(record: &Record) -> String {
+    match record {
+        Record::ConnStats(c) => format!("agent-{}", c.upid.asid),
+        Record::Process(p) => format!("agent-{}", p.upid.asid),
+        Record::Progress(p) if p.source.is_empty() => "progress".into(),
+        Record::Progress(p) => p.source.clone(),
+        Record::Name(_) => "names".into(),
+    }
+}
+
+pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
+    let mut reader = recording::open(&args.input)?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new_topic = NewTopic::new(topic, args.partitions, TopicReplication::Fixed(1));
+    let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
+        .with_context(|| format!("creating topic {topic} on {}", args.brokers))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        // Agents' keys must land where a Java client would put them.
+        .set("partitioner", "murmur2_random")
+        .create()
+        .context("creating the Kafka producer")?;
+    let started = Instant::now();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut batch_key = String::new();
+    let (mut records, mut messages, mut bad) = (0u64, 0u64, 0u64);
+    let mut frame = Vec::new();
+    let mut send = |key: &str, batch: &mut Vec<Record>| -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        frame.clear();
+        binary::encode_frame(batch, &mut frame);
+        let timestamp = batch.iter().map(Record::time).max().unwrap_or(0) / 1_000_000;
+        let mut message: BaseRecord<'_, str, Vec<u8>> =
+            BaseRecord::to(topic).key(key).payload(&frame).timestamp(timestamp as i64);
+        loop {
+            match producer.send(message) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context(format!("producing to {topic}")),
+            }
+        }
+        messages += 1;
+        batch.clear();
+        Ok(())
+    };
+    while let Some(item) = reader.next_item()? {
+        let record = match item {
+            Ok((_, record)) => record,
+            Err(problem) => {
+                bad += 1;
+                tracing::warn!("{}: {problem}", args.input.display());
+                continue;
+            }
+        };
+        records += 1;
+        if let Some(rate) = args.rate {
+            let due = Duration::from_secs_f64(records as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let key = key_of(&record);
+        if key != batch_key || batch.len() >= BATCH {
+            send(&batch_key, &mut batch)?;
+            batch_key = key;
+        }
+        batch.push(record);
+    }
+    send(&batch_key, &mut batch)?;
+    producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "published {records} records in {messages} messages to {topic} on {} in {seconds:.2} s ({:.0} records/s); {bad} bad input skipped",
+        args.brokers,
+        records as f64 / seconds
+    );
+    Ok(())
+}

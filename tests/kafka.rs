@@ -1,0 +1,285 @@
+//! The Kafka path against a real broker (`scripts/kafka`, Apache Kafka 4.x in KRaft mode,
+//! fetched from Maven Central): recording -> `replay --to-kafka` -> `flowgraph run` -> delta
+//! and state topics, compared with the in-process replay of the same recording.
+//!
+//! One broker serves every scenario, each on topics of its own.
+
+use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_sinks::deltas;
+use flowgraph_sinks::graph::GraphState;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A broker started by the project's script, stopped on drop.
+struct Broker {
+    dir: PathBuf,
+    bootstrap: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = std::env::temp_dir().join(format!("flowgraph-test-kafka-{}", std::process::id()));
+        let output = Command::new(root().join("scripts/kafka"))
+            .args(["start", "--port", "auto", "--dir"])
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run scripts/kafka");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let bootstrap = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("bootstrap="))
+            .unwrap_or_else(|| {
+                panic!(
+                    "scripts/kafka start failed ({}): these tests need a real Kafka broker, \
+                     which the script fetches with Maven (needs java 17+ and mvn: run \
+                     scripts/setup)\n{stdout}",
+                    output.status
+                )
+            })
+            .to_string();
+        Broker { dir, bootstrap }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/kafka"))
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn flowgraph(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run flowgraph");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "flowgraph {args:?} failed\n{stdout}\n{stderr}");
+    stdout + &stderr
+}
+
+fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn flowgraph")
+}
+
+/// Every message of a topic's partitions, from the beginning to the current end, committed only.
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "flowgraph-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "timed out reading {topic}/{partition}");
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    out.push((
+                        m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                // Transaction markers take offsets too: a transactional topic's last data
+                // message is before its end, and the reader stops once it is past it.
+                None => {
+                    if consumer.position().unwrap().elements().iter().all(|e| {
+                        matches!(e.offset(), Offset::Offset(o) if o >= high - 1)
+                    }) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Updates per time, consolidated: what any correct delta stream must agree on.
+fn per_time(outputs: &[Output]) -> BTreeMap<u64, BTreeMap<GraphRecord, i64>> {
+    let mut by_time: BTreeMap<u64, BTreeMap<GraphRecord, i64>> = BTreeMap::new();
+    for output in outputs {
+        if let Output::Update { time, diff, record } = output {
+            *by_time.entry(*time).or_default().entry(record.clone()).or_default() += diff;
+        }
+    }
+    for updates in by_time.values_mut() {
+        updates.retain(|_, d| *d != 0);
+    }
+    by_time.retain(|_, u| !u.is_empty());
+    by_time
+}
+
+/// Compares two delta streams time by time and panics with a short account of the first
+/// difference (the whole maps are far too long to print).
+fn assert_same_deltas(actual: &[Output], expected: &[Output], what: &str) {
+    let (a, e) = (per_time(actual), per_time(expected));
+    if a == e {
+        return;
+    }
+    let times: std::collections::BTreeSet<u64> = a.keys().chain(e.keys()).copied().collect();
+    let empty = BTreeMap::new();
+    for t in times {
+        let (at, et) = (a.get(&t).unwrap_or(&empty), e.get(&t).unwrap_or(&empty));
+        if at != et {
+            let extra: Vec<_> = at.iter().filter(|(r, d)| et.get(*r) != Some(*d)).take(3).collect();
+            let missing: Vec<_> = et.iter().filter(|(r, d)| at.get(*r) != Some(*d)).take(3).collect();
+            panic!(
+                "{what}: {} times vs {} expected; first difference at time {t}: {} updates vs {}\n\
+                 unexpected: {extra:?}\nmissing: {missing:?}",
+                a.len(), e.len(), at.len(), et.len()
+            );
+        }
+    }
+}
+
+fn delta_topic_outputs(bootstrap: &str, topic: &str) -> Vec<Output> {
+    read_topic(bootstrap, topic)
+        .into_iter()
+        .flat_map(|(_, payload)| flowgraph_sinks::kafka::decode(&payload.unwrap()).unwrap())
+        .collect()
+}
+
+/// The state topic folded by key: the graph a late consumer reconstructs.
+fn state_topic_graph(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for (key, payload) in read_topic(bootstrap, topic) {
+        let key = key.expect("state messages are keyed");
+        match payload {
+            Some(value) => state.insert(key, String::from_utf8(value).unwrap()),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+fn snapshot_as_state(outputs: &[Output]) -> BTreeMap<String, String> {
+    let mut graph = GraphState::default();
+    outputs.iter().for_each(|o| graph.apply(o));
+    let rows = graph.rows().cloned().map(GraphRecord::Row);
+    let edges = graph.edges().cloned().map(GraphRecord::Edge);
+    rows.chain(edges).map(|r| flowgraph_sinks::kafka::state_entry(&r)).collect()
+}
+
+fn run_config(dir: &Path, bootstrap: &str, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[query]\nwindow = \"1m\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\ninput_topic = \"{name}.in\"\n\
+             deltas_topic = \"{name}.deltas\"\nstate_topic = \"{name}.state\"\n\
+             dead_letter_topic = \"{name}.dead\"\ntransactional_id = \"{name}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn kafka_path_equals_the_in_process_replay() {
+    let broker = Broker::start();
+    let b = broker.bootstrap.as_str();
+    let dir = std::env::temp_dir().join(format!("flowgraph-test-kafka-work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", "reference.jsonl"]);
+    let reference: Vec<Output> = std::fs::read_to_string(dir.join("reference.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| deltas::from_line(l).unwrap())
+        .collect();
+    let reference_state = snapshot_as_state(&reference);
+    assert!(reference_state.len() > 100, "smoke graph suspiciously small");
+
+    // 1. Straight through: same updates at every time, same final graph, same state topic.
+    let config = run_config(&dir, b, "straight");
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "straight.in", "--partitions", "1", "--brokers", b]);
+    let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
+    assert!(log.contains("late=0"), "records were late through Kafka:\n{log}");
+    let published = delta_topic_outputs(b, "straight.deltas");
+    assert_same_deltas(&published, &reference, "straight run");
+    assert_eq!(state_topic_graph(b, "straight.state"), reference_state, "state topic differs");
+    let marks: Vec<u64> = published.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
+    assert!(marks.windows(2).all(|w| w[0] < w[1]), "progress marks not increasing");
+
+    // 2. kill -9 in the middle, restart: the delta topic continues without repeats or gaps,
+    //    the state topic ends as in the crash-free run.
+    let config = run_config(&dir, b, "crash");
+    let mut producer = spawn_flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate", "4000"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut pipeline = spawn_flowgraph(&dir, &["run", "--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(2));
+    pipeline.kill().unwrap(); // SIGKILL
+    pipeline.wait().unwrap();
+    let before_crash = delta_topic_outputs(b, "crash.deltas");
+    assert!(
+        before_crash.iter().any(|o| matches!(o, Output::Progress(_))),
+        "the first run published nothing before the kill; the scenario tests nothing"
+    );
+    assert!(producer.wait().unwrap().success());
+    let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
+    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
+    let published = delta_topic_outputs(b, "crash.deltas");
+    assert_same_deltas(&published, &reference, "run with a kill -9 and a restart");
+    assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash differs");
+
+    // 3. Garbage between valid messages: every valid record processed, every bad message
+    //    in the dead-letter topic, the result unchanged.
+    let config = run_config(&dir, b, "garbage");
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "garbage.in", "--partitions", "1", "--brokers", b]);
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
+    let mut truncated = Vec::new();
+    flowgraph_schema::binary::encode_frame(&[], &mut truncated);
+    truncated.extend_from_slice(&[1, 2, 3]);
+    let mut wrong_version = truncated.clone();
+    wrong_version[2] = 9;
+    let garbage: Vec<Vec<u8>> = vec![b"\x00\xffrandom bytes".to_vec(), truncated, wrong_version, b"{\"type\":\"conn_stats\"".to_vec()];
+    for payload in &garbage {
+        raw.send(BaseRecord::<str, [u8]>::to("garbage.in").key("junk").payload(payload)).unwrap();
+    }
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
+    assert!(log.contains("decode_errors=4") && log.contains("dead_letters=4"), "{log}");
+    assert_eq!(read_topic(b, "garbage.dead").len(), 4, "dead-letter topic");
+    assert_eq!(state_topic_graph(b, "garbage.state"), reference_state, "garbage changed the result");
+}
