@@ -1,0 +1,501 @@
+//! flowgraph's eBPF agent, kernel side and its userspace reader.
+//!
+//! The kernel programs (`bpf/flowgraph.bpf.c`, compiled by `build.rs` with clang and embedded
+//! here) keep one entry per TCP socket, keyed by the socket cookie, with the bytes the owning
+//! process sent and received, its addresses, its role (client: connect; server: accept) and its
+//! lifecycle. [`Agent::load`] loads and attaches them; [`Agent::collect`] reads every socket's
+//! cumulative counters and drops the state of sockets the kernel has destroyed, once read.
+//!
+//! Tracepoints used (as BTF-enabled raw tracepoints, `tp_btf`): `sock:sock_send_length`,
+//! `sock:sock_recv_length` (bytes, in process context: the current process is the owner),
+//! `sock:inet_sock_set_state` (birth, role, addresses), `tcp:tcp_destroy_sock` (end of life).
+//! tp_btf rather than classic tracepoints: the socket cookie needs a typed socket pointer.
+//!
+//! Turning samples into `conn_stats` / `process` records (upid, /proc metadata, export periods)
+//! is the exporter's job, built on top of [`SocketSample`].
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::programs::{BtfTracePoint, ProgramError};
+use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
+use flowgraph_schema::TraceRole;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+/// The compiled kernel programs.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowgraph.bpf.o"));
+
+/// Where the kernel exposes its BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// `/proc/PID/stat` start times are in USER_HZ ticks, 100 per second on every Linux ABI
+/// flowgraph targets (x86-64, arm64).
+pub const USER_HZ: u64 = 100;
+
+/// The programs and the tracepoint each attaches to (`category:name`).
+pub const TRACEPOINTS: [(&str, &str); 4] = [
+    ("fg_sock_send_length", "sock:sock_send_length"),
+    ("fg_sock_recv_length", "sock:sock_recv_length"),
+    ("fg_inet_sock_set_state", "sock:inet_sock_set_state"),
+    ("fg_tcp_destroy_sock", "tcp:tcp_destroy_sock"),
+];
+
+const ROLE_CLIENT: u8 = 1;
+const ROLE_SERVER: u8 = 2;
+const F_ESTABLISHED: u8 = 0x01;
+const F_TCP_CLOSE: u8 = 0x02;
+const F_DESTROYED: u8 = 0x04;
+const F_ADOPTED: u8 = 0x08;
+const AF_INET: u16 = 2;
+const COUNTERS: u32 = 8;
+
+/// Mirror of `struct fg_sock` in `bpf/flowgraph.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct RawSock {
+    bytes_sent: u64,
+    bytes_recv: u64,
+    tcp_bytes_acked: u64,
+    tcp_bytes_received: u64,
+    tcp_bytes_read: u64,
+    owner_start_ns: u64,
+    open_ns: u64,
+    close_ns: u64,
+    last_ns: u64,
+    tgid: u32,
+    foreign_tgid: u32,
+    laddr: [u8; 16],
+    raddr: [u8; 16],
+    family: u16,
+    lport: u16,
+    rport: u16,
+    role: u8,
+    flags: u8,
+    state: u8,
+    _pad: [u8; 7],
+}
+const _: () = assert!(std::mem::size_of::<RawSock>() == 128);
+
+// SAFETY: RawSock is #[repr(C)], Copy, made of integers and byte arrays with no implicit
+// padding (explicit `_pad`, size asserted above), so every bit pattern is a valid value.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for RawSock {}
+
+/// Options for [`Agent::load_with`].
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Capacity of the socket state map (live sockets plus destroyed ones not yet collected).
+    /// When full, new sockets are not tracked and [`LossCounters::map_full`] counts them.
+    pub max_sockets: u32,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions { max_sockets: 65_536 }
+    }
+}
+
+/// Why the agent could not start. Each message says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The process lacks the privileges to load tracing programs.
+    #[error(
+        "not permitted to load eBPF tracing programs (missing {}): run the agent as root, or \
+         grant it CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon=ep <binary>`; \
+         before Linux 5.8, CAP_SYS_ADMIN){}",
+        missing.join(", "),
+        detail.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default()
+    )]
+    Permission {
+        /// Capabilities found missing (may be empty when the kernel refused anyway).
+        missing: Vec<&'static str>,
+        /// The kernel's refusal, when it came from a syscall.
+        detail: Option<String>,
+    },
+    /// The kernel exposes no BTF.
+    #[error(
+        "this kernel exposes no BTF ({path} is missing): the agent needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (Linux 5.5 or newer; most distribution kernels have it)"
+    )]
+    NoBtf {
+        /// The path looked at.
+        path: String,
+    },
+    /// The kernel's BTF could not be parsed.
+    #[error("cannot read the kernel's BTF at {path}: {source}")]
+    Btf {
+        /// The path read.
+        path: String,
+        /// aya's error.
+        #[source]
+        source: BtfError,
+    },
+    /// A tracepoint the agent needs does not exist on this kernel.
+    #[error(
+        "this kernel has no tracepoint {tracepoint} (needed by {program}): the agent needs \
+         Linux 5.x with the sock and tcp tracepoints (sock_send_length/sock_recv_length \
+         arrived in 6.3); upgrade the kernel"
+    )]
+    TracepointMissing {
+        /// `category:name`.
+        tracepoint: &'static str,
+        /// The program that attaches to it.
+        program: &'static str,
+    },
+    /// The BPF object could not be loaded (maps created, relocations applied).
+    #[error("cannot load the agent's BPF object: {0}")]
+    Object(#[source] EbpfError),
+    /// The verifier or the kernel refused a program.
+    #[error("the kernel refused program {program} (for {tracepoint}): {source}")]
+    Load {
+        /// The program.
+        program: &'static str,
+        /// Its tracepoint.
+        tracepoint: &'static str,
+        /// aya's error, with the verifier log when there is one.
+        #[source]
+        source: ProgramError,
+    },
+    /// A program loaded but could not be attached.
+    #[error("cannot attach program {program} to {tracepoint}: {source}")]
+    Attach {
+        /// The program.
+        program: &'static str,
+        /// Its tracepoint.
+        tracepoint: &'static str,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// The object lacks a map or program this code expects (a build mismatch).
+    #[error("the agent's BPF object has no {what} `{name}`: rebuild flowgraph-sources-ebpf")]
+    Missing {
+        /// "map" or "program".
+        what: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// Reading or updating a map failed.
+    #[error("BPF map {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// One socket's cumulative state, as read by [`Agent::collect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSample {
+    /// The socket cookie (unique for the kernel's lifetime).
+    pub cookie: u64,
+    /// Owning process (tgid): the process that connected, or the first one that moved bytes on
+    /// it. 0 while a server-side socket has moved no bytes yet.
+    pub pid: u32,
+    /// The owner's start time in clock ticks since boot, as field 22 of `/proc/PID/stat`.
+    pub start_time_ticks: u64,
+    /// Local address and port.
+    pub local: SocketAddr,
+    /// Remote address and port; IPv4-mapped IPv6 addresses are shown as IPv4.
+    pub remote: SocketAddr,
+    /// Client (connect), server (accept), or unknown (socket adopted at its first I/O).
+    pub role: TraceRole,
+    /// Bytes the process sent on it (socket layer, every send path).
+    pub bytes_sent: u64,
+    /// Bytes the process received from it (socket layer, MSG_PEEK excluded).
+    pub bytes_recv: u64,
+    /// The kernel's `tcp_sock.bytes_acked` at the last event: payload bytes the peer acknowledged.
+    pub tcp_bytes_acked: u64,
+    /// The kernel's `tcp_sock.bytes_received` at the last event: payload bytes TCP received
+    /// (read by the process or not).
+    pub tcp_bytes_received: u64,
+    /// Bytes the process consumed from the socket by any path, from the kernel's sequence
+    /// numbers at the last event (`bytes_received - (rcv_nxt - copied_seq)`), plus 1 once it
+    /// read the peer's FIN. Unlike `bytes_recv` it sees splice(2) reads, but only refreshes when
+    /// another event (send/recv/state change/destroy) happens on the socket: exact at close.
+    pub tcp_bytes_read: u64,
+    /// Reached ESTABLISHED.
+    pub established: bool,
+    /// TCP state reached CLOSE (the process may still hold the socket).
+    pub tcp_closed: bool,
+    /// Destroyed by the kernel: these are its final counters; the agent has dropped its state.
+    pub closed: bool,
+    /// First seen at a send/recv rather than at its birth (alive before the agent attached, or
+    /// its state was lost): role unknown, counters start late.
+    pub adopted: bool,
+    /// Last TCP state seen (1 ESTABLISHED ... 7 CLOSE, as in the kernel).
+    pub tcp_state: u8,
+    /// Another process that moved bytes on this socket (counted to the owner), 0 when none.
+    pub foreign_pid: u32,
+    /// When the agent first saw the socket, wall-clock ns.
+    pub open_time_ns: u64,
+    /// When the kernel destroyed it, wall-clock ns.
+    pub close_time_ns: Option<u64>,
+    /// Its last send/recv, wall-clock ns.
+    pub last_io_time_ns: Option<u64>,
+}
+
+/// The kernel side's loss and diagnostic counters, cumulative since load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossCounters {
+    /// New sockets not tracked because the state map was full.
+    pub map_full: u64,
+    /// New sockets not tracked because the map update failed otherwise.
+    pub update_failed: u64,
+    /// Sockets first seen at a send/recv or mid-life (adopted; counts start late).
+    pub missing_state: u64,
+    /// Send/recv events whose bytes were dropped for lack of state.
+    pub lost_byte_events: u64,
+    /// Send/recv by a process other than the socket's owner (bytes counted to the owner).
+    pub foreign_io: u64,
+    /// Destroyed sockets the agent had no state for (listeners, never-connected sockets).
+    pub destroy_untracked: u64,
+    /// Destroyed sockets whose state [`Agent::collect`] failed to delete.
+    pub delete_failed: u64,
+}
+
+impl LossCounters {
+    /// Events that lost data (bytes or whole sockets).
+    pub fn lossy(&self) -> u64 {
+        self.map_full + self.update_failed + self.lost_byte_events + self.delete_failed
+    }
+}
+
+/// The loaded and attached kernel programs, and the maps they fill.
+pub struct Agent {
+    socks: HashMap<MapData, u64, RawSock>,
+    counters: Array<MapData, u64>,
+    delete_failed: u64,
+    max_sockets: u32,
+    /// Keeps the programs loaded and their links attached; dropping it detaches.
+    _bpf: Ebpf,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("max_sockets", &self.max_sockets).finish_non_exhaustive()
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+fn missing_caps() -> Vec<&'static str> {
+    let Some(caps) = effective_caps() else {
+        return Vec::new(); // cannot tell: let the kernel decide
+    };
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn permission(e: &(dyn std::error::Error + 'static)) -> AgentError {
+    AgentError::Permission { missing: missing_caps(), detail: Some(e.to_string()) }
+}
+
+/// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to wall clock: REALTIME - MONOTONIC now.
+fn monotonic_to_wall_offset() -> i128 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+        if rc != 0 {
+            return 0;
+        }
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*raw)).to_canonical()
+    };
+    SocketAddr::new(ip, port)
+}
+
+impl Agent {
+    /// Loads and attaches the kernel programs with default options.
+    pub fn load() -> Result<Agent, AgentError> {
+        Agent::load_with(&AgentOptions::default())
+    }
+
+    /// Loads and attaches the kernel programs.
+    pub fn load_with(options: &AgentOptions) -> Result<Agent, AgentError> {
+        let missing = missing_caps();
+        if !missing.is_empty() {
+            return Err(AgentError::Permission { missing, detail: None });
+        }
+        if !Path::new(KERNEL_BTF).exists() {
+            return Err(AgentError::NoBtf { path: KERNEL_BTF.into() });
+        }
+        let btf = Btf::from_sys_fs()
+            .map_err(|source| AgentError::Btf { path: KERNEL_BTF.into(), source })?;
+        let mut bpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .map_max_entries("fg_socks", options.max_sockets.max(1))
+            .load(BPF_OBJECT)
+            .map_err(|e| if is_eperm(&e) { permission(&e) } else { AgentError::Object(e) })?;
+
+        for (program, tracepoint) in TRACEPOINTS {
+            let name = tracepoint.split_once(':').map(|(_, n)| n).unwrap_or(tracepoint);
+            let prog: &mut BtfTracePoint = bpf
+                .program_mut(program)
+                .ok_or(AgentError::Missing { what: "program", name: program })?
+                .try_into()
+                .map_err(|source| AgentError::Load { program, tracepoint, source })?;
+            prog.load(name, &btf).map_err(|source| match source {
+                ProgramError::Btf(BtfError::UnknownBtfTypeName { .. }) => {
+                    AgentError::TracepointMissing { tracepoint, program }
+                }
+                e if is_eperm(&e) => permission(&e),
+                source => AgentError::Load { program, tracepoint, source },
+            })?;
+            prog.attach().map_err(|source| {
+                if is_eperm(&source) {
+                    permission(&source)
+                } else {
+                    AgentError::Attach { program, tracepoint, source }
+                }
+            })?;
+        }
+
+        let socks = bpf.take_map("fg_socks").ok_or(AgentError::Missing { what: "map", name: "fg_socks" })?;
+        let socks = HashMap::try_from(socks).map_err(|source| AgentError::Map { map: "fg_socks", source })?;
+        let counters =
+            bpf.take_map("fg_counters").ok_or(AgentError::Missing { what: "map", name: "fg_counters" })?;
+        let counters =
+            Array::try_from(counters).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
+        Ok(Agent { socks, counters, delete_failed: 0, max_sockets: options.max_sockets, _bpf: bpf })
+    }
+
+    /// Capacity of the socket state map.
+    pub fn max_sockets(&self) -> u32 {
+        self.max_sockets
+    }
+
+    /// Appends every tracked socket's cumulative counters to `out`, then drops the state of the
+    /// sockets the kernel has destroyed (their final counters are in `out`, with `closed`).
+    /// Returns how many samples were appended.
+    pub fn collect(&mut self, out: &mut Vec<SocketSample>) -> Result<usize, AgentError> {
+        let offset = monotonic_to_wall_offset();
+        let wall = |mono: u64| (mono as i128 + offset).max(0) as u64;
+        let mut destroyed = Vec::new();
+        let before = out.len();
+        for item in self.socks.iter() {
+            let (cookie, raw) = match item {
+                Ok(kv) => kv,
+                // The entry vanished between listing its key and reading it: skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(AgentError::Map { map: "fg_socks", source }),
+            };
+            let closed = raw.flags & F_DESTROYED != 0;
+            if closed {
+                destroyed.push(cookie);
+            }
+            out.push(SocketSample {
+                cookie,
+                pid: raw.tgid,
+                start_time_ticks: raw.owner_start_ns / (1_000_000_000 / USER_HZ),
+                local: addr(raw.family, &raw.laddr, raw.lport),
+                remote: addr(raw.family, &raw.raddr, raw.rport),
+                role: match raw.role {
+                    ROLE_CLIENT => TraceRole::Client,
+                    ROLE_SERVER => TraceRole::Server,
+                    _ => TraceRole::Unknown,
+                },
+                bytes_sent: raw.bytes_sent,
+                bytes_recv: raw.bytes_recv,
+                tcp_bytes_acked: raw.tcp_bytes_acked,
+                tcp_bytes_received: raw.tcp_bytes_received,
+                tcp_bytes_read: raw.tcp_bytes_read,
+                established: raw.flags & F_ESTABLISHED != 0,
+                tcp_closed: raw.flags & F_TCP_CLOSE != 0,
+                closed,
+                adopted: raw.flags & F_ADOPTED != 0,
+                tcp_state: raw.state,
+                foreign_pid: raw.foreign_tgid,
+                open_time_ns: wall(raw.open_ns),
+                close_time_ns: (raw.close_ns != 0).then(|| wall(raw.close_ns)),
+                last_io_time_ns: (raw.last_ns != 0).then(|| wall(raw.last_ns)),
+            });
+        }
+        // Deleting while iterating would restart the kernel's key walk: delete afterwards.
+        // A destroyed socket gets no more events, so nothing is lost between read and delete.
+        for cookie in destroyed {
+            match self.socks.remove(&cookie) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(_) => self.delete_failed += 1,
+            }
+        }
+        Ok(out.len() - before)
+    }
+
+    /// The kernel side's loss and diagnostic counters.
+    pub fn loss_counters(&self) -> Result<LossCounters, AgentError> {
+        let mut v = [0u64; COUNTERS as usize];
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = self
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(|source| AgentError::Map { map: "fg_counters", source })?;
+        }
+        Ok(LossCounters {
+            map_full: v[0],
+            update_failed: v[1],
+            missing_state: v[2],
+            lost_byte_events: v[3],
+            foreign_io: v[4],
+            destroy_untracked: v[5],
+            delete_failed: self.delete_failed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapped_shows_as_v4() {
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[10, 0, 0, 7]);
+        assert_eq!(addr(10, &raw, 80), "10.0.0.7:80".parse().unwrap());
+        assert_eq!(addr(AF_INET, &[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 1), "127.0.0.1:1".parse().unwrap());
+    }
+}
