@@ -1,5 +1,6 @@
 //! Real-kernel tests (root): known transfers over loopback between short-lived processes, checked
-//! against what the agent counted. Skipped, with a message, when not run as root.
+//! against what the agent counted. They fail, saying why, when not run as root: loading eBPF
+//! needs CAP_BPF and CAP_PERFMON, and CI runs as root.
 //!
 //! The peers are Python processes (tests/peer.py) so each side has its own pid and each transfer
 //! goes through exactly one chosen syscall path.
@@ -14,14 +15,16 @@ use std::time::{Duration, Instant};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer.py");
 
+/// Panics unless running as root: these tests load eBPF into the real kernel.
 fn root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
     let euid = uid.split_whitespace().nth(2).unwrap_or("1");
-    if euid != "0" {
-        eprintln!("skipped: the eBPF agent tests need root (CI runs them as root)");
-        return false;
-    }
+    assert_eq!(
+        euid, "0",
+        "the eBPF agent tests load programs into the kernel and need root \
+         (or CAP_BPF+CAP_PERFMON): run them with sudo, as CI does"
+    );
     true
 }
 
