@@ -21,6 +21,33 @@ pub enum Command {
     Generate(GenerateArgs),
     /// The long-running service: records from Kafka in, graph deltas and state to Kafka out.
     Run(RunArgs),
+    /// The node agent: per-connection bytes from eBPF, as conn_stats records (needs root).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// How often counters are exported (Pixie: 10s; down to 1s).
+    #[arg(long, default_value = "10s")]
+    pub export_period: String,
+    /// jsonl, binary or kafka.
+    #[arg(long, default_value = "jsonl")]
+    pub output: String,
+    /// File for jsonl/binary output; - is standard output.
+    #[arg(long, default_value = "-")]
+    pub out: String,
+    /// Bootstrap servers for --output kafka.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic for --output kafka.
+    #[arg(long, default_value = "flowgraph.records")]
+    pub topic: String,
+    /// This node's agent id (the upid's asid); default: derived from /etc/machine-id.
+    #[arg(long)]
+    pub agent_id: Option<u32>,
+    /// Capacity of the kernel's socket map.
+    #[arg(long, default_value_t = 65536)]
+    pub max_sockets: u32,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! Subcommands: `replay` a recorded stream through the job, `demo` (the bundled recording,
 //! shown evolving in the terminal), `generate` a seeded synthetic fleet recording.
 
+mod agent;
 mod cli;
 mod demo;
 mod generate;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

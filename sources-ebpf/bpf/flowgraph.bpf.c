@@ -49,6 +49,23 @@ struct {
 	__type(value, __u64);
 } fg_counters SEC(".maps");
 
+/* Process descriptions by tgid (struct fg_proc). LRU: losing an old process's entry only means
+ * userspace falls back to /proc for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fg_proc);
+} fg_procs SEC(".maps");
+
+/* Scratch space to build a struct fg_proc (too big for the 512-byte BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fg_proc);
+} fg_proc_scratch SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&fg_counters, &idx);
@@ -94,12 +111,39 @@ static __always_inline void read_tcp_counters(struct fg_sock *s, struct sock *sk
 	}
 }
 
+/* Records the current process's comm and arguments once per (tgid, start time). Process
+ * context only: the arguments are read from its own memory. */
+static __always_inline void note_process(struct task_struct *task, __u32 tgid, __u64 start_ns)
+{
+	struct fg_proc *known = bpf_map_lookup_elem(&fg_procs, &tgid);
+	if (known && known->start_ns == start_ns)
+		return;
+	__u32 zero = 0;
+	struct fg_proc *p = bpf_map_lookup_elem(&fg_proc_scratch, &zero);
+	if (!p)
+		return;
+	p->start_ns = start_ns;
+	p->args_len = 0;
+	bpf_get_current_comm(p->comm, sizeof(p->comm));
+	struct mm_struct *mm = task->mm;
+	if (mm) {
+		unsigned long start = mm->arg_start;
+		unsigned long len = mm->arg_end - start;
+		if (len > FG_ARGS_LEN)
+			len = FG_ARGS_LEN;
+		if (len > 0 && bpf_probe_read_user(p->args, len, (void *)start) == 0)
+			p->args_len = len;
+	}
+	bpf_map_update_elem(&fg_procs, &tgid, p, BPF_ANY);
+}
+
 /* Owner identity, only ever called in process context. */
 static __always_inline void set_owner(struct fg_sock *s, __u32 tgid)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	s->tgid = tgid;
 	s->owner_start_ns = task->group_leader->start_boottime;
+	note_process(task, tgid, s->owner_start_ns);
 }
 
 /* Inserts fresh state for sk; returns the map's copy, or NULL (counted) when the map refuses. */

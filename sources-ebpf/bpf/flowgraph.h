@@ -42,6 +42,17 @@ struct fg_sock {
 	__u8 _pad[7];
 };
 
+/* What a process was, captured in process context at its first socket event, keyed by tgid:
+ * a process that lives 50 ms is gone from /proc by the next export, but not from here. */
+#define FG_ARGS_LEN 256
+struct fg_proc {
+	__u64 start_ns;            /* group_leader->start_boottime, to tell pid reuse apart */
+	__u32 args_len;            /* bytes of args used: NUL-separated argv, truncated */
+	__u32 _pad;
+	char comm[16];             /* task comm, NUL-terminated */
+	char args[FG_ARGS_LEN];
+};
+
 /* Indexes of the fg_counters array map (__u64 each). */
 #define FG_C_MAP_FULL 0        /* socket state insert failed: map full (E2BIG/ENOMEM) */
 #define FG_C_UPDATE_FAILED 1   /* socket state insert failed for another reason */

@@ -14,6 +14,8 @@
 //! Turning samples into `conn_stats` / `process` records (upid, /proc metadata, export periods)
 //! is the exporter's job, built on top of [`SocketSample`].
 
+pub mod export;
+
 use aya::maps::{Array, HashMap, MapData, MapError};
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
@@ -262,8 +264,35 @@ impl LossCounters {
     }
 }
 
+/// Mirror of `struct fg_proc` (bpf/flowgraph.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawProc {
+    start_ns: u64,
+    args_len: u32,
+    _pad: u32,
+    comm: [u8; 16],
+    args: [u8; 256],
+}
+const _: () = assert!(std::mem::size_of::<RawProc>() == 288);
+
+// SAFETY: RawProc is #[repr(C)], Copy, integers and byte arrays with no implicit padding (size
+// asserted above), so every bit pattern is a valid value.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for RawProc {}
+
+/// A process as the kernel saw it at its first socket event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelProcess {
+    /// The task's comm.
+    pub comm: String,
+    /// Its arguments joined by spaces, truncated to 256 bytes.
+    pub cmdline: String,
+}
+
 /// The loaded and attached kernel programs, and the maps they fill.
 pub struct Agent {
+    procs: HashMap<MapData, u32, RawProc>,
     socks: HashMap<MapData, u64, RawSock>,
     counters: Array<MapData, u64>,
     delete_failed: u64,
@@ -399,7 +428,9 @@ impl Agent {
             bpf.take_map("fg_counters").ok_or(AgentError::Missing { what: "map", name: "fg_counters" })?;
         let counters =
             Array::try_from(counters).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
-        Ok(Agent { socks, counters, delete_failed: 0, max_sockets: options.max_sockets, _bpf: bpf })
+        let procs = bpf.take_map("fg_procs").ok_or(AgentError::Missing { what: "map", name: "fg_procs" })?;
+        let procs = HashMap::try_from(procs).map_err(|source| AgentError::Map { map: "fg_procs", source })?;
+        Ok(Agent { procs, socks, counters, delete_failed: 0, max_sockets: options.max_sockets, _bpf: bpf })
     }
 
     /// Capacity of the socket state map.
@@ -462,6 +493,24 @@ impl Agent {
             }
         }
         Ok(out.len() - before)
+    }
+
+    /// What the kernel recorded about process `pid` started at `start_time_ticks`, if it did.
+    pub fn process(&self, pid: u32, start_time_ticks: u64) -> Option<KernelProcess> {
+        let raw = self.procs.get(&pid, 0).ok()?;
+        if raw.start_ns / (1_000_000_000 / USER_HZ) != start_time_ticks {
+            return None; // the pid now belongs to another process
+        }
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let comm_len = raw.comm.iter().position(|b| *b == 0).unwrap_or(raw.comm.len());
+        let args = &raw.args[..(raw.args_len as usize).min(raw.args.len())];
+        let cmdline = args
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(KernelProcess { comm: text(&raw.comm[..comm_len]), cmdline })
     }
 
     /// The kernel side's loss and diagnostic counters.

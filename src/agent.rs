@@ -1,0 +1,152 @@
+//! `flowgraph agent`: this node's TCP connections, measured in the kernel, as records.
+//!
+//! Every export period: collect the eBPF socket counters, turn them into conn_stats, process
+//! and progress records (flowgraph_sources_ebpf::export), and write them as JSON Lines, binary
+//! frames, or one Kafka message keyed by agent id. SIGINT/SIGTERM export a final period (so a
+//! connection's last bytes are not lost), flush, detach and exit 0.
+
+use crate::cli::AgentArgs;
+use anyhow::{bail, Context};
+use flowgraph_config::parse_duration_ns;
+use flowgraph_schema::{binary, json, Record};
+use flowgraph_sources_ebpf::export::Exporter;
+use flowgraph_sources_ebpf::{Agent, AgentOptions};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+enum Output {
+    Jsonl(Box<dyn Write>),
+    Binary(Box<dyn Write>),
+    Kafka {
+        producer: ThreadedProducer<DefaultProducerContext>,
+        topic: String,
+        key: String,
+    },
+}
+
+impl Output {
+    fn write(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        match self {
+            Output::Jsonl(out) => {
+                for record in records {
+                    writeln!(out, "{}", json::encode_line(record))?;
+                }
+                out.flush()?;
+            }
+            Output::Binary(out) => {
+                let mut frame = Vec::new();
+                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
+                    frame.clear();
+                    binary::encode_frame(chunk, &mut frame);
+                    out.write_all(&frame)?;
+                }
+                out.flush()?;
+            }
+            Output::Kafka { producer, topic, key } => {
+                let mut frame = Vec::new();
+                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
+                    frame.clear();
+                    binary::encode_frame(chunk, &mut frame);
+                    let time = chunk.iter().map(Record::time).max().unwrap_or(0) / 1_000_000;
+                    producer
+                        .send(BaseRecord::<str, [u8]>::to(topic).key(key).payload(&frame).timestamp(time as i64))
+                        .map_err(|(e, _)| e)
+                        .with_context(|| format!("producing to {topic}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Output::Kafka { producer, .. } = self {
+            producer.flush(Duration::from_secs(30)).context("flushing to Kafka")?;
+        }
+        Ok(())
+    }
+}
+
+/// The agent id: the first 8 hex digits of /etc/machine-id, stable across restarts.
+fn default_agent_id() -> u32 {
+    std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .and_then(|id| u32::from_str_radix(id.trim().get(..8)?, 16).ok())
+        .unwrap_or(1)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let period = Duration::from_nanos(parse_duration_ns("--export-period", &args.export_period)?);
+    if period < Duration::from_secs(1) {
+        bail!("--export-period: must be at least 1s");
+    }
+    let agent_id = args.agent_id.unwrap_or_else(default_agent_id);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let file = |path: &str| -> anyhow::Result<Box<dyn Write>> {
+        Ok(if path == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+            ))
+        })
+    };
+    let mut output = match args.output.as_str() {
+        "jsonl" => Output::Jsonl(file(&args.out)?),
+        "binary" => Output::Binary(file(&args.out)?),
+        "kafka" => Output::Kafka {
+            producer: ClientConfig::new()
+                .set("bootstrap.servers", &args.brokers)
+                .set("enable.idempotence", "true")
+                .set("partitioner", "murmur2_random")
+                .create()
+                .context("creating the Kafka producer")?,
+            topic: args.topic.clone(),
+            key: format!("agent-{agent_id}"),
+        },
+        other => bail!("--output: unknown output {other:?}; expected jsonl, binary or kafka"),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let mut agent = Agent::load_with(&AgentOptions { max_sockets: args.max_sockets })?;
+    tracing::info!(agent_id, host = %host, period = ?period, "flowgraph agent: attached");
+    // Keys are remembered an hour after their last socket closed (the pipeline's max_window).
+    let mut exporter = Exporter::new(agent_id, host, 3600 * 1_000_000_000);
+    let (mut samples, mut records) = (Vec::new(), Vec::new());
+    let mut next = Instant::now() + period;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+            continue;
+        }
+        next += period;
+        samples.clear();
+        records.clear();
+        agent.collect(&mut samples)?;
+        exporter.export(&samples, now_ns(), &|pid, start| agent.process(pid, start), &mut records);
+        output.write(&records)?;
+        let loss = agent.loss_counters()?;
+        if loss.lossy() > 0 {
+            tracing::warn!(?loss, "the kernel side lost events");
+        }
+        if stopping {
+            break;
+        }
+    }
+    output.finish()?;
+    tracing::info!("flowgraph agent: final period exported, detaching");
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `flowgraph agent` on the real kernel (root, as CI runs): a short-lived client process sends
+//! a known number of bytes to a server in this test and reads a known reply; the agent's JSON
+//! Lines must hold both sides' conn_stats with exactly those bytes, the right roles and ports,
+//! the client's cmdline (although it exited before any export), and progress records.
+
+use flowgraph_schema::{json, Record, TraceRole};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SENT: usize = 300_000;
+const REPLY: usize = 1_234;
+
+#[test]
+fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .unwrap();
+    assert_eq!(euid, "0", "flowgraph agent loads eBPF and needs root: run the tests with sudo, as CI does");
+
+    let out = std::env::temp_dir().join(format!("flowgraph-agent-test-{}.jsonl", std::process::id()));
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .args(["agent", "--export-period", "1s", "--output", "jsonl", "--out"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flowgraph agent");
+    // Attached once the first period is exported.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&out).map_or(true, |t| !t.contains("\"progress\"")) {
+        assert!(Instant::now() < deadline, "the agent exported nothing within 20 s");
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; SENT];
+        conn.read_exact(&mut buf).unwrap();
+        conn.write_all(&vec![b'y'; REPLY]).unwrap();
+    });
+    let client_script = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'x' * {SENT})\nr = b''\nwhile len(r) < {REPLY}:\n    r += s.recv(4096)\ns.close()\n"
+    );
+    let client = Command::new("python3")
+        .args(["-c", &client_script, "flowgraph-test-client"])
+        .spawn()
+        .expect("python3 is needed for this test (Debian: apt-get install python3)");
+    let client_pid = client.id();
+    assert!(client.wait_with_output().unwrap().status.success());
+    server.join().unwrap();
+
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap().success());
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "the agent did not exit cleanly on SIGTERM: {status}");
+
+    let records: Vec<Record> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| json::decode_line(l).expect("the agent writes valid records"))
+        .collect();
+    let latest = |pred: &dyn Fn(&flowgraph_schema::ConnStats) -> bool| {
+        records.iter().rev().find_map(|r| match r {
+            Record::ConnStats(c) if pred(c) => Some(c.clone()),
+            _ => None,
+        })
+    };
+    let client_side = latest(&|c| c.upid.pid == client_pid && c.remote_port == port)
+        .expect("no conn_stats for the client process");
+    assert_eq!(client_side.trace_role, TraceRole::Client);
+    assert_eq!((client_side.bytes_sent, client_side.bytes_recv), (SENT as u64, REPLY as u64));
+    assert_eq!((client_side.conn_open, client_side.conn_close), (1, 1));
+    let server_side = latest(&|c| {
+        c.upid.pid == std::process::id() && c.trace_role == TraceRole::Server && c.bytes_recv == SENT as u64
+    })
+    .expect("no server-side conn_stats for this test process");
+    assert_eq!(server_side.remote_port, 0, "server rows have remote_port 0, as in Pixie");
+    assert_eq!(server_side.bytes_sent, REPLY as u64);
+    let cmdline = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Process(p) if p.upid == client_side.upid => Some(p.cmdline.clone()),
+            _ => None,
+        })
+        .expect("no process record for the client");
+    assert!(
+        cmdline.contains("python3") && cmdline.contains("create_connection"),
+        "the short-lived client's cmdline was lost: {cmdline:?}"
+    );
+    assert!(records.iter().filter(|r| matches!(r, Record::Progress(_))).count() >= 2);
+    let _ = std::fs::remove_file(&out);
+}
