@@ -15,7 +15,8 @@ pub struct Cli {
 pub enum Command {
     /// Replay a recorded stream (JSON Lines or binary) through the job.
     Replay(ReplayArgs),
-    /// Replay the bundled demo recording and show the graph evolving in the terminal.
+    /// Show the graph evolving in the terminal: this host's live traffic when eBPF can load
+    /// (root), otherwise the bundled recording.
     Demo(DemoArgs),
     /// Write a seeded synthetic fleet recording.
     Generate(GenerateArgs),
@@ -133,6 +134,12 @@ pub struct DemoArgs {
     /// How many edges the table shows.
     #[arg(long, default_value_t = 15)]
     pub top: usize,
+    /// Replay the bundled recording even when live capture is possible.
+    #[arg(long)]
+    pub recording: bool,
+    /// How long live capture runs (0: until Ctrl-C).
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
 }
 
 #[derive(Debug, Args)]

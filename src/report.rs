@@ -15,14 +15,25 @@ pub fn edge_table(graph: &GraphState, top: usize) -> Table {
     table.set_header(["from", "to", "total", "sent", "received"]);
     for edge in edges.iter().take(top) {
         table.add_row(vec![
-            Cell::new(&edge.from_entity),
-            Cell::new(&edge.to_entity),
+            Cell::new(one_line(&edge.from_entity)),
+            Cell::new(one_line(&edge.to_entity)),
             Cell::new(human(edge.bytes_total())).set_alignment(CellAlignment::Right),
             Cell::new(human(edge.bytes_sent)).set_alignment(CellAlignment::Right),
             Cell::new(human(edge.bytes_recv)).set_alignment(CellAlignment::Right),
         ]);
     }
     table
+}
+
+/// A name as one table line: newlines become spaces, and long names are cut with an ellipsis.
+fn one_line(name: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    let flat: String = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= MAX_CHARS {
+        return flat;
+    }
+    let cut: String = flat.chars().take(MAX_CHARS - 1).collect();
+    cut + "…"
 }
 
 /// Bytes in binary units (KiB, MiB), as the web view shows them.
