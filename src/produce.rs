@@ -63,9 +63,10 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
         }
         frame.clear();
         binary::encode_frame(batch, &mut frame);
-        let timestamp = batch.iter().map(Record::time).max().unwrap_or(0) / 1_000_000;
+        // Stamped with the wall clock, not the recording's event time: a broker deletes
+        // messages older than its retention, and a recording's times may be months old.
         let mut message: BaseRecord<'_, str, Vec<u8>> =
-            BaseRecord::to(topic).key(key).payload(&frame).timestamp(timestamp as i64);
+            BaseRecord::to(topic).key(key).payload(&frame);
         loop {
             match producer.send(message) {
                 Ok(()) => break,

@@ -14,7 +14,7 @@ use crate::cli::RunArgs;
 use crate::replay::job_config;
 use anyhow::Context;
 use flowgraph_config::{parse_duration_ns, ConfigFile};
-use flowgraph_pipeline::{Job, Output};
+use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_sinks::kafka::{DeltaFormat, KafkaSink, KafkaSinkConfig};
 use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,20 +70,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         worker: 0,
         workers: 1,
         options: kafka.options.clone(),
+        lateness_ns: config.lateness_ns,
     })?;
     tracing::info!(
         brokers = %kafka.brokers, topic = %kafka.input_topic, partitions = ?source.partitions(),
         start = ?start, "flowgraph run: consuming"
     );
 
-    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
+    // The source applies lateness per partition and hands the job the minimum: a global
+    // "largest time seen - lateness" would make a lagging partition's records late.
+    // Messages per poll, so one transaction (and its buffered deltas) stays bounded while a
+    // backlog is read: agents' messages hold ~1000 records.
+    const POLL_MESSAGES: usize = 64;
+    let mut job = Job::new(JobConfig { lateness_ns: u64::MAX, ..config }).map_err(anyhow::Error::msg)?;
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
-    let (mut rejected_logged, mut last_input) = (0u64, Instant::now());
+    let mut rejected_logged = 0u64;
+    // Since when polls have returned nothing (processing time does not count as idle).
+    let mut idle_since: Option<Instant> = None;
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        source.poll(Duration::from_millis(100), 10_000, &mut records)?;
-        if !records.is_empty() {
-            last_input = Instant::now();
+        source.poll(Duration::from_millis(100), POLL_MESSAGES, &mut records)?;
+        if records.is_empty() {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
         }
         for record in records.drain(..) {
             if let Err(rejection) = job.push(record) {
@@ -103,7 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             report(&job, &source, &sink);
             last_report = Instant::now();
         }
-        if idle_exit.is_some_and(|idle| last_input.elapsed() >= idle) {
+        if idle_exit.is_some_and(|idle| idle_since.is_some_and(|since| since.elapsed() >= idle)) {
             tracing::info!("no input for {:?}: completing the last event time and exiting", idle_exit.unwrap_or_default());
             job.finish();
             job.drain_into(&mut outputs);

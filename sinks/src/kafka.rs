@@ -211,32 +211,19 @@ impl KafkaSink {
     }
 
     fn send_batch(&mut self, progress: EventTime) -> Result<(), KafkaError> {
-        let chunk = self.config.max_updates_per_message.max(1);
-        let mut messages: Vec<Vec<u8>> = self
-            .pending
-            .chunks(chunk)
-            .map(|updates| encode(self.config.format, updates))
-            .collect();
+        let mut messages = split_messages(
+            self.config.format,
+            &self.pending,
+            self.config.max_updates_per_message.max(1),
+            MAX_MESSAGE_BYTES,
+        );
         messages.push(encode(self.config.format, &[Output::Progress(progress)]));
         let timestamp = (progress / 1_000_000) as i64;
         for payload in &messages {
             self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
             self.stats.messages += 1;
         }
-        // The state topic gets each key's value after the batch: the last update wins.
-        let mut state: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for output in &self.pending {
-            if let Output::Update { diff, record, .. } = output {
-                let (key, value) = state_entry(record);
-                if *diff > 0 {
-                    state.insert(key, Some(value));
-                } else {
-                    state.entry(key).or_insert(None);
-                    // A retraction only removes the value it retracts: an insertion of the
-                    // same key at the same or a later time (sorted after it) overwrites.
-                }
-            }
-        }
+        let state = state_writes(&self.pending);
         for (key, value) in &state {
             let payload = value.as_ref().map(|v| v.as_bytes().to_vec());
             self.send(&self.config.state_topic, Some(key), payload.as_ref(), timestamp)?;
@@ -278,6 +265,20 @@ impl KafkaSink {
     }
 }
 
+/// Each key's value after a batch of updates (`None`: a tombstone). Updates come in time
+/// order, retractions before insertions within a time, so the last update of a key wins: a
+/// change is -old then +new (a value), a disappearance ends on -old.
+pub fn state_writes(updates: &[Output]) -> BTreeMap<String, Option<String>> {
+    let mut state = BTreeMap::new();
+    for output in updates {
+        if let Output::Update { diff, record, .. } = output {
+            let (key, value) = state_entry(record);
+            state.insert(key, (*diff > 0).then_some(value));
+        }
+    }
+    state
+}
+
 /// The state topic's key and current value for a row or an edge. Keys are JSON arrays that
 /// say which kind they are: `["edge",from,to]`, `["row",from,upid,cmdline,addr]`.
 pub fn state_entry(record: &GraphRecord) -> (String, String) {
@@ -292,6 +293,35 @@ pub fn state_entry(record: &GraphRecord) -> (String, String) {
             serde_json::to_string(&RowJson::from(r)).expect("rows serialize"),
         ),
     }
+}
+
+/// Largest delta message written, below the brokers' default `message.max.bytes` (1 MiB)
+/// with room for headers and batch overhead.
+pub const MAX_MESSAGE_BYTES: usize = 900 * 1024;
+
+/// Encodes updates as messages of at most `max_updates` updates and `max_bytes` bytes (a
+/// single update larger than that still gets a message of its own).
+pub fn split_messages(
+    format: DeltaFormat,
+    updates: &[Output],
+    max_updates: usize,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut rest = updates;
+    while !rest.is_empty() {
+        let mut take = rest.len().min(max_updates);
+        loop {
+            let message = encode(format, &rest[..take]);
+            if message.len() <= max_bytes || take == 1 {
+                messages.push(message);
+                break;
+            }
+            take = take.div_ceil(2);
+        }
+        rest = &rest[take..];
+    }
+    messages
 }
 
 /// Magic of a bincode delta message.
@@ -332,6 +362,48 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Output>, String> {
         .filter(|l| !l.trim().is_empty())
         .map(deltas::from_line)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgraph_pipeline::{Edge, GraphRecord};
+
+    #[test]
+    fn a_record_that_appears_and_vanishes_in_one_batch_is_a_tombstone() {
+        let edge = |sent| {
+            GraphRecord::Edge(Edge { from_entity: "a".into(), to_entity: "b".into(), bytes_sent: sent, bytes_recv: 0 })
+        };
+        let update = |time, diff, sent| Output::Update { time, diff, record: edge(sent) };
+        let appears_and_vanishes = [update(1, 1, 5), update(2, -1, 5)];
+        assert_eq!(state_writes(&appears_and_vanishes).into_values().collect::<Vec<_>>(), vec![None]);
+        let changes = [update(1, 1, 5), update(2, -1, 5), update(2, 1, 7)];
+        let value = state_writes(&changes).into_values().next().unwrap().unwrap();
+        assert!(value.contains("\"bytes_sent\":7"), "{value}");
+    }
+
+    #[test]
+    fn messages_stay_under_the_size_limit_and_keep_every_update_in_order() {
+        let updates: Vec<Output> = (0..3000u64)
+            .map(|i| Output::Update {
+                time: i,
+                diff: 1,
+                record: GraphRecord::Edge(Edge {
+                    from_entity: format!("from-{i}-{}", "x".repeat(200)).into(),
+                    to_entity: "to".into(),
+                    bytes_sent: i,
+                    bytes_recv: i,
+                }),
+            })
+            .collect();
+        for format in [DeltaFormat::Json, DeltaFormat::Bincode] {
+            let messages = split_messages(format, &updates, 5000, 64 * 1024);
+            assert!(messages.len() > 1);
+            assert!(messages.iter().all(|m| m.len() <= 64 * 1024));
+            let decoded: Vec<Output> = messages.iter().flat_map(|m| decode(m).unwrap()).collect();
+            assert_eq!(decoded, updates);
+        }
+    }
 }
 
 fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {

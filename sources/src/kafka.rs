@@ -11,10 +11,11 @@
 //! No consumer-group rebalancing: the assignment is a pure function of the partition count and
 //! the worker, so every run of the pipeline reads the same partitions in every worker. A
 //! partition's watermark is the largest progress time seen on it (agents key their messages by
-//! agent id, so one partition carries one or a few agents): the minimum over the sources that
-//! have sent progress on it of their latest progress. Partitions that carry no progress
-//! records (yet) do not hold the frontier back; their records are late if they arrive behind
-//! it, and are then counted and processed at the frontier.
+//! agent id, so one partition carries one or a few agents): the least latest progress over the
+//! sources that have sent progress on it, or its largest event time minus lateness if that is
+//! further. The frontier is the minimum over partitions, so a partition read ahead of the
+//! others (a backlog) does not make their records late. A partition that held data when the
+//! source started holds the frontier until it delivers; one that was empty does not.
 
 use flowgraph_schema::binary::{self, MAGIC};
 use flowgraph_schema::{json, EventTime, Record};
@@ -56,6 +57,19 @@ pub struct KafkaSourceConfig {
     pub workers: usize,
     /// Extra librdkafka options (security, timeouts, ...), applied last.
     pub options: BTreeMap<String, String>,
+    /// A partition's watermark is at least its largest event time minus this: a partition
+    /// whose sources send no progress still moves, and one read ahead of the others (a
+    /// backlog) does not make their records late.
+    pub lateness_ns: EventTime,
+}
+
+/// Event-time position of one partition.
+#[derive(Debug, Default)]
+struct PartitionClock {
+    /// Latest progress time per source seen on the partition.
+    progress: BTreeMap<String, EventTime>,
+    /// Largest event time of any record on the partition.
+    max_seen: EventTime,
 }
 
 /// Errors that stop the source (bad input never does).
@@ -124,8 +138,8 @@ pub struct KafkaSource {
     config: KafkaSourceConfig,
     consumer: BaseConsumer,
     dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
-    /// Latest progress time per partition and source.
-    watermarks: BTreeMap<i32, BTreeMap<String, EventTime>>,
+    /// Event-time position per partition that has carried records.
+    clocks: BTreeMap<i32, PartitionClock>,
     partitions: Vec<i32>,
     stats: KafkaSourceStats,
 }
@@ -238,8 +252,21 @@ impl KafkaSource {
             }),
             None => None,
         };
+        // A partition that holds data to read holds the frontier back until it delivers some:
+        // otherwise whichever partition the client fetches first would make the others late.
+        let mut clocks = BTreeMap::new();
+        if config.start != StartAt::End {
+            for &p in &partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&config.topic, p, Duration::from_secs(10))
+                    .map_err(|source| KafkaSourceError::Assign { topic: config.topic.clone(), source })?;
+                if high > low {
+                    clocks.insert(p, PartitionClock::default());
+                }
+            }
+        }
         Ok(KafkaSource {
-            watermarks: BTreeMap::new(),
+            clocks,
             partitions,
             config,
             consumer,
@@ -292,11 +319,14 @@ impl KafkaSource {
             let bad: Vec<(String, Vec<u8>)> =
                 bad.into_iter().map(|(reason, bytes)| (reason, bytes.to_vec())).collect();
             drop(message);
-            for record in &out[before..] {
-                if let Record::Progress(p) = record {
-                    let sources = self.watermarks.entry(partition).or_default();
-                    let latest = sources.entry(p.source.clone()).or_insert(0);
-                    *latest = (*latest).max(p.time_);
+            if out.len() > before {
+                let clock = self.clocks.entry(partition).or_default();
+                for record in &out[before..] {
+                    clock.max_seen = clock.max_seen.max(record.time());
+                    if let Record::Progress(p) = record {
+                        let latest = clock.progress.entry(p.source.clone()).or_insert(0);
+                        *latest = (*latest).max(p.time_);
+                    }
                 }
             }
             self.stats.records += (out.len() - before) as u64;
@@ -340,12 +370,17 @@ impl KafkaSource {
         }
     }
 
-    /// The minimum watermark over the partitions that have carried progress records; `None`
-    /// before any.
+    /// The input frontier: the minimum over the partitions that have carried records of
+    /// each one's watermark, max(its sources' least progress, its largest event time -
+    /// lateness); `None` before any record.
     pub fn watermark(&self) -> Option<EventTime> {
-        self.watermarks
+        let lateness = self.config.lateness_ns;
+        self.clocks
             .values()
-            .filter_map(|sources| sources.values().min().copied())
+            .map(|clock| {
+                let progress = clock.progress.values().min().copied().unwrap_or(0);
+                progress.max(clock.max_seen.saturating_sub(lateness))
+            })
             .min()
     }
 
