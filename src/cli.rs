@@ -24,6 +24,45 @@ pub enum Command {
     Run(RunArgs),
     /// The node agent: per-connection bytes from eBPF, as conn_stats records (needs root).
     Agent(AgentArgs),
+    /// Print the graph from Kafka: follow the delta topic, or read the state topic (--state).
+    Tail(TailArgs),
+    /// Write an input topic to a binary recording, for replay.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Config file whose [kafka] section names the brokers and topics.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override kafka.brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Print the current graph from the compacted state topic and exit.
+    #[arg(long)]
+    pub state: bool,
+    /// Stop once the delta topic has been read to its end.
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// How many edges the table shows.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The input topic to record.
+    #[arg(long)]
+    pub from_kafka: String,
+    /// The recording to write (binary format).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Config file whose [kafka] section names the brokers and options.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override kafka.brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
 }
 
 #[derive(Debug, Args)]

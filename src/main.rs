@@ -8,9 +8,11 @@ mod cli;
 mod demo;
 mod generate;
 mod produce;
+mod record;
 mod replay;
 mod report;
 mod run;
+mod tail;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -32,6 +34,8 @@ fn main() -> ExitCode {
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Run(args) => run::run(args),
         cli::Command::Agent(args) => agent::run(args),
+        cli::Command::Tail(args) => tail::run(args),
+        cli::Command::Record(args) => record::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -242,6 +242,22 @@ fn kafka_path_equals_the_in_process_replay() {
     let marks: Vec<u64> = published.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
     assert!(marks.windows(2).all(|w| w[0] < w[1]), "progress marks not increasing");
 
+    // 1a. What people and scripts read back: `tail --state`, `tail` of the deltas, and a
+    //     recording of the input topic that replays to the same deltas.
+    let edges = reference.iter().fold(GraphState::default(), |mut g, o| { g.apply(o); g }).edges().count();
+    let expected = format!("{edges} edges");
+    let state = flowgraph(&dir, &["tail", "--config", config.to_str().unwrap(), "--state", "--top", "3"]);
+    assert!(state.contains(&expected), "tail --state: wanted {expected}\n{state}");
+    let tail = flowgraph(&dir, &["tail", "--config", config.to_str().unwrap(), "--exit-at-end", "--top", "3"]);
+    assert!(tail.contains(&expected), "tail: wanted {expected}\n{tail}");
+    let recorded = flowgraph(&dir, &["record", "--from-kafka", "straight.in", "--out", "recorded.fgb", "--brokers", b]);
+    assert!(recorded.contains("0 undecodable"), "{recorded}");
+    flowgraph(&dir, &["replay", "--input", "recorded.fgb", "--window", "1m", "--deltas", "recorded.jsonl"]);
+    assert!(
+        std::fs::read(dir.join("recorded.jsonl")).unwrap() == std::fs::read(dir.join("reference.jsonl")).unwrap(),
+        "the recording of the input topic does not replay to the same deltas"
+    );
+
     // 1b. Four partitions, read in whatever interleaving the client fetches: per-partition
     //     clocks keep a partition read ahead from making the others late.
     let config = run_config(&dir, b, "multi");

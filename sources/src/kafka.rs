@@ -489,3 +489,93 @@ mod tests {
         assert!(bad[0].0.contains("truncated"), "{}", bad[0].0);
     }
 }
+
+/// Reads every partition of `topic` from its beginning up to the end it had when called,
+/// handing each message's key and payload to `each`; returns the number of messages.
+/// `read_committed`, so aborted transactions are invisible.
+pub fn read_to_end(
+    brokers: &str,
+    topic: &str,
+    options: &BTreeMap<String, String>,
+    mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> Result<u64, KafkaSourceError> {
+    let mut client = client_config(brokers, &BTreeMap::new());
+    client
+        .set("group.id", format!("flowgraph-reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create().map_err(|source| KafkaSourceError::Client {
+        brokers: brokers.to_string(),
+        source,
+    })?;
+    let metadata_error = |reason: String| KafkaSourceError::Metadata {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        reason,
+    };
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| metadata_error(e.to_string()))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .ok_or_else(|| metadata_error("the topic does not exist".into()))?
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| metadata_error(e.to_string()))?;
+        if high > low {
+            ends.insert(p, high);
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|source| KafkaSourceError::Assign { topic: topic.into(), source })?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|source| KafkaSourceError::Assign { topic: topic.into(), source })?;
+    let mut count = 0;
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                count += 1;
+                each(message.key(), message.payload());
+                if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+                    ends.remove(&message.partition());
+                }
+            }
+            Some(Err(e)) if is_transient(&e) => {
+                tracing::warn!(topic, error = %e, "Kafka consumer error, retrying")
+            }
+            Some(Err(source)) => return Err(KafkaSourceError::Consume { topic: topic.into(), source }),
+            None => {
+                // Transaction markers hold the last offsets of transactional topics: a
+                // partition whose position has passed its last data message is done.
+                let positions = consumer
+                    .position()
+                    .map_err(|source| KafkaSourceError::Consume { topic: topic.into(), source })?;
+                for element in positions.elements() {
+                    if let Offset::Offset(position) = element.offset() {
+                        if ends.get(&element.partition()).is_some_and(|end| position + 1 >= *end) {
+                            ends.remove(&element.partition());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(count)
+}

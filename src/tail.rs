@@ -1,0 +1,147 @@
+//! `flowgraph tail`: the graph from Kafka, for people — the kcat of this product.
+//!
+//! `--state` reads the compacted state topic to its end and prints the current graph.
+//! Otherwise it applies the delta topic from its beginning and redraws the top edges at
+//! progress marks (at most once a second), following new deltas until Ctrl-C (or until caught
+//! up, with `--exit-at-end`).
+
+use crate::cli::TailArgs;
+use crate::report::{edge_table, format_time};
+use anyhow::Context;
+use flowgraph_config::ConfigFile;
+use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_sinks::graph::GraphState;
+use flowgraph_sources::kafka::{client_config, read_to_end};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn run(args: TailArgs) -> anyhow::Result<()> {
+    let mut kafka = match &args.config {
+        Some(path) => ConfigFile::load(path)?.kafka,
+        None => Default::default(),
+    };
+    if let Some(brokers) = &args.brokers {
+        kafka.brokers = brokers.clone();
+    }
+    if args.state {
+        return print_state(&kafka.brokers, &kafka.state_topic, &kafka.options, args.top);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let mut client = client_config(&kafka.brokers, &BTreeMap::new());
+    client
+        .set("group.id", "flowgraph-tail")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (key, value) in &kafka.options {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
+    let topic = &kafka.deltas_topic;
+    let (_, end) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .with_context(|| format!("reading offsets of {topic} on {}", kafka.brokers))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let mut graph = GraphState::default();
+    let terminal = std::io::stdout().is_terminal();
+    let mut last_draw: Option<Instant> = None;
+    let mut caught_up = end == 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            if args.exit_at_end && (caught_up || position_reached(&consumer, end)) {
+                break;
+            }
+            continue;
+        };
+        let message = message.with_context(|| format!("consuming {topic}"))?;
+        if message.offset() + 1 >= end {
+            caught_up = true;
+        }
+        let payload = message.payload().unwrap_or_default();
+        let outputs = match flowgraph_sinks::kafka::decode(payload) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
+                continue;
+            }
+        };
+        for output in &outputs {
+            graph.apply(output);
+            if let (Output::Progress(_), true) = (output, last_draw.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))) {
+                draw(&graph, args.top, terminal);
+                last_draw = Some(Instant::now());
+            }
+        }
+        if args.exit_at_end && caught_up {
+            break;
+        }
+    }
+    draw(&graph, args.top, terminal);
+    Ok(())
+}
+
+fn position_reached(consumer: &BaseConsumer, end: i64) -> bool {
+    consumer.position().is_ok_and(|p| {
+        p.elements()
+            .iter()
+            .all(|e| matches!(e.offset(), Offset::Offset(o) if o + 1 >= end))
+    })
+}
+
+fn draw(graph: &GraphState, top: usize, terminal: bool) {
+    if terminal {
+        print!("\x1b[2J\x1b[H");
+    }
+    match graph.time() {
+        Some(time) => println!(
+            "graph at {} : {} edges, {} rows",
+            format_time(time),
+            graph.edges().count(),
+            graph.rows().count()
+        ),
+        None => println!("no progress mark yet"),
+    }
+    println!("{}", edge_table(graph, top));
+}
+
+fn print_state(
+    brokers: &str,
+    topic: &str,
+    options: &BTreeMap<String, String>,
+    top: usize,
+) -> anyhow::Result<()> {
+    let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let messages = read_to_end(brokers, topic, options, |key, payload| {
+        if let Some(key) = key {
+            state.insert(key.to_vec(), payload.map(<[u8]>::to_vec));
+        }
+    })?;
+    let mut graph = GraphState::default();
+    let mut bad = 0;
+    for value in state.into_values().flatten() {
+        let line = String::from_utf8_lossy(&value);
+        // A state value is a row or an edge object: parse it as a delta line's record.
+        let parsed = ["row", "edge"].iter().find_map(|kind| {
+            let delta = format!("{{\"time\":0,\"diff\":1,\"{kind}\":{line}}}");
+            flowgraph_sinks::deltas::from_line(&delta).ok()
+        });
+        match parsed {
+            Some(output @ Output::Update { record: GraphRecord::Row(_) | GraphRecord::Edge(_), .. }) => graph.apply(&output),
+            _ => bad += 1,
+        }
+    }
+    println!("{topic}: {messages} messages, {} edges, {} rows{}", graph.edges().count(), graph.rows().count(),
+        if bad > 0 { format!(", {bad} undecodable values") } else { String::new() });
+    println!("{}", edge_table(&graph, top));
+    Ok(())
+}
