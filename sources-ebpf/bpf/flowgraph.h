@@ -20,15 +20,15 @@
 struct fg_sock {
 	__u64 bytes_sent;          /* sum of sock_send_length ret > 0 */
 	__u64 bytes_recv;          /* sum of sock_recv_length ret > 0, MSG_PEEK excluded */
-	__u64 tcp_bytes_acked;     /* tcp_sock.bytes_acked at the last event (kernel's own count) */
-	__u64 tcp_bytes_received;  /* tcp_sock.bytes_received at the last event (payload + FIN) */
+	__u64 tcp_bytes_acked;     /* tcp_sock.bytes_acked at the last state change or destroy */
+	__u64 tcp_bytes_received;  /* tcp_sock.bytes_received at the last state change or destroy (payload + FIN) */
 	__u64 tcp_bytes_read;      /* bytes the process consumed by any path (recv, splice, ...):
-	                            * bytes_received - (rcv_nxt - copied_seq), at the last event;
+	                            * bytes_received - (rcv_nxt - copied_seq), at the last state change or destroy;
 	                            * includes 1 for the FIN once the process read EOF */
 	__u64 owner_start_ns;      /* owner's group_leader->start_boottime (ns since boot) */
 	__u64 open_ns;             /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when first seen */
 	__u64 close_ns;            /* bpf_ktime_get_ns() at tcp_destroy_sock, 0 while alive */
-	__u64 last_ns;             /* bpf_ktime_get_ns() at the last send/recv */
+	__u64 _reserved;           /* was the last send/recv time: too costly on the hot path */
 	__u32 tgid;                /* owner: first process-context tgid seen on it, 0 = none yet */
 	__u32 foreign_tgid;        /* last other tgid that moved bytes on it, 0 = none */
 	__u8 laddr[16];            /* local address: IPv4 in the first 4 bytes when family == 2 */

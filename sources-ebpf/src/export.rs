@@ -257,7 +257,6 @@ mod tests {
             foreign_pid: 0,
             open_time_ns: 0,
             close_time_ns: None,
-            last_io_time_ns: None,
         }
     }
 

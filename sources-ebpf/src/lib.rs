@@ -62,7 +62,7 @@ struct RawSock {
     owner_start_ns: u64,
     open_ns: u64,
     close_ns: u64,
-    last_ns: u64,
+    _reserved: u64,
     tgid: u32,
     foreign_tgid: u32,
     laddr: [u8; 16],
@@ -207,15 +207,15 @@ pub struct SocketSample {
     pub bytes_sent: u64,
     /// Bytes the process received from it (socket layer, MSG_PEEK excluded).
     pub bytes_recv: u64,
-    /// The kernel's `tcp_sock.bytes_acked` at the last event: payload bytes the peer acknowledged.
+    /// The kernel's `tcp_sock.bytes_acked` at the last state change or destroy: payload bytes the peer acknowledged.
     pub tcp_bytes_acked: u64,
-    /// The kernel's `tcp_sock.bytes_received` at the last event: payload bytes TCP received
+    /// The kernel's `tcp_sock.bytes_received` at the last state change or destroy: payload bytes TCP received
     /// (read by the process or not).
     pub tcp_bytes_received: u64,
     /// Bytes the process consumed from the socket by any path, from the kernel's sequence
-    /// numbers at the last event (`bytes_received - (rcv_nxt - copied_seq)`), plus 1 once it
-    /// read the peer's FIN. Unlike `bytes_recv` it sees splice(2) reads, but only refreshes when
-    /// another event (send/recv/state change/destroy) happens on the socket: exact at close.
+    /// numbers (`bytes_received - (rcv_nxt - copied_seq)`), plus 1 once it read the peer's FIN,
+    /// read at the last state change or destroy. Unlike `bytes_recv` it sees splice(2) reads,
+    /// but it is only exact once the socket is closed.
     pub tcp_bytes_read: u64,
     /// Reached ESTABLISHED.
     pub established: bool,
@@ -234,8 +234,6 @@ pub struct SocketSample {
     pub open_time_ns: u64,
     /// When the kernel destroyed it, wall-clock ns.
     pub close_time_ns: Option<u64>,
-    /// Its last send/recv, wall-clock ns.
-    pub last_io_time_ns: Option<u64>,
 }
 
 /// The kernel side's loss and diagnostic counters, cumulative since load.
@@ -481,7 +479,6 @@ impl Agent {
                 foreign_pid: raw.foreign_tgid,
                 open_time_ns: wall(raw.open_ns),
                 close_time_ns: (raw.close_ns != 0).then(|| wall(raw.close_ns)),
-                last_io_time_ns: (raw.last_ns != 0).then(|| wall(raw.last_ns)),
             });
         }
         // Deleting while iterating would restart the kernel's key walk: delete afterwards.
