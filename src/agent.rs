@@ -116,6 +116,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         other => bail!("--output: unknown output {other:?}; expected jsonl, binary or kafka"),
     };
 
+    crate::telemetry::serve(args.metrics_addr.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -125,6 +126,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Keys are remembered an hour after their last socket closed (the pipeline's max_window).
     let mut exporter = Exporter::new(agent_id, host, 3600 * 1_000_000_000);
     let (mut samples, mut records) = (Vec::new(), Vec::new());
+    let mut records_out = 0u64;
     let mut next = Instant::now() + period;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -138,7 +140,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         agent.collect(&mut samples)?;
         exporter.export(&samples, now_ns(), &|pid, start| agent.process(pid, start), &mut records);
         output.write(&records)?;
+        records_out += records.len() as u64;
         let loss = agent.loss_counters()?;
+        crate::telemetry::agent(records_out, exporter.keys(), &loss);
         if loss.lossy() > 0 {
             tracing::warn!(?loss, "the kernel side lost events");
         }

@@ -88,6 +88,9 @@ pub struct AgentArgs {
     /// Capacity of the kernel's socket map.
     #[arg(long, default_value_t = 65536)]
     pub max_sockets: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +100,9 @@ pub struct RunArgs {
     /// Override kafka.brokers.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     /// Treat the input as finished once no message has arrived for this long: complete every
     /// time up to the last event time, publish, and exit (batch runs and tests).
     #[arg(long)]

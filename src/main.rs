@@ -13,6 +13,7 @@ mod replay;
 mod report;
 mod run;
 mod tail;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;

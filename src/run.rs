@@ -40,6 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|d| parse_duration_ns("--exit-when-idle", d).map(Duration::from_nanos))
         .transpose()?;
 
+    crate::telemetry::serve(args.metrics_addr.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -109,8 +110,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         job.drain_into(&mut outputs);
         sink.publish(&outputs)?;
         outputs.clear();
+        crate::telemetry::pipeline(job.stats(), source.stats(), sink.stats(), job.frontier());
         if last_report.elapsed() >= Duration::from_secs(10) {
             report(&job, &source, &sink);
+            crate::telemetry::lag(&source.lag());
             last_report = Instant::now();
         }
         if idle_exit.is_some_and(|idle| idle_since.is_some_and(|since| since.elapsed() >= idle)) {

@@ -23,8 +23,9 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     assert_eq!(euid, "0", "flowgraph agent loads eBPF and needs root: run the tests with sudo, as CI does");
 
     let out = std::env::temp_dir().join(format!("flowgraph-agent-test-{}.jsonl", std::process::id()));
+    let metrics_addr = free_local_addr();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-        .args(["agent", "--export-period", "1s", "--output", "jsonl", "--out"])
+        .args(["agent", "--export-period", "1s", "--output", "jsonl", "--metrics-addr", &metrics_addr, "--out"])
         .arg(&out)
         .stderr(Stdio::piped())
         .spawn()
@@ -58,6 +59,10 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     server.join().unwrap();
 
     std::thread::sleep(Duration::from_millis(2500));
+    let metrics = scrape(&metrics_addr);
+    let records_out = metric(&metrics, "flowgraph_agent_records_out_total");
+    assert!(records_out >= 3.0, "agent metrics: records out {records_out}\n{metrics}");
+    assert!(metrics.contains("flowgraph_agent_loss_total{kind=\"map_full\"} 0"), "{metrics}");
     assert!(Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap().success());
     let status = agent.wait().unwrap();
     assert!(status.success(), "the agent did not exit cleanly on SIGTERM: {status}");
@@ -97,4 +102,27 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     );
     assert!(records.iter().filter(|r| matches!(r, Record::Progress(_))).count() >= 2);
     let _ = std::fs::remove_file(&out);
+}
+
+/// An address on loopback that was free a moment ago.
+fn free_local_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// GET /metrics with curl.
+fn scrape(addr: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-sf", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("curl is needed for this test (Debian: apt-get install curl)");
+    assert!(output.status.success(), "GET http://{addr}/metrics failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
 }

@@ -272,8 +272,22 @@ fn kafka_path_equals_the_in_process_replay() {
     let config = run_config(&dir, b, "crash");
     let mut producer = spawn_flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate", "4000"]);
     std::thread::sleep(Duration::from_secs(2));
-    let mut pipeline = spawn_flowgraph(&dir, &["run", "--config", config.to_str().unwrap()]);
+    let metrics_addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let mut pipeline = spawn_flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr]);
     std::thread::sleep(Duration::from_secs(2));
+    let scraped = Command::new("curl")
+        .args(["-sf", &format!("http://{metrics_addr}/metrics")])
+        .output()
+        .expect("curl is needed for this test (Debian: apt-get install curl)");
+    let metrics = String::from_utf8_lossy(&scraped.stdout).to_string();
+    let records_in: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flowgraph_records_in_total").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no flowgraph_records_in_total in /metrics:\n{metrics}"));
+    assert!(records_in > 0.0, "the pipeline read nothing in 2 s:\n{metrics}");
     pipeline.kill().unwrap(); // SIGKILL
     pipeline.wait().unwrap();
     let before_crash = delta_topic_outputs(b, "crash.deltas");

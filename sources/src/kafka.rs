@@ -141,6 +141,8 @@ pub struct KafkaSource {
     /// Event-time position per partition that has carried records.
     clocks: BTreeMap<i32, PartitionClock>,
     partitions: Vec<i32>,
+    /// Next offset to read per partition (last message read + 1).
+    positions: BTreeMap<i32, i64>,
     stats: KafkaSourceStats,
 }
 
@@ -267,6 +269,7 @@ impl KafkaSource {
         }
         Ok(KafkaSource {
             clocks,
+            positions: BTreeMap::new(),
             partitions,
             config,
             consumer,
@@ -310,6 +313,7 @@ impl KafkaSource {
             };
             self.stats.messages += 1;
             let partition = message.partition();
+            self.positions.insert(partition, message.offset() + 1);
             let origin = format!("{}/{}@{}", message.topic(), partition, message.offset());
             let payload = message.payload().unwrap_or_default();
             let before = out.len();
@@ -382,6 +386,20 @@ impl KafkaSource {
                 progress.max(clock.max_seen.saturating_sub(lateness))
             })
             .min()
+    }
+
+    /// Messages not read yet per partition (end offset - next offset), asking the broker.
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|&p| {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.config.topic, p, Duration::from_secs(5))
+                    .ok()?;
+                Some((p, high - self.positions.get(&p).copied().unwrap_or(low)))
+            })
+            .collect()
     }
 
     /// What the source has seen.
