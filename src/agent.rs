@@ -14,8 +14,7 @@ use flowgraph_sources_ebpf::{Agent, AgentOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 enum Output {
@@ -117,10 +116,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
 
     crate::telemetry::serve(args.metrics_addr.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    let stop = crate::replay::stop_flag()?;
     let mut agent = Agent::load_with(&AgentOptions { max_sockets: args.max_sockets })?;
     tracing::info!(agent_id, host = %host, period = ?period, "flowgraph agent: attached");
     // Keys are remembered an hour after their last socket closed (the pipeline's max_window).

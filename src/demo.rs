@@ -17,8 +17,7 @@ use std::io::IsTerminal;
 use flowgraph_pipeline::Job;
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::Agent;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The bundled recording.
@@ -92,10 +91,7 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     let config = job_config(&query)?;
     let params = config.params.clone();
     let duration = Duration::from_nanos(parse_duration_ns("--duration", &args.duration)?);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    let stop = crate::replay::stop_flag()?;
     println!(
         "flowgraph demo: capturing this host's TCP traffic live (eBPF); group_by={} window={}; {}",
         params.group_by,

@@ -3,7 +3,7 @@
 
 use crate::cli::RecordArgs;
 use anyhow::Context;
-use flowgraph_config::ConfigFile;
+use crate::replay::kafka_config;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::kafka::{decode_message, read_to_end};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,13 +15,7 @@ use std::time::Duration;
 const FRAME_RECORDS: usize = 4096;
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
-    let mut kafka = match &args.config {
-        Some(path) => ConfigFile::load(path)?.kafka,
-        None => Default::default(),
-    };
-    if let Some(brokers) = &args.brokers {
-        kafka.brokers = brokers.clone();
-    }
+    let kafka = kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
     let topic = &args.from_kafka;
     let mut out = BufWriter::new(
         File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,

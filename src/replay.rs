@@ -44,6 +44,34 @@ pub fn job_config(args: &QueryArgs) -> anyhow::Result<JobConfig> {
     Ok(config)
 }
 
+/// The `[kafka]` section of the config file (if any) with `--brokers` on top, validated.
+pub fn kafka_config(
+    config: Option<&std::path::PathBuf>,
+    brokers: Option<&String>,
+) -> anyhow::Result<flowgraph_config::KafkaConfig> {
+    let mut kafka = match config {
+        Some(path) => ConfigFile::load(path)?.kafka,
+        None => Default::default(),
+    };
+    if let Some(brokers) = brokers {
+        kafka.brokers = brokers.clone();
+    }
+    kafka.validate().map_err(|mut e| {
+        e.file = config.cloned();
+        e
+    })?;
+    Ok(kafka)
+}
+
+/// A flag that SIGINT or SIGTERM raises, for loops that stop cleanly.
+pub fn stop_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
 /// What a replay saw and produced.
 #[derive(Debug)]
 pub struct ReplaySummary {

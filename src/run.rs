@@ -11,29 +11,17 @@
 //! it stopped and leaves the state topic as a crash-free run would.
 
 use crate::cli::RunArgs;
-use crate::replay::job_config;
-use anyhow::Context;
-use flowgraph_config::{parse_duration_ns, ConfigFile};
+use crate::replay::{job_config, kafka_config, stop_flag};
+use flowgraph_config::parse_duration_ns;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_sinks::kafka::{DeltaFormat, KafkaSink, KafkaSinkConfig};
 use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = job_config(&args.query)?;
-    let mut kafka = match &args.query.config {
-        Some(path) => ConfigFile::load(path)?.kafka,
-        None => Default::default(),
-    };
-    if let Some(brokers) = &args.brokers {
-        kafka.brokers = brokers.clone();
-    }
-    kafka.validate().map_err(|mut e| {
-        e.file = args.query.config.clone();
-        e
-    })?;
+    let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
     let idle_exit = args
         .exit_when_idle
         .as_deref()
@@ -41,10 +29,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     crate::telemetry::serve(args.metrics_addr.as_deref())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
+    let stop = stop_flag()?;
 
     let mut sink = KafkaSink::new(KafkaSinkConfig {
         brokers: kafka.brokers.clone(),

@@ -8,7 +8,7 @@
 use crate::cli::TailArgs;
 use crate::report::{edge_table, format_time};
 use anyhow::Context;
-use flowgraph_config::ConfigFile;
+use crate::replay::{kafka_config, stop_flag};
 use flowgraph_pipeline::{GraphRecord, Output};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::kafka::{client_config, read_to_end};
@@ -17,25 +17,15 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
-    let mut kafka = match &args.config {
-        Some(path) => ConfigFile::load(path)?.kafka,
-        None => Default::default(),
-    };
-    if let Some(brokers) = &args.brokers {
-        kafka.brokers = brokers.clone();
-    }
+    let kafka = kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
     if args.state {
         return print_state(&kafka.brokers, &kafka.state_topic, &kafka.options, args.top);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    let stop = stop_flag()?;
     let mut client = client_config(&kafka.brokers, &BTreeMap::new());
     client
         .set("group.id", "flowgraph-tail")
