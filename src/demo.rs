@@ -34,7 +34,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let config = job_config(&args.query)?;
     let every = parse_duration_ns("--every", &args.every)?.max(1);
-    if !(args.speed >= 0.0) {
+    if args.speed.is_nan() || args.speed < 0.0 {
         anyhow::bail!("--speed: must be 0 or more");
     }
     let params = config.params.clone();

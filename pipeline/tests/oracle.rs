@@ -798,7 +798,7 @@ fn describe(time: u64, upid: Upid, slot: u8, variant: u8) -> Process {
             format!("/usr/bin/app{slot} --mode={}", variant % 3)
         },
         comm: format!("app{slot}"),
-        container: if variant % 2 == 0 {
+        container: if variant.is_multiple_of(2) {
             format!("ctr-{slot}-{variant}")
         } else {
             String::new()

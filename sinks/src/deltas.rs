@@ -205,7 +205,20 @@ mod tests {
             r#"{"time":9,"diff":1,"edge":{"from_entity":"a","to_entity":"b","bytes_sent":1,"bytes_recv":2,"bytes_total":3}}"#
         );
         assert_eq!(to_line(&Output::Progress(10)), r#"{"progress":10}"#);
-        for output in [Output::Progress(10)] {
+        let row = Row {
+            from_entity: "a".into(),
+            upid: Upid { asid: 1, pid: 2, start_ticks: 3 },
+            cmdline: "x --y".into(),
+            remote_addr: "10.0.0.1".parse().unwrap(),
+            to_entity: "b".into(),
+            bytes_sent: 4,
+            bytes_recv: 5,
+        };
+        let outputs = [
+            Output::Progress(10),
+            Output::Update { time: 3, diff: -1, record: GraphRecord::Row(row) },
+        ];
+        for output in outputs {
             assert_eq!(from_line(&to_line(&output)).unwrap(), output);
         }
     }
