@@ -1,0 +1,206 @@
+# Test peer for tests/netns.rs, run inside a network namespace by `ip netns exec`.
+# Every mode prints its own pid and start time first, so the test knows which process the agent
+# must attribute each socket to.
+#   server HOST RECV_METHOD EXPECT REPLY   -> "PORT PID STARTTIME"; serves one connection
+#   client HOST PORT SEND_METHOD BYTES REPLY
+#                                          -> "PID STARTTIME", then "LOCALPORT" once connected
+#   conc_server HOST N                     -> "PORT PID STARTTIME"; N connections at once, one
+#                                             thread each: reads to EOF, replies reply_for(total)
+#   conc_client HOST PORT BYTES GOFILE     -> "PID STARTTIME LOCALPORT" once connected, then
+#                                             waits for GOFILE to exist before sending
+# Send methods: send, sendall, sendmmsg (libc through ctypes: Python has no sendmmsg).
+# Receive methods: recv, recvmmsg (libc through ctypes, MSG_WAITFORONE: after the first
+# message the rest are non-blocking, so EAGAIN results go through the tracepoint too).
+import ctypes, os, signal, socket, sys, threading, time
+
+# Never outlive a test that was killed: SIGALRM ends the process after 30 s. (Not socket
+# timeouts: they would make the sockets non-blocking and change the syscall paths.)
+signal.alarm(30)
+
+def starttime():
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+def payload(n):
+    block = bytes((i * 7) & 0xFF for i in range(1 << 16))
+    return (block * (n // len(block) + 1))[:n]
+
+def reply_for(total):
+    return total // 10 + 1
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+class iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+class msghdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", msghdr), ("msg_len", ctypes.c_uint)]
+
+MSG_WAITFORONE = 0x10000
+
+def sendmmsg(fd, data):
+    """Sends all of data with sendmmsg(2): up to 8 messages per call, 3 iovecs per message."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    base = ctypes.addressof(buf)
+    sent, calls = 0, 0
+    while sent < len(data):
+        msgs = (mmsghdr * 8)()
+        keep = []
+        off, k = sent, 0
+        while k < 8 and off < len(data):
+            size = min(len(data) - off, 40_000 + 1_111 * k)
+            third = max(1, size // 3)
+            parts = [(off, third), (off + third, min(third, size - third)),
+                     (off + 2 * third, max(0, size - 2 * third))]
+            parts = [(o, l) for o, l in parts if l > 0]
+            iovs = (iovec * len(parts))(*[iovec(base + o, l) for o, l in parts])
+            keep.append(iovs)
+            msgs[k].msg_hdr.msg_iov = iovs
+            msgs[k].msg_hdr.msg_iovlen = len(parts)
+            off += size
+            k += 1
+        n = libc.sendmmsg(fd, msgs, k, 0)
+        if n < 0:
+            raise OSError(ctypes.get_errno(), "sendmmsg")
+        calls += 1
+        sent += sum(msgs[i].msg_len for i in range(n))
+    return calls
+
+def recvmmsg(fd, want):
+    """One recvmmsg(2) call for at most want bytes over up to 4 messages; returns bytes read."""
+    sizes = []
+    left = want
+    while left > 0 and len(sizes) < 4:
+        s = min(left, 9_000 + 3_000 * len(sizes))
+        sizes.append(s)
+        left -= s
+    bufs = [ctypes.create_string_buffer(s) for s in sizes]
+    msgs = (mmsghdr * len(sizes))()
+    keep = []
+    for i, (b, s) in enumerate(zip(bufs, sizes)):
+        iov = (iovec * 1)(iovec(ctypes.addressof(b), s))
+        keep.append(iov)
+        msgs[i].msg_hdr.msg_iov = iov
+        msgs[i].msg_hdr.msg_iovlen = 1
+    n = libc.recvmmsg(fd, msgs, len(sizes), MSG_WAITFORONE, None)
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "recvmmsg")
+    return sum(msgs[i].msg_len for i in range(n))
+
+def send_with(sock, method, n):
+    data = payload(n)
+    if method == "send":
+        sent = 0
+        while sent < n:
+            sent += sock.send(data[sent:sent + 100_000])
+    elif method == "sendall":
+        sock.sendall(data)
+    elif method == "sendmmsg":
+        sendmmsg(sock.fileno(), data)
+    else:
+        raise SystemExit("unknown send method " + method)
+
+def recv_with(sock, method, n):
+    got = 0
+    while got < n:
+        want = min(n - got, 50_000)
+        if method == "recv":
+            k = len(sock.recv(want))
+        elif method == "recvmmsg":
+            k = recvmmsg(sock.fileno(), want)
+        else:
+            raise SystemExit("unknown recv method " + method)
+        if k == 0:
+            raise SystemExit("peer closed early after %d of %d bytes" % (got, n))
+        got += k
+
+def wait_eof(sock):
+    while sock.recv(65536):
+        pass
+
+def main():
+    mode, host = sys.argv[1], sys.argv[2]
+    if mode == "server":
+        method, expect, reply = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        lst = socket.socket(family(host), socket.SOCK_STREAM)
+        lst.bind((host, 0))
+        lst.listen(1)
+        print(lst.getsockname()[1], os.getpid(), starttime(), flush=True)
+        conn, _ = lst.accept()
+        recv_with(conn, method, expect)
+        conn.sendall(b"r" * reply)
+        wait_eof(conn)
+        conn.close()
+        lst.close()
+    elif mode == "client":
+        port, method, n, reply = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+        print(os.getpid(), starttime(), flush=True)
+        c = socket.create_connection((host, port))
+        print(c.getsockname()[1], flush=True)
+        send_with(c, method, n)
+        recv_with(c, "recv", reply)
+        c.close()
+    elif mode == "conc_server":
+        n = int(sys.argv[3])
+        lst = socket.socket(family(host), socket.SOCK_STREAM)
+        lst.bind((host, 0))
+        lst.listen(n + 8)
+        print(lst.getsockname()[1], os.getpid(), starttime(), flush=True)
+        errors = []
+
+        def serve(conn):
+            try:
+                total = 0
+                while True:
+                    b = conn.recv(65536)
+                    if not b:
+                        break
+                    total += len(b)
+                conn.sendall(b"e" * reply_for(total))
+                conn.close()
+            except Exception as e:  # reported through the exit status
+                errors.append(e)
+
+        threads = []
+        for _ in range(n):
+            conn, _ = lst.accept()
+            t = threading.Thread(target=serve, args=(conn,))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        lst.close()
+        if errors:
+            raise SystemExit("conc_server: %r" % errors)
+    elif mode == "conc_client":
+        port, n, gofile = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        c = socket.create_connection((host, port))
+        print(os.getpid(), starttime(), c.getsockname()[1], flush=True)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(gofile):
+            if time.monotonic() > deadline:
+                raise SystemExit("conc_client: no go signal")
+            time.sleep(0.005)
+        c.sendall(payload(n))
+        c.shutdown(socket.SHUT_WR)
+        recv_with(c, "recv", reply_for(n))
+        wait_eof(c)
+        c.close()
+    else:
+        raise SystemExit("unknown mode " + mode)
+
+main()
