@@ -134,10 +134,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;
-        exporter.export(&samples, now_ns(), &|pid, start| agent.process(pid, start), &mut records);
+        let loss = agent.loss_counters()?;
+        exporter.export(&samples, now_ns(), &|pid, start| agent.process(pid, start), &loss, &mut records);
         output.write(&records)?;
         records_out += records.len() as u64;
-        let loss = agent.loss_counters()?;
         crate::telemetry::agent(records_out, exporter.keys(), &loss);
         if loss.lossy() > 0 {
             tracing::warn!(?loss, "the kernel side lost events");

@@ -111,7 +111,8 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;
-        exporter.export(&samples, now, &|pid, start| agent.process(pid, start), &mut records);
+        let losses = agent.loss_counters()?;
+        exporter.export(&samples, now, &|pid, start| agent.process(pid, start), &losses, &mut records);
         for record in records.drain(..) {
             // The agent's counters never go down; a rejection here would be a bug worth seeing.
             if let Err(rejection) = job.push(record) {

@@ -60,14 +60,7 @@ pub fn lag(lags: &[(i32, i64)]) {
 pub fn agent(records_out: u64, keys: usize, loss: &LossCounters) {
     counter!("flowgraph_agent_records_out_total").absolute(records_out);
     gauge!("flowgraph_agent_connection_keys").set(keys as f64);
-    for (kind, value) in [
-        ("map_full", loss.map_full),
-        ("update_failed", loss.update_failed),
-        ("missing_state", loss.missing_state),
-        ("lost_byte_events", loss.lost_byte_events),
-        ("foreign_io", loss.foreign_io),
-        ("delete_failed", loss.delete_failed),
-    ] {
+    for (kind, value) in loss.named() {
         counter!("flowgraph_agent_loss_total", "kind" => kind).absolute(value);
     }
 }

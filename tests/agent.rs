@@ -101,6 +101,12 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
         "the short-lived client's cmdline was lost: {cmdline:?}"
     );
     assert!(records.iter().filter(|r| matches!(r, Record::Progress(_))).count() >= 2);
+    let last_progress = records.iter().rev().find_map(|r| match r {
+        Record::Progress(p) => Some(p.clone()),
+        _ => None,
+    });
+    let losses = last_progress.expect("no progress record").losses;
+    assert_eq!(losses.get("map_full"), Some(&0), "progress records carry the loss counters: {losses:?}");
     let _ = std::fs::remove_file(&out);
 }
 

@@ -1505,6 +1505,7 @@ impl Generator {
                     self.buf.push_back(Record::Progress(Progress {
                         time_: batch.time,
                         source: format!("agent-{}", agent.asid),
+                        losses: Default::default(),
                     }));
                 }
                 return true;

@@ -978,6 +978,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                 Some(Record::Progress(Progress {
                     time_: agent_time(g, agent, 5),
                     source: format!("agent-{agent}"),
+                    losses: Default::default(),
                 }))
             }
             AOp::SetParams {
@@ -1160,6 +1161,7 @@ fn progress(t: u64) -> Op {
     Op::Push(Record::Progress(Progress {
         time_: t,
         source: "agent-0".into(),
+        losses: Default::default(),
     }))
 }
 

@@ -175,7 +175,11 @@ mod tests {
             }),
             Record::Process(Process { time_: 9, upid, cmdline: "curl x".into(), ..Default::default() }),
             Record::Name(Name { time_: 11, addr: "10.0.0.1".parse().unwrap(), name: "db".into() }),
-            Record::Progress(Progress { time_: 12, source: "agent-1".into() }),
+            Record::Progress(Progress {
+                time_: 12,
+                source: "agent-1".into(),
+                losses: [("map_full".to_string(), 3)].into(),
+            }),
         ]
     }
 

@@ -151,6 +151,10 @@ pub struct Progress {
     /// Which source speaks: an agent id, or a name such as `k8s-metadata`.
     #[serde(default)]
     pub source: String,
+    /// The source's loss counters since it started (for the agent: map_full, update_failed,
+    /// missing_state, lost_byte_events, foreign_io, delete_failed); empty when it has none.
+    #[serde(default)]
+    pub losses: std::collections::BTreeMap<String, u64>,
 }
 
 /// Any record of a flowgraph stream.
@@ -228,7 +232,15 @@ impl Record {
                 n.addr = n.addr.to_canonical();
                 check("name", &n.name)?;
             }
-            Record::Progress(p) => check("source", &p.source)?,
+            Record::Progress(p) => {
+                check("source", &p.source)?;
+                if p.losses.len() > 64 {
+                    return Err(format!("progress has {} loss counters, more than 64", p.losses.len()));
+                }
+                for name in p.losses.keys() {
+                    check("losses", name)?;
+                }
+            }
         }
         Ok(())
     }

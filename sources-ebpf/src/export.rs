@@ -13,7 +13,7 @@
 //! after its last socket closed, so a process that reconnects to the same peer continues its
 //! counters instead of restarting them at zero (which downstream would reject as decreasing).
 
-use crate::{KernelProcess, SocketSample};
+use crate::{KernelProcess, LossCounters, SocketSample};
 use flowgraph_schema::{ConnStats, Process, Progress, Record, TraceRole, Upid};
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -81,6 +81,7 @@ impl Exporter {
         samples: &[SocketSample],
         now: u64,
         kernel: &dyn Fn(u32, u64) -> Option<KernelProcess>,
+        losses: &LossCounters,
         out: &mut Vec<Record>,
     ) {
         let mut reported: Vec<Key> = Vec::new();
@@ -149,6 +150,7 @@ impl Exporter {
         out.push(Record::Progress(Progress {
             time_: now,
             source: self.source.clone(),
+            losses: losses.named().map(|(name, value)| (name.to_string(), value)).collect(),
         }));
         // Forget keys idle for the retention, and processes with no key left.
         let horizon = now.saturating_sub(self.key_retention_ns);
@@ -273,11 +275,11 @@ mod tests {
     fn a_key_stays_cumulative_across_its_connections() {
         let mut exporter = Exporter::new(9, "h".into(), 3_600_000_000_000);
         let mut out = Vec::new();
-        exporter.export(&[sample(1, 100, 10, false)], 1, &|_, _| None, &mut out);
+        exporter.export(&[sample(1, 100, 10, false)], 1, &|_, _| None, &LossCounters::default(), &mut out);
         assert_eq!(conn(&out), vec![(100, 10, 1, 0, 1)]);
         out.clear();
         // The first connection closes at 150/20; a second one to the same peer moves 5/5.
-        exporter.export(&[sample(1, 150, 20, true), sample(2, 5, 5, false)], 2, &|_, _| None, &mut out);
+        exporter.export(&[sample(1, 150, 20, true), sample(2, 5, 5, false)], 2, &|_, _| None, &LossCounters::default(), &mut out);
         assert_eq!(conn(&out), vec![(155, 25, 2, 1, 1)]);
         assert!(matches!(out.last(), Some(Record::Progress(p)) if p.source == "agent-9"));
         assert!(out.iter().any(|r| matches!(r, Record::Process(p) if p.upid.pid == 4242)));
@@ -289,7 +291,7 @@ mod tests {
         let mut s = sample(3, 1, 1, false);
         s.role = TraceRole::Server;
         let mut out = Vec::new();
-        exporter.export(&[s], 5, &|_, _| None, &mut out);
+        exporter.export(&[s], 5, &|_, _| None, &LossCounters::default(), &mut out);
         assert!(out.iter().any(|r| matches!(r, Record::ConnStats(c) if c.remote_port == 0 && c.trace_role == TraceRole::Server)));
         assert_eq!(start_ticks("12 (a b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20"), Some(999));
         let cgroup = "0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n";

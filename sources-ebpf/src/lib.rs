@@ -256,6 +256,20 @@ pub struct LossCounters {
 }
 
 impl LossCounters {
+    /// Every counter with its name, as progress records and metrics carry them.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("map_full", self.map_full),
+            ("update_failed", self.update_failed),
+            ("missing_state", self.missing_state),
+            ("lost_byte_events", self.lost_byte_events),
+            ("foreign_io", self.foreign_io),
+            ("destroy_untracked", self.destroy_untracked),
+            ("delete_failed", self.delete_failed),
+        ]
+        .into_iter()
+    }
+
     /// Events that lost data (bytes or whole sockets).
     pub fn lossy(&self) -> u64 {
         self.map_full + self.update_failed + self.lost_byte_events + self.delete_failed

@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn binary_messages_are_one_frame() {
         let mut payload = Vec::new();
-        let record = Record::Progress(Progress { time_: 1, source: "a".into() });
+        let record = Record::Progress(Progress { time_: 1, source: "a".into(), losses: Default::default() });
         binary::encode_frame(std::slice::from_ref(&record), &mut payload);
         let (mut out, mut bad) = (Vec::new(), Vec::new());
         decode_message(&payload, &mut out, &mut bad);

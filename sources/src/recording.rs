@@ -290,7 +290,7 @@ mod tests {
     use flowgraph_schema::{Progress, Record};
 
     fn progress(t: u64) -> Record {
-        Record::Progress(Progress { time_: t, source: "a".into() })
+        Record::Progress(Progress { time_: t, source: "a".into(), losses: Default::default() })
     }
 
     fn read_all(bytes: &[u8]) -> (Format, Vec<Item>) {
