@@ -132,3 +132,26 @@ fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
 }
+
+#[test]
+fn without_privilege_the_agent_explains_and_the_demo_falls_back_to_the_recording() {
+    // setpriv (util-linux) drops to nobody with no capabilities, as an unprivileged user runs it.
+    let unprivileged = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_flowgraph")])
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) is needed for this test")
+    };
+    let agent = unprivileged(&["agent", "--export-period", "1s"]);
+    assert!(!agent.status.success(), "the agent ran without privilege");
+    let stderr = String::from_utf8_lossy(&agent.stderr);
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("run the agent as root"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let demo = unprivileged(&["demo", "--speed", "0", "--top", "2", "--every", "20m"]);
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(demo.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&demo.stderr));
+    assert!(stdout.contains("live capture is not possible here"), "{stdout}");
+    assert!(stdout.contains("16255 records read"), "the fallback did not replay the recording:\n{stdout}");
+}
