@@ -162,8 +162,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// Records per second for --to-kafka (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "speed")]
     pub rate: Option<f64>,
+    /// Event-time pace for --to-kafka: 10x publishes ten seconds of the recording per second.
+    #[arg(long)]
+    pub speed: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -29,7 +29,21 @@ fn key_of(record: &Record) -> String {
     }
 }
 
+/// Parses `10x` or `10` (a positive factor).
+fn parse_speed(text: &str) -> anyhow::Result<f64> {
+    let factor: f64 = text
+        .trim()
+        .trim_end_matches(['x', 'X'])
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--speed: {text:?} is not a factor such as 10x"))?;
+    if !(factor.is_finite() && factor > 0.0) {
+        bail!("--speed: must be a positive factor such as 10x, not {text:?}");
+    }
+    Ok(factor)
+}
+
 pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
+    let speed = args.speed.as_deref().map(parse_speed).transpose()?;
     let mut reader = recording::open(&args.input)?;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
@@ -55,6 +69,7 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut batch: Vec<Record> = Vec::new();
     let mut batch_key = String::new();
+    let mut first_time: Option<u64> = None;
     let (mut records, mut messages, mut bad) = (0u64, 0u64, 0u64);
     let mut frame = Vec::new();
     let mut send = |key: &str, batch: &mut Vec<Record>| -> anyhow::Result<()> {
@@ -91,11 +106,19 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
             }
         };
         records += 1;
-        if let Some(rate) = args.rate {
-            let due = Duration::from_secs_f64(records as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+        let due = match (args.rate, speed) {
+            (Some(rate), _) => Some(Duration::from_secs_f64(records as f64 / rate)),
+            (None, Some(factor)) => {
+                let origin = *first_time.get_or_insert(record.time());
+                let behind = record.time().saturating_sub(origin) as f64 / 1e9;
+                Some(Duration::from_secs_f64(behind / factor))
             }
+            (None, None) => None,
+        };
+        if let Some(wait) = due.and_then(|due| due.checked_sub(started.elapsed())) {
+            // Send what is batched before waiting, so pacing is what the broker sees.
+            send(&batch_key, &mut batch)?;
+            std::thread::sleep(wait);
         }
         let key = key_of(&record);
         if key != batch_key || batch.len() >= BATCH {
