@@ -12,7 +12,9 @@
 //! tp_btf rather than classic tracepoints: the socket cookie needs a typed socket pointer.
 //!
 //! Turning samples into `conn_stats` / `process` records (upid, /proc metadata, export periods)
-//! is the exporter's job, built on top of [`SocketSample`].
+//! is the exporter's job ([`export`]), built on top of [`SocketSample`].
+
+#![deny(missing_docs)]
 
 pub mod export;
 
