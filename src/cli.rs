@@ -28,6 +28,34 @@ pub enum Command {
     Tail(TailArgs),
     /// Write an input topic to a binary recording, for replay.
     Record(RecordArgs),
+    /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
+    /// and report throughput and produce-to-readable latency percentiles.
+    BenchKafka(BenchKafkaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKafkaArgs {
+    /// The recording to publish.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Bootstrap servers of a running broker (scripts/kafka start).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Event-time pace of the publication (the offered rate follows from the recording).
+    #[arg(long, default_value = "10x")]
+    pub speed: String,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// The pipeline's lateness (event time).
+    #[arg(long, default_value = "1s")]
+    pub lateness: String,
+    /// The pipeline's progress interval (event time).
+    #[arg(long, default_value = "100ms")]
+    pub progress_interval: String,
+    /// Write the figures here as JSON too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

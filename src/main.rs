@@ -4,6 +4,7 @@
 //! shown evolving in the terminal), `generate` a seeded synthetic fleet recording.
 
 mod agent;
+mod bench;
 mod cli;
 mod demo;
 mod generate;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => agent::run(args),
         cli::Command::Tail(args) => tail::run(args),
         cli::Command::Record(args) => record::run(args),
+        cli::Command::BenchKafka(args) => bench::kafka(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,7 +30,7 @@ fn key_of(record: &Record) -> String {
 }
 
 /// Parses `10x` or `10` (a positive factor).
-fn parse_speed(text: &str) -> anyhow::Result<f64> {
+pub fn parse_speed(text: &str) -> anyhow::Result<f64> {
     let factor: f64 = text
         .trim()
         .trim_end_matches(['x', 'X'])
@@ -43,23 +43,72 @@ fn parse_speed(text: &str) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
-    let speed = args.speed.as_deref().map(parse_speed).transpose()?;
-    let mut reader = recording::open(&args.input)?;
+    let pacing = Pacing {
+        rate: args.rate,
+        speed: args.speed.as_deref().map(parse_speed).transpose()?,
+    };
+    let published = publish(&args.input, &args.brokers, topic, args.partitions, pacing, &mut |_| {})?;
+    println!(
+        "published {} records in {} messages to {topic} on {} in {:.2} s ({:.0} records/s); {} bad input skipped",
+        published.records,
+        published.messages,
+        args.brokers,
+        published.seconds,
+        published.records as f64 / published.seconds,
+        published.bad
+    );
+    Ok(())
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .context("creating the Kafka admin client")?;
-    let new_topic = NewTopic::new(topic, args.partitions, TopicReplication::Fixed(1));
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
-        .with_context(|| format!("creating topic {topic} on {}", args.brokers))?;
+        .with_context(|| format!("creating topic {topic} on {brokers}"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
         }
     }
+    Ok(())
+}
+
+/// How fast to publish: a record rate, or a multiple of the recording's event-time pace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pacing {
+    pub rate: Option<f64>,
+    pub speed: Option<f64>,
+}
+
+/// What a publication did.
+#[derive(Debug)]
+pub struct Published {
+    pub records: u64,
+    pub messages: u64,
+    pub bad: u64,
+    pub seconds: f64,
+}
+
+/// Publishes a recording to `topic` (created with `partitions` if missing); `on_queued` sees
+/// each record as it is queued for sending.
+pub fn publish(
+    input: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    pacing: Pacing,
+    on_queued: &mut dyn FnMut(&Record),
+) -> anyhow::Result<Published> {
+    let speed = pacing.speed;
+    let mut reader = recording::open(input)?;
+    ensure_topic(brokers, topic, partitions)?;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
+        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         // Agents' keys must land where a Java client would put them.
@@ -101,12 +150,12 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
             Ok((_, record)) => record,
             Err(problem) => {
                 bad += 1;
-                tracing::warn!("{}: {problem}", args.input.display());
+                tracing::warn!("{}: {problem}", input.display());
                 continue;
             }
         };
         records += 1;
-        let due = match (args.rate, speed) {
+        let due = match (pacing.rate, speed) {
             (Some(rate), _) => Some(Duration::from_secs_f64(records as f64 / rate)),
             (None, Some(factor)) => {
                 let origin = *first_time.get_or_insert(record.time());
@@ -125,15 +174,15 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
             send(&batch_key, &mut batch)?;
             batch_key = key;
         }
+        on_queued(&record);
         batch.push(record);
     }
     send(&batch_key, &mut batch)?;
     producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    println!(
-        "published {records} records in {messages} messages to {topic} on {} in {seconds:.2} s ({:.0} records/s); {bad} bad input skipped",
-        args.brokers,
-        records as f64 / seconds
-    );
-    Ok(())
+    Ok(Published {
+        records,
+        messages,
+        bad,
+        seconds: started.elapsed().as_secs_f64().max(1e-9),
+    })
 }

@@ -180,7 +180,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // librdkafka waits up to 500 ms for a fetch to fill; the graph's latency matters
+            // more than fetch efficiency at the rates agents produce.
+            .set("fetch.wait.max.ms", "50");
         for (key, value) in &config.options {
             client.set(key, value);
         }

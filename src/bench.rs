@@ -1,0 +1,147 @@
+//! `flowgraph bench-kafka`: the Kafka path measured end to end.
+//!
+//! ```text
+//!  recording ── paced producer (send instant per record) ──► input topic
+//!                                                                │ flowgraph run (child)
+//!  delta topic ◄─────────────────────────────────────────────────┘
+//!      └─ consumer: the instant each progress mark P becomes readable
+//! ```
+//!
+//! A record with event time t is reflected in the graph once a progress mark P > t is readable
+//! (the deltas before P are in the same transaction). Its latency is that instant minus the
+//! instant it was queued to the producer; the harness reports the distribution over every
+//! record (HDR histogram) and the throughput.
+
+use crate::cli::BenchKafkaArgs;
+use crate::produce::{ensure_topic, parse_speed, publish, Pacing};
+use anyhow::{bail, Context};
+use flowgraph_pipeline::Output;
+use hdrhistogram::Histogram;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
+    let speed = parse_speed(&args.speed)?;
+    let tag = format!("bench-{}", std::process::id());
+    let (input, deltas) = (format!("{tag}.in"), format!("{tag}.deltas"));
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("flowgraph.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[query]\nlateness = \"{}\"\nprogress_interval = \"{}\"\n\n[kafka]\nbrokers = \"{}\"\n\
+             input_topic = \"{input}\"\ndeltas_topic = \"{deltas}\"\nstate_topic = \"{tag}.state\"\n\
+             dead_letter_topic = \"{tag}.dead\"\ntransactional_id = \"{tag}\"\n",
+            args.lateness, args.progress_interval, args.brokers
+        ),
+    )?;
+    ensure_topic(&args.brokers, &input, args.partitions)?;
+    let mut pipeline = Command::new(std::env::current_exe()?)
+        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting flowgraph run")?;
+
+    // Progress marks as they become readable.
+    let marks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", &tag)
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.fetch_watermarks(&deltas, 0, Duration::from_secs(1)).is_err() {
+        if Instant::now() > deadline || pipeline.try_wait()?.is_some() {
+            bail!("flowgraph run did not create {deltas} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&deltas, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let reader = {
+        let (marks, done) = (marks.clone(), done.clone());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                match consumer.poll(Duration::from_millis(20)) {
+                    Some(message) => {
+                        quiet_since = None;
+                        let message = message?;
+                        let now = Instant::now();
+                        let outputs = flowgraph_sinks::kafka::decode(message.payload().unwrap_or_default())
+                            .map_err(anyhow::Error::msg)?;
+                        let mut marks = marks.lock().expect("marks lock");
+                        marks.extend(outputs.iter().filter_map(|o| match o {
+                            Output::Progress(p) => Some((*p, now)),
+                            _ => None,
+                        }));
+                    }
+                    None if done.load(Ordering::Relaxed) => {
+                        if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
+                            return Ok(());
+                        }
+                    }
+                    None => {}
+                }
+            }
+        })
+    };
+
+    let mut sent: Vec<(u64, Instant)> = Vec::new();
+    let published = publish(&args.input, &args.brokers, &input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
+        sent.push((record.time(), Instant::now()));
+    })?;
+    let status = pipeline.wait()?;
+    done.store(true, Ordering::Relaxed);
+    reader.join().map_err(|_| anyhow::anyhow!("the delta reader panicked"))??;
+    if !status.success() {
+        bail!("flowgraph run failed: {status}");
+    }
+
+    let marks = marks.lock().expect("marks lock").clone();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut unreflected = 0u64;
+    for (time, queued) in &sent {
+        // The first mark after the record's time: its transaction holds the record's effect.
+        let at = marks.partition_point(|(p, _)| p <= time);
+        match marks.get(at) {
+            Some((_, visible)) => {
+                let micros = visible.saturating_duration_since(*queued).as_micros() as u64;
+                histogram.record(micros.max(1))?;
+            }
+            None => unreflected += 1,
+        }
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let offered = published.records as f64 / published.seconds;
+    println!("published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)", published.records, published.seconds, offered, speed);
+    println!("progress marks readable: {}; records never reflected: {unreflected}", marks.len());
+    println!(
+        "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
+        ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, args.lateness, args.progress_interval
+    );
+    if let Some(path) = &args.json {
+        let figures = serde_json::json!({
+            "records": published.records, "publish_seconds": published.seconds,
+            "offered_records_per_second": offered, "speed": speed,
+            "lateness": args.lateness, "progress_interval": args.progress_interval,
+            "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
+            "progress_marks": marks.len(), "unreflected": unreflected,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
