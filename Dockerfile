@@ -24,11 +24,12 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 # clang -target bpf, llvm-strip, libbpf's headers and bpftool build the kernel programs;
-# zlib's headers build the vendored librdkafka. The rust image already has gcc, make and perl.
+# zlib's and OpenSSL's headers build the vendored librdkafka. The rust image already has gcc,
+# make and perl.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm libbpf-dev bpftool zlib1g-dev \
+      clang llvm libbpf-dev bpftool zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -52,11 +53,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     install -m 0755 target/release/flowgraph /usr/local/bin/flowgraph
 
 FROM ${RUNTIME_IMAGE}
-# The binary links only libc, libm, libgcc_s and libz, all in the slim base.
+# The binary links libc, libm, libgcc_s and libz, all in the slim base, and libssl3 (librdkafka's
+# TLS and SASL/SCRAM), which is not.
 COPY --from=builder /usr/local/bin/flowgraph /usr/local/bin/flowgraph
 COPY config/examples/flowgraph.toml /etc/flowgraph/flowgraph.toml
 # The pipeline runs unprivileged; the agent (eBPF) overrides the user with root.
-RUN groupadd --system --gid 10001 flowgraph \
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 flowgraph \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin flowgraph \
  && flowgraph --version
 USER 10001:10001

@@ -132,6 +132,7 @@ impl KafkaSink {
             brokers: config.brokers.clone(),
             message,
         };
+        check_access(&config.brokers, &config.options).map_err(setup)?;
         ensure_topics(&config).map_err(setup)?;
         let producer: ThreadedProducer<DefaultProducerContext> = {
             let mut c = client(&config.brokers, &BTreeMap::new());
@@ -402,6 +403,38 @@ mod tests {
             assert!(messages.iter().all(|m| m.len() <= 64 * 1024));
             let decoded: Vec<Output> = messages.iter().flat_map(|m| decode(m).unwrap()).collect();
             assert_eq!(decoded, updates);
+        }
+    }
+}
+
+/// Waits until the brokers answer a metadata request, up to `TIMEOUT`, and fails at once on
+/// an authentication error. librdkafka treats a rejected login (wrong SASL password, ...) like
+/// a network error: every call retries until its own timeout and ends in a generic "timed out"
+/// or "transport failure", and the admin client never says why. Its error events do: a
+/// consumer with a group id receives them from `poll`.
+fn check_access(brokers: &str, options: &BTreeMap<String, String>) -> Result<(), String> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let mut config = client(brokers, &BTreeMap::new());
+    config.set("group.id", "flowgraph-access-check").set("enable.auto.commit", "false");
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| format!("cannot create a client: {e}"))?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        while let Some(event) = consumer.poll(Duration::from_millis(100)) {
+            if let Err(e) = event {
+                if matches!(e.rdkafka_error_code(), Some(Code::Authentication | Code::SaslAuthenticationFailed)) {
+                    return Err(format!("authentication failed (check the sasl.* options): {e}"));
+                }
+            }
+        }
+        match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("no broker answered within {}s: {e}", TIMEOUT.as_secs()))
+            }
+            Err(_) => {}
         }
     }
 }

@@ -1,0 +1,641 @@
+//! Failures on the Kafka path, against a real broker (`scripts/kafka`): `kill -9` of the
+//! pipeline at three points of a stream, a broker restart in the middle of a stream, and a
+//! TLS + SASL/SCRAM connection (and a wrong password). Each test starts a broker of its own
+//! (`scripts/kafka start --port auto --dir <tmp>`), stopped when the test ends.
+//!
+//! Every scenario ends with the same check: the delta topic has the same updates at every time
+//! as the in-process replay (`flowgraph replay --deltas`), no update twice, progress marks
+//! strictly increasing with every update between two marks inside them, and the state topic
+//! folded by key equals the crash-free final graph.
+
+use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_sinks::deltas;
+use flowgraph_sinks::graph::GraphState;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A private link to (or copy of) the binary under test, taken once: other builds sharing the
+/// target directory may replace target/release/flowgraph while these tests run. Links left
+/// by earlier runs whose process is gone are removed.
+fn flowgraph_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix("flowgraph-kf-bin-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let private = tmp.join(format!("flowgraph-kf-bin-{}", std::process::id()));
+        let _ = std::fs::remove_file(&private);
+        let bin = env!("CARGO_BIN_EXE_flowgraph");
+        if std::fs::hard_link(bin, &private).is_err() {
+            std::fs::copy(bin, &private).expect("copy the flowgraph binary");
+        }
+        private
+    })
+}
+
+/// A broker started by the project's script, stopped (and its dir removed) on drop.
+struct Broker {
+    dir: PathBuf,
+    /// What `start` printed: bootstrap=, and with --secure secure_bootstrap=, ca_pem=, ...
+    endpoints: BTreeMap<String, String>,
+}
+
+impl Broker {
+    fn start(name: &str, secure: bool) -> Broker {
+        let dir = std::env::temp_dir().join(format!("flowgraph-kf-kafka-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut broker = Broker { dir, endpoints: BTreeMap::new() };
+        let mut args = vec!["--port", "auto"];
+        if secure {
+            args.push("--secure");
+        }
+        broker.run_start(&args);
+        broker
+    }
+
+    /// `scripts/kafka start ARGS --dir DIR`; a dir remembers its port, so a restart needs
+    /// no --port.
+    fn run_start(&mut self, args: &[&str]) {
+        let output = Command::new(root().join("scripts/kafka"))
+            .arg("start")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run scripts/kafka");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        self.endpoints = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(
+            output.status.success() && self.endpoints.contains_key("bootstrap"),
+            "scripts/kafka start failed ({}): these tests need a real Kafka broker, which the \
+             script fetches with Maven (needs java 17+ and mvn: run scripts/setup)\n{stdout}",
+            output.status
+        );
+    }
+
+    fn bootstrap(&self) -> &str {
+        &self.endpoints["bootstrap"]
+    }
+
+    fn stop(&self) {
+        let status = Command::new(root().join("scripts/kafka"))
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .status()
+            .expect("cannot run scripts/kafka");
+        assert!(status.success(), "scripts/kafka stop failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/kafka")).args(["stop", "--dir"]).arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed (SIGKILL) if the test ends while it runs.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowgraph-kf-work-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn flowgraph_output(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(flowgraph_bin())
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run flowgraph")
+}
+
+fn flowgraph(dir: &Path, args: &[&str]) -> String {
+    let output = flowgraph_output(dir, args);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "flowgraph {args:?} failed\n{stdout}\n{stderr}");
+    stdout + &stderr
+}
+
+/// Spawns flowgraph with its stderr (RUST_LOG=info) in `log`.
+fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    let stderr = std::fs::File::create(dir.join(log)).unwrap();
+    Proc(
+        Command::new(flowgraph_bin())
+            .current_dir(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn flowgraph"),
+    )
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The Prometheus metrics of a `run --metrics-addr ADDR`, unlabelled ones by name; `None`
+/// while the endpoint does not answer.
+fn metrics(addr: &str) -> Option<BTreeMap<String, f64>> {
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let values: BTreeMap<String, f64> = text
+        .lines()
+        .filter(|l| l.starts_with("flowgraph_"))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect();
+    (!values.is_empty()).then_some(values)
+}
+
+fn metric(values: &BTreeMap<String, f64>, name: &str) -> f64 {
+    values.get(name).copied().unwrap_or(0.0)
+}
+
+/// Every message of a topic's partitions, from the beginning to the current end, committed only.
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "flowgraph-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "timed out reading {topic}/{partition}");
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    out.push((
+                        m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                // Transaction markers take offsets too: a transactional topic's last data
+                // message is before its end, and the reader stops once it is past it.
+                None => {
+                    if consumer.position().unwrap().elements().iter().all(|e| {
+                        matches!(e.offset(), Offset::Offset(o) if o >= high - 1)
+                    }) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Updates per time, consolidated: what any correct delta stream must agree on.
+fn per_time(outputs: &[Output]) -> BTreeMap<u64, BTreeMap<GraphRecord, i64>> {
+    let mut by_time: BTreeMap<u64, BTreeMap<GraphRecord, i64>> = BTreeMap::new();
+    for output in outputs {
+        if let Output::Update { time, diff, record } = output {
+            *by_time.entry(*time).or_default().entry(record.clone()).or_default() += diff;
+        }
+    }
+    for updates in by_time.values_mut() {
+        updates.retain(|_, d| *d != 0);
+    }
+    by_time.retain(|_, u| !u.is_empty());
+    by_time
+}
+
+/// Compares two delta streams time by time and panics with a short account of the first
+/// difference (the whole maps are far too long to print).
+fn assert_same_deltas(actual: &[Output], expected: &[Output], what: &str) {
+    let (a, e) = (per_time(actual), per_time(expected));
+    if a == e {
+        return;
+    }
+    let times: std::collections::BTreeSet<u64> = a.keys().chain(e.keys()).copied().collect();
+    let empty = BTreeMap::new();
+    for t in times {
+        let (at, et) = (a.get(&t).unwrap_or(&empty), e.get(&t).unwrap_or(&empty));
+        if at != et {
+            let extra: Vec<_> = at.iter().filter(|(r, d)| et.get(*r) != Some(*d)).take(3).collect();
+            let missing: Vec<_> = et.iter().filter(|(r, d)| at.get(*r) != Some(*d)).take(3).collect();
+            panic!(
+                "{what}: {} times vs {} expected; first difference at time {t}: {} updates vs {}\n\
+                 unexpected: {extra:?}\nmissing: {missing:?}",
+                a.len(), e.len(), at.len(), et.len()
+            );
+        }
+    }
+}
+
+fn delta_topic_outputs(bootstrap: &str, topic: &str) -> Vec<Output> {
+    read_topic(bootstrap, topic)
+        .into_iter()
+        .flat_map(|(_, payload)| flowgraph_sinks::kafka::decode(&payload.unwrap()).unwrap())
+        .collect()
+}
+
+/// The state topic folded by key: the graph a late consumer reconstructs.
+fn state_topic_graph(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for (key, payload) in read_topic(bootstrap, topic) {
+        let key = key.expect("state messages are keyed");
+        match payload {
+            Some(value) => state.insert(key, String::from_utf8(value).unwrap()),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+fn snapshot_as_state(outputs: &[Output]) -> BTreeMap<String, String> {
+    let mut graph = GraphState::default();
+    outputs.iter().for_each(|o| graph.apply(o));
+    let rows = graph.rows().cloned().map(GraphRecord::Row);
+    let edges = graph.edges().cloned().map(GraphRecord::Edge);
+    rows.chain(edges).map(|r| flowgraph_sinks::kafka::state_entry(&r)).collect()
+}
+
+/// The smoke recording (`smoke.fgb` in `dir`) and its in-process replay: deltas and the
+/// final graph as the state topic holds it.
+struct Reference {
+    records: u64,
+    deltas: Vec<Output>,
+    state: BTreeMap<String, String>,
+}
+
+impl Reference {
+    /// First and last progress mark, in seconds (as `flowgraph_frontier_seconds`).
+    fn span(&self) -> (f64, f64) {
+        let mut marks = self.deltas.iter().filter_map(|o| match o {
+            Output::Progress(p) => Some(*p as f64 / 1e9),
+            _ => None,
+        });
+        let first = marks.next().expect("the reference has progress marks");
+        (first, marks.last().unwrap_or(first))
+    }
+
+    /// The event time (s) at `fraction` of the stream.
+    fn event_time_at(&self, fraction: f64) -> f64 {
+        let (first, last) = self.span();
+        first + fraction * (last - first)
+    }
+
+    /// How far into the stream an event time (s) is.
+    fn fraction_at(&self, seconds: f64) -> f64 {
+        let (first, last) = self.span();
+        (seconds - first) / (last - first)
+    }
+}
+
+fn reference(dir: &Path) -> Reference {
+    let generated = flowgraph(dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
+    let records = generated
+        .split_whitespace()
+        .skip_while(|w| *w != "wrote")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("generate printed no record count: {generated}"));
+    flowgraph(dir, &["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", "reference.jsonl"]);
+    let deltas: Vec<Output> = std::fs::read_to_string(dir.join("reference.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| deltas::from_line(l).unwrap())
+        .collect();
+    let state = snapshot_as_state(&deltas);
+    assert!(state.len() > 100, "smoke graph suspiciously small");
+    Reference { records, deltas, state }
+}
+
+/// A run config whose topics are named after `name`; `options` go to [kafka.options].
+fn run_config(dir: &Path, brokers: &str, name: &str, input: &str, options: &[(&str, &str)]) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    let mut text = format!(
+        "[query]\nwindow = \"1m\"\n\n[kafka]\nbrokers = \"{brokers}\"\ninput_topic = \"{input}\"\n\
+         deltas_topic = \"{name}.deltas\"\nstate_topic = \"{name}.state\"\n\
+         dead_letter_topic = \"{name}.dead\"\ntransactional_id = \"{name}\"\n"
+    );
+    if !options.is_empty() {
+        text.push_str("\n[kafka.options]\n");
+        for (key, value) in options {
+            text.push_str(&format!("\"{key}\" = \"{value}\"\n"));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The delta topic `{name}.deltas` and the state topic `{name}.state` against the reference:
+/// same updates at every time, no update published twice, marks strictly increasing with every
+/// update between two marks in [previous mark, mark), the same last mark, the same final graph.
+fn assert_exact(bootstrap: &str, name: &str, reference: &Reference) {
+    let published = delta_topic_outputs(bootstrap, &format!("{name}.deltas"));
+    assert_same_deltas(&published, &reference.deltas, name);
+    let updates = |o: &[Output]| o.iter().filter(|o| matches!(o, Output::Update { .. })).count();
+    assert_eq!(
+        updates(&published),
+        updates(&reference.deltas),
+        "{name}: update count differs from the in-process replay (a repeat?)"
+    );
+    let (mut previous, mut interval_min, mut interval_max) = (None::<u64>, u64::MAX, 0u64);
+    for output in &published {
+        match output {
+            Output::Update { time, .. } => {
+                interval_min = interval_min.min(*time);
+                interval_max = interval_max.max(*time);
+            }
+            Output::Progress(mark) => {
+                if let Some(previous) = previous {
+                    assert!(*mark > previous, "{name}: progress mark {mark} after mark {previous}");
+                    assert!(interval_min >= previous, "{name}: update at {interval_min}, below the previous mark {previous}");
+                }
+                assert!(interval_max < *mark || interval_min == u64::MAX, "{name}: update at {interval_max}, not below its mark {mark}");
+                (previous, interval_min, interval_max) = (Some(*mark), u64::MAX, 0);
+            }
+        }
+    }
+    assert_eq!(interval_min, u64::MAX, "{name}: updates after the last progress mark");
+    let last_mark = |o: &[Output]| o.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    assert_eq!(last_mark(&published), last_mark(&reference.deltas), "{name}: last progress mark");
+    assert_eq!(state_topic_graph(bootstrap, &format!("{name}.state")), reference.state, "{name}: state topic");
+}
+
+/// Waits until `run --metrics-addr addr` reports at least `transactions` committed
+/// transactions and `ready()` holds; returns its metrics then. Panics if it exits first.
+fn wait_for_run(
+    run: &mut Proc,
+    addr: &str,
+    transactions: f64,
+    mut ready: impl FnMut(&BTreeMap<String, f64>) -> bool,
+    what: &str,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            panic!("{what}: flowgraph run exited ({status}) before it was expected to");
+        }
+        if let Some(values) = metrics(addr) {
+            if metric(&values, "flowgraph_transactions_total") >= transactions && ready(&values) {
+                return values;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: timed out waiting for flowgraph run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log_tail(dir: &Path, log: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// `kill -9` of the pipeline at three points of a stream that `replay --to-kafka --rate`
+/// is still publishing, a restart after each, then a run to the end: exact.
+#[test]
+fn kill_9_at_three_points_of_a_stream() {
+    let broker = Broker::start("kill", false);
+    let b = broker.bootstrap();
+    let dir = work_dir("kill");
+    let reference = reference(&dir);
+    let config = run_config(&dir, b, "kill", "kill.in", &[]);
+    // 17,581 records at 800/s: about 22 s of stream, about the pace at which `run` (one
+    // transaction per poll of at most 64 messages) reads the one-record messages of a paced replay.
+    let mut producer = spawn_flowgraph(
+        &dir,
+        "producer.log",
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "kill.in", "--partitions", "1", "--brokers", b, "--rate", "800"],
+    );
+    let started = Instant::now();
+    let mut frontiers = Vec::new();
+    for (i, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+        let addr = free_addr();
+        let log = format!("run{i}.log");
+        let mut run = spawn_flowgraph(&dir, &log, &["run", "--config", &config, "--metrics-addr", &addr]);
+        // Kill once this incarnation has committed something of its own and its frontier has
+        // passed `fraction` of the stream's event time.
+        let spawned = Instant::now();
+        wait_for_run(&mut run, &addr, 1.0, |_| true, &log);
+        let first_commit = spawned.elapsed().as_secs_f64();
+        let at = reference.event_time_at(fraction);
+        let values =
+            wait_for_run(&mut run, &addr, 1.0, |m| metric(m, "flowgraph_frontier_seconds") >= at, &log);
+        run.0.kill().unwrap(); // SIGKILL
+        run.0.wait().unwrap();
+        let producing = producer.0.try_wait().unwrap().is_none();
+        let frontier = metric(&values, "flowgraph_frontier_seconds");
+        eprintln!(
+            "kill -9 #{} at {:.1} s ({:.0}% of the event time; first commit {first_commit:.1} s after start): \
+             {} records in, {} transactions, producer {}",
+            i + 1,
+            started.elapsed().as_secs_f64(),
+            100.0 * reference.fraction_at(frontier),
+            metric(&values, "flowgraph_records_in_total"),
+            metric(&values, "flowgraph_transactions_total"),
+            if producing { "still publishing" } else { "done" }
+        );
+        if i > 0 {
+            let text = std::fs::read_to_string(dir.join(&log)).unwrap();
+            assert!(text.contains("resuming after the last committed progress mark"), "{log}:\n{text}");
+        }
+        frontiers.push(frontier);
+    }
+    assert!(frontiers.windows(2).all(|w| w[0] < w[1]), "the kills were not at three points: {frontiers:?}");
+    assert!(producer.0.wait().unwrap().success(), "replay --to-kafka failed:\n{}", log_tail(&dir, "producer.log"));
+    let log = flowgraph(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
+    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
+    assert_exact(b, "kill", &reference);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The broker stops and starts again (same dir and port) while `flowgraph run` and the
+/// producer are in the middle of a stream; the result is exact.
+#[test]
+fn broker_restart_in_the_middle_of_a_stream() {
+    let mut broker = Broker::start("restart", false);
+    let b = broker.bootstrap().to_string();
+    let b = b.as_str();
+    let dir = work_dir("restart");
+    let reference = reference(&dir);
+    let config = run_config(&dir, b, "restart", "restart.in", &[]);
+    // About 18 s of stream: the outage (stop ~2 s, 3 s down, start ~4 s) falls in its middle.
+    let mut producer = spawn_flowgraph(
+        &dir,
+        "producer.log",
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "restart.in", "--partitions", "1", "--brokers", b, "--rate", "1000"],
+    );
+    let addr = free_addr();
+    let mut run = spawn_flowgraph(&dir, "run.log", &["run", "--config", &config, "--metrics-addr", &addr]);
+    let at = reference.event_time_at(0.3);
+    let before =
+        wait_for_run(&mut run, &addr, 1.0, |m| metric(m, "flowgraph_frontier_seconds") >= at, "before the outage");
+    let producer_was_running = producer.0.try_wait().unwrap().is_none();
+    let outage = Instant::now();
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.run_start(&[]);
+    assert_eq!(broker.bootstrap(), b, "the restarted broker listens elsewhere");
+    let outage = outage.elapsed();
+    let producer_status = producer.0.wait().unwrap();
+    assert!(
+        producer_status.success(),
+        "replay --to-kafka did not survive the broker restart:\n{}",
+        log_tail(&dir, "producer.log")
+    );
+    // Either run rode through the outage and reads everything, or it stopped with an error.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let survived = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            eprintln!("flowgraph run exited during the broker restart ({status}):\n{}", log_tail(&dir, "run.log"));
+            break false;
+        }
+        if let Some(values) = metrics(&addr) {
+            let (records, transactions) =
+                (metric(&values, "flowgraph_records_in_total"), metric(&values, "flowgraph_transactions_total"));
+            if records >= reference.records as f64 && transactions > metric(&before, "flowgraph_transactions_total") {
+                let log = std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
+                // What librdkafka and run said during the outage, by kind (text without numbers).
+                let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+                for line in log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
+                    let text = line.split_once('Z').map_or(line, |(_, t)| t);
+                    let kind: String = text.chars().filter(|c| !c.is_ascii_digit()).take(110).collect();
+                    *kinds.entry(kind).or_default() += 1;
+                }
+                eprintln!(
+                    "flowgraph run rode through a {:.1} s broker outage (stopped at {:.0}% of the stream, producer {}): \
+                     {records} records in, transactions {} before, {transactions} after; warnings and errors logged:\n{}",
+                    outage.as_secs_f64(),
+                    100.0 * reference.fraction_at(metric(&before, "flowgraph_frontier_seconds")),
+                    if producer_was_running { "still publishing" } else { "done" },
+                    metric(&before, "flowgraph_transactions_total"),
+                    kinds.iter().map(|(k, n)| format!("  {n:>4} x {k}")).collect::<Vec<_>>().join("\n"),
+                );
+                break true;
+            }
+        }
+        assert!(Instant::now() < deadline, "flowgraph run neither finished reading nor exited:\n{}", log_tail(&dir, "run.log"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if survived {
+        let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let status = run.0.wait().unwrap();
+        assert!(status.success(), "flowgraph run after SIGTERM: {status}\n{}", log_tail(&dir, "run.log"));
+    }
+    // Complete the last event time (a run without --exit-when-idle never does).
+    let log = flowgraph(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
+    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
+    assert_exact(b, "restart", &reference);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pipeline over the SASL_SSL listener (SCRAM-SHA-512, the script's CA): exact. A wrong
+/// password stops `run` within a bounded time with an error that says authentication failed.
+/// `replay --to-kafka` takes no librdkafka options, so the input goes over PLAINTEXT.
+#[test]
+fn tls_and_sasl_scram() {
+    let broker = Broker::start("secure", true);
+    let b = broker.bootstrap();
+    let e = &broker.endpoints;
+    let dir = work_dir("secure");
+    let reference = reference(&dir);
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "secure.in", "--partitions", "1", "--brokers", b]);
+    let options = |password| {
+        [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", e["sasl_mechanism"].as_str()),
+            ("sasl.username", e["sasl_username"].as_str()),
+            ("sasl.password", password),
+            ("ssl.ca.location", e["ca_pem"].as_str()),
+        ]
+    };
+    let secure = &e["secure_bootstrap"];
+    let config = run_config(&dir, secure, "secure", "secure.in", &options(&e["sasl_password"]));
+    let output = flowgraph_output(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("OpenSSL not available at build time"),
+        "this flowgraph binary was built without rdkafka's ssl feature (another build sharing \
+         target/ may have replaced it):\n{stderr}"
+    );
+    assert!(output.status.success(), "run over SASL_SSL failed:\n{stderr}");
+    assert!(stderr.contains("late=0"), "{stderr}");
+    assert_exact(b, "secure", &reference);
+
+    let config = run_config(&dir, secure, "wrong", "secure.in", &options("not-the-password"));
+    let started = Instant::now();
+    let mut run = spawn_flowgraph(&dir, "wrong.log", &["run", "--config", &config, "--exit-when-idle", "2s"]);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a wrong password did not stop flowgraph run within 60 s:\n{}",
+            log_tail(&dir, "wrong.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(dir.join("wrong.log")).unwrap();
+    let error = log.lines().find(|l| l.starts_with("error")).unwrap_or_default();
+    eprintln!("wrong password: {status} after {:.1} s: {error}", started.elapsed().as_secs_f64());
+    assert!(!status.success(), "flowgraph run succeeded with a wrong password:\n{log}");
+    assert!(error.to_lowercase().contains("authentication"), "the error does not say authentication failed:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
