@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// overtakes the data it covers, and nothing is held back behind another key).
 const BATCH: usize = 1000;
 
+/// The smallest wait the pacing sleeps for.
+const PACING_STEP: Duration = Duration::from_millis(5);
+
 /// The message key of a record: its agent, so one agent's records stay in order on one
 /// partition. Names have no agent and share the key "names".
 fn key_of(record: &Record) -> String {
@@ -164,10 +167,14 @@ pub fn publish(
             }
             (None, None) => None,
         };
+        // Wait only when ahead by a whole pacing step, so messages keep batching records
+        // (sleeping per record would send one record per message).
         if let Some(wait) = due.and_then(|due| due.checked_sub(started.elapsed())) {
-            // Send what is batched before waiting, so pacing is what the broker sees.
-            send(&batch_key, &mut batch)?;
-            std::thread::sleep(wait);
+            if wait >= PACING_STEP {
+                // Send what is batched before waiting, so pacing is what the broker sees.
+                send(&batch_key, &mut batch)?;
+                std::thread::sleep(wait);
+            }
         }
         let key = key_of(&record);
         if key != batch_key || batch.len() >= BATCH {

@@ -65,9 +65,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // The source applies lateness per partition and hands the job the minimum: a global
     // "largest time seen - lateness" would make a lagging partition's records late.
-    // Messages per poll, so one transaction (and its buffered deltas) stays bounded while a
-    // backlog is read: agents' messages hold ~1000 records.
-    const POLL_MESSAGES: usize = 64;
+    // Records per poll: one transaction (and its buffered deltas) stays bounded while a
+    // backlog is read, whatever the size of the messages.
+    const POLL_RECORDS: usize = 50_000;
     let mut job = Job::new(JobConfig { lateness_ns: u64::MAX, ..config }).map_err(anyhow::Error::msg)?;
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
     let mut rejected_logged = 0u64;
@@ -75,7 +75,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut idle_since: Option<Instant> = None;
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        source.poll(Duration::from_millis(100), POLL_MESSAGES, &mut records)?;
+        source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
         if records.is_empty() {
             idle_since.get_or_insert_with(Instant::now);
         } else {

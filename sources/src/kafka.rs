@@ -286,17 +286,18 @@ impl KafkaSource {
         &self.partitions
     }
 
-    /// Waits up to `timeout` for messages and appends the decoded records to `out` (at most
-    /// about `max_messages` messages per call). Returns the dead letters of this call.
+    /// Waits up to `timeout` for messages and appends the decoded records to `out`, stopping
+    /// once it holds `max_records` records or the queue is empty. Returns the dead letters of
+    /// this call.
     pub fn poll(
         &mut self,
         timeout: Duration,
-        max_messages: usize,
+        max_records: usize,
         out: &mut Vec<Record>,
     ) -> Result<Vec<DeadLetter>, KafkaSourceError> {
         let mut dead = Vec::new();
         let mut wait = timeout;
-        for _ in 0..max_messages {
+        while out.len() < max_records {
             let Some(result) = self.consumer.poll(wait) else {
                 break;
             };
