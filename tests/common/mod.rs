@@ -1,0 +1,128 @@
+//! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs): reading
+//! topics back and comparing delta streams and state topics with the in-process replay.
+// Each test binary compiles this module and uses a subset of it.
+#![allow(dead_code)]
+
+use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_sinks::graph::GraphState;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Every message of a topic's partitions, from the beginning to the current end, committed only.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "flowgraph-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "timed out reading {topic}/{partition}");
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    out.push((
+                        m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                // Transaction markers take offsets too: a transactional topic's last data
+                // message is before its end, and the reader stops once it is past it.
+                None => {
+                    if consumer.position().unwrap().elements().iter().all(|e| {
+                        matches!(e.offset(), Offset::Offset(o) if o >= high - 1)
+                    }) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Updates per time, consolidated: what any correct delta stream must agree on.
+pub fn per_time(outputs: &[Output]) -> BTreeMap<u64, BTreeMap<GraphRecord, i64>> {
+    let mut by_time: BTreeMap<u64, BTreeMap<GraphRecord, i64>> = BTreeMap::new();
+    for output in outputs {
+        if let Output::Update { time, diff, record } = output {
+            *by_time.entry(*time).or_default().entry(record.clone()).or_default() += diff;
+        }
+    }
+    for updates in by_time.values_mut() {
+        updates.retain(|_, d| *d != 0);
+    }
+    by_time.retain(|_, u| !u.is_empty());
+    by_time
+}
+
+/// Compares two delta streams time by time and panics with a short account of the first
+/// difference (the whole maps are far too long to print).
+pub fn assert_same_deltas(actual: &[Output], expected: &[Output], what: &str) {
+    let (a, e) = (per_time(actual), per_time(expected));
+    if a == e {
+        return;
+    }
+    let times: std::collections::BTreeSet<u64> = a.keys().chain(e.keys()).copied().collect();
+    let empty = BTreeMap::new();
+    for t in times {
+        let (at, et) = (a.get(&t).unwrap_or(&empty), e.get(&t).unwrap_or(&empty));
+        if at != et {
+            let extra: Vec<_> = at.iter().filter(|(r, d)| et.get(*r) != Some(*d)).take(3).collect();
+            let missing: Vec<_> = et.iter().filter(|(r, d)| at.get(*r) != Some(*d)).take(3).collect();
+            panic!(
+                "{what}: {} times vs {} expected; first difference at time {t}: {} updates vs {}\n\
+                 unexpected: {extra:?}\nmissing: {missing:?}",
+                a.len(), e.len(), at.len(), et.len()
+            );
+        }
+    }
+}
+
+pub fn delta_topic_outputs(bootstrap: &str, topic: &str) -> Vec<Output> {
+    read_topic(bootstrap, topic)
+        .into_iter()
+        .flat_map(|(_, payload)| flowgraph_sinks::kafka::decode(&payload.unwrap()).unwrap())
+        .collect()
+}
+
+/// The state topic folded by key: the graph a late consumer reconstructs.
+pub fn state_topic_graph(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
+    let mut state = BTreeMap::new();
+    for (key, payload) in read_topic(bootstrap, topic) {
+        let key = key.expect("state messages are keyed");
+        match payload {
+            Some(value) => state.insert(key, String::from_utf8(value).unwrap()),
+            None => state.remove(&key),
+        };
+    }
+    state
+}
+
+pub fn snapshot_as_state(outputs: &[Output]) -> BTreeMap<String, String> {
+    let mut graph = GraphState::default();
+    outputs.iter().for_each(|o| graph.apply(o));
+    let rows = graph.rows().cloned().map(GraphRecord::Row);
+    let edges = graph.edges().cloned().map(GraphRecord::Edge);
+    rows.chain(edges).map(|r| flowgraph_sinks::kafka::state_entry(&r)).collect()
+}
