@@ -205,4 +205,5 @@ fn kafka_path_equals_the_in_process_replay() {
     assert!(log.contains("decode_errors=4") && log.contains("dead_letters=4"), "{log}");
     assert_eq!(read_topic(b, "garbage.dead").len(), 4, "dead-letter topic");
     assert_eq!(state_topic_graph(b, "garbage.state"), reference_state, "garbage changed the result");
+    let _ = std::fs::remove_dir_all(&dir);
 }
