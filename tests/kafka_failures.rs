@@ -19,6 +19,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// These tests each run a broker and a paced stream on a 2-core machine: run them one at a
+/// time, so their timing assumptions hold and their brokers never race for ports.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one still runs.
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -333,6 +341,7 @@ fn log_tail(dir: &Path, log: &str) -> String {
 /// is still publishing, a restart after each, then a run to the end: exact.
 #[test]
 fn kill_9_at_three_points_of_a_stream() {
+    let _serial = one_at_a_time();
     let broker = Broker::start("kill", false);
     let b = broker.bootstrap();
     let dir = work_dir("kill");
@@ -391,6 +400,7 @@ fn kill_9_at_three_points_of_a_stream() {
 /// producer are in the middle of a stream; the result is exact.
 #[test]
 fn broker_restart_in_the_middle_of_a_stream() {
+    let _serial = one_at_a_time();
     let mut broker = Broker::start("restart", false);
     let b = broker.bootstrap().to_string();
     let b = b.as_str();
@@ -473,6 +483,7 @@ fn broker_restart_in_the_middle_of_a_stream() {
 /// `replay --to-kafka` takes no librdkafka options, so the input goes over PLAINTEXT.
 #[test]
 fn tls_and_sasl_scram() {
+    let _serial = one_at_a_time();
     let broker = Broker::start("secure", true);
     let b = broker.bootstrap();
     let e = &broker.endpoints;
