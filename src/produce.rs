@@ -4,8 +4,6 @@ use crate::cli::ReplayArgs;
 use anyhow::{bail, Context};
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -65,20 +63,8 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
 
 /// Creates `topic` with `partitions` partitions unless it exists.
 pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
-        .with_context(|| format!("creating topic {topic} on {brokers}"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
-        }
-    }
-    Ok(())
+    flowgraph_sources::kafka::create_topic_if_missing(brokers, &Default::default(), topic, partitions)
+        .map_err(anyhow::Error::msg)
 }
 
 /// How fast to publish: a record rate, or a multiple of the recording's event-time pace.

@@ -244,7 +244,7 @@ impl KafkaSource {
             })?;
         let dead_letters = match &config.dead_letter_topic {
             Some(topic) => Some({
-                create_topic_if_missing(&config, topic)
+                create_topic_if_missing(&config.brokers, &config.options, topic, 1)
                     .map_err(|reason| KafkaSourceError::Metadata {
                         brokers: config.brokers.clone(),
                         topic: topic.clone(),
@@ -419,21 +419,26 @@ impl KafkaSource {
     }
 }
 
-/// Creates the dead-letter topic if it does not exist (brokers often disable auto-creation,
-/// and a producer would otherwise drop dead letters without a word).
-fn create_topic_if_missing(config: &KafkaSourceConfig, topic: &str) -> Result<(), String> {
+/// Creates `topic` with `partitions` partitions (replication 1) unless it exists. Brokers often
+/// disable auto-creation, and a producer would otherwise drop messages without a word.
+pub fn create_topic_if_missing(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers, &config.options)
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, options)
         .create()
         .map_err(|e| format!("cannot create admin client: {e}"))?;
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
-        .map_err(|e| format!("cannot create topic: {e}"))?;
+        .map_err(|e| format!("cannot create topic {topic} on {brokers}: {e}"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(format!("cannot create topic: {code}")),
+            Err((_, code)) => return Err(format!("cannot create topic {topic} on {brokers}: {code}")),
         }
     }
     Ok(())
