@@ -28,6 +28,9 @@ pub enum Command {
     Tail(TailArgs),
     /// Write an input topic to a binary recording, for replay.
     Record(RecordArgs),
+    /// The live view in a browser: a recording through the embedded job (--input), or a
+    /// running pipeline's Kafka topics (--from-kafka), served over HTTP.
+    Ui(UiArgs),
     /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
     /// and report throughput and produce-to-readable latency percentiles.
     BenchKafka(BenchKafkaArgs),
@@ -56,6 +59,44 @@ pub struct BenchKafkaArgs {
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Where and how the live view is served.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the live view (HTTP API and web page); port 0 picks a free port. Anything
+    /// but a loopback address needs --token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Bearer token the API and /metrics require (the page takes it as /#token=TOKEN).
+    #[arg(long, env = "FLOWGRAPH_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A recording (JSON Lines or binary) to replay into the embedded job; - reads standard
+    /// input as it arrives.
+    #[arg(long, required_unless_present = "from_kafka", conflicts_with = "from_kafka")]
+    pub input: Option<PathBuf>,
+    /// Event-time speed-up of --input: 60 plays a minute of traffic per second; 0 runs
+    /// without pauses.
+    #[arg(long, default_value_t = 0.0)]
+    pub speed: f64,
+    /// Follow a running pipeline instead: bootstrap from its state topic, then apply its
+    /// delta topic (names and brokers from the config's [kafka] section).
+    #[arg(long)]
+    pub from_kafka: bool,
+    /// Override kafka.brokers (with --from-kafka).
+    #[arg(long, requires = "from_kafka")]
+    pub brokers: Option<String>,
+    /// Exit when the input ends, instead of serving the final graph until Ctrl-C.
+    #[arg(long)]
+    pub exit_at_end: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +257,14 @@ pub struct DemoArgs {
     /// How long live capture runs (0: until Ctrl-C).
     #[arg(long, default_value = "60s")]
     pub duration: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Do not serve the live view (terminal only).
+    #[arg(long)]
+    pub no_ui: bool,
+    /// Exit when the recording ends, instead of serving its final graph until Ctrl-C.
+    #[arg(long)]
+    pub exit_at_end: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,17 +4,18 @@
 //! this process, grouped by process (a plain host has no pods). Otherwise, or with
 //! `--recording`, it says why and replays the bundled recording (`data/demo.fgb`, written by
 //! `flowgraph generate --size demo --seed 7 --out data/demo.fgb`). Either way it redraws the
-//! top edges as event time advances.
+//! top edges as event time advances and serves the live view (`flowgraph ui`'s page and API;
+//! `--no-ui` for the terminal only). After the recording it keeps serving the final graph
+//! until Ctrl-C, unless `--exit-at-end`.
 
 use crate::cli::DemoArgs;
-use crate::replay::{job_config, replay_stream};
-use crate::report::{edge_table, format_time, print_summary};
+use crate::replay::job_config;
+use crate::report::{edge_table, format_time};
+use crate::ui::{batch_for, check_speed, drive, serve, spawn_reader, LiveJob};
 use flowgraph_config::parse_duration_ns;
-use flowgraph_sinks::graph::GraphState;
+use flowgraph_live::LiveGraph;
 use flowgraph_sources::recording::RecordingReader;
-use indicatif::ProgressBar;
 use std::io::IsTerminal;
-use flowgraph_pipeline::Job;
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::Agent;
 use std::sync::atomic::Ordering;
@@ -34,10 +35,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let config = job_config(&args.query)?;
     let every = parse_duration_ns("--every", &args.every)?.max(1);
-    if args.speed.is_nan() || args.speed < 0.0 {
-        anyhow::bail!("--speed: must be 0 or more");
-    }
+    check_speed(args.speed)?;
     let params = config.params.clone();
+    let max_window_ns = config.max_window_ns;
     let terminal = std::io::stdout().is_terminal();
     println!(
         "flowgraph demo: replaying the bundled recording ({} KiB, generator seed {DEMO_SEED}) at {}; group_by={} window={}",
@@ -46,38 +46,50 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         params.group_by,
         humantime::format_duration(Duration::from_nanos(params.window_ns)),
     );
-    let started = Instant::now();
+    let stop = crate::replay::stop_flag()?;
+    let (mut job, control) = LiveJob::new(config)?;
+    let server = match args.no_ui {
+        true => None,
+        false => Some(serve(&args.serve, job.live(), control, max_window_ns, true)?),
+    };
     let mut first_time: Option<u64> = None;
     let mut next_draw = 0u64;
-    let mut draw = |graph: &GraphState| {
-        let Some(time) = graph.time() else { return };
-        if time < next_draw || graph.edges().next().is_none() {
-            return;
-        }
-        next_draw = time + every;
-        let origin = *first_time.get_or_insert(time);
-        if args.speed > 0.0 {
-            let due = Duration::from_secs_f64((time - origin) as f64 / 1e9 / args.speed);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+    let mut draw = |live: &LiveGraph| {
+        live.with_graph(|graph| {
+            let Some(time) = graph.time() else { return };
+            if time < next_draw || graph.edges().next().is_none() {
+                return;
             }
-        }
-        if terminal {
-            print!("\x1b[2J\x1b[H");
-        }
-        println!(
-            "event time {} (+{}s)   {} edges, {} rows",
-            format_time(time),
-            (time - origin) / 1_000_000_000,
-            graph.edges().count(),
-            graph.rows().count()
-        );
-        println!("{}", edge_table(graph, args.top));
+            next_draw = time + every;
+            let origin = *first_time.get_or_insert(time);
+            if terminal {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!(
+                "event time {} (+{}s)   {} edges, {} rows{}",
+                format_time(time),
+                (time - origin) / 1_000_000_000,
+                graph.edges().count(),
+                graph.rows().count(),
+                server.as_ref().map(|s| format!("   live view: {}", s.url())).unwrap_or_default(),
+            );
+            println!("{}", edge_table(graph, args.top));
+        })
     };
-    let reader = RecordingReader::new(DEMO_RECORDING)?;
-    let summary = replay_stream(reader, "demo recording", config, true, None, Some(&mut draw), &ProgressBar::hidden())?;
+    let reader = spawn_reader(|| RecordingReader::new(DEMO_RECORDING), args.speed, batch_for(args.speed));
+    let exit_at_end = args.exit_at_end || args.no_ui;
+    let summary = drive(&mut job, reader, "demo recording", &stop, exit_at_end, &mut draw)?;
     println!();
-    print_summary("demo recording", &params, &summary, args.top);
+    println!(
+        "demo recording: {} records read, {} late (processed at the frontier), {} rejected, {} bad input; {} connection keys tracked",
+        summary.stats.records, summary.stats.late, summary.stats.rejected, summary.bad_input, summary.tracked_keys
+    );
+    job.live().with_graph(|graph| {
+        if let Some(time) = graph.time() {
+            println!("graph at {}: {} rows, {} edges", format_time(time), graph.rows().count(), graph.edges().count());
+        }
+        println!("{}", edge_table(graph, args.top));
+    });
     Ok(())
 }
 
@@ -90,6 +102,7 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     query.progress_interval.get_or_insert_with(|| "1s".to_string());
     let config = job_config(&query)?;
     let params = config.params.clone();
+    let max_window_ns = config.max_window_ns;
     let duration = Duration::from_nanos(parse_duration_ns("--duration", &args.duration)?);
     let stop = crate::replay::stop_flag()?;
     println!(
@@ -100,13 +113,22 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut exporter = Exporter::new(1, host.trim().to_string(), 3600 * 1_000_000_000);
-    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
-    let mut graph = GraphState::default();
-    let (mut samples, mut records, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut job, control) = LiveJob::new(config)?;
+    let server = match args.no_ui {
+        true => None,
+        false => Some(serve(&args.serve, job.live(), control, max_window_ns, true)?),
+    };
+    let requests = job.requests();
+    let (mut samples, mut records) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let terminal = std::io::stdout().is_terminal();
+    let mut next_export = Instant::now() + Duration::from_secs(1);
     loop {
-        std::thread::sleep(Duration::from_secs(1));
+        // Parameter changes are taken while waiting for the next export.
+        while let Ok(request) = requests.recv_deadline(next_export) {
+            job.change_params(request);
+        }
+        next_export += Duration::from_secs(1);
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
         samples.clear();
         records.clear();
@@ -121,20 +143,21 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
         }
         // The agent exports everything up to `now`: nothing older will come.
         job.advance_watermark(now);
-        job.drain_into(&mut outputs);
-        outputs.iter().for_each(|o| graph.apply(o));
-        outputs.clear();
+        job.publish();
         if terminal {
             print!("\x1b[2J\x1b[H");
         }
-        println!(
-            "live, {}s: {} edges, {} rows, {} connection keys",
-            started.elapsed().as_secs(),
-            graph.edges().count(),
-            graph.rows().count(),
-            exporter.keys()
-        );
-        println!("{}", edge_table(&graph, args.top));
+        job.live().with_graph(|graph| {
+            println!(
+                "live, {}s: {} edges, {} rows, {} connection keys{}",
+                started.elapsed().as_secs(),
+                graph.edges().count(),
+                graph.rows().count(),
+                exporter.keys(),
+                server.as_ref().map(|s| format!("   live view: {}", s.url())).unwrap_or_default(),
+            );
+            println!("{}", edge_table(graph, args.top));
+        });
         let done = !duration.is_zero() && started.elapsed() >= duration;
         if done || stop.load(Ordering::Relaxed) {
             break;

@@ -15,6 +15,7 @@ mod report;
 mod run;
 mod tail;
 mod telemetry;
+mod ui;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => agent::run(args),
         cli::Command::Tail(args) => tail::run(args),
         cli::Command::Record(args) => record::run(args),
+        cli::Command::Ui(args) => ui::run(args),
         cli::Command::BenchKafka(args) => bench::kafka(args),
     };
     match result {

@@ -72,6 +72,29 @@ pub fn stop_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBoo
     Ok(stop)
 }
 
+/// Describes an input's first problems one by one (as warnings), then only counts them, so a
+/// bad input cannot flood the log.
+#[derive(Debug)]
+pub struct ProblemLog {
+    source: String,
+    seen: u64,
+}
+
+impl ProblemLog {
+    pub fn new(source: &str) -> Self {
+        ProblemLog { source: source.to_string(), seen: 0 }
+    }
+
+    pub fn report(&mut self, what: impl std::fmt::Display) {
+        self.seen += 1;
+        if self.seen <= DESCRIBED_PROBLEMS {
+            tracing::warn!("{}: {what}", self.source);
+        } else if self.seen == DESCRIBED_PROBLEMS + 1 {
+            tracing::warn!("{}: further problems are counted, not described", self.source);
+        }
+    }
+}
+
 /// What a replay saw and produced.
 #[derive(Debug)]
 pub struct ReplaySummary {
@@ -106,15 +129,8 @@ pub fn replay_stream<R: BufRead>(
     let mut graph = GraphState::default();
     let mut outputs = Vec::new();
     let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
-    let mut problems = 0u64;
-    let mut describe = |what: String| {
-        problems += 1;
-        if problems <= DESCRIBED_PROBLEMS {
-            tracing::warn!("{source}: {what}");
-        } else if problems == DESCRIBED_PROBLEMS + 1 {
-            tracing::warn!("{source}: further problems are counted, not described");
-        }
-    };
+    let mut problems = ProblemLog::new(source);
+    let mut describe = |what: String| problems.report(what);
     loop {
         let item = reader
             .next_item()

@@ -9,7 +9,7 @@ use crate::cli::TailArgs;
 use crate::report::{edge_table, format_time};
 use anyhow::Context;
 use crate::replay::{kafka_config, stop_flag};
-use flowgraph_pipeline::{GraphRecord, Output};
+use flowgraph_pipeline::Output;
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::kafka::{client_config, read_to_end};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -119,15 +119,9 @@ fn print_state(
     let mut graph = GraphState::default();
     let mut bad = 0;
     for value in state.into_values().flatten() {
-        let line = String::from_utf8_lossy(&value);
-        // A state value is a row or an edge object: parse it as a delta line's record.
-        let parsed = ["row", "edge"].iter().find_map(|kind| {
-            let delta = format!("{{\"time\":0,\"diff\":1,\"{kind}\":{line}}}");
-            flowgraph_sinks::deltas::from_line(&delta).ok()
-        });
-        match parsed {
-            Some(output @ Output::Update { record: GraphRecord::Row(_) | GraphRecord::Edge(_), .. }) => graph.apply(&output),
-            _ => bad += 1,
+        match flowgraph_sinks::kafka::decode_state_value(&value) {
+            Ok(record) => graph.apply(&Output::Update { time: 0, diff: 1, record }),
+            Err(_) => bad += 1,
         }
     }
     println!("{topic}: {messages} messages, {} edges, {} rows{}", graph.edges().count(), graph.rows().count(),

@@ -8,7 +8,7 @@ use flowgraph_sinks::kafka::KafkaSinkStats;
 use flowgraph_sources::kafka::KafkaSourceStats;
 use flowgraph_sources_ebpf::LossCounters;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 
 /// Starts the Prometheus endpoint when an address is given.
@@ -21,6 +21,26 @@ pub fn serve(addr: Option<&str>) -> anyhow::Result<()> {
         .with_http_listener(addr)
         .install()
         .with_context(|| format!("serving metrics on {addr}"))?;
+    describe();
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    Ok(())
+}
+
+/// Installs the Prometheus recorder without a listener of its own: the live view serves its
+/// rendering at `/metrics`.
+pub fn recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    describe();
+    describe_counter!("flowgraph_ui_streams_opened_total", "Live-view event streams opened");
+    describe_counter!("flowgraph_ui_stream_resyncs_total", "Streams sent a fresh snapshot after falling behind");
+    describe_counter!("flowgraph_ui_errors_total", "Live-view API errors, by status");
+    describe_gauge!("flowgraph_ui_streams", "Live-view event streams open");
+    Ok(handle)
+}
+
+fn describe() {
     describe_counter!("flowgraph_records_in_total", "Records read from the input");
     describe_counter!("flowgraph_late_records_total", "Records older than the frontier, processed at it");
     describe_counter!("flowgraph_rejected_records_total", "Records rejected (decreasing counters)");
@@ -33,20 +53,23 @@ pub fn serve(addr: Option<&str>) -> anyhow::Result<()> {
     describe_counter!("flowgraph_agent_records_out_total", "Records the agent exported");
     describe_gauge!("flowgraph_agent_connection_keys", "Connection keys the agent tracks");
     describe_counter!("flowgraph_agent_loss_total", "Events the kernel side lost or could not attribute");
-    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-    Ok(())
 }
 
-/// The pipeline's counters.
-pub fn pipeline(job: &JobStats, source: &KafkaSourceStats, sink: &KafkaSinkStats, frontier: u64) {
+/// The job's counters and frontier, and the input's undecodable items.
+pub fn job(job: &JobStats, decode_errors: u64, frontier: u64) {
     counter!("flowgraph_records_in_total").absolute(job.records);
     counter!("flowgraph_late_records_total").absolute(job.late);
     counter!("flowgraph_rejected_records_total").absolute(job.rejected);
-    counter!("flowgraph_decode_errors_total").absolute(source.decode_errors);
+    counter!("flowgraph_decode_errors_total").absolute(decode_errors);
+    gauge!("flowgraph_frontier_seconds").set(frontier as f64 / 1e9);
+}
+
+/// The pipeline's counters.
+pub fn pipeline(job_stats: &JobStats, source: &KafkaSourceStats, sink: &KafkaSinkStats, frontier: u64) {
+    job(job_stats, source.decode_errors, frontier);
     counter!("flowgraph_dead_letters_total").absolute(source.dead_letters);
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
     counter!("flowgraph_transactions_total").absolute(sink.transactions);
-    gauge!("flowgraph_frontier_seconds").set(frontier as f64 / 1e9);
 }
 
 /// Consumer lag per partition.

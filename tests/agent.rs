@@ -149,7 +149,7 @@ fn without_privilege_the_agent_explains_and_the_demo_falls_back_to_the_recording
     assert!(stderr.contains("CAP_BPF") && stderr.contains("run the agent as root"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let demo = unprivileged(&["demo", "--speed", "0", "--top", "2", "--every", "20m"]);
+    let demo = unprivileged(&["demo", "--speed", "0", "--top", "2", "--every", "20m", "--exit-at-end", "--listen", "127.0.0.1:0"]);
     let stdout = String::from_utf8_lossy(&demo.stdout);
     assert!(demo.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&demo.stderr));
     assert!(stdout.contains("live capture is not possible here"), "{stdout}");

@@ -147,7 +147,7 @@ fn a_bad_flag_value_is_a_clear_error() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic_pod");
     for (flag, value, expected) in [
         ("--window", "5 fortnights", "query.window: invalid duration"),
-        ("--group-by", "planet", "query.group_by: unknown group_by \"planet\""),
+        ("--group-by", "planet", "query.group_by: unknown value \"planet\""),
         ("--ips", "10.0.0.0/99", "query.ips: invalid CIDR"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))

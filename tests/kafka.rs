@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -84,6 +84,57 @@ fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Child {
         .expect("spawn flowgraph")
 }
 
+/// `flowgraph ui --from-kafka`, killed when dropped.
+struct LiveView {
+    child: Child,
+    url: String,
+}
+
+impl LiveView {
+    fn start(dir: &Path, args: &[&str]) -> LiveView {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn flowgraph ui");
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("flowgraph ui: live view at ")
+            .unwrap_or_else(|| panic!("flowgraph ui printed {first:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        LiveView { child, url }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut response = ureq::get(&format!("{}{path}", self.url)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response.body_mut().read_to_string().unwrap()
+    }
+
+    /// `/api/graph` once it has reached event time `time` (within 60 s).
+    fn graph_at(&self, time: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let graph: serde_json::Value = serde_json::from_str(&self.get("/api/graph")).unwrap();
+            if graph["time"].as_u64().is_some_and(|t| t >= time) {
+                return graph;
+            }
+            assert!(Instant::now() < deadline, "the live view did not reach {time}: at {}", graph["time"]);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn run_config(dir: &Path, bootstrap: &str, name: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -162,6 +213,9 @@ fn kafka_path_equals_the_in_process_replay() {
     };
     let mut pipeline = spawn_flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr]);
     std::thread::sleep(Duration::from_secs(2));
+    // A live view joins mid-stream: it bootstraps from the state topic while the pipeline
+    // writes, then follows the delta topic through the kill and the restart.
+    let view = LiveView::start(&dir, &["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let scraped = Command::new("curl")
         .args(["-sf", &format!("http://{metrics_addr}/metrics")])
         .output()
@@ -185,6 +239,16 @@ fn kafka_path_equals_the_in_process_replay() {
     let published = delta_topic_outputs(b, "crash.deltas");
     assert_same_deltas(&published, &reference, "run with a kill -9 and a restart");
     assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash differs");
+    let final_graph = reference.iter().fold(GraphState::default(), |mut g, o| { g.apply(o); g });
+    let expected: serde_json::Value = serde_json::from_str(&final_graph.snapshot_json()).unwrap();
+    let shown = view.graph_at(expected["time"].as_u64().unwrap());
+    assert!(
+        shown["rows"] == expected["rows"] && shown["edges"] == expected["edges"],
+        "the live view that joined mid-stream ends on a different graph than the replay"
+    );
+    let params = view.get("/api/params");
+    assert!(params.contains("\"editable\":false") && params.contains("\"window\":\"1m\""), "{params}");
+    drop(view);
 
     // 3. Garbage between valid messages: every valid record processed, every bad message
     //    in the dead-letter topic, the result unchanged.

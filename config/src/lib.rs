@@ -283,7 +283,7 @@ mod tests {
         assert!(bad(|c| c.window = "5 parsecs".into()).starts_with("query.window: invalid duration"));
         assert!(bad(|c| c.window = "0s".into()).starts_with("query.window: must be longer"));
         assert!(bad(|c| c.window = "2h".into()).contains("max_window"));
-        assert!(bad(|c| c.group_by = "planet".into()).starts_with("query.group_by: unknown group_by"));
+        assert!(bad(|c| c.group_by = "planet".into()).starts_with("query.group_by: unknown value"));
         assert!(bad(|c| c.ips = vec!["10.0.0.0/40".into()]).starts_with("query.ips: invalid CIDR"));
     }
 

@@ -94,7 +94,7 @@ impl FromStr for GroupBy {
             .find(|g| g.as_str() == s)
             .ok_or_else(|| {
                 let all: Vec<_> = GroupBy::ALL.iter().map(|g| g.as_str()).collect();
-                format!("unknown group_by {s:?}; expected one of {}", all.join(", "))
+                format!("unknown value {s:?}; expected one of {}", all.join(", "))
             })
     }
 }
@@ -126,14 +126,28 @@ impl IpFilter {
     pub fn parse_list(list: &str) -> Result<Self, String> {
         let mut nets = Vec::new();
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let net = if item.contains('/') {
-                item.parse::<IpNet>()
-                    .map_err(|e| format!("invalid CIDR {item:?} in ips: {e}"))?
-            } else {
-                let addr: IpAddr = item
-                    .parse()
-                    .map_err(|e| format!("invalid address {item:?} in ips: {e}"))?;
-                IpNet::from(addr.to_canonical())
+            let net = match item.split_once('/') {
+                Some((addr, prefix)) => item.parse::<IpNet>().map_err(|e| {
+                    // ipnet says only "invalid IP address syntax": say which part is wrong.
+                    match addr.parse::<IpAddr>() {
+                        Err(_) => format!("invalid CIDR {item:?}: {addr:?} is not an IP address"),
+                        Ok(ip) => {
+                            let max = if ip.is_ipv4() { 32 } else { 128 };
+                            match prefix.parse::<u8>() {
+                                Ok(len) if len > max => format!(
+                                    "invalid CIDR {item:?}: the prefix length {len} is longer than {max}"
+                                ),
+                                _ => format!("invalid CIDR {item:?}: {e}"),
+                            }
+                        }
+                    }
+                })?,
+                None => {
+                    let addr: IpAddr = item
+                        .parse()
+                        .map_err(|e| format!("invalid address {item:?}: {e}"))?;
+                    IpNet::from(addr.to_canonical())
+                }
             };
             nets.push(net);
         }

@@ -34,6 +34,11 @@ impl GraphState {
         self.progress.map(|p| p.saturating_sub(1))
     }
 
+    /// The last progress mark applied.
+    pub fn progress(&self) -> Option<EventTime> {
+        self.progress
+    }
+
     /// Current rows, in a fixed order.
     pub fn rows(&self) -> impl Iterator<Item = &Row> {
         self.rows.keys()

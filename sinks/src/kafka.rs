@@ -147,7 +147,8 @@ impl KafkaSink {
         producer
             .init_transactions(TIMEOUT)
             .map_err(|e| setup(format!("cannot initialize transactions: {e}")))?;
-        let resume_after = last_progress(&config).map_err(setup)?;
+        let resume_after =
+            last_progress(&config.brokers, &config.deltas_topic, &config.options).map_err(setup)?;
         if let Some(p) = resume_after {
             tracing::info!(topic = %config.deltas_topic, progress = p, "resuming after the last committed progress mark");
         }
@@ -294,6 +295,19 @@ pub fn state_entry(record: &GraphRecord) -> (String, String) {
             serde_json::to_string(&RowJson::from(r)).expect("rows serialize"),
         ),
     }
+}
+
+/// Decodes a state-topic value (a row or an edge object) back into the record.
+pub fn decode_state_value(value: &[u8]) -> Result<GraphRecord, String> {
+    let text = std::str::from_utf8(value).map_err(|e| format!("state value is not UTF-8: {e}"))?;
+    // A state value is a delta line's record: parse it as one, trying both kinds.
+    for kind in ["row", "edge"] {
+        let line = format!("{{\"time\":0,\"diff\":1,\"{kind}\":{text}}}");
+        if let Ok(Output::Update { record, .. }) = deltas::from_line(&line) {
+            return Ok(record);
+        }
+    }
+    Err("state value is neither a row nor an edge".into())
 }
 
 /// Largest delta message written, below the brokers' default `message.max.bytes` (1 MiB)
@@ -461,22 +475,27 @@ fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the delta topic's last committed progress mark.
-fn last_progress(config: &KafkaSinkConfig) -> Result<Option<EventTime>, String> {
+/// Reads the delta topic's last committed progress mark (what a restarted sink resumes after,
+/// and the time of a consumer that bootstraps from the state topic).
+pub fn last_progress(
+    brokers: &str,
+    deltas_topic: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Option<EventTime>, String> {
     let consumer: BaseConsumer = {
-        let mut c = client(&config.brokers, &BTreeMap::new());
-        c.set("group.id", format!("flowgraph-resume-{}", config.deltas_topic))
+        let mut c = client(brokers, &BTreeMap::new());
+        c.set("group.id", format!("flowgraph-resume-{deltas_topic}"))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true");
-        for (key, value) in &config.options {
+        for (key, value) in options {
             c.set(key, value);
         }
         c.create().map_err(|e| format!("cannot create consumer: {e}"))?
     };
     let (low, high) = consumer
-        .fetch_watermarks(&config.deltas_topic, 0, TIMEOUT)
-        .map_err(|e| format!("cannot read offsets of {}: {e}", config.deltas_topic))?;
+        .fetch_watermarks(deltas_topic, 0, TIMEOUT)
+        .map_err(|e| format!("cannot read offsets of {}: {e}", deltas_topic))?;
     let mut start = high;
     let mut step = 64;
     while start > low {
@@ -484,7 +503,7 @@ fn last_progress(config: &KafkaSinkConfig) -> Result<Option<EventTime>, String> 
         step *= 4;
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(&config.deltas_topic, 0, Offset::Offset(start))
+            .add_partition_offset(deltas_topic, 0, Offset::Offset(start))
             .map_err(|e| e.to_string())?;
         consumer.assign(&assignment).map_err(|e| e.to_string())?;
         let mut last = None;
@@ -503,8 +522,8 @@ fn last_progress(config: &KafkaSinkConfig) -> Result<Option<EventTime>, String> 
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("reading {}: {e}", config.deltas_topic)),
-                None => return Err(format!("timed out reading {}", config.deltas_topic)),
+                Some(Err(e)) => return Err(format!("reading {}: {e}", deltas_topic)),
+                None => return Err(format!("timed out reading {}", deltas_topic)),
             }
         }
         if last.is_some() {

@@ -1,0 +1,461 @@
+//! `flowgraph ui`: the live view (docs/LIVE.md).
+//!
+//! With `--input`, a reader thread feeds a recording (or standard input, as it arrives) to the
+//! job in this thread, which also takes the parameter changes the API forwards; the graph goes
+//! to a [`LiveGraph`] that the HTTP server reads. With `--from-kafka`, a running pipeline's
+//! compacted state topic is read first, then its delta topic is followed.
+
+use crate::cli::{ServeArgs, UiArgs};
+use crate::replay::{job_config, kafka_config, stop_flag, ProblemLog};
+use anyhow::{bail, Context};
+use crossbeam_channel::{select, Receiver};
+use flowgraph_live::{LiveGraph, ParamsControl, ParamsRequest, Server, ServerConfig};
+use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Output, Rejection};
+use flowgraph_schema::{EventTime, Record};
+use flowgraph_sinks::graph::GraphState;
+use flowgraph_sinks::kafka::{decode, decode_state_value, last_progress, state_entry};
+use flowgraph_sources::kafka::{client_config, read_to_end};
+use flowgraph_sources::recording::{Item, RecordingReader};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::{BufRead, ErrorKind, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the job's thread looks at the stop flag when nothing else happens.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+
+pub fn run(args: UiArgs) -> anyhow::Result<()> {
+    if args.from_kafka {
+        return follow_kafka(&args);
+    }
+    let input = args.input.clone().context("--input: give a recording, or - for standard input")?;
+    check_speed(args.speed)?;
+    let config = job_config(&args.query)?;
+    let max_window_ns = config.max_window_ns;
+    let source = if input.as_os_str() == "-" { "standard input".to_string() } else { input.display().to_string() };
+    let stop = stop_flag()?;
+    let (mut job, control) = LiveJob::new(config)?;
+    let _server = serve(&args.serve, job.live(), control, max_window_ns, false)?;
+    let reader = if input.as_os_str() == "-" {
+        // Records are handed on one by one: the next line may not have been written yet.
+        spawn_reader(|| RecordingReader::new(std::io::stdin().lock()), 0.0, 1)
+    } else {
+        let path = input.clone();
+        spawn_reader(move || flowgraph_sources::recording::open(&path), args.speed, batch_for(args.speed))
+    };
+    let summary = drive(&mut job, reader, &source, &stop, args.exit_at_end, &mut |_| {})?;
+    summary.print(&source);
+    Ok(())
+}
+
+/// Records per hand-over from the reader thread: batches when unpaced, single records when
+/// paced (a batch would hold records back past their due time).
+pub fn batch_for(speed: f64) -> usize {
+    if speed > 0.0 {
+        1
+    } else {
+        1024
+    }
+}
+
+/// Starts the HTTP server and prints the page's address (the one line scripts wait for).
+/// `fall_back` tries a free port when the asked one is taken (the demo; `ui` reports it).
+pub fn serve(
+    args: &ServeArgs,
+    live: Arc<LiveGraph>,
+    control: ParamsControl,
+    max_window_ns: u64,
+    fall_back: bool,
+) -> anyhow::Result<Server> {
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("--listen: {:?} is not an address such as 127.0.0.1:8080", args.listen))?;
+    let metrics = crate::telemetry::recorder()?;
+    let config = ServerConfig { listen, token: args.token.clone(), max_window_ns };
+    let server = match flowgraph_live::start(live.clone(), control.clone(), config.clone(), metrics.clone()) {
+        Err(flowgraph_live::ServeError::Bind { source, .. }) if fall_back && source.kind() == ErrorKind::AddrInUse => {
+            tracing::warn!("{listen} is in use; serving the live view on a free port instead");
+            let config = ServerConfig { listen: SocketAddr::new(listen.ip(), 0), ..config };
+            flowgraph_live::start(live, control, config, metrics)?
+        }
+        started => started?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "flowgraph ui: live view at {}", server.url())?;
+    stdout.flush()?;
+    Ok(server)
+}
+
+/// The embedded job behind the live view: records and parameter changes in, the graph out to
+/// a [`LiveGraph`].
+#[derive(Debug)]
+pub struct LiveJob {
+    job: Job,
+    live: Arc<LiveGraph>,
+    requests: Receiver<ParamsRequest>,
+    outputs: Vec<Output>,
+    progress_interval_ns: u64,
+    input_ended: bool,
+}
+
+impl LiveJob {
+    /// A job under `config`, and the control the HTTP server uses to change its parameters.
+    pub fn new(config: JobConfig) -> anyhow::Result<(LiveJob, ParamsControl)> {
+        let live = Arc::new(LiveGraph::new(config.params.clone()));
+        let progress_interval_ns = config.progress_interval_ns;
+        let job = Job::new(config).map_err(anyhow::Error::msg)?;
+        let (sender, requests) = crossbeam_channel::unbounded();
+        let job = LiveJob { job, live, requests, outputs: Vec::new(), progress_interval_ns, input_ended: false };
+        Ok((job, ParamsControl::Editable(sender)))
+    }
+
+    pub fn live(&self) -> Arc<LiveGraph> {
+        self.live.clone()
+    }
+
+    /// Parameter changes waiting for this thread.
+    pub fn requests(&self) -> Receiver<ParamsRequest> {
+        self.requests.clone()
+    }
+
+    pub fn push(&mut self, record: Record) -> Result<Admission, Rejection> {
+        self.job.push(record)
+    }
+
+    pub fn advance_watermark(&mut self, watermark: EventTime) {
+        self.job.advance_watermark(watermark);
+    }
+
+    pub fn stats(&self) -> &JobStats {
+        self.job.stats()
+    }
+
+    pub fn tracked_connection_keys(&self) -> usize {
+        self.job.tracked_connection_keys()
+    }
+
+    /// Hands the released outputs to the live graph; true if a progress mark was among them.
+    pub fn publish(&mut self) -> bool {
+        self.job.drain_into(&mut self.outputs);
+        if self.outputs.is_empty() {
+            return false;
+        }
+        self.live.publish(&self.outputs);
+        let progressed = self.outputs.iter().any(|o| matches!(o, Output::Progress(_)));
+        self.outputs.clear();
+        progressed
+    }
+
+    /// Applies a change from the API. While input flows, it takes effect at the frontier and
+    /// shows at the next progress mark; once the input has ended nothing would move time, so
+    /// the job moves it one progress interval on and the change shows at once.
+    pub fn change_params(&mut self, request: ParamsRequest) {
+        let answer = self.job.set_params(request.params.clone());
+        if let Ok(at) = answer {
+            tracing::info!(params = ?request.params, effective_from = at, "parameters changed");
+            self.live.set_params(request.params);
+            if self.input_ended {
+                self.job.advance_watermark(at + self.progress_interval_ns);
+            }
+            self.publish();
+        }
+        // The requester may have gone (a closed connection): nothing to tell then.
+        let _ = request.reply.send(answer);
+    }
+
+    /// The input is over: completes every time up to the last event time seen.
+    pub fn end_input(&mut self) {
+        self.input_ended = true;
+        self.job.finish();
+        self.publish();
+    }
+}
+
+/// What the reader thread hands the job.
+pub enum ReaderEvent {
+    /// Records and undecodable pieces, in input order.
+    Items(Vec<Item>),
+    /// Reading failed (an I/O error); the input ends here.
+    Failed(anyhow::Error),
+}
+
+/// Reads a recording in a thread of its own, pacing it by event time at `speed` (0: no
+/// pauses). The channel closes at the end of the input.
+pub fn spawn_reader<R, F>(open: F, speed: f64, batch: usize) -> Receiver<ReaderEvent>
+where
+    R: BufRead,
+    F: FnOnce() -> std::io::Result<RecordingReader<R>> + Send + 'static,
+{
+    let (sender, events) = crossbeam_channel::bounded(16);
+    let spawned = std::thread::Builder::new().name("flowgraph-reader".into()).spawn(move || {
+        let read = || -> anyhow::Result<()> {
+            let mut reader = open().context("opening the input")?;
+            let started = Instant::now();
+            let mut origin: Option<EventTime> = None;
+            let mut items = Vec::with_capacity(batch);
+            while let Some(item) = reader.next_item().context("reading the input")? {
+                if let (Ok((_, record)), true) = (&item, speed > 0.0) {
+                    let origin = *origin.get_or_insert(record.time());
+                    let due = Duration::from_secs_f64(record.time().saturating_sub(origin) as f64 / 1e9 / speed);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                items.push(item);
+                if items.len() >= batch && sender.send(ReaderEvent::Items(std::mem::take(&mut items))).is_err() {
+                    return Ok(()); // the job has stopped
+                }
+            }
+            if !items.is_empty() {
+                let _ = sender.send(ReaderEvent::Items(items));
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            let _ = sender.send(ReaderEvent::Failed(e));
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a reader the input is simply empty; say why.
+        tracing::error!(error = %e, "cannot start the reader thread");
+    }
+    events
+}
+
+/// What the input brought.
+#[derive(Debug, Default)]
+pub struct InputSummary {
+    pub stats: JobStats,
+    pub bad_input: u64,
+    pub tracked_keys: usize,
+    pub ended: bool,
+}
+
+impl InputSummary {
+    pub fn print(&self, source: &str) {
+        println!(
+            "{source}: {} records ({} late, {} rejected), {} undecodable; {}",
+            self.stats.records,
+            self.stats.late,
+            self.stats.rejected,
+            self.bad_input,
+            if self.ended { "input complete" } else { "stopped before the end of the input" }
+        );
+    }
+}
+
+/// Runs the job's thread: records from the reader, parameter changes from the API, until a
+/// stop signal (or the end of the input, with `exit_at_end`). `on_progress` sees the graph
+/// after each published progress mark.
+pub fn drive(
+    job: &mut LiveJob,
+    reader: Receiver<ReaderEvent>,
+    source: &str,
+    stop: &AtomicBool,
+    exit_at_end: bool,
+    on_progress: &mut dyn FnMut(&LiveGraph),
+) -> anyhow::Result<InputSummary> {
+    let mut problems = ProblemLog::new(source);
+    let mut bad_input = 0u64;
+    let mut input = Some(reader);
+    let requests = job.requests();
+    let never = crossbeam_channel::never();
+    while !stop.load(Ordering::Relaxed) {
+        select! {
+            recv(input.as_ref().unwrap_or(&never)) -> event => match event {
+                Ok(ReaderEvent::Items(items)) => {
+                    for item in items {
+                        match item {
+                            Ok((position, record)) => {
+                                let kind = record.kind();
+                                if let Err(rejection) = job.push(record) {
+                                    problems.report(format!("{position}: {kind} record rejected: {rejection}"));
+                                }
+                            }
+                            Err(bad) => {
+                                bad_input += 1;
+                                problems.report(bad);
+                            }
+                        }
+                    }
+                    if job.publish() {
+                        on_progress(&job.live);
+                    }
+                }
+                Ok(ReaderEvent::Failed(e)) => return Err(e.context(format!("reading {source}"))),
+                Err(_) => {
+                    input = None;
+                    job.end_input();
+                    on_progress(&job.live);
+                    crate::telemetry::job(job.stats(), bad_input, job.live.time().unwrap_or(0));
+                    if exit_at_end {
+                        break;
+                    }
+                    // On standard error: standard output carries the one address line.
+                    eprintln!(
+                        "flowgraph ui: {source} ended ({} records); serving its final graph until Ctrl-C",
+                        job.stats().records
+                    );
+                }
+            },
+            recv(requests) -> request => {
+                if let Ok(request) = request {
+                    job.change_params(request);
+                    on_progress(&job.live);
+                }
+            },
+            default(IDLE_TICK) => {}
+        }
+        crate::telemetry::job(job.stats(), bad_input, job.live.time().unwrap_or(0));
+    }
+    Ok(InputSummary {
+        stats: job.stats().clone(),
+        bad_input,
+        tracked_keys: job.tracked_connection_keys(),
+        ended: input.is_none(),
+    })
+}
+
+/// `ui --from-kafka`: bootstrap from the state topic, then follow the delta topic.
+///
+/// The state topic has no time of its own, so the view reads it between two looks at the
+/// delta topic's end (E1 before, E2 after) and then applies the deltas from E1 to E2 by key:
+/// a retraction removes a key only if it holds exactly the retracted value, an insertion sets
+/// it. Every state value reflects a transaction before E2, and re-applying any stretch of
+/// transactions by key ends at the same values as applying them once, so at E2 the graph is
+/// exact; from there on deltas apply as they come.
+fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
+    let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
+    let config = job_config(&args.query)?;
+    let source = args.query.config.as_ref().map_or("the default query".to_string(), |p| p.display().to_string());
+    let live = Arc::new(LiveGraph::new(config.params.clone()));
+    let control = ParamsControl::ReadOnly(format!(
+        "this view follows the pipeline that writes {}; its parameters are set in its config ({source})",
+        kafka.deltas_topic
+    ));
+    live.set_not_ready(Some(format!("bootstrapping from {} and {}", kafka.state_topic, kafka.deltas_topic)));
+    let _server = serve(&args.serve, live.clone(), control, config.max_window_ns, false)?;
+    let stop = stop_flag()?;
+
+    let mut client = client_config(&kafka.brokers, &BTreeMap::new());
+    client
+        .set("group.id", "flowgraph-ui")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (key, value) in &kafka.options {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
+    let topic = &kafka.deltas_topic;
+    let end_of_deltas = |what: &str| -> anyhow::Result<i64> {
+        let (_, end) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic} on {} ({what})", kafka.brokers))?;
+        Ok(end)
+    };
+
+    let before_state = end_of_deltas("before the state")?;
+    let mut progress = last_progress(&kafka.brokers, topic, &kafka.options).map_err(anyhow::Error::msg)?;
+    let mut by_key: BTreeMap<String, GraphRecord> = BTreeMap::new();
+    let mut undecodable = 0u64;
+    let state_messages = read_to_end(&kafka.brokers, &kafka.state_topic, &kafka.options, |key, value| {
+        let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else { return };
+        match value.map(decode_state_value) {
+            Some(Ok(record)) => {
+                by_key.insert(key, record);
+            }
+            Some(Err(_)) => undecodable += 1,
+            None => {
+                by_key.remove(&key);
+            }
+        }
+    })?;
+    let after_state = end_of_deltas("after the state")?;
+    tracing::info!(
+        state_topic = %kafka.state_topic,
+        state_messages,
+        keys = by_key.len(),
+        undecodable,
+        catch_up = after_state - before_state,
+        "read the state topic; applying the deltas written meanwhile"
+    );
+
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Offset(before_state))?;
+    consumer.assign(&assignment)?;
+    let mut next_offset = before_state;
+    while next_offset < after_state {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message.with_context(|| format!("consuming {topic}"))?;
+        next_offset = message.offset() + 1;
+        let outputs = match decode(message.payload().unwrap_or_default()) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
+                continue;
+            }
+        };
+        for output in outputs {
+            match output {
+                Output::Update { diff, record, .. } => {
+                    let (key, _) = state_entry(&record);
+                    if diff > 0 {
+                        by_key.insert(key, record);
+                    } else if by_key.get(&key) == Some(&record) {
+                        by_key.remove(&key);
+                    }
+                }
+                Output::Progress(p) => progress = Some(p),
+            }
+        }
+        // Transaction markers take offsets too: the last data message may end before E2.
+        if consumer_position(&consumer).is_some_and(|p| p >= after_state) {
+            break;
+        }
+    }
+    let mut graph = GraphState::default();
+    for record in by_key.into_values() {
+        graph.apply(&Output::Update { time: 0, diff: 1, record });
+    }
+    if let Some(p) = progress {
+        graph.apply(&Output::Progress(p));
+    }
+    live.replace(graph);
+    live.set_not_ready(None);
+    tracing::info!(time = ?live.time(), "bootstrapped; following {topic}");
+
+    while !stop.load(Ordering::Relaxed) {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let message = message.with_context(|| format!("consuming {topic}"))?;
+        match decode(message.payload().unwrap_or_default()) {
+            Ok(outputs) => live.publish(&outputs),
+            Err(e) => tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message"),
+        }
+    }
+    Ok(())
+}
+
+fn consumer_position(consumer: &BaseConsumer) -> Option<i64> {
+    let position = consumer.position().ok()?;
+    position.elements().first().and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    })
+}
+
+/// Checks `--speed`.
+pub fn check_speed(speed: f64) -> anyhow::Result<()> {
+    if speed.is_nan() || speed < 0.0 {
+        bail!("--speed: must be 0 or more");
+    }
+    Ok(())
+}
