@@ -176,6 +176,18 @@ pub struct RunArgs {
     /// time up to the last event time, publish, and exit (batch runs and tests).
     #[arg(long)]
     pub exit_when_idle: Option<String>,
+    /// Worker threads in this process (partition p goes to worker p % all workers).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Processes in the timely cluster (each with --workers threads).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster, 0 to --processes - 1.
+    #[arg(long, env = "FLOWGRAPH_PROCESS_ID")]
+    pub process_id: Option<usize>,
+    /// The cluster's addresses: one host:port per line, line i for process i.
+    #[arg(long)]
+    pub hosts: Option<PathBuf>,
 }
 
 /// Query parameters shared by every command that runs the job. Flags override the config file.

@@ -1,23 +1,68 @@
-//! `flowgraph run`: the long-running service.
+//! `flowgraph run`: the long-running service, on one worker or a timely cluster.
 //!
 //! ```text
-//!  input topic ─ KafkaSource (watermarks, dead letters) ─ Job ─ KafkaSink (deltas + state, txn)
+//!  every worker: its partitions ─ KafkaSource (per-partition clocks, dead letters) ─┐
+//!                                                   routing by key, all workers ◄───┘
+//!                ClusterJob (stages + dataflow on its keys) ─ outputs ─► worker 0
+//!  worker 0:     KafkaSink (deltas + state, one transaction per publish)
 //! ```
 //!
-//! On start the sink finds the last progress mark a previous run committed; the source reads
+//! `--workers N` runs N worker threads; `--processes P --process-id I --hosts FILE` joins P
+//! processes over timely's own TCP communication (FILE: one `host:port` per line, line i for
+//! process i). Partition p is read by worker `p % (N * P)`; records are exchanged by key;
+//! worker 0 alone writes the sink, so the topics get each update once.
+//!
+//! On start the sink finds the last progress mark a previous run committed; the sources read
 //! the retained input again (from the beginning, or with `rebuild_from = "window"` from
 //! `mark - window - lateness` by message timestamp), the job rebuilds its state, and the sink
-//! publishes only times at or after the mark. So a restart, clean or after `kill -9`, continues the delta topic where
-//! it stopped and leaves the state topic as a crash-free run would.
+//! publishes only times at or after the mark. So a restart, clean or after `kill -9` (of any
+//! process), continues the delta topic where it stopped and leaves the state topic as a
+//! crash-free run would.
 
 use crate::cli::RunArgs;
 use crate::replay::{job_config, kafka_config, stop_flag};
-use flowgraph_config::parse_duration_ns;
-use flowgraph_pipeline::{Job, JobConfig, Output};
-use flowgraph_sinks::kafka::{DeltaFormat, KafkaSink, KafkaSinkConfig};
+use anyhow::{bail, Context};
+use flowgraph_config::{parse_duration_ns, KafkaConfig};
+use flowgraph_pipeline::{ClusterJob, JobConfig, Output};
+use flowgraph_sinks::kafka::{last_progress, DeltaFormat, KafkaSink, KafkaSinkConfig};
 use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
-use std::sync::atomic::Ordering;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use timely::communication::Config as CommunicationConfig;
+use timely::worker::Worker;
+
+/// Records per poll: one transaction (and its buffered deltas) stays bounded while a backlog
+/// is read, whatever the size of the messages.
+const POLL_RECORDS: usize = 50_000;
+
+/// What every worker needs.
+struct Service {
+    config: JobConfig,
+    kafka: KafkaConfig,
+    start: StartAt,
+    idle_exit: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    /// Process 0's sink, taken by worker 0.
+    sink: Mutex<Option<KafkaSink>>,
+}
+
+/// In a process other than 0: the mark process 0 resumes after, once it has set up the
+/// topics and fenced the previous incarnation (waiting up to a minute for that).
+fn mark_of_process_zero(kafka: &KafkaConfig) -> anyhow::Result<Option<flowgraph_schema::EventTime>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match last_progress(&kafka.brokers, &kafka.deltas_topic, &kafka.options) {
+            Ok(mark) => return Ok(mark),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for process 0 to set up {}", kafka.deltas_topic);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => bail!("reading the last progress mark of {}: {e}", kafka.deltas_topic),
+        }
+    }
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = job_config(&args.query)?;
@@ -27,105 +72,219 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|d| parse_duration_ns("--exit-when-idle", d).map(Duration::from_nanos))
         .transpose()?;
+    let communication = cluster(&args)?;
 
     crate::telemetry::serve(args.metrics_addr.as_deref())?;
     let stop = stop_flag()?;
 
-    let mut sink = KafkaSink::new(KafkaSinkConfig {
-        brokers: kafka.brokers.clone(),
-        deltas_topic: kafka.deltas_topic.clone(),
-        state_topic: kafka.state_topic.clone(),
-        format: if kafka.delta_format == "bincode" { DeltaFormat::Bincode } else { DeltaFormat::Json },
-        transactional_id: kafka.transactional_id.clone(),
-        max_updates_per_message: 5000,
-        options: kafka.options.clone(),
-    })?;
-    let start = match sink.resume_after() {
-        Some(mark) if kafka.rebuild_from == "window" => StartAt::EventTime(
-            mark.saturating_sub(config.params.window_ns + config.lateness_ns),
-        ),
+    // Process 0 writes the sink: it creates the topics and fences a previous incarnation's
+    // open transaction before reading the last committed mark, so that mark is final.
+    let first_process = args.process_id.unwrap_or(0) == 0;
+    let sink = match first_process {
+        true => Some(KafkaSink::new(KafkaSinkConfig {
+            brokers: kafka.brokers.clone(),
+            deltas_topic: kafka.deltas_topic.clone(),
+            state_topic: kafka.state_topic.clone(),
+            format: if kafka.delta_format == "bincode" { DeltaFormat::Bincode } else { DeltaFormat::Json },
+            transactional_id: kafka.transactional_id.clone(),
+            max_updates_per_message: 5000,
+            options: kafka.options.clone(),
+        })?),
+        false => None,
+    };
+    // Where the sources start: from the beginning, unless the config asks to rebuild only the
+    // last window before the mark, or to start at the end on a first run.
+    let needs_mark = kafka.rebuild_from == "window" || kafka.start == "end";
+    let resume_after = match &sink {
+        Some(sink) => sink.resume_after(),
+        None if needs_mark => mark_of_process_zero(&kafka)?,
+        None => None,
+    };
+    let start = match resume_after {
+        Some(mark) if kafka.rebuild_from == "window" => {
+            StartAt::EventTime(mark.saturating_sub(config.params.window_ns + config.lateness_ns))
+        }
         Some(_) => StartAt::Beginning,
         None if kafka.start == "end" => StartAt::End,
         None => StartAt::Beginning,
     };
+    tracing::info!(
+        brokers = %kafka.brokers, topic = %kafka.input_topic, start = ?start, cluster = ?communication,
+        "flowgraph run: starting"
+    );
+    let service = Arc::new(Service { config, kafka, start, idle_exit, stop, sink: Mutex::new(sink) });
+    let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
+    let guards = timely::execute(timely_config, move |worker| {
+        let index = worker.index();
+        run_worker(worker, &service).map_err(|e| format!("worker {index}: {e:#}"))
+    })
+    .map_err(|e| anyhow::anyhow!("starting the timely cluster: {e}"))?;
+    let mut failures = Vec::new();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => failures.push(e),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
+
+/// timely's communication from `--workers`, `--processes`, `--process-id` and `--hosts`.
+fn cluster(args: &RunArgs) -> anyhow::Result<CommunicationConfig> {
+    if args.workers == 0 {
+        bail!("--workers: must be 1 or more");
+    }
+    if args.processes <= 1 {
+        if args.hosts.is_some() {
+            bail!("--hosts: only with --processes 2 or more");
+        }
+        return Ok(match args.workers {
+            1 => CommunicationConfig::Thread,
+            n => CommunicationConfig::Process(n),
+        });
+    }
+    let process = args
+        .process_id
+        .context("--process-id (or FLOWGRAPH_PROCESS_ID): needed with --processes")?;
+    if process >= args.processes {
+        bail!("--process-id: {process} is not below --processes {}", args.processes);
+    }
+    let hosts = args.hosts.as_deref().context("--hosts: needed with --processes")?;
+    let addresses = read_hosts(hosts, args.processes)?;
+    Ok(CommunicationConfig::Cluster {
+        threads: args.workers,
+        process,
+        addresses,
+        report: false,
+        zerocopy: false,
+    })
+}
+
+/// The hosts file: `host:port` per line, one per process; blank lines and `#` comments skipped.
+fn read_hosts(path: &Path, processes: usize) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--hosts: cannot read {}", path.display()))?;
+    let mut addresses = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => addresses.push(line.to_string()),
+            _ => bail!("--hosts: {}:{}: {line:?} is not host:port", path.display(), number + 1),
+        }
+    }
+    if addresses.len() != processes {
+        bail!(
+            "--hosts: {} lists {} processes, but --processes is {processes} (one host:port per process, in process order)",
+            path.display(),
+            addresses.len()
+        );
+    }
+    Ok(addresses)
+}
+
+/// One worker: its partitions in, its keys' share of the job, and on worker 0 the sink.
+fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let kafka = &service.kafka;
     let mut source = KafkaSource::new(KafkaSourceConfig {
         brokers: kafka.brokers.clone(),
         topic: kafka.input_topic.clone(),
         dead_letter_topic: Some(kafka.dead_letter_topic.clone()).filter(|t| !t.is_empty()),
-        start,
-        worker: 0,
-        workers: 1,
+        start: service.start,
+        worker: index,
+        workers: peers,
         options: kafka.options.clone(),
-        lateness_ns: config.lateness_ns,
+        lateness_ns: service.config.lateness_ns,
     })?;
-    tracing::info!(
-        brokers = %kafka.brokers, topic = %kafka.input_topic, partitions = ?source.partitions(),
-        start = ?start, "flowgraph run: consuming"
-    );
-
-    // The source applies lateness per partition and hands the job the minimum: a global
-    // "largest time seen - lateness" would make a lagging partition's records late.
-    // Records per poll: one transaction (and its buffered deltas) stays bounded while a
-    // backlog is read, whatever the size of the messages.
-    const POLL_RECORDS: usize = 50_000;
-    let mut job = Job::new(JobConfig { lateness_ns: u64::MAX, ..config }).map_err(anyhow::Error::msg)?;
+    let mut sink = match index {
+        0 => Some(service.sink.lock().expect("sink lock").take().context("worker 0 runs in process 0, which has the sink")?),
+        _ => None,
+    };
+    tracing::info!(worker = index, workers = peers, partitions = ?source.partitions(), "flowgraph run: consuming");
+    let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
-    let mut rejected_logged = 0u64;
+    let mut rejected = 0u64;
     // Since when polls have returned nothing (processing time does not count as idle).
     let mut idle_since: Option<Instant> = None;
+    let mut closed = false;
+    if source.partitions().is_empty() {
+        // More workers than partitions: nothing to read, and nothing to hold the others back.
+        job.close();
+        closed = true;
+    }
     let mut last_report = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
-        if records.is_empty() {
-            idle_since.get_or_insert_with(Instant::now);
-        } else {
-            idle_since = None;
+    let mut last_progress = None;
+    loop {
+        if service.stop.load(Ordering::Relaxed) {
+            break;
         }
-        for record in records.drain(..) {
-            if let Err(rejection) = job.push(record) {
-                rejected_logged += 1;
-                if rejected_logged <= 10 {
-                    tracing::warn!(error = %rejection, "record rejected");
-                }
+        if !closed {
+            source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
+            if records.is_empty() {
+                idle_since.get_or_insert_with(Instant::now);
+            } else {
+                idle_since = None;
+            }
+            for record in records.drain(..) {
+                job.push(record);
+            }
+            if let Some(watermark) = source.watermark() {
+                job.advance_watermark(watermark);
+            }
+            let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
+            if service.idle_exit.is_some_and(idle) {
+                tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
+                job.close();
+                closed = true;
             }
         }
-        if let Some(watermark) = source.watermark() {
-            job.advance_watermark(watermark);
+        job.step();
+        for rejection in job.take_rejections() {
+            rejected += 1;
+            if rejected <= 10 {
+                tracing::warn!(worker = index, error = %rejection, "record rejected");
+            }
         }
-        job.drain_into(&mut outputs);
-        sink.publish(&outputs)?;
-        outputs.clear();
-        crate::telemetry::pipeline(job.stats(), source.stats(), sink.stats(), job.frontier());
+        if let Some(sink) = sink.as_mut() {
+            job.drain_into(&mut outputs);
+            if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
+                last_progress = Some(p);
+            }
+            sink.publish(&outputs)?;
+            outputs.clear();
+            crate::telemetry::sink(sink.stats());
+        }
+        crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
         if last_report.elapsed() >= Duration::from_secs(10) {
-            report(&job, &source, &sink);
+            report(index, &job, &source, sink.as_ref());
             crate::telemetry::lag(&source.lag());
             last_report = Instant::now();
         }
-        if idle_exit.is_some_and(|idle| idle_since.is_some_and(|since| since.elapsed() >= idle)) {
-            tracing::info!("no input for {:?}: completing the last event time and exiting", idle_exit.unwrap_or_default());
-            job.finish();
-            job.drain_into(&mut outputs);
-            sink.publish(&outputs)?;
+        if closed && job.finished() {
             break;
         }
     }
     source.flush();
-    report(&job, &source, &sink);
-    let last = outputs.iter().rev().find_map(|o| match o {
-        Output::Progress(p) => Some(*p),
-        _ => None,
-    });
-    tracing::info!(last_progress = ?last, "flowgraph run: stopped");
+    report(index, &job, &source, sink.as_ref());
+    if index == 0 {
+        tracing::info!(last_progress = ?last_progress, "flowgraph run: stopped");
+    }
     Ok(())
 }
 
-fn report(job: &Job, source: &KafkaSource, sink: &KafkaSink) {
-    let (j, s, k) = (job.stats(), source.stats(), sink.stats());
+fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&KafkaSink>) {
+    let (j, s) = (job.stats(), source.stats());
     tracing::info!(
-        records = j.records, late = j.late, rejected = j.rejected,
+        worker = index,
+        records = s.records, late = s.late, keyed_records = j.records, rejected = j.rejected,
         decode_errors = s.decode_errors, dead_letters = s.dead_letters,
-        updates_out = k.updates, transactions = k.transactions,
-        skipped_on_resume = k.skipped_on_resume, frontier = job.frontier(),
+        updates_out = sink.map(|k| k.stats().updates), transactions = sink.map(|k| k.stats().transactions),
+        skipped_on_resume = sink.map(|k| k.stats().skipped_on_resume), frontier = job.frontier(),
         "flowgraph run: progress"
     );
 }

@@ -1,6 +1,6 @@
 //! Telemetry: one place per component turns its counters into Prometheus metrics, served on
-//! `--metrics-addr` (`GET /metrics`). Names are `flowgraph_*`; labels are bounded (partition,
-//! loss kind).
+//! `--metrics-addr` (`GET /metrics`). Names are `flowgraph_*`; labels are bounded (worker,
+//! partition, loss kind).
 
 use anyhow::Context;
 use flowgraph_pipeline::JobStats;
@@ -64,10 +64,19 @@ pub fn job(job: &JobStats, decode_errors: u64, frontier: u64) {
     gauge!("flowgraph_frontier_seconds").set(frontier as f64 / 1e9);
 }
 
-/// The pipeline's counters.
-pub fn pipeline(job_stats: &JobStats, source: &KafkaSourceStats, sink: &KafkaSinkStats, frontier: u64) {
-    job(job_stats, source.decode_errors, frontier);
-    counter!("flowgraph_dead_letters_total").absolute(source.dead_letters);
+/// One worker's counters: what it read from its partitions, what its share of the job did.
+pub fn worker(index: usize, job: &JobStats, source: &KafkaSourceStats, frontier: u64) {
+    let worker = index.to_string();
+    counter!("flowgraph_records_in_total", "worker" => worker.clone()).absolute(source.records);
+    counter!("flowgraph_late_records_total", "worker" => worker.clone()).absolute(source.late);
+    counter!("flowgraph_rejected_records_total", "worker" => worker.clone()).absolute(job.rejected);
+    counter!("flowgraph_decode_errors_total", "worker" => worker.clone()).absolute(source.decode_errors);
+    counter!("flowgraph_dead_letters_total", "worker" => worker.clone()).absolute(source.dead_letters);
+    gauge!("flowgraph_frontier_seconds", "worker" => worker).set(frontier as f64 / 1e9);
+}
+
+/// The sink's counters (worker 0 writes it).
+pub fn sink(sink: &KafkaSinkStats) {
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
     counter!("flowgraph_transactions_total").absolute(sink.transactions);
 }

@@ -5,7 +5,7 @@
 //! One broker serves every scenario, each on topics of its own.
 
 mod common;
-use common::{assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
+use common::{Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use flowgraph_sinks::graph::GraphState;
@@ -15,51 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
-/// A broker started by the project's script, stopped on drop.
-struct Broker {
-    dir: PathBuf,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = std::env::temp_dir().join(format!("flowgraph-test-kafka-{}", std::process::id()));
-        let output = Command::new(root().join("scripts/kafka"))
-            .args(["start", "--port", "auto", "--dir"])
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run scripts/kafka");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let bootstrap = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("bootstrap="))
-            .unwrap_or_else(|| {
-                panic!(
-                    "scripts/kafka start failed ({}): these tests need a real Kafka broker, \
-                     which the script fetches with Maven (needs java 17+ and mvn: run \
-                     scripts/setup)\n{stdout}",
-                    output.status
-                )
-            })
-            .to_string();
-        Broker { dir, bootstrap }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/kafka"))
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn flowgraph(dir: &Path, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
@@ -152,8 +108,8 @@ fn run_config(dir: &Path, bootstrap: &str, name: &str) -> PathBuf {
 
 #[test]
 fn kafka_path_equals_the_in_process_replay() {
-    let broker = Broker::start();
-    let b = broker.bootstrap.as_str();
+    let broker = Broker::start("path", false);
+    let b = broker.bootstrap();
     let dir = std::env::temp_dir().join(format!("flowgraph-test-kafka-work-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
@@ -223,7 +179,8 @@ fn kafka_path_equals_the_in_process_replay() {
     let metrics = String::from_utf8_lossy(&scraped.stdout).to_string();
     let records_in: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("flowgraph_records_in_total").and_then(|v| v.trim().parse().ok()))
+        .filter(|l| l.starts_with("flowgraph_records_in_total"))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no flowgraph_records_in_total in /metrics:\n{metrics}"));
     assert!(records_in > 0.0, "the pipeline read nothing in 2 s:\n{metrics}");
     pipeline.kill().unwrap(); // SIGKILL

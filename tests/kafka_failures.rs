@@ -9,13 +9,13 @@
 //! folded by key equals the crash-free final graph.
 
 mod common;
-use common::{assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph};
+use common::{Broker, Proc, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A private link to (or copy of) the binary under test, taken once: other builds sharing the
 /// target directory may replace target/release/flowgraph while these tests run. Links left
@@ -56,83 +53,6 @@ fn flowgraph_bin() -> &'static Path {
     })
 }
 
-/// A broker started by the project's script, stopped (and its dir removed) on drop.
-struct Broker {
-    dir: PathBuf,
-    /// What `start` printed: bootstrap=, and with --secure secure_bootstrap=, ca_pem=, ...
-    endpoints: BTreeMap<String, String>,
-}
-
-impl Broker {
-    fn start(name: &str, secure: bool) -> Broker {
-        let dir = std::env::temp_dir().join(format!("flowgraph-kf-kafka-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut broker = Broker { dir, endpoints: BTreeMap::new() };
-        let mut args = vec!["--port", "auto"];
-        if secure {
-            args.push("--secure");
-        }
-        broker.run_start(&args);
-        broker
-    }
-
-    /// `scripts/kafka start ARGS --dir DIR`; a dir remembers its port, so a restart needs
-    /// no --port.
-    fn run_start(&mut self, args: &[&str]) {
-        let output = Command::new(root().join("scripts/kafka"))
-            .arg("start")
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run scripts/kafka");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        self.endpoints = stdout
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert!(
-            output.status.success() && self.endpoints.contains_key("bootstrap"),
-            "scripts/kafka start failed ({}): these tests need a real Kafka broker, which the \
-             script fetches with Maven (needs java 17+ and mvn: run scripts/setup)\n{stdout}",
-            output.status
-        );
-    }
-
-    fn bootstrap(&self) -> &str {
-        &self.endpoints["bootstrap"]
-    }
-
-    fn stop(&self) {
-        let status = Command::new(root().join("scripts/kafka"))
-            .args(["stop", "--dir"])
-            .arg(&self.dir)
-            .status()
-            .expect("cannot run scripts/kafka");
-        assert!(status.success(), "scripts/kafka stop failed");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/kafka")).args(["stop", "--dir"]).arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A child process killed (SIGKILL) if the test ends while it runs.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn work_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flowgraph-kf-work-{name}-{}", std::process::id()));
@@ -191,15 +111,20 @@ fn metrics(addr: &str) -> Option<BTreeMap<String, f64>> {
         .lines()
         .filter(|l| l.starts_with("flowgraph_"))
         .filter_map(|l| {
-            let (name, value) = l.split_once(' ')?;
+            let (name, value) = l.rsplit_once(' ')?;
             Some((name.to_string(), value.trim().parse().ok()?))
         })
         .collect();
     (!values.is_empty()).then_some(values)
 }
 
+/// A metric's value, summed over its label sets (these runs have one worker: `{worker="0"}`).
 fn metric(values: &BTreeMap<String, f64>, name: &str) -> f64 {
-    values.get(name).copied().unwrap_or(0.0)
+    values
+        .iter()
+        .filter(|(key, _)| key.as_str() == name || key.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .map(|(_, value)| value)
+        .sum()
 }
 
 

@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::worker::Worker;
 
 /// Bytes of one connection key's sample in force.
@@ -71,13 +72,18 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
         let rows = rows(conns, procs, names, ips, group_by);
         let edges = edges(rows.clone());
 
-        let (probe, _) = rows
+        // Every output goes to worker 0, which releases and publishes them (one sink for a
+        // cluster); on one worker this is a local hand-over.
+        let gathered = rows
             .map(GraphRecord::Row)
             .concat(edges.map(GraphRecord::Edge))
-            .inspect_batch(move |_stamp, updates| {
-                output
-                    .borrow_mut()
-                    .extend(updates.iter().cloned());
+            .inner
+            .exchange(|_| 0);
+        let (probe, _) = gathered
+            .inspect_core(move |event| {
+                if let Ok((_stamp, updates)) = event {
+                    output.borrow_mut().extend(updates.iter().cloned());
+                }
             })
             .probe();
 

@@ -107,16 +107,21 @@ impl StageValue for Text {
     }
 }
 
-/// One net-flow-graph job on one timely worker in the calling thread.
+/// One net-flow-graph job: by default on a timely worker of its own in the calling thread
+/// (`Job::new`), or on one worker of a cluster (`Job::in_worker`, see `crate::cluster`).
 ///
 /// Time model: the frontier trails the largest event time seen by `lateness`; a record older
 /// than the frontier is processed at the frontier. Whenever the frontier has moved by
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
 /// dataflow has caught up, and the updates of every completed time are released, sorted,
-/// followed by a progress mark.
-pub struct Job {
+/// followed by a progress mark. The updates of each time are a function of the input alone;
+/// where the marks fall depends on how the input arrived (batches, polls, workers).
+///
+/// On a cluster every worker runs a `Job` on its share of the keys, and the outputs of all of
+/// them are gathered on worker 0: only its `drain_into` yields updates.
+pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     config: JobConfig,
-    worker: Worker,
+    worker: W,
     inputs: Inputs,
     probe: ProbeHandle<EventTime>,
     output: OutputBuffer,
@@ -136,10 +141,12 @@ pub struct Job {
     /// Output updates of times not yet complete.
     held: BTreeMap<EventTime, Vec<(GraphRecord, isize)>>,
     released: Vec<Output>,
+    /// Worker 0 releases the cluster's outputs; the others release nothing.
+    releases: bool,
     stats: JobStats,
 }
 
-impl std::fmt::Debug for Job {
+impl<W: std::borrow::BorrowMut<Worker>> std::fmt::Debug for Job<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("params", &self.params)
@@ -149,19 +156,31 @@ impl std::fmt::Debug for Job {
     }
 }
 
-impl Job {
-    /// Builds the dataflow. Fails if the parameters do not validate.
+impl Job<Worker> {
+    /// Builds the dataflow on a worker of its own. Fails if the parameters do not validate.
     pub fn new(config: JobConfig) -> Result<Job, String> {
+        let allocator = Allocator::Thread(Thread::default());
+        let worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
+        Job::in_worker(worker, config)
+    }
+}
+
+impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
+    /// Builds the dataflow on `worker` (owned, or borrowed from a cluster's worker thread).
+    /// Every worker of a cluster must build it, in the same order as its other dataflows.
+    pub fn in_worker(mut worker: W, config: JobConfig) -> Result<Job<W>, String> {
         config.params.validate(config.max_window_ns)?;
         if config.progress_interval_ns == 0 {
             return Err("progress_interval: must be longer than zero".into());
         }
-        let allocator = Allocator::Thread(Thread::default());
-        let mut worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
         let output = OutputBuffer::default();
-        let (mut inputs, probe) = dataflow::build(&mut worker, output.clone());
-        inputs.ips.insert(config.params.ips.clone());
-        inputs.group_by.insert(config.params.group_by);
+        let (mut inputs, probe) = dataflow::build(worker.borrow_mut(), output.clone());
+        // The parameters are one value each for the whole cluster: worker 0 holds them.
+        let releases = worker.borrow_mut().index() == 0;
+        if releases {
+            inputs.ips.insert(config.params.ips.clone());
+            inputs.group_by.insert(config.params.group_by);
+        }
         Ok(Job {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
             procs: Stage::new(None, config.max_window_ns),
@@ -179,6 +198,7 @@ impl Job {
             input_frontier: 0,
             held: BTreeMap::new(),
             released: Vec::new(),
+            releases,
             stats: JobStats::default(),
         })
     }
@@ -249,6 +269,16 @@ impl Job {
         }
     }
 
+    /// The worker the job runs on (a cluster steps it between polls of its input).
+    pub fn worker(&mut self) -> &mut Worker {
+        self.worker.borrow_mut()
+    }
+
+    /// The largest event time pushed so far.
+    pub fn max_seen(&self) -> Option<EventTime> {
+        self.max_seen
+    }
+
     /// Changes the parameters from the current frontier on; returns that time.
     pub fn set_params(&mut self, params: Params) -> Result<EventTime, String> {
         params.validate(self.config.max_window_ns)?;
@@ -280,9 +310,15 @@ impl Job {
     /// progress mark is that time + 1. Pending window expiries past it are not flushed.
     pub fn finish(&mut self) {
         if let Some(max_seen) = self.max_seen {
-            if max_seen + 1 > self.input_frontier {
-                self.advance(max_seen + 1);
-            }
+            self.finish_at(max_seen + 1);
+        }
+    }
+
+    /// Completes every time before `end` (on a cluster: the largest event time any worker saw,
+    /// + 1, so that every worker ends at the same mark).
+    pub fn finish_at(&mut self, end: EventTime) {
+        if end > self.input_frontier {
+            self.advance(end);
         }
     }
 
@@ -311,7 +347,7 @@ impl Job {
         self.inputs.advance_to(to);
         self.inputs.flush();
         while self.probe.less_than(&to) {
-            self.worker.step();
+            self.worker.borrow_mut().step();
         }
         self.input_frontier = to;
         self.release(to);
@@ -380,6 +416,8 @@ impl Job {
                 }
             }
         }
-        self.released.push(Output::Progress(upper));
+        if self.releases {
+            self.released.push(Output::Progress(upper));
+        }
     }
 }

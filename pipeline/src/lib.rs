@@ -6,12 +6,14 @@
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 mod dataflow;
 mod graph;
 mod job;
 mod params;
 mod stage;
 
+pub use cluster::ClusterJob;
 pub use graph::{Edge, GraphRecord, Output, Row, Text};
 pub use job::{Admission, Job, JobConfig, JobStats, Rejection};
 pub use params::{GroupBy, IpFilter, Params, DEFAULT_WINDOW_NS};

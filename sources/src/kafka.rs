@@ -72,6 +72,14 @@ struct PartitionClock {
     max_seen: EventTime,
 }
 
+impl PartitionClock {
+    /// max(the least latest progress over its sources, its largest event time - lateness).
+    fn watermark(&self, lateness: EventTime) -> EventTime {
+        let progress = self.progress.values().min().copied().unwrap_or(0);
+        progress.max(self.max_seen.saturating_sub(lateness))
+    }
+}
+
 /// Errors that stop the source (bad input never does).
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
@@ -122,6 +130,8 @@ pub struct KafkaSourceStats {
     pub decode_errors: u64,
     /// Of those, the ones written to the dead-letter topic.
     pub dead_letters: u64,
+    /// Records older than their partition's watermark, re-stamped to it.
+    pub late: u64,
 }
 
 /// One undecodable message or line.
@@ -328,12 +338,24 @@ impl KafkaSource {
                 bad.into_iter().map(|(reason, bytes)| (reason, bytes.to_vec())).collect();
             drop(message);
             if out.len() > before {
+                // Lateness is a property of the partition: a record older than its partition's
+                // watermark is processed at that watermark. Decided here, per partition, it is
+                // the same whichever worker reads the partition and whatever else it reads, so
+                // one worker and a cluster compute the same times. The watermark handed to the
+                // job is the minimum over partitions, never above a re-stamped time.
+                let lateness = self.config.lateness_ns;
                 let clock = self.clocks.entry(partition).or_default();
-                for record in &out[before..] {
-                    clock.max_seen = clock.max_seen.max(record.time());
-                    if let Record::Progress(p) = record {
+                for record in &mut out[before..] {
+                    let time = record.time();
+                    clock.max_seen = clock.max_seen.max(time);
+                    if let Record::Progress(p) = &*record {
                         let latest = clock.progress.entry(p.source.clone()).or_insert(0);
                         *latest = (*latest).max(p.time_);
+                    }
+                    let watermark = clock.watermark(lateness);
+                    if time < watermark && !matches!(record, Record::Progress(_)) {
+                        record.set_time(watermark);
+                        self.stats.late += 1;
                     }
                 }
             }
@@ -382,14 +404,7 @@ impl KafkaSource {
     /// each one's watermark, max(its sources' least progress, its largest event time -
     /// lateness); `None` before any record.
     pub fn watermark(&self) -> Option<EventTime> {
-        let lateness = self.config.lateness_ns;
-        self.clocks
-            .values()
-            .map(|clock| {
-                let progress = clock.progress.values().min().copied().unwrap_or(0);
-                progress.max(clock.max_seen.saturating_sub(lateness))
-            })
-            .min()
+        self.clocks.values().map(|clock| clock.watermark(self.config.lateness_ns)).min()
     }
 
     /// Messages not read yet per partition (end offset - next offset), asking the broker.

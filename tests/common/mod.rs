@@ -1,5 +1,6 @@
-//! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs): reading
-//! topics back and comparing delta streams and state topics with the in-process replay.
+//! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs,
+//! tests/cluster.rs): a broker from scripts/kafka, reading topics back, comparing delta
+//! streams and state topics with the in-process replay.
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
@@ -10,7 +11,92 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A broker started by the project's script, stopped (and its dir removed) on drop.
+pub struct Broker {
+    dir: PathBuf,
+    /// What `start` printed: bootstrap=, and with --secure secure_bootstrap=, ca_pem=, ...
+    pub endpoints: BTreeMap<String, String>,
+}
+
+impl Broker {
+    pub fn start(name: &str, secure: bool) -> Broker {
+        let dir = std::env::temp_dir().join(format!("flowgraph-kf-kafka-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut broker = Broker { dir, endpoints: BTreeMap::new() };
+        let mut args = vec!["--port", "auto"];
+        if secure {
+            args.push("--secure");
+        }
+        broker.run_start(&args);
+        broker
+    }
+
+    /// `scripts/kafka start ARGS --dir DIR`; a dir remembers its port, so a restart needs
+    /// no --port.
+    pub fn run_start(&mut self, args: &[&str]) {
+        let output = Command::new(root().join("scripts/kafka"))
+            .arg("start")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run scripts/kafka");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        self.endpoints = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(
+            output.status.success() && self.endpoints.contains_key("bootstrap"),
+            "scripts/kafka start failed ({}): these tests need a real Kafka broker, which the \
+             script fetches with Maven (needs java 17+ and mvn: run scripts/setup)\n{stdout}",
+            output.status
+        );
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.endpoints["bootstrap"]
+    }
+
+    pub fn stop(&self) {
+        let status = Command::new(root().join("scripts/kafka"))
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .status()
+            .expect("cannot run scripts/kafka");
+        assert!(status.success(), "scripts/kafka stop failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/kafka")).args(["stop", "--dir"]).arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed (SIGKILL) if the test ends while it runs.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 
 /// Every message of a topic's partitions, from the beginning to the current end, committed only.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {

@@ -1,0 +1,207 @@
+//! The job on a timely cluster: several workers, in one process or several.
+//!
+//! ```text
+//!  worker w: its Kafka partitions ──► routes input (at w's watermark) ─┐
+//!                                                                     │ exchange by key: conns and
+//!                                                                     │ processes by upid, names by
+//!                                                                     ▼ address; max-seen to all
+//!  worker k: records of its keys ──► Job (stages + dataflow, every worker) ── outputs ──► worker 0
+//!            routes frontier = min over workers' watermarks ──► the Job's watermark
+//! ```
+//!
+//! Each worker reads its own partitions and feeds the records into a small routing dataflow
+//! that sends every record to the worker owning its key, so a key's stage (latest sample,
+//! window) sees all of the key's records wherever they were read. The routing dataflow's
+//! frontier is the minimum of every worker's watermark: once it passes T, every record before T
+//! has reached its owner, and each worker's [`Job`] may complete the times before T. The
+//! dataflow gathers all outputs on worker 0, which alone releases updates and progress marks.
+//! One worker, several threads and several processes publish the same updates at every time;
+//! the marks between them fall wherever the cluster's frontier happened to be.
+
+use crate::job::{Job, JobConfig, JobStats, Rejection};
+use crate::graph::Output;
+use flowgraph_schema::{EventTime, Record};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::operators::vec::input::Handle as InputHandle;
+use timely::dataflow::operators::vec::{Input, Map};
+use timely::worker::Worker;
+
+/// What travels on the routing dataflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Routed {
+    /// A record, for the worker that owns its key.
+    Record(Record),
+    /// A worker's largest event time read, for every worker (the common end of a finite run).
+    MaxSeen(EventTime),
+}
+
+/// The worker that owns a record's key. A fixed hash, so every process agrees.
+fn owner(record: &Record, peers: usize) -> usize {
+    let mut hasher = rustc_hash::FxHasher::default();
+    match record {
+        // A connection key's stage and its process's stage live with the upid.
+        Record::ConnStats(c) => c.upid.hash(&mut hasher),
+        Record::Process(p) => p.upid.hash(&mut hasher),
+        Record::Name(n) => n.addr.hash(&mut hasher),
+        Record::Progress(p) => p.source.hash(&mut hasher),
+    }
+    (hasher.finish() % peers as u64) as usize
+}
+
+/// One worker's share of the job.
+pub struct ClusterJob<'w> {
+    job: Job<&'w mut Worker>,
+    /// This worker's records, at its watermark; `None` once closed by [`ClusterJob::close`].
+    routes: Option<InputHandle<EventTime, Routed>>,
+    routed: ProbeHandle<EventTime>,
+    arrived: Rc<RefCell<Vec<Routed>>>,
+    /// Largest event time read by any worker that has closed its routes.
+    cluster_max_seen: Option<EventTime>,
+    /// Largest event time this worker has read.
+    max_read: Option<EventTime>,
+    rejections: Vec<Rejection>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for ClusterJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterJob").field("job", &self.job).finish_non_exhaustive()
+    }
+}
+
+impl<'w> ClusterJob<'w> {
+    /// Builds the routing dataflow and the job's dataflow on this worker. Every worker of the
+    /// cluster must call it, with the same configuration. The configuration's lateness is not
+    /// used: records come re-stamped by their source (per partition), and the watermark moves
+    /// the frontier.
+    pub fn new(worker: &'w mut Worker, config: JobConfig) -> Result<ClusterJob<'w>, String> {
+        let arrived: Rc<RefCell<Vec<Routed>>> = Rc::default();
+        let sink = arrived.clone();
+        let peers = worker.peers();
+        let (routes, routed) = worker.dataflow_named::<EventTime, _, _>("route_records", move |scope| {
+            let (routes, records) = scope.new_input::<Routed>();
+            let (routed, _) = records
+                .flat_map(move |item| -> Vec<(usize, Routed)> {
+                    match item {
+                        Routed::Record(record) => vec![(owner(&record, peers), Routed::Record(record))],
+                        Routed::MaxSeen(t) => (0..peers).map(|w| (w, Routed::MaxSeen(t))).collect(),
+                    }
+                })
+                .exchange(|(worker, _)| *worker as u64)
+                .inspect(move |(_, item)| sink.borrow_mut().push(item.clone()))
+                .probe();
+            (routes, routed)
+        });
+        let job = Job::in_worker(worker, JobConfig { lateness_ns: u64::MAX, ..config })?;
+        Ok(ClusterJob {
+            job,
+            routes: Some(routes),
+            routed,
+            arrived,
+            cluster_max_seen: None,
+            max_read: None,
+            rejections: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// This worker's index and the number of workers.
+    pub fn worker_index(&mut self) -> (usize, usize) {
+        let worker = self.job.worker();
+        (worker.index(), worker.peers())
+    }
+
+    /// Sends a record read by this worker to the worker owning its key. Its time must be at
+    /// or after this worker's watermark (sources re-stamp late records to it).
+    pub fn push(&mut self, record: Record) {
+        let routes = self.routes.as_mut().expect("push after close");
+        debug_assert!(record.time() >= *routes.time(), "record before the watermark");
+        let time = record.time();
+        self.max_read = Some(self.max_read.map_or(time, |m| m.max(time)));
+        routes.send(Routed::Record(record));
+    }
+
+    /// This worker's sources promise nothing before `watermark` will come.
+    pub fn advance_watermark(&mut self, watermark: EventTime) {
+        if let Some(routes) = self.routes.as_mut() {
+            if watermark > *routes.time() {
+                routes.advance_to(watermark);
+            }
+        }
+    }
+
+    /// Runs the worker a little: routed records go into this worker's job, and the job
+    /// completes every time the whole cluster's watermark has passed.
+    pub fn step(&mut self) {
+        if let Some(routes) = self.routes.as_mut() {
+            routes.flush();
+        }
+        self.job.worker().step();
+        for item in self.arrived.borrow_mut().drain(..) {
+            match item {
+                Routed::Record(record) => {
+                    if let Err(rejection) = self.job.push(record) {
+                        self.rejections.push(rejection);
+                    }
+                }
+                Routed::MaxSeen(t) => {
+                    self.cluster_max_seen = Some(self.cluster_max_seen.map_or(t, |m| m.max(t)));
+                }
+            }
+        }
+        match self.routed.with_frontier(|f| f.first().copied()) {
+            Some(frontier) => self.job.advance_watermark(frontier),
+            None if !self.finished => {
+                // Every worker has closed its routes: every MaxSeen has arrived, so all agree
+                // on the end.
+                self.finished = true;
+                if let Some(end) = self.cluster_max_seen {
+                    self.job.finish_at(end + 1);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// This worker has read all it will: tells the others how far it read and stops routing.
+    /// Keep calling [`ClusterJob::step`] until [`ClusterJob::finished`].
+    pub fn close(&mut self) {
+        if let Some(mut routes) = self.routes.take() {
+            if let Some(max) = self.max_read {
+                routes.send(Routed::MaxSeen(max));
+            }
+            routes.close();
+        }
+    }
+
+    /// True once every worker has closed and the job has completed the cluster's last event
+    /// time.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Moves the released outputs into `out` (only worker 0 has any).
+    pub fn drain_into(&mut self, out: &mut Vec<Output>) {
+        self.job.drain_into(out);
+    }
+
+    /// Records this worker's job rejected since the last call.
+    pub fn take_rejections(&mut self) -> Vec<Rejection> {
+        std::mem::take(&mut self.rejections)
+    }
+
+    /// The time before which this worker's job has completed everything.
+    pub fn frontier(&self) -> EventTime {
+        self.job.frontier()
+    }
+
+    /// What this worker's job has processed (the records of the keys it owns).
+    pub fn stats(&self) -> &JobStats {
+        self.job.stats()
+    }
+}

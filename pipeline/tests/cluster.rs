@@ -1,0 +1,118 @@
+//! A cluster of workers computes what one job computes: the same updates at every time, in
+//! the same order, and progress marks that each cover exactly the times before them, whichever
+//! worker read which records.
+
+use flowgraph_benches::Size;
+use flowgraph_pipeline::{ClusterJob, Job, JobConfig, Output, Params};
+use flowgraph_schema::{EventTime, Record};
+
+fn config() -> JobConfig {
+    JobConfig {
+        params: Params { window_ns: 60_000_000_000, ..Params::default() },
+        lateness_ns: u64::MAX,
+        progress_interval_ns: 1_000_000_000,
+        ..JobConfig::default()
+    }
+}
+
+/// The smoke fleet's records, in event-time order.
+fn stream(seed: u64) -> Vec<Record> {
+    let mut records = Vec::new();
+    flowgraph_benches::generate(&Size::Smoke.profile(), seed, |r| records.push(r));
+    records.sort_by_key(Record::time);
+    records
+}
+
+/// One job, the watermark following the records (they come in time order).
+fn one_job(records: &[Record]) -> Vec<Output> {
+    let mut job = Job::new(config()).unwrap();
+    let mut outputs = Vec::new();
+    for chunk in records.chunks(700) {
+        for record in chunk {
+            job.push(record.clone()).unwrap();
+        }
+        job.advance_watermark(chunk.last().unwrap().time());
+        job.drain_into(&mut outputs);
+    }
+    job.finish();
+    job.drain_into(&mut outputs);
+    outputs
+}
+
+/// `workers` threads; worker w reads the records of "partitions" p with p % workers == w, where
+/// a record's partition is its agent (as `flowgraph agent` keys its messages), each at its
+/// own pace.
+fn cluster(records: Vec<Record>, workers: usize, chunk: usize) -> Vec<Vec<Output>> {
+    let records = std::sync::Arc::new(records);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
+        let mut job = ClusterJob::new(worker, config()).unwrap();
+        let mut outputs = Vec::new();
+        for part in mine.chunks(chunk + index * 37) {
+            for record in part {
+                job.push(record.clone());
+            }
+            job.advance_watermark(part.last().unwrap().time());
+            job.step();
+            job.drain_into(&mut outputs);
+        }
+        job.close();
+        while !job.finished() {
+            job.step();
+            job.drain_into(&mut outputs);
+        }
+        assert!(job.take_rejections().is_empty());
+        outputs
+    })
+    .unwrap();
+    guards.join().into_iter().map(Result::unwrap).collect()
+}
+
+fn partition(record: &Record) -> usize {
+    match record {
+        Record::ConnStats(c) => c.upid.asid as usize,
+        Record::Process(p) => p.upid.asid as usize,
+        Record::Name(n) => n.addr.to_string().len(),
+        Record::Progress(p) => p.source.len(),
+    }
+}
+
+fn updates(outputs: &[Output]) -> Vec<&Output> {
+    outputs.iter().filter(|o| matches!(o, Output::Update { .. })).collect()
+}
+
+/// Marks increase, every update before a mark has a time below it, every update after it a
+/// time at or above it; the last mark is `end`.
+fn check_marks(outputs: &[Output], end: EventTime) {
+    let mut last_mark = 0;
+    for (i, output) in outputs.iter().enumerate() {
+        match output {
+            Output::Progress(p) => {
+                assert!(*p > last_mark, "mark {p} after {last_mark}");
+                last_mark = *p;
+            }
+            Output::Update { time, .. } => {
+                assert!(*time >= last_mark, "update at {time} after mark {last_mark}");
+                let next = outputs[i..].iter().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+                assert!(next.is_some_and(|p| *time < p), "update at {time} not covered by the next mark {next:?}");
+            }
+        }
+    }
+    assert_eq!(last_mark, end);
+}
+
+#[test]
+fn two_and_three_workers_publish_what_one_job_does() {
+    let records = stream(21);
+    let reference = one_job(&records);
+    let end = records.iter().map(Record::time).max().unwrap() + 1;
+    check_marks(&reference, end);
+    assert!(updates(&reference).len() > 5_000, "a smoke stream has many updates");
+    for (workers, chunk) in [(1, 500), (2, 300), (3, 1000)] {
+        let outputs = cluster(records.clone(), workers, chunk);
+        assert!(outputs[1..].iter().all(Vec::is_empty), "{workers} workers: only worker 0 releases");
+        check_marks(&outputs[0], end);
+        assert!(updates(&outputs[0]) == updates(&reference), "{workers} workers: different updates");
+    }
+}
