@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Project-local check tools, sourced by scripts/check-schemas and scripts/check-compose.
+# Project-local check tools, sourced by scripts/check-schemas, scripts/check-compose and
+# scripts/check-kubernetes.
 #
 # Tools live in .venv-tools/ at the top of the work tree (git-ignored; FLOWGRAPH_TOOLS_DIR moves
 # it): a Python venv for PyPI packages, and Go-built binaries in its bin/. Each tool is pinned
@@ -73,7 +74,11 @@ tools_go_install() {
       tools_unlock; return 1
     fi
     mkdir -p "$TOOLS_DIR/bin"
-    mv "$tmp/$(basename "${pkg%@*}")" "$bin"
+    # go install names the binary after the last path element, skipping a major-version
+    # suffix (sigs.k8s.io/kustomize/kustomize/v5 -> kustomize).
+    local built=${pkg%@*}
+    [[ $(basename "$built") =~ ^v[0-9]+$ ]] && built=$(dirname "$built")
+    mv "$tmp/$(basename "$built")" "$bin"
     rm -rf "$tmp"
   fi
   tools_unlock
