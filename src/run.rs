@@ -112,6 +112,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         brokers = %kafka.brokers, topic = %kafka.input_topic, start = ?start, cluster = ?communication,
         "flowgraph run: starting"
     );
+    if args.processes > 1 {
+        exit_when_the_cluster_breaks();
+    }
     let service = Arc::new(Service { config, kafka, start, idle_exit, stop, sink: Mutex::new(sink) });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
@@ -130,6 +133,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// timely cannot carry on without a peer: when a process of the cluster dies, the others'
+/// communication threads panic, and then their workers. Say so once, plainly, and exit at
+/// once (an open Kafka transaction is then aborted, never half-published), so the
+/// orchestrator restarts every process; the restarted cluster resumes after the last
+/// committed progress mark.
+fn exit_when_the_cluster_breaks() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let Some(name) = thread.name().filter(|n| n.starts_with("timely:")) else {
+            return default_hook(info);
+        };
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        eprintln!(
+            "error: the timely cluster broke (thread {name}: {message}); exiting so that every \
+             process can be restarted, which resumes after the last committed progress mark"
+        );
+        std::process::exit(3);
+    }));
 }
 
 /// timely's communication from `--workers`, `--processes`, `--process-id` and `--hosts`.

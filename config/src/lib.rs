@@ -203,7 +203,7 @@ impl ConfigFile {
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_path_buf()),
-            key: "(file)".into(),
+            key: "cannot read the file".into(),
             message: e.to_string(),
         })?;
         toml::from_str(&text).map_err(|e| ConfigError {
