@@ -6,7 +6,7 @@
 //! answer, with no update repeated or missing on the delta topic.
 
 mod common;
-use common::{assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
+use common::{assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use flowgraph_sinks::graph::GraphState;
@@ -121,6 +121,7 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
             }
         }
         let published = delta_topic_outputs(b, &format!("{name}.deltas"));
+        assert_marks_cover(&published, name);
         assert_same_deltas(&published, &reference, name);
         assert_eq!(state_topic_graph(b, &format!("{name}.state")), reference_state, "{name}: state topic");
         snapshots.push((name, final_snapshot(&published)));
@@ -176,6 +177,7 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     assert!(restarted.contains("resuming after the last committed progress mark"), "{restarted}");
     let published = delta_topic_outputs(b, "crash.deltas");
     assert!(published.len() > before.len(), "the restarted cluster published nothing");
+    assert_marks_cover(&published, "two processes, one killed, both restarted");
     assert_same_deltas(&published, &reference, "two processes, one killed, both restarted");
     assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash");
     assert!(final_snapshot(&published) == reference_snapshot, "final snapshot after the crash");

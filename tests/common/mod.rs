@@ -185,6 +185,30 @@ pub fn assert_same_deltas(actual: &[Output], expected: &[Output], what: &str) {
     }
 }
 
+/// Progress marks increase, and every update lies between the mark before it and the mark
+/// after it (time >= the previous mark, time < the next one), so the updates published up to
+/// any mark P are exactly those with time < P: with [`assert_same_deltas`], two streams then
+/// hold the same delta multiset at each progress mark of either.
+pub fn assert_marks_cover(outputs: &[Output], what: &str) {
+    let mut previous = 0;
+    let mut open: Vec<u64> = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Update { time, .. } => {
+                assert!(*time >= previous, "{what}: an update at {time} after the mark {previous}");
+                open.push(*time);
+            }
+            Output::Progress(mark) => {
+                assert!(*mark > previous, "{what}: mark {mark} after mark {previous}");
+                assert!(open.iter().all(|t| t < mark), "{what}: an update at or after the mark {mark} before it");
+                open.clear();
+                previous = *mark;
+            }
+        }
+    }
+    assert!(open.is_empty(), "{what}: {} updates after the last mark", open.len());
+}
+
 pub fn delta_topic_outputs(bootstrap: &str, topic: &str) -> Vec<Output> {
     read_topic(bootstrap, topic)
         .into_iter()
