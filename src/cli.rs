@@ -31,9 +31,39 @@ pub enum Command {
     /// The live view in a browser: a recording through the embedded job (--input), or a
     /// running pipeline's Kafka topics (--from-kafka), served over HTTP.
     Ui(UiArgs),
+    /// Benchmark the in-process job on a recording against a hash-map bound and Pixie-style
+    /// recomputation in the same run: throughput, memory per key, latency; targets PASS/FAIL.
+    Bench(BenchArgs),
     /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
     /// and report throughput and produce-to-readable latency percentiles.
     BenchKafka(BenchKafkaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The recording (flowgraph generate --size smoke|medium|large).
+    #[arg(long)]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// How often the baselines refresh (event time): the recompute baseline's refresh interval.
+    #[arg(long, default_value = "1s")]
+    pub refresh: String,
+    /// Offered rate of the latency measurement, records per wall-clock second.
+    #[arg(long, default_value_t = 200_000)]
+    pub rate: u64,
+    /// The job's lateness in the latency measurement (the recording is in event-time order).
+    #[arg(long, default_value = "0s")]
+    pub latency_lateness: String,
+    /// The job's progress interval in the latency measurement.
+    #[arg(long, default_value = "10ms")]
+    pub latency_progress_interval: String,
+    /// Records pushed in the latency measurement (default: all).
+    #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+    pub latency_records: usize,
+    /// Write the figures here as JSON too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod demo;
 mod generate;
+mod harness;
 mod produce;
 mod record;
 mod replay;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Tail(args) => tail::run(args),
         cli::Command::Record(args) => record::run(args),
         cli::Command::Ui(args) => ui::run(args),
+        cli::Command::Bench(args) => harness::run(args),
         cli::Command::BenchKafka(args) => bench::kafka(args),
     };
     match result {

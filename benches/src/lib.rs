@@ -31,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+pub mod baseline;
 mod catalog;
 mod engine;
 
