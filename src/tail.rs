@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::replay::{kafka_config, stop_flag};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::graph::GraphState;
-use flowgraph_sources::kafka::{client_config, read_to_end};
+use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -26,15 +26,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         return print_state(&kafka.brokers, &kafka.state_topic, &kafka.options, args.top);
     }
     let stop = stop_flag()?;
-    let mut client = client_config(&kafka.brokers, &BTreeMap::new());
-    client
-        .set("group.id", "flowgraph-tail")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    for (key, value) in &kafka.options {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
+    let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-tail")?;
     let topic = &kafka.deltas_topic;
     let (_, end) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))

@@ -14,7 +14,7 @@ use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Outpu
 use flowgraph_schema::{EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sinks::kafka::{decode, decode_state_value, last_progress, state_entry};
-use flowgraph_sources::kafka::{client_config, read_to_end};
+use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use flowgraph_sources::recording::{Item, RecordingReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -343,15 +343,7 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     let _server = serve(&args.serve, live.clone(), control, config.max_window_ns, false)?;
     let stop = stop_flag()?;
 
-    let mut client = client_config(&kafka.brokers, &BTreeMap::new());
-    client
-        .set("group.id", "flowgraph-ui")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    for (key, value) in &kafka.options {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer = client.create().context("creating the Kafka consumer")?;
+    let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-ui")?;
     let topic = &kafka.deltas_topic;
     let end_of_deltas = |what: &str| -> anyhow::Result<i64> {
         let (_, end) = consumer

@@ -6,26 +6,13 @@
 //! answer, with no update repeated or missing on the delta topic.
 
 mod common;
-use common::{assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
+use common::{flowgraph, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use flowgraph_sinks::graph::GraphState;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn flowgraph(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run flowgraph");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(output.status.success(), "flowgraph {args:?} failed\n{stdout}\n{stderr}");
-    stdout + &stderr
-}
 
 fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
     let log = std::fs::File::create(dir.join(log)).unwrap();

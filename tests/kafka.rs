@@ -5,7 +5,7 @@
 //! One broker serves every scenario, each on topics of its own.
 
 mod common;
-use common::{Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
+use common::{flowgraph, Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use flowgraph_sinks::graph::GraphState;
@@ -16,19 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 
-
-fn flowgraph(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run flowgraph");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(output.status.success(), "flowgraph {args:?} failed\n{stdout}\n{stderr}");
-    stdout + &stderr
-}
 
 fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowgraph"))

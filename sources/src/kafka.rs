@@ -532,6 +532,27 @@ mod tests {
     }
 }
 
+/// A consumer that sees committed messages only and commits no offsets (readers assign their
+/// partitions themselves): what every reader of the pipeline's topics uses.
+pub fn committed_reader(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    group_id: &str,
+) -> Result<BaseConsumer, KafkaSourceError> {
+    let mut client = client_config(brokers, &BTreeMap::new());
+    client
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (key, value) in options {
+        client.set(key, value);
+    }
+    client.create().map_err(|source| KafkaSourceError::Client {
+        brokers: brokers.to_string(),
+        source,
+    })
+}
+
 /// Reads every partition of `topic` from its beginning up to the end it had when called,
 /// handing each message's key and payload to `each`; returns the number of messages.
 /// `read_committed`, so aborted transactions are invisible.
@@ -541,18 +562,7 @@ pub fn read_to_end(
     options: &BTreeMap<String, String>,
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> Result<u64, KafkaSourceError> {
-    let mut client = client_config(brokers, &BTreeMap::new());
-    client
-        .set("group.id", format!("flowgraph-reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    for (key, value) in options {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer = client.create().map_err(|source| KafkaSourceError::Client {
-        brokers: brokers.to_string(),
-        source,
-    })?;
+    let consumer = committed_reader(brokers, options, &format!("flowgraph-reader-{topic}"))?;
     let metadata_error = |reason: String| KafkaSourceError::Metadata {
         brokers: brokers.to_string(),
         topic: topic.to_string(),

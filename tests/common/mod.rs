@@ -15,6 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs `flowgraph ARGS` in `dir`, asserts it succeeded, and returns its stdout and stderr
+/// (logs at info level, which tests grep).
+pub fn flowgraph(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run flowgraph");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "flowgraph {args:?} failed\n{stdout}\n{stderr}");
+    stdout + &stderr
+}
+
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
