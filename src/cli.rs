@@ -15,8 +15,8 @@ pub struct Cli {
 pub enum Command {
     /// Replay a recorded stream (JSON Lines or binary) through the job.
     Replay(ReplayArgs),
-    /// Show the graph evolving in the terminal: this host's live traffic when eBPF can load
-    /// (root), otherwise the bundled recording.
+    /// Show the graph evolving in the terminal and the live view: this host's live traffic
+    /// when eBPF can load (root), otherwise the bundled recording.
     Demo(DemoArgs),
     /// Write a seeded synthetic fleet recording.
     Generate(GenerateArgs),

@@ -1,7 +1,10 @@
 //! `flowgraph`: the live network flow graph.
 //!
-//! Subcommands: `replay` a recorded stream through the job, `demo` (the bundled recording,
-//! shown evolving in the terminal), `generate` a seeded synthetic fleet recording.
+//! Subcommands: `replay` a recorded stream through the job; `demo` (this host live, or the
+//! bundled recording, in the terminal and the live view); `ui` (the live view: HTTP API and web
+//! page); `run` (the Kafka service, on one worker or a timely cluster); `agent` (eBPF);
+//! `tail`, `record` (Kafka topics for people and for replay); `generate` (seeded fleets);
+//! `bench`, `bench-kafka` (benchmark harnesses).
 
 mod agent;
 mod bench;
