@@ -220,7 +220,13 @@ impl KafkaSink {
             MAX_MESSAGE_BYTES,
         );
         messages.push(encode(self.config.format, &[Output::Progress(progress)]));
-        let timestamp = (progress / 1_000_000) as i64;
+        // Stamped with the wall clock, not the mark's event time: the broker rolls and deletes
+        // segments by message timestamp, and a replayed recording's event times can be far
+        // older than the retention, which had it delete deltas minutes after they were
+        // written (seen in tests/cluster.rs). The event time is in the payload.
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         for payload in &messages {
             self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
             self.stats.messages += 1;
