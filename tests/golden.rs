@@ -72,8 +72,11 @@ fn replay(case: &Path, out: &Path) -> Run {
     }
 }
 
+/// A fresh scratch directory under cargo's target/tmp (kept for a look after a failure,
+/// replaced by the next run; nothing left in /tmp).
 fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flowgraph-golden-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("golden").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

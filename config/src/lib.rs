@@ -294,6 +294,7 @@ mod tests {
         let path = dir.join("bad.toml");
         std::fs::write(&path, "[query]\nwindow = \"5m\"\nwindw = \"1m\"\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("bad.toml: line 3: unknown field `windw`"), "{err}");
     }
 }
