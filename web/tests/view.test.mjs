@@ -228,6 +228,13 @@ test("changing group_by in the page regroups the graph", async () => {
       (v) => v.params?.group_by === "service" && v.edges.length > 0 && !v.nodes.some((n) => n.id === "shop/frontend-0"),
       "the graph grouped by service",
     );
+    // The stream can regroup the graph before the PUT's own answer reaches the page: wait
+    // for the answer's note rather than read it at once.
+    await page.waitForFunction(
+      () => /^applied/.test(document.querySelector("#params-note")?.textContent ?? ""),
+      null,
+      { timeout: 10000 },
+    );
     assert.match(await page.locator("#params-note").innerText(), /^applied/);
     const ids = view.nodes.map((n) => n.id);
     assert.ok(ids.includes("shop/frontend"), `no service node shop/frontend in ${ids}`);
