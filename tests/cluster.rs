@@ -6,10 +6,8 @@
 //! answer, with no update repeated or missing on the delta topic.
 
 mod common;
-use common::{flowgraph, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
+use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
 use flowgraph_pipeline::Output;
-use flowgraph_sinks::deltas;
-use flowgraph_sinks::graph::GraphState;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,7 +61,7 @@ fn hosts(dir: &Path) -> PathBuf {
 }
 
 fn final_snapshot(outputs: &[Output]) -> String {
-    outputs.iter().fold(GraphState::default(), |mut g, o| { g.apply(o); g }).snapshot_json()
+    graph_of(outputs).snapshot_json()
 }
 
 #[test]
@@ -73,13 +71,7 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     let dir = std::env::temp_dir().join(format!("flowgraph-test-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", "reference.jsonl"]);
-    let reference: Vec<Output> = std::fs::read_to_string(dir.join("reference.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| deltas::from_line(l).unwrap())
-        .collect();
+    let reference = smoke_reference(&dir);
     let reference_snapshot = final_snapshot(&reference);
     let reference_state = snapshot_as_state(&reference);
     flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "cluster.in", "--partitions", "4", "--brokers", b]);

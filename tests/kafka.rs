@@ -5,10 +5,8 @@
 //! One broker serves every scenario, each on topics of its own.
 
 mod common;
-use common::{flowgraph, Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
+use common::{flowgraph, graph_of, smoke_reference, Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
 use flowgraph_pipeline::Output;
-use flowgraph_sinks::deltas;
-use flowgraph_sinks::graph::GraphState;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::path::{Path, PathBuf};
@@ -99,13 +97,7 @@ fn kafka_path_equals_the_in_process_replay() {
     let b = broker.bootstrap();
     let dir = std::env::temp_dir().join(format!("flowgraph-test-kafka-work-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", "reference.jsonl"]);
-    let reference: Vec<Output> = std::fs::read_to_string(dir.join("reference.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| deltas::from_line(l).unwrap())
-        .collect();
+    let reference = smoke_reference(&dir);
     let reference_state = snapshot_as_state(&reference);
     assert!(reference_state.len() > 100, "smoke graph suspiciously small");
 
@@ -122,7 +114,7 @@ fn kafka_path_equals_the_in_process_replay() {
 
     // 1a. What people and scripts read back: `tail --state`, `tail` of the deltas, and a
     //     recording of the input topic that replays to the same deltas.
-    let edges = reference.iter().fold(GraphState::default(), |mut g, o| { g.apply(o); g }).edges().count();
+    let edges = graph_of(&reference).edges().count();
     let expected = format!("{edges} edges");
     let state = flowgraph(&dir, &["tail", "--config", config.to_str().unwrap(), "--state", "--top", "3"]);
     assert!(state.contains(&expected), "tail --state: wanted {expected}\n{state}");
@@ -183,7 +175,7 @@ fn kafka_path_equals_the_in_process_replay() {
     let published = delta_topic_outputs(b, "crash.deltas");
     assert_same_deltas(&published, &reference, "run with a kill -9 and a restart");
     assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash differs");
-    let final_graph = reference.iter().fold(GraphState::default(), |mut g, o| { g.apply(o); g });
+    let final_graph = graph_of(&reference);
     let expected: serde_json::Value = serde_json::from_str(&final_graph.snapshot_json()).unwrap();
     let shown = view.graph_at(expected["time"].as_u64().unwrap());
     assert!(

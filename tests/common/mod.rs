@@ -30,6 +30,26 @@ pub fn flowgraph(dir: &Path, args: &[&str]) -> String {
     stdout + &stderr
 }
 
+/// The smoke stream (seed 11) written to `dir/smoke.fgb` and its in-process replay with a
+/// 1-minute window: the reference the Kafka and cluster runs must reproduce.
+pub fn smoke_reference(dir: &Path) -> Vec<Output> {
+    flowgraph(dir, &["generate", "--size", "smoke", "--seed", "11", "--out", "smoke.fgb"]);
+    flowgraph(dir, &["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", "reference.jsonl"]);
+    std::fs::read_to_string(dir.join("reference.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| flowgraph_sinks::deltas::from_line(l).unwrap())
+        .collect()
+}
+
+/// The graph a consumer holds after applying `outputs`.
+pub fn graph_of(outputs: &[Output]) -> GraphState {
+    outputs.iter().fold(GraphState::default(), |mut graph, output| {
+        graph.apply(output);
+        graph
+    })
+}
+
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
