@@ -413,7 +413,11 @@ fn hand_made_stream_every_instant() {
 
 /// The per-record cost of each baseline on the medium stream, printed (no timing asserted).
 #[test]
-#[ignore = "reads a large recording; run with --ignored --nocapture"]
+// Not in CI: it needs the medium recording (36 MB, generated: `flowgraph generate --size medium
+// --seed 1 --out /tmp/medium.fgb`, or FLOWGRAPH_MEDIUM) and about a minute; the equality it
+// checks is covered on smoke streams above at every mark. Plan: fold this comparison into
+// `flowgraph bench` (untimed, after the measurements) and delete this test.
+#[ignore = "needs the generated medium recording (/tmp/medium.fgb or FLOWGRAPH_MEDIUM) and ~1 min; run with --ignored --nocapture"]
 fn medium_per_record_cost() {
     let path = std::env::var("FLOWGRAPH_MEDIUM").unwrap_or_else(|_| "/tmp/medium.fgb".into());
     let mut reader = flowgraph_sources::recording::open(std::path::Path::new(&path))
