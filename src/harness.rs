@@ -47,6 +47,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         (Some(first), Some(last)) => (first, last),
         _ => bail!("{}: no records", args.input.display()),
     };
+    if records.iter().any(|r| matches!(r, Record::Container(_))) {
+        bail!(
+            "{}: the stream has container (Kubernetes metadata) records, which the baselines do \
+             not implement; benchmark a stream from `flowgraph generate`",
+            args.input.display()
+        );
+    }
     let stream_seconds = (last - first) as f64 / 1e9;
     println!(
         "flowgraph bench: {} ({} records, {:.0} s of event time); window {}, group_by {}, lateness {}",

@@ -19,7 +19,8 @@ const BATCH: usize = 1000;
 const PACING_STEP: Duration = Duration::from_millis(5);
 
 /// The message key of a record: its agent, so one agent's records stay in order on one
-/// partition. Names have no agent and share the key "names".
+/// partition. Names and container metadata have no agent and share the keys "names" and
+/// "containers".
 fn key_of(record: &Record) -> String {
     match record {
         Record::ConnStats(c) => format!("agent-{}", c.upid.asid),
@@ -27,6 +28,7 @@ fn key_of(record: &Record) -> String {
         Record::Progress(p) if p.source.is_empty() => "progress".into(),
         Record::Progress(p) => p.source.clone(),
         Record::Name(_) => "names".into(),
+        Record::Container(_) => "containers".into(),
     }
 }
 

@@ -13,7 +13,7 @@ use flowgraph_benches::baseline::{
 };
 use flowgraph_benches::{generate, Size};
 use flowgraph_pipeline::{Admission, GroupBy, IpFilter, Job, JobConfig, Output, Params};
-use flowgraph_schema::{ConnStats, Name, Process, Record, TraceRole, Upid};
+use flowgraph_schema::{ConnStats, Name, NameSource, Process, Record, TraceRole, Upid};
 use flowgraph_sinks::graph::GraphState;
 use std::net::IpAddr;
 
@@ -334,7 +334,7 @@ fn process(time: u64, pid: u32, pod: &str, service: &str) -> Record {
 }
 
 fn name(time: u64, addr: &str, text: &str) -> Record {
-    Record::Name(Name { time_: time, addr: addr.parse().unwrap(), name: text.into() })
+    Record::Name(Name { time_: time, addr: addr.parse().unwrap(), name: text.into(), source: NameSource::Dns })
 }
 
 /// Window edges, max over ports, sums over rows, late names, relabels, unknown processes,

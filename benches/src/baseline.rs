@@ -44,7 +44,7 @@
 //! assert_eq!(bound.graph_at(end), recompute.refresh(end));
 //! ```
 
-use flowgraph_schema::{ConnStats, EventTime, Name, Process, Record, TraceRole, Upid};
+use flowgraph_schema::{ConnStats, EventTime, Name, NameSource, Process, Record, TraceRole, Upid};
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -404,21 +404,19 @@ struct ProcSlot {
     pairs: u32,
 }
 
-/// A remote address: whether `ips` keeps it, its text, its latest name, its pairs.
+/// A remote address: whether `ips` keeps it, its text, its latest name per source, its pairs.
 #[derive(Debug, Clone)]
 struct AddrSlot {
     kept: bool,
+    /// Loopback peers are named after the process's own entity.
+    loopback: bool,
     /// Interned address text (NONE when not kept: never needed).
     text: u32,
-    /// (time, interned name) of the latest name record.
-    name: Option<(EventTime, u32)>,
+    /// Per source (in `NameSource::ALL` order): (time, interned name) of its latest record.
+    names: [Option<(EventTime, u32)>; 4],
+    /// The name in force: the first source's non-empty name, else `text`.
+    to_entity: u32,
     pairs: u32,
-}
-
-impl AddrSlot {
-    fn to_entity(&self) -> u32 {
-        self.name.map_or(self.text, |(_, name)| name)
-    }
 }
 
 /// An edge's sums over its rows.
@@ -549,7 +547,9 @@ impl HashMapQuery {
             Record::ConnStats(c) => self.push_conn(c),
             Record::Process(p) => self.push_process(p),
             Record::Name(n) => self.push_name(n),
-            Record::Progress(_) => {}
+            // Container metadata (Kubernetes) is outside the baselines: the benchmark streams
+            // carry none, and `flowgraph bench` refuses a stream that does.
+            Record::Container(_) | Record::Progress(_) => {}
         }
     }
 
@@ -719,16 +719,25 @@ impl HashMapQuery {
 
     fn push_name(&mut self, n: &Name) {
         let slot_id = self.addr_slot(n.addr);
-        if let Some((time, name)) = self.addrs[slot_id as usize].name {
+        let source = NameSource::ALL.iter().position(|s| *s == n.source).expect("every source is listed");
+        if let Some((time, name)) = self.addrs[slot_id as usize].names[source] {
             if (time, self.strings.text(name)) >= (n.time_, n.name.as_str()) {
                 return;
             }
         }
         let name = self.strings.id(&n.name);
         let slot = &mut self.addrs[slot_id as usize];
-        let before = slot.to_entity();
-        slot.name = Some((n.time_, name));
-        if slot.kept && before != name {
+        let before = slot.to_entity;
+        slot.names[source] = Some((n.time_, name));
+        let strings = &self.strings;
+        slot.to_entity = slot
+            .names
+            .iter()
+            .flatten()
+            .map(|(_, name)| *name)
+            .find(|name| !strings.text(*name).is_empty())
+            .unwrap_or(slot.text);
+        if slot.kept && before != slot.to_entity {
             let mut pair = slot.pairs;
             while pair != NONE {
                 self.refresh_pair(pair);
@@ -764,8 +773,10 @@ impl HashMapQuery {
         let id = self.addrs.len() as u32;
         self.addrs.push(AddrSlot {
             kept,
+            loopback: addr.is_loopback(),
             text,
-            name: None,
+            names: [None; 4],
+            to_entity: text,
             pairs: NONE,
         });
         self.addr_index.insert(addr, id);
@@ -868,7 +879,8 @@ impl HashMapQuery {
             if proc.entity == NONE || !addr.kept {
                 NONE
             } else {
-                let (from, to) = (proc.entity, addr.to_entity());
+                let to = if addr.loopback { proc.entity } else { addr.to_entity };
+                let from = proc.entity;
                 match self.edges.get(current as usize) {
                     Some(edge) if edge.from == from && edge.to == to => current,
                     _ => self.edge_for(from, to),
@@ -956,8 +968,8 @@ pub struct RecomputeQuery {
     /// Per upid, records sorted by (time, value): the latest at or before the last refresh
     /// and any after it.
     procs: FxHashMap<Upid, Vec<Process>>,
-    /// Per address, (time, name) sorted, kept the same way.
-    names: FxHashMap<IpAddr, Vec<(EventTime, String)>>,
+    /// Per (address, source), (time, name) sorted, kept the same way.
+    names: FxHashMap<(IpAddr, NameSource), Vec<(EventTime, String)>>,
     /// Addresses as text, formatted once each (a presentation cache, not query state).
     addr_text: FxHashMap<IpAddr, Box<str>>,
     /// The latest refresh time.
@@ -1008,13 +1020,13 @@ impl RecomputeQuery {
                 prune(history, self.refreshed, |q| q.time_);
             }
             Record::Name(n) => {
-                let history = self.names.entry(n.addr).or_default();
+                let history = self.names.entry((n.addr, n.source)).or_default();
                 let key = (n.time_, n.name.as_str());
                 let at = history.partition_point(|(t, name)| (*t, name.as_str()) <= key);
                 history.insert(at, (n.time_, n.name.clone()));
                 prune(history, self.refreshed, |(t, _)| *t);
             }
-            Record::Progress(_) => {}
+            Record::Container(_) | Record::Progress(_) => {}
         }
     }
 
@@ -1103,11 +1115,20 @@ impl RecomputeQuery {
             if from_entity.is_empty() {
                 continue;
             }
-            // 5. to_entity: the latest name at or before T, else the address as text.
+            // 5. to_entity: loopback peers are the process's own entity; else per source the
+            // latest name at or before T, the first source with a non-empty one; else the
+            // address as text.
             let remote_addr: &str = &self.addr_text[&addr];
-            let to_entity = match self.names.get(&addr).and_then(|h| at_or_before(h, time, |(t, _)| *t)) {
-                Some((_, name)) => name.as_str(),
-                None => remote_addr,
+            let to_entity = if addr.is_loopback() {
+                from_entity
+            } else {
+                NameSource::ALL
+                    .iter()
+                    .filter_map(|source| self.names.get(&(addr, *source)))
+                    .filter_map(|h| at_or_before(h, time, |(t, _)| *t))
+                    .map(|(_, name)| name.as_str())
+                    .find(|name| !name.is_empty())
+                    .unwrap_or(remote_addr)
             };
             // Edges: (from_entity, to_entity), bytes summed over the rows.
             let edge = edges.entry((from_entity, to_entity)).or_insert((0, 0));

@@ -17,7 +17,7 @@
 
 use crate::catalog::{self, ExternalSpec, Kind, ARCHETYPES, EXTERNALS};
 use crate::FleetProfile;
-use flowgraph_schema::{ConnStats, Name, Process, Progress, Record, TraceRole, Upid};
+use flowgraph_schema::{ConnStats, Name, NameSource, Process, Progress, Record, TraceRole, Upid};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -855,10 +855,12 @@ impl Generator {
 
     /// Queues a name on an agent: in its next batch if due by then, else at period `due`.
     fn schedule(&mut self, agent: usize, due: u32, addr: IpAddr, name: String) {
+        // The agent saw the address in a DNS answer.
         let record = Record::Name(Name {
             time_: 0,
             addr,
             name,
+            source: NameSource::Dns,
         });
         let a = &mut self.agents[agent];
         if due <= a.next_period {

@@ -430,6 +430,8 @@ pub struct GenSummary {
     pub names: u64,
     /// progress records.
     pub progress: u64,
+    /// container (Kubernetes metadata) records; the generator makes none.
+    pub containers: u64,
     /// Most conn_stats samples in one export period: the peak number of live keys.
     pub live_keys_max: u64,
     /// Agents (nodes).
@@ -461,6 +463,7 @@ pub fn summary(profile: &FleetProfile, seed: u64) -> GenSummary {
             Record::Process(_) => out.processes += 1,
             Record::Name(_) => out.names += 1,
             Record::Progress(_) => out.progress += 1,
+            Record::Container(_) => out.containers += 1,
         }
     });
     out.live_keys_max = per_period.values().copied().max().unwrap_or(0);

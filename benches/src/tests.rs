@@ -203,7 +203,7 @@ fn every_agent_reports_progress_every_period() {
                 watermark.insert(asid, p.time_);
                 continue;
             }
-            Record::Name(_) => continue,
+            Record::Name(_) | Record::Container(_) => continue,
         };
         if let Some(&w) = watermark.get(&asid) {
             assert!(
@@ -281,6 +281,7 @@ fn stream_has_the_features_of_a_real_fleet() {
                 short += usize::from(c.conn_open == 1 && c.conn_close == 1);
             }
             Record::Progress(_) => {}
+            Record::Container(_) => panic!("the generator makes no container records"),
         }
     }
     for record in &records {

@@ -48,6 +48,7 @@ fn owner(record: &Record, peers: usize) -> usize {
         Record::ConnStats(c) => c.upid.hash(&mut hasher),
         Record::Process(p) => p.upid.hash(&mut hasher),
         Record::Name(n) => n.addr.hash(&mut hasher),
+        Record::Container(c) => c.container.hash(&mut hasher),
         Record::Progress(p) => p.source.hash(&mut hasher),
     }
     (hasher.finish() % peers as u64) as usize

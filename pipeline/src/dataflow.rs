@@ -5,21 +5,23 @@
 //!    └─ reduce MaxBytesPerProcessPeer ──> (upid, addr) -> (max sent, max recv)
 //!         │                                   ips ─┐
 //!         │   addresses seen ── distinct ── join ─┴─ filter: kept addresses
-//!         │                                         └─ left join names ──> addr -> to_entity
+//!         │      names (addr, source) -> name ─ reduce FirstNameBySource ─┐
+//!         │                                         └─ left join ─────────┴─> addr -> to_entity
 //!         └─ join by addr ───────────────────────────────────────────────┘
-//!              └─ join by upid with  procs × group_by ──> upid -> (from_entity, cmdline)
-//!                   └─ rows ── reduce SumBytesPerEdge ──> edges
+//!              │   procs ── left join containers (by container id) ──> filled processes
+//!              └─ join by upid with  filled processes × group_by ──> upid -> (from_entity, cmdline)
+//!                   └─ rows (loopback: to_entity = from_entity) ── reduce SumBytesPerEdge ──> edges
 //! ```
 //!
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
 //! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
 
 use crate::graph::{Edge, GraphRecord, Row, Text};
-use crate::stage::ProcessInfo;
+use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
-use flowgraph_schema::{EventTime, Upid};
+use flowgraph_schema::{EventTime, NameSource, Upid};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -37,7 +39,8 @@ pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>
 pub(crate) struct Inputs {
     pub(crate) conns: InputSession<EventTime, ConnData, isize>,
     pub(crate) procs: InputSession<EventTime, (Upid, ProcessInfo), isize>,
-    pub(crate) names: InputSession<EventTime, (IpAddr, Text), isize>,
+    pub(crate) names: InputSession<EventTime, ((IpAddr, NameSource), Text), isize>,
+    pub(crate) containers: InputSession<EventTime, (Text, ContainerInfo), isize>,
     pub(crate) ips: InputSession<EventTime, IpFilter, isize>,
     pub(crate) group_by: InputSession<EventTime, GroupBy, isize>,
 }
@@ -47,6 +50,7 @@ impl Inputs {
         self.conns.advance_to(time);
         self.procs.advance_to(time);
         self.names.advance_to(time);
+        self.containers.advance_to(time);
         self.ips.advance_to(time);
         self.group_by.advance_to(time);
     }
@@ -55,6 +59,7 @@ impl Inputs {
         self.conns.flush();
         self.procs.flush();
         self.names.flush();
+        self.containers.flush();
         self.ips.flush();
         self.group_by.flush();
     }
@@ -65,11 +70,12 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
     worker.dataflow_named::<EventTime, _, _>("net_flow_graph", move |scope| {
         let (conns_in, conns) = scope.new_collection::<ConnData, isize>();
         let (procs_in, procs) = scope.new_collection::<(Upid, ProcessInfo), isize>();
-        let (names_in, names) = scope.new_collection::<(IpAddr, Text), isize>();
+        let (names_in, names) = scope.new_collection::<((IpAddr, NameSource), Text), isize>();
+        let (containers_in, containers) = scope.new_collection::<(Text, ContainerInfo), isize>();
         let (ips_in, ips) = scope.new_collection::<IpFilter, isize>();
         let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
 
-        let rows = rows(conns, procs, names, ips, group_by);
+        let rows = rows(conns, procs, containers, names, ips, group_by);
         let edges = edges(rows.clone());
 
         // Every output goes to worker 0, which releases and publishes them (one sink for a
@@ -91,6 +97,7 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
             conns: conns_in,
             procs: procs_in,
             names: names_in,
+            containers: containers_in,
             ips: ips_in,
             group_by: group_by_in,
         };
@@ -104,7 +111,8 @@ type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 fn rows<'s>(
     conns: Coll<'s, ConnData>,
     procs: Coll<'s, (Upid, ProcessInfo)>,
-    names: Coll<'s, (IpAddr, Text)>,
+    containers: Coll<'s, (Text, ContainerInfo)>,
+    names: Coll<'s, ((IpAddr, NameSource), Text)>,
     ips: Coll<'s, IpFilter>,
     group_by: Coll<'s, GroupBy>,
 ) -> Coll<'s, Row> {
@@ -123,16 +131,38 @@ fn rows<'s>(
         .join(ips.map(|filter| ((), filter)))
         .filter(|(_, (addr, filter))| filter.matches(addr))
         .map(|(_, (addr, _))| addr);
+    // One name per address: the first source in NameSource order that names it ('' is a
+    // source withdrawing its name). The reduce sees its values sorted, source first.
+    let best_name = names
+        .filter(|(_, name)| !name.is_empty())
+        .map(|((addr, source), name)| (addr, (source, name)))
+        .reduce_named("FirstNameBySource", |_addr, names, out| {
+            let ((_, name), _) = names[0];
+            out.push((name.clone(), 1));
+        });
     let named = kept
         .clone()
         .map(|addr| (addr, ()))
-        .join(names.clone())
+        .join(best_name.clone())
         .map(|(addr, ((), name))| (addr, name));
     let unnamed = kept
         .map(|addr| (addr, ()))
-        .antijoin(names.map(|(addr, _)| addr).distinct())
+        .antijoin(best_name.map(|(addr, _)| addr))
         .map(|(addr, ())| (addr, Text::from(addr.to_string())));
     let to_entity = named.concat(unnamed);
+
+    // A process's empty Kubernetes fields come from its container's pod, when the metadata
+    // source knows it (a left join by container id).
+    let pods = containers.filter(|(_, pod)| !pod.pod.is_empty());
+    let by_container = procs.map(|(upid, process)| (process.container.clone(), (upid, process)));
+    let filled = by_container
+        .clone()
+        .join(pods.clone())
+        .map(|(_, ((upid, process), pod))| (upid, process.filled_from(&pod)));
+    let unfilled = by_container
+        .antijoin(pods.map(|(container, _)| container))
+        .map(|(_, (upid, process))| (upid, process));
+    let procs = filled.concat(unfilled);
 
     // from_entity and cmdline per upid under the current grouping; '' entities drop out here.
     let entities = procs
@@ -150,6 +180,9 @@ fn rows<'s>(
         .join(entities)
         .map(
             |(upid, ((remote_addr, to_entity, (bytes_sent, bytes_recv)), (from_entity, cmdline)))| {
+                // Loopback traffic stays inside the process's own entity (Pixie's sidecar
+                // rule): a name for 127.0.0.1 would merge every host's loopback into one node.
+                let to_entity = if remote_addr.is_loopback() { from_entity.clone() } else { to_entity };
                 Row {
                     from_entity,
                     upid,

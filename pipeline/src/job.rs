@@ -1,12 +1,13 @@
 //! The embedded job: one timely worker in this thread, driven record by record.
 
 use crate::dataflow::{self, Inputs, OutputBuffer};
+use crate::explain::{NameCandidate, NameExplanation, NamedBy};
 use crate::graph::{GraphRecord, Output};
 use crate::params::Params;
 use crate::graph::Text;
-use crate::stage::{Interner, ProcessInfo, Stage, StageValue};
+use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageValue};
 use differential_dataflow::consolidation::consolidate;
-use flowgraph_schema::{EventTime, Record, TraceRole, Upid};
+use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -101,6 +102,12 @@ impl StageValue for ProcessInfo {
     }
 }
 
+impl StageValue for ContainerInfo {
+    fn check_order(_: &Self, _: &Self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 impl StageValue for Text {
     fn check_order(_: &Self, _: &Self) -> Result<(), String> {
         Ok(())
@@ -127,7 +134,8 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     output: OutputBuffer,
     conns: Stage<ConnKey, Bytes>,
     procs: Stage<Upid, ProcessInfo>,
-    names: Stage<IpAddr, Text>,
+    names: Stage<(IpAddr, NameSource), Text>,
+    containers: Stage<Text, ContainerInfo>,
     interner: Interner,
     /// Parameters in force at the input frontier.
     params: Params,
@@ -185,6 +193,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
             procs: Stage::new(None, config.max_window_ns),
             names: Stage::new(None, config.max_window_ns),
+            containers: Stage::new(None, config.max_window_ns),
             interner: Interner::default(),
             params: config.params.clone(),
             config,
@@ -238,7 +247,15 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             }
             Record::Name(n) => {
                 let name = self.interner.intern(&n.name);
-                self.names.insert(n.addr, time, name)
+                self.names.insert((n.addr, n.source), time, name)
+            }
+            Record::Container(c) if c.container.is_empty() => {
+                Err("container record without a container id".to_string())
+            }
+            Record::Container(c) => {
+                let id = self.interner.intern(&c.container);
+                let info = self.interner.container(&c);
+                self.containers.insert(id, time, info)
             }
             Record::Progress(_) => Ok(()),
         };
@@ -327,6 +344,28 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         &self.stats
     }
 
+    /// How the address is named at the input frontier, and what the alternatives are.
+    /// On a cluster a worker sees only the names routed to it (by address).
+    pub fn explain(&self, addr: IpAddr) -> NameExplanation {
+        let addr = addr.to_canonical();
+        let candidates: Vec<NameCandidate> = NameSource::ALL
+            .iter()
+            .filter_map(|&source| {
+                let (since, name) = self.names.settled(&(addr, source))?;
+                Some(NameCandidate { source, name: name.to_string(), since })
+            })
+            .collect();
+        let winner = candidates.iter().find(|c| !c.name.is_empty());
+        let (to_entity, decided_by) = if addr.is_loopback() {
+            (String::new(), NamedBy::Loopback)
+        } else if let Some(winner) = winner {
+            (winner.name.clone(), NamedBy::Source(winner.source))
+        } else {
+            (addr.to_string(), NamedBy::Address)
+        };
+        NameExplanation { addr, at: self.input_frontier, to_entity, decided_by, candidates }
+    }
+
     /// Connection keys the windowing stage tracks (live, or kept for a window change).
     pub fn tracked_connection_keys(&self) -> usize {
         self.conns.keys()
@@ -369,8 +408,13 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
         let mut names = Vec::new();
         self.names.advance(to, &mut names);
-        for (addr, name, time, diff) in names {
-            self.inputs.names.update_at((addr, name), time, diff);
+        for (key, name, time, diff) in names {
+            self.inputs.names.update_at((key, name), time, diff);
+        }
+        let mut containers = Vec::new();
+        self.containers.advance(to, &mut containers);
+        for (id, info, time, diff) in containers {
+            self.inputs.containers.update_at((id, info), time, diff);
         }
     }
 

@@ -8,12 +8,14 @@
 
 pub mod cluster;
 mod dataflow;
+mod explain;
 mod graph;
 mod job;
 mod params;
 mod stage;
 
 pub use cluster::ClusterJob;
+pub use explain::{NameCandidate, NameExplanation, NamedBy};
 pub use graph::{Edge, GraphRecord, Output, Row, Text};
 pub use job::{Admission, Job, JobConfig, JobStats, Rejection};
 pub use params::{GroupBy, IpFilter, Params, DEFAULT_WINDOW_NS};

@@ -39,6 +39,30 @@ pub(crate) struct ProcessInfo {
     pub(crate) node: Text,
 }
 
+/// What the Kubernetes API says about a container, text interned. An empty `pod` is a
+/// withdrawal: the container's processes keep only their own fields.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct ContainerInfo {
+    pub(crate) pod: Text,
+    pub(crate) service: Text,
+    pub(crate) namespace: Text,
+    pub(crate) node: Text,
+}
+
+impl ProcessInfo {
+    /// The process's own Kubernetes fields win; the empty ones are filled from its container.
+    pub(crate) fn filled_from(&self, container: &ContainerInfo) -> ProcessInfo {
+        let fill = |own: &Text, theirs: &Text| if own.is_empty() { theirs.clone() } else { own.clone() };
+        ProcessInfo {
+            pod: fill(&self.pod, &container.pod),
+            service: fill(&self.service, &container.service),
+            namespace: fill(&self.namespace, &container.namespace),
+            node: fill(&self.node, &container.node),
+            ..self.clone()
+        }
+    }
+}
+
 /// Deduplicates text, so each distinct string is stored once however many records carry it.
 #[derive(Default)]
 pub(crate) struct Interner {
@@ -65,6 +89,15 @@ impl Interner {
             service: self.intern(&p.service),
             namespace: self.intern(&p.namespace),
             node: self.intern(&p.node),
+        }
+    }
+
+    pub(crate) fn container(&mut self, c: &flowgraph_schema::Container) -> ContainerInfo {
+        ContainerInfo {
+            pod: self.intern(&c.pod),
+            service: self.intern(&c.service),
+            namespace: self.intern(&c.namespace),
+            node: self.intern(&c.node),
         }
     }
 }
@@ -116,6 +149,13 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             index: FxHashMap::default(),
             agenda: BinaryHeap::new(),
         }
+    }
+
+    /// The value in force just before the frontier, with its time, if any.
+    pub(crate) fn settled(&self, key: &K) -> Option<(EventTime, &V)> {
+        let slot = *self.index.get(key)?;
+        let (_, state) = self.slots[slot as usize].as_ref()?;
+        state.settled.as_ref().map(|(time, value)| (*time, value))
     }
 
     /// Keys currently tracked (live or kept for a window change).

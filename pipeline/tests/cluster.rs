@@ -75,6 +75,7 @@ fn partition(record: &Record) -> usize {
         Record::Process(p) => p.upid.asid as usize,
         Record::Name(n) => n.addr.to_string().len(),
         Record::Progress(p) => p.source.len(),
+        Record::Container(c) => c.container.len(),
     }
 }
 

@@ -11,11 +11,18 @@
 //! * frontier = (largest event time pushed before this record, 0 if none) - lateness, saturating;
 //! * a record older than the frontier is processed at the frontier (`Admission::Late`);
 //! * `set_params` applies from the frontier at the call; the last call at or before T rules T.
+//!
+//! Naming rules (issue 5): per (address, source) the latest name at or before T; the first
+//! source in `NameSource` order with a non-empty name wins; loopback peers are named after the
+//! process's own entity. A process's empty Kubernetes fields are filled from the latest
+//! container record for its container id, if that names a pod.
 
 use flowgraph_pipeline::{
     Admission, Edge, GraphRecord, GroupBy, IpFilter, Job, JobConfig, Output, Params, Row,
 };
-use flowgraph_schema::{ConnStats, EventTime, Name, Process, Progress, Record, TraceRole, Upid};
+use flowgraph_schema::{
+    ConnStats, Container, EventTime, Name, NameSource, Process, Progress, Record, TraceRole, Upid,
+};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -163,9 +170,14 @@ impl Scenario {
                             p.upid, p.cmdline, p.pod, p.service, p.namespace, p.node, p.container,
                             p.host
                         ),
-                        Record::Name(n) => {
-                            format!("name    t={t}{at} addr={} name={:?}", n.addr, n.name)
-                        }
+                        Record::Name(n) => format!(
+                            "name    t={t}{at} addr={} name={:?} source={}",
+                            n.addr, n.name, n.source
+                        ),
+                        Record::Container(c) => format!(
+                            "container t={t}{at} id={} pod={:?} service={:?} ns={:?} node={:?}",
+                            c.container, c.pod, c.service, c.namespace, c.node
+                        ),
                         Record::Progress(p) => {
                             format!("progress t={t}{at} source={:?}", p.source)
                         }
@@ -199,6 +211,8 @@ struct Oracle {
     procs: HashMap<Upid, Vec<Process>>,
     /// Name records per address, `time_` set to the processing time.
     names: HashMap<IpAddr, Vec<Name>>,
+    /// Container records per container id, `time_` set to the processing time.
+    containers: HashMap<String, Vec<Container>>,
     /// Parameter changes in call order, starting with the initial ones at 0.
     params: Vec<(EventTime, Params)>,
 }
@@ -209,6 +223,7 @@ impl Oracle {
             conns: Vec::new(),
             procs: HashMap::new(),
             names: HashMap::new(),
+            containers: HashMap::new(),
             params: vec![(0, scenario.config.params.clone())],
         };
         for step in &scenario.steps {
@@ -220,6 +235,9 @@ impl Oracle {
                         Record::ConnStats(c) => oracle.conns.push(c),
                         Record::Process(p) => oracle.procs.entry(p.upid).or_default().push(p),
                         Record::Name(n) => oracle.names.entry(n.addr).or_default().push(n),
+                        Record::Container(c) => {
+                            oracle.containers.entry(c.container.clone()).or_default().push(c)
+                        }
                         Record::Progress(_) => {}
                     }
                 }
@@ -249,14 +267,47 @@ impl Oracle {
             .max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
     }
 
-    /// The latest name for `addr` at or before `t`; equal times: greatest name.
+    /// The process as the graph sees it at `t`: its latest record, with empty Kubernetes
+    /// fields filled from its container's latest record when that names a pod.
+    fn entity_process_at(&self, upid: &Upid, t: EventTime) -> Option<Process> {
+        let mut process = self.process_at(upid, t)?.clone();
+        let container = self
+            .containers
+            .get(&process.container)
+            .and_then(|records| {
+                records
+                    .iter()
+                    .filter(|c| c.time_ <= t)
+                    .max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
+            })
+            .filter(|c| !c.pod.is_empty());
+        if let Some(c) = container {
+            for (own, theirs) in [
+                (&mut process.pod, &c.pod),
+                (&mut process.service, &c.service),
+                (&mut process.namespace, &c.namespace),
+                (&mut process.node, &c.node),
+            ] {
+                if own.is_empty() {
+                    own.clone_from(theirs);
+                }
+            }
+        }
+        Some(process)
+    }
+
+    /// The name for `addr` at `t`: per source the latest at or before `t` (equal times:
+    /// greatest name), then the first source in precedence order whose name is not empty.
     fn name_at(&self, addr: &IpAddr, t: EventTime) -> Option<&str> {
-        self.names
-            .get(addr)?
-            .iter()
-            .filter(|n| n.time_ <= t)
-            .max_by(|a, b| (a.time_, &a.name).cmp(&(b.time_, &b.name)))
-            .map(|n| n.name.as_str())
+        let names = self.names.get(addr)?;
+        NameSource::ALL.iter().find_map(|source| {
+            names
+                .iter()
+                .filter(|n| n.time_ <= t && n.source == *source)
+                .max_by(|a, b| (a.time_, &a.name).cmp(&(b.time_, &b.name)))
+                .map(|n| n.name.as_str())
+                .filter(|name| !name.is_empty())
+        })
     }
 
     /// The whole graph at `t`, rows and edges, each with multiplicity 1.
@@ -271,8 +322,8 @@ impl Oracle {
             if !in_window || !params.ips.matches(&c.remote_addr) {
                 continue;
             }
-            let (from, cmdline) = match self.process_at(&c.upid, t) {
-                Some(p) => (params.group_by.entity_of(p).to_string(), p.cmdline.clone()),
+            let (from, cmdline) = match self.entity_process_at(&c.upid, t) {
+                Some(p) => (params.group_by.entity_of(&p).to_string(), p.cmdline.clone()),
                 None => (String::new(), String::new()),
             };
             let g = groups
@@ -288,9 +339,12 @@ impl Oracle {
             if from_entity.is_empty() {
                 continue;
             }
-            let to_entity = self
-                .name_at(&remote_addr, t)
-                .map_or_else(|| remote_addr.to_string(), str::to_string);
+            let to_entity = if remote_addr.is_loopback() {
+                from_entity.clone()
+            } else {
+                self.name_at(&remote_addr, t)
+                    .map_or_else(|| remote_addr.to_string(), str::to_string)
+            };
             let e = edges
                 .entry((from_entity.clone(), to_entity.clone()))
                 .or_insert((0, 0));
@@ -336,6 +390,7 @@ impl Oracle {
         }
         points.extend(self.procs.values().flatten().map(|p| p.time_));
         points.extend(self.names.values().flatten().map(|n| n.time_));
+        points.extend(self.containers.values().flatten().map(|c| c.time_));
         points.extend(self.params.iter().map(|(at, _)| *at));
         points
     }
@@ -616,7 +671,9 @@ fn run_case(scenario: &Scenario) -> Result<usize, String> {
 // ---------------------------------------------------------------------------------------------
 
 const SLOTS: usize = 6;
-const ADDRS: [&str; 8] = [
+const ADDRS: [&str; 10] = [
+    "127.0.0.1",
+    "::1",
     "10.0.0.1",
     "10.0.0.2",
     "10.1.2.3",
@@ -684,6 +741,14 @@ enum AOp {
         dt: u8,
         addr: u8,
         variant: u8,
+        source: u8,
+        late: bool,
+    },
+    Container {
+        dt: u8,
+        slot: u8,
+        variant: u8,
+        pod: u8,
         late: bool,
     },
     Progress {
@@ -756,11 +821,20 @@ fn aop() -> impl Strategy<Value = AOp> {
         ),
         1 => (dt(), 0u8..SLOTS as u8, any::<bool>())
             .prop_map(|(dt, slot, announce)| AOp::Restart { dt, slot, announce }),
-        2 => (dt(), 0u8..ADDRS.len() as u8, 0u8..6, proptest::bool::weighted(0.1))
-            .prop_map(|(dt, addr, variant, late)| AOp::Name {
+        2 => (dt(), 0u8..ADDRS.len() as u8, 0u8..7, 0u8..4, proptest::bool::weighted(0.1))
+            .prop_map(|(dt, addr, variant, source, late)| AOp::Name {
                 dt,
                 addr,
                 variant,
+                source,
+                late
+            }),
+        1 => (dt(), 0u8..SLOTS as u8, 0u8..4, 0u8..4, proptest::bool::weighted(0.1))
+            .prop_map(|(dt, slot, variant, pod, late)| AOp::Container {
+                dt,
+                slot,
+                variant,
+                pod,
                 late
             }),
         2 => (dt(), 0u8..4).prop_map(|(dt, agent)| AOp::Progress { dt, agent }),
@@ -804,7 +878,9 @@ fn describe(time: u64, upid: Upid, slot: u8, variant: u8) -> Process {
             String::new()
         },
         host: format!("host-{}", upid.asid),
-        pod: if variant % 4 == 3 {
+        // Even variants run in a container; some of those leave their Kubernetes fields to
+        // the container's metadata record.
+        pod: if variant % 4 == 3 || variant == 2 {
             String::new()
         } else {
             format!("{ns}/pod-{slot}-{variant}")
@@ -814,7 +890,7 @@ fn describe(time: u64, upid: Upid, slot: u8, variant: u8) -> Process {
             v => format!("{ns}/svc-{v}"),
         },
         namespace: if variant % 5 == 4 { String::new() } else { ns },
-        node: if variant == 7 {
+        node: if variant == 7 || variant == 6 {
             String::new()
         } else {
             format!("node-{}", upid.asid)
@@ -823,6 +899,9 @@ fn describe(time: u64, upid: Upid, slot: u8, variant: u8) -> Process {
 }
 
 fn name_of(addr: u8, variant: u8) -> String {
+    if variant == 6 {
+        return String::new(); // the source withdraws its name
+    }
     match variant % 3 {
         0 => format!("svc-{addr}"),
         1 => format!("svc-{addr}.v{variant}"),
@@ -876,6 +955,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
             | AOp::Proc { dt, .. }
             | AOp::Restart { dt, .. }
             | AOp::Name { dt, .. }
+            | AOp::Container { dt, .. }
             | AOp::Progress { dt, .. } => *dt,
             AOp::SetParams { .. } => 0,
         };
@@ -963,6 +1043,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
             AOp::Name {
                 addr: a,
                 variant: v,
+                source,
                 late,
                 ..
             } => {
@@ -971,6 +1052,30 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                     time_: t,
                     addr: addr(a),
                     name: name_of(a, v),
+                    source: NameSource::ALL[source as usize],
+                }))
+            }
+            AOp::Container {
+                slot,
+                variant: v,
+                pod,
+                late,
+                ..
+            } => {
+                let t = if late { late_time(&clock, v) } else { g };
+                // Container ids as `describe` makes them (even variants); pod 0 withdraws.
+                let ns = format!("kns{}", pod % 2);
+                Some(Record::Container(Container {
+                    time_: t,
+                    container: format!("ctr-{slot}-{}", 2 * v),
+                    pod: if pod == 0 { String::new() } else { format!("{ns}/kpod-{slot}-{pod}") },
+                    service: match pod {
+                        0 | 1 => String::new(),
+                        2 => format!("{ns}/ksvc"),
+                        _ => format!("{ns}/ksvc,{ns}/ksvc-canary"),
+                    },
+                    namespace: if pod == 0 { String::new() } else { ns },
+                    node: format!("knode-{}", pod % 2),
                 }))
             }
             AOp::Progress { agent, .. } => {
@@ -1150,10 +1255,15 @@ fn conn(t: u64, upid: Upid, addr: &str, port: u16, sent: u64, recv: u64) -> Op {
 }
 
 fn name_rec(t: u64, addr: &str, name: &str) -> Op {
+    named_by(t, addr, name, NameSource::Static)
+}
+
+fn named_by(t: u64, addr: &str, name: &str, source: NameSource) -> Op {
     Op::Push(Record::Name(Name {
         time_: t,
         addr: addr.parse().unwrap(),
         name: name.into(),
+        source,
     }))
 }
 
@@ -1399,6 +1509,158 @@ fn a_name_arriving_later_renames_the_edge_at_its_time() {
             (12 * SEC, -1, edge("ns/web", a, 5, 6)),
             (12 * SEC, 1, row("ns/web", u, "web", a, "redis", 5, 6)),
             (12 * SEC, 1, edge("ns/web", "redis", 5, 6)),
+        ],
+    );
+}
+
+#[test]
+fn sources_take_precedence_and_a_withdrawal_falls_back() {
+    let u = upid(2, 200, 9);
+    let a = "10.4.0.9";
+    let sc = Scenario::from_ops(
+        cfg(params_of(60, GroupBy::Pod), SEC),
+        0,
+        vec![
+            proc_rec(10 * SEC, u, "web", "ns/web", ""),
+            conn(10 * SEC, u, a, 443, 5, 6),
+            named_by(11 * SEC, a, "ptr.example.net", NameSource::ReverseDns),
+            // A lower-precedence source never overrides a higher one, whenever it arrives.
+            named_by(12 * SEC, a, "api.example.com", NameSource::Dns),
+            named_by(13 * SEC, a, "ptr2.example.net", NameSource::ReverseDns),
+            named_by(14 * SEC, a, "shop/api", NameSource::Kubernetes),
+            // The pod goes away: the DNS name is back, not the address.
+            named_by(16 * SEC, a, "", NameSource::Kubernetes),
+            progress(18 * SEC),
+        ],
+    );
+    let r = |to: &str| row("ns/web", u, "web", a, to, 5, 6);
+    let e = |to: &str| edge("ns/web", to, 5, 6);
+    pin(
+        &sc,
+        vec![
+            (10 * SEC, 1, r(a)),
+            (10 * SEC, 1, e(a)),
+            (11 * SEC, -1, r(a)),
+            (11 * SEC, -1, e(a)),
+            (11 * SEC, 1, r("ptr.example.net")),
+            (11 * SEC, 1, e("ptr.example.net")),
+            (12 * SEC, -1, r("ptr.example.net")),
+            (12 * SEC, -1, e("ptr.example.net")),
+            (12 * SEC, 1, r("api.example.com")),
+            (12 * SEC, 1, e("api.example.com")),
+            (14 * SEC, -1, r("api.example.com")),
+            (14 * SEC, -1, e("api.example.com")),
+            (14 * SEC, 1, r("shop/api")),
+            (14 * SEC, 1, e("shop/api")),
+            (16 * SEC, -1, r("shop/api")),
+            (16 * SEC, -1, e("shop/api")),
+            (16 * SEC, 1, r("api.example.com")),
+            (16 * SEC, 1, e("api.example.com")),
+        ],
+    );
+    // explain() tells the same story at the end: dns wins, kubernetes withdrew.
+    let mut job = Job::new(sc.config.clone()).unwrap();
+    for step in &sc.steps {
+        if let Step::Push { record, .. } = step {
+            job.push(record.clone()).unwrap();
+        }
+    }
+    job.finish();
+    let why = job.explain(a.parse().unwrap());
+    assert_eq!(why.to_entity, "api.example.com");
+    assert_eq!(why.decided_by, flowgraph_pipeline::NamedBy::Source(NameSource::Dns));
+    let seen: Vec<(NameSource, &str, u64)> =
+        why.candidates.iter().map(|c| (c.source, c.name.as_str(), c.since)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (NameSource::Kubernetes, "", 16 * SEC),
+            (NameSource::Dns, "api.example.com", 12 * SEC),
+            (NameSource::ReverseDns, "ptr2.example.net", 13 * SEC),
+        ]
+    );
+}
+
+#[test]
+fn loopback_peers_are_the_process_own_entity() {
+    let u = upid(1, 100, 7);
+    let sc = Scenario::from_ops(
+        cfg(params_of(60, GroupBy::Pod), SEC),
+        0,
+        vec![
+            proc_rec(10 * SEC, u, "envoy", "ns/web", ""),
+            conn(10 * SEC, u, "127.0.0.1", 15001, 5, 6),
+            conn(10 * SEC, u, "::1", 8080, 7, 8),
+            // A name for a loopback address changes nothing.
+            name_rec(11 * SEC, "127.0.0.1", "localhost"),
+            progress(12 * SEC),
+        ],
+    );
+    pin(
+        &sc,
+        vec![
+            (10 * SEC, 1, row("ns/web", u, "envoy", "127.0.0.1", "ns/web", 5, 6)),
+            (10 * SEC, 1, row("ns/web", u, "envoy", "::1", "ns/web", 7, 8)),
+            (10 * SEC, 1, edge("ns/web", "ns/web", 12, 14)),
+        ],
+    );
+}
+
+#[test]
+fn container_metadata_fills_the_pod_from_its_time_and_ip_reuse_moves_the_edge() {
+    // A client process on a Kubernetes node whose agent knows only its container id; the
+    // metadata source names its pod later. The server's IP belongs to pod A, then (Pixie
+    // #885) to pod B: the edge moves at the reuse time, never before.
+    let client = upid(1, 100, 7);
+    let server_ip = "10.244.1.7";
+    let ctr = "3f2a9c";
+    let container = |t: u64, pod: &str, service: &str| {
+        Op::Push(Record::Container(Container {
+            time_: t,
+            container: ctr.into(),
+            pod: pod.into(),
+            service: service.into(),
+            namespace: "shop".into(),
+            node: "node-1".into(),
+        }))
+    };
+    let sc = Scenario::from_ops(
+        cfg(params_of(60, GroupBy::Service), SEC),
+        0,
+        vec![
+            Op::Push(Record::Process(Process {
+                time_: 10 * SEC,
+                upid: client,
+                cmdline: "web".into(),
+                container: ctr.into(),
+                ..Process::default()
+            })),
+            conn(10 * SEC, client, server_ip, 6379, 5, 6),
+            named_by(10 * SEC, server_ip, "shop/redis-a", NameSource::Kubernetes),
+            // The pod is behind two services: one entity naming both.
+            container(12 * SEC, "shop/web-1", "shop/web,shop/web-canary"),
+            named_by(14 * SEC, server_ip, "", NameSource::Kubernetes),
+            named_by(15 * SEC, server_ip, "shop/redis-b", NameSource::Kubernetes),
+            progress(17 * SEC),
+        ],
+    );
+    let from = "shop/web,shop/web-canary";
+    let r = |to: &str| row(from, client, "web", server_ip, to, 5, 6);
+    let e = |to: &str| edge(from, to, 5, 6);
+    pin(
+        &sc,
+        vec![
+            // Until 12 s the process has no service: no row (from_entity '').
+            (12 * SEC, 1, r("shop/redis-a")),
+            (12 * SEC, 1, e("shop/redis-a")),
+            (14 * SEC, -1, r("shop/redis-a")),
+            (14 * SEC, -1, e("shop/redis-a")),
+            (14 * SEC, 1, r(server_ip)),
+            (14 * SEC, 1, e(server_ip)),
+            (15 * SEC, -1, r(server_ip)),
+            (15 * SEC, -1, e(server_ip)),
+            (15 * SEC, 1, r("shop/redis-b")),
+            (15 * SEC, 1, e("shop/redis-b")),
         ],
     );
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     2  magic "FG"
-//!      2     1  format version (1)
+//!      2     1  format version (2; version 1 frames are still read)
 //!      3     1  flags (0; reserved)
 //!      4     4  payload length, u32 little-endian, at most MAX_FRAME_LEN
 //!      8     n  payload: bincode 2 (standard config) of Vec<Record>
@@ -17,8 +17,11 @@ use crate::Record;
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"FG";
-/// The format version this crate writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this crate writes.
+pub const VERSION: u8 = 2;
+/// Every version this crate reads. Version 1 had no `Container` record and no `source` on
+/// `Name`; its names read as [`NameSource::Static`](crate::NameSource::Static).
+pub const READABLE_VERSIONS: [u8; 2] = [1, 2];
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 8;
 /// Largest payload accepted, in bytes.
@@ -40,7 +43,7 @@ pub enum BinaryError {
         found: [u8; 2],
     },
     /// A format version this build does not read.
-    #[error("unsupported format version {0} (this build reads version {VERSION})")]
+    #[error("unsupported format version {0} (this build reads versions 1 and {VERSION})")]
     UnsupportedVersion(u8),
     /// The length prefix claims more than [`MAX_FRAME_LEN`].
     #[error("frame payload of {len} bytes exceeds the limit of {MAX_FRAME_LEN}")]
@@ -84,7 +87,7 @@ pub fn payload_len(header: &[u8; HEADER_LEN]) -> Result<usize, BinaryError> {
     if magic != MAGIC {
         return Err(BinaryError::BadMagic { found: magic });
     }
-    if header[2] != VERSION {
+    if !READABLE_VERSIONS.contains(&header[2]) {
         return Err(BinaryError::UnsupportedVersion(header[2]));
     }
     let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
@@ -94,11 +97,17 @@ pub fn payload_len(header: &[u8; HEADER_LEN]) -> Result<usize, BinaryError> {
     Ok(len)
 }
 
-/// Decodes a frame's payload into records, checking every bound.
-pub fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, BinaryError> {
+/// Decodes a frame's payload, of the `version` its header names, into records, checking
+/// every bound.
+pub fn decode_payload(version: u8, payload: &[u8]) -> Result<Vec<Record>, BinaryError> {
+    let decoded = if version == 1 {
+        bincode::serde::decode_from_slice::<Vec<v1::Record>, _>(payload, config())
+            .map(|(records, used)| (records.into_iter().map(Record::from).collect(), used))
+    } else {
+        bincode::serde::decode_from_slice::<Vec<Record>, _>(payload, config())
+    };
     let (mut records, used): (Vec<Record>, usize) =
-        bincode::serde::decode_from_slice(payload, config())
-            .map_err(|e| BinaryError::Payload(e.to_string()))?;
+        decoded.map_err(|e| BinaryError::Payload(e.to_string()))?;
     if used != payload.len() {
         return Err(BinaryError::TrailingBytes(payload.len() - used));
     }
@@ -132,7 +141,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Vec<Record>, usize), BinaryError> {
             needed: HEADER_LEN + len,
             available: bytes.len(),
         })?;
-    Ok((decode_payload(payload)?, HEADER_LEN + len))
+    Ok((decode_payload(header[2], payload)?, HEADER_LEN + len))
 }
 
 /// Encodes a batch as one frame, appended to `out`.
@@ -153,10 +162,48 @@ pub fn encode_frame(records: &[Record], out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
 }
 
+/// The records of format version 1, read by converting them.
+mod v1 {
+    use crate::{ConnStats, EventTime, NameSource, Process, Progress};
+    use serde::Deserialize;
+    use std::net::IpAddr;
+
+    #[derive(Deserialize)]
+    pub(super) struct Name {
+        time_: EventTime,
+        addr: IpAddr,
+        name: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) enum Record {
+        ConnStats(ConnStats),
+        Process(Process),
+        Name(Name),
+        Progress(Progress),
+    }
+
+    impl From<Record> for crate::Record {
+        fn from(record: Record) -> crate::Record {
+            match record {
+                Record::ConnStats(r) => crate::Record::ConnStats(r),
+                Record::Process(r) => crate::Record::Process(r),
+                Record::Name(n) => crate::Record::Name(crate::Name {
+                    time_: n.time_,
+                    addr: n.addr,
+                    name: n.name,
+                    source: NameSource::Static,
+                }),
+                Record::Progress(r) => crate::Record::Progress(r),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{json, ConnStats, Name, Process, Progress, TraceRole, Upid};
+    use crate::{json, ConnStats, Container, Name, NameSource, Process, Progress, TraceRole, Upid};
 
     fn sample() -> Vec<Record> {
         let upid = Upid { asid: 1, pid: 2, start_ticks: 3 };
@@ -174,7 +221,20 @@ mod tests {
                 bytes_recv: 6,
             }),
             Record::Process(Process { time_: 9, upid, cmdline: "curl x".into(), ..Default::default() }),
-            Record::Name(Name { time_: 11, addr: "10.0.0.1".parse().unwrap(), name: "db".into() }),
+            Record::Name(Name {
+                time_: 11,
+                addr: "10.0.0.1".parse().unwrap(),
+                name: "db".into(),
+                source: NameSource::Dns,
+            }),
+            Record::Container(Container {
+                time_: 12,
+                container: "c0ffee".into(),
+                pod: "shop/web-1".into(),
+                service: "shop/web,shop/web-canary".into(),
+                namespace: "shop".into(),
+                node: "n1".into(),
+            }),
             Record::Progress(Progress {
                 time_: 12,
                 source: "agent-1".into(),
@@ -196,6 +256,44 @@ mod tests {
         for r in &first {
             assert_eq!(&json::decode_line(&json::encode_line(r)).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn version_1_frames_are_still_read() {
+        // A version-1 batch: the enum had four variants and Name no source field.
+        #[derive(serde::Serialize)]
+        struct NameV1 {
+            time_: u64,
+            addr: std::net::IpAddr,
+            name: String,
+        }
+        #[derive(serde::Serialize)]
+        enum RecordV1 {
+            #[allow(dead_code)]
+            ConnStats(ConnStats),
+            #[allow(dead_code)]
+            Process(Process),
+            Name(NameV1),
+        }
+        let old = vec![RecordV1::Name(NameV1 {
+            time_: 5,
+            addr: "10.0.0.2".parse().unwrap(),
+            name: "cache".into(),
+        })];
+        let payload = bincode::serde::encode_to_vec(&old, config()).unwrap();
+        let mut frame = vec![b'F', b'G', 1, 0];
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let (records, _) = decode_frame(&frame).unwrap();
+        assert_eq!(
+            records,
+            vec![Record::Name(Name {
+                time_: 5,
+                addr: "10.0.0.2".parse().unwrap(),
+                name: "cache".into(),
+                source: NameSource::Static,
+            })]
+        );
     }
 
     #[test]
@@ -223,7 +321,7 @@ mod tests {
         // A payload claiming 2^60 records must fail on the limit, not try to allocate.
         let mut payload = vec![0xFF];
         payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
-        assert!(matches!(decode_payload(&payload), Err(BinaryError::Payload(_))));
+        assert!(matches!(decode_payload(VERSION, &payload), Err(BinaryError::Payload(_))));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! {"type":"conn_stats","time_":NS,"upid":"ASID:PID:START_TICKS","remote_addr":"10.0.0.7",
 //!  "remote_port":6379,"trace_role":1,"conn_open":1,"conn_close":0,"bytes_sent":N,"bytes_recv":N}
 //! {"type":"process","time_":NS,"upid":"…","cmdline":"…","pod":"ns/name",…}
-//! {"type":"name","time_":NS,"addr":"…","name":"…"}
+//! {"type":"name","time_":NS,"addr":"…","name":"…","source":"dns"}
+//! {"type":"container","time_":NS,"container":"<id>","pod":"ns/name","service":"ns/a,ns/b",…}
 //! {"type":"progress","time_":NS,"source":"agent-7"}
 //! ```
 //!
 //! Unknown fields are ignored; missing optional fields are empty.
 
-use crate::{ConnStats, Name, Process, Progress, Record};
+use crate::{ConnStats, Container, Name, Process, Progress, Record};
 use serde::{Deserialize, Serialize};
 
 /// Longest line the decoder accepts, in bytes.
@@ -45,6 +46,7 @@ enum Tagged {
     Process(Process),
     Name(Name),
     Progress(Progress),
+    Container(Container),
 }
 
 /// Decodes one line (without its newline).
@@ -61,6 +63,7 @@ pub fn decode_line(line: &str) -> Result<Record, JsonError> {
         Tagged::Process(r) => Record::Process(r),
         Tagged::Name(r) => Record::Name(r),
         Tagged::Progress(r) => Record::Progress(r),
+        Tagged::Container(r) => Record::Container(r),
     };
     record.validate().map_err(JsonError::OutOfBounds)?;
     Ok(record)
@@ -73,6 +76,7 @@ pub fn encode_line(record: &Record) -> String {
         Record::Process(r) => Tagged::Process(r),
         Record::Name(r) => Tagged::Name(r),
         Record::Progress(r) => Tagged::Progress(r),
+        Record::Container(r) => Tagged::Container(r),
     };
     serde_json::to_string(&tagged).expect("records always serialize to JSON")
 }

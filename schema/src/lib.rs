@@ -5,7 +5,9 @@
 //! * [`ConnStats`]: cumulative bytes per connection key `(upid, remote_addr, remote_port,
 //!   trace_role)`, one sample per live key and export period;
 //! * [`Process`]: what a `upid` is (cmdline, container, pod, ...), valid from its time on;
-//! * [`Name`]: a name for a remote address, valid from its time on;
+//! * [`Name`]: a name for a remote address from one [`NameSource`], valid from its time on;
+//! * [`Container`]: the pod a container id belongs to (Kubernetes metadata), valid from its
+//!   time on;
 //! * [`Progress`]: a source's event-time watermark: it sends nothing older any more.
 //!
 //! Codecs: [`json`] is the JSON Lines interchange form of DESIGN.md (replay input, tests);
@@ -132,15 +134,85 @@ pub struct Process {
     pub node: String,
 }
 
-/// A name for an address. The latest record for an address at or before T applies at T.
+/// Who named an address. When several sources name one address, the first in this order wins
+/// (the derived `Ord` is that order): Kubernetes, then DNS answers seen on the host, then the
+/// static names file, then reverse DNS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameSource {
+    /// A pod IP (`ns/pod`) or a service cluster IP (`ns/service`) from the Kubernetes API.
+    Kubernetes,
+    /// The name a process on the host looked up: a DNS answer the agent saw (UDP port 53).
+    Dns,
+    /// The operator's names file (CIDR or address -> name). A name record without a source
+    /// is taken to be this one: hand-written records are the usual case.
+    #[default]
+    Static,
+    /// A PTR lookup by the pipeline's resolver.
+    ReverseDns,
+}
+
+impl NameSource {
+    /// Every source, in precedence order.
+    pub const ALL: [NameSource; 4] =
+        [NameSource::Kubernetes, NameSource::Dns, NameSource::Static, NameSource::ReverseDns];
+
+    /// The source's name in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameSource::Kubernetes => "kubernetes",
+            NameSource::Dns => "dns",
+            NameSource::Static => "static",
+            NameSource::ReverseDns => "reverse_dns",
+        }
+    }
+}
+
+impl std::fmt::Display for NameSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name for an address from one source. Per (address, source), the latest record at or
+/// before T applies at T; an empty `name` withdraws that source's name (a deleted pod, a
+/// removed line of the names file).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Name {
     /// Event time from which this name holds.
     pub time_: EventTime,
     /// The address named; IPv4-mapped IPv6 addresses are stored as IPv4.
     pub addr: IpAddr,
-    /// The name.
+    /// The name; '' withdraws this source's earlier name for the address.
     pub name: String,
+    /// Who named it; decides between sources that disagree.
+    #[serde(default)]
+    pub source: NameSource,
+}
+
+/// What the Kubernetes API says about a container: the pod it belongs to. A process record's
+/// own Kubernetes fields win; where they are empty, the record for its container id fills
+/// them. The latest record for a container at or before T applies at T; an empty `pod`
+/// withdraws it (the pod was deleted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Container {
+    /// Event time from which this holds.
+    pub time_: EventTime,
+    /// Container id as the agent reads it from the cgroup path (64 hex digits for
+    /// containerd, CRI-O and Docker).
+    pub container: String,
+    /// Pod as `namespace/name`; '' withdraws.
+    #[serde(default)]
+    pub pod: String,
+    /// Every service selecting the pod, `namespace/name`, sorted, joined by ','.
+    #[serde(default)]
+    pub service: String,
+    /// The pod's namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// The node the pod runs on.
+    #[serde(default)]
+    pub node: String,
 }
 
 /// A source's event-time watermark: it will send nothing with `time_` below this any more.
@@ -168,6 +240,8 @@ pub enum Record {
     Name(Name),
     /// A watermark.
     Progress(Progress),
+    /// A container's pod (from the Kubernetes metadata source).
+    Container(Container),
 }
 
 impl Record {
@@ -178,6 +252,7 @@ impl Record {
             Record::Process(r) => r.time_,
             Record::Name(r) => r.time_,
             Record::Progress(r) => r.time_,
+            Record::Container(r) => r.time_,
         }
     }
 
@@ -188,6 +263,7 @@ impl Record {
             Record::Process(r) => r.time_ = time,
             Record::Name(r) => r.time_ = time,
             Record::Progress(r) => r.time_ = time,
+            Record::Container(r) => r.time_ = time,
         }
     }
 
@@ -198,6 +274,7 @@ impl Record {
             Record::Process(_) => "process",
             Record::Name(_) => "name",
             Record::Progress(_) => "progress",
+            Record::Container(_) => "container",
         }
     }
 
@@ -231,6 +308,20 @@ impl Record {
             Record::Name(n) => {
                 n.addr = n.addr.to_canonical();
                 check("name", &n.name)?;
+            }
+            Record::Container(c) => {
+                for (field, value) in [
+                    ("container", &c.container),
+                    ("pod", &c.pod),
+                    ("service", &c.service),
+                    ("namespace", &c.namespace),
+                    ("node", &c.node),
+                ] {
+                    check(field, value)?;
+                }
+                if c.container.is_empty() {
+                    return Err("field `container` is empty".into());
+                }
             }
             Record::Progress(p) => {
                 check("source", &p.source)?;

@@ -235,7 +235,7 @@ impl<R: BufRead> RecordingReader<R> {
             let e = BinaryError::Truncated { needed: HEADER_LEN + len, available: HEADER_LEN + got };
             return Ok(Some(BadInput { position, message: e.to_string(), records_lost: 1 }));
         }
-        match binary::decode_payload(&payload) {
+        match binary::decode_payload(header[2], &payload) {
             Ok(records) => {
                 self.decoded.extend(records.into_iter().map(|r| (position, r)));
                 Ok(None)
