@@ -1,4 +1,5 @@
-//! Compiles the kernel programs (bpf/flowgraph.bpf.c) into a BPF object embedded in the crate.
+//! Compiles the kernel programs (bpf/flowgraph.bpf.c: the TCP tracepoints; bpf/dns.bpf.c: the
+//! DNS answer socket filter) into BPF objects embedded in the crate.
 //!
 //! vmlinux.h is generated at build time into OUT_DIR with
 //! `bpftool btf dump file /sys/kernel/btf/vmlinux format c`, not committed: it is 2.8 MB of
@@ -30,9 +31,15 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bpf_dir = manifest.join("bpf");
-    let src = bpf_dir.join("flowgraph.bpf.c");
-    println!("cargo:rerun-if-changed={}", src.display());
-    println!("cargo:rerun-if-changed={}", bpf_dir.join("flowgraph.h").display());
+    // (source, header it includes, object): one object per program type, loaded separately.
+    let objects = [
+        ("flowgraph.bpf.c", "flowgraph.h", "flowgraph.bpf.o"),
+        ("dns.bpf.c", "dns.h", "dns.bpf.o"),
+    ];
+    for (src, header, _) in objects {
+        println!("cargo:rerun-if-changed={}", bpf_dir.join(src).display());
+        println!("cargo:rerun-if-changed={}", bpf_dir.join(header).display());
+    }
     println!("cargo:rerun-if-env-changed=FLOWGRAPH_VMLINUX_H");
     println!("cargo:rerun-if-env-changed=FLOWGRAPH_BTF");
     println!("cargo:rerun-if-env-changed=CLANG");
@@ -91,26 +98,28 @@ fn main() {
         "powerpc64" => "powerpc",
         other => fail(&format!("no BPF target architecture mapping for `{other}`")),
     };
-    let obj = out.join("flowgraph.bpf.o");
-    let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-D__TARGET_ARCH_{arch}"))
-        .arg("-I")
-        .arg(&out)
-        .arg("-I")
-        .arg(&bpf_dir)
-        .arg("-c")
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .status()
-        .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", clang.display())));
-    if !status.success() {
-        fail("clang failed to compile bpf/flowgraph.bpf.c (see the messages above)");
-    }
-    // -g is needed for BTF (maps, CO-RE relocations); the DWARF beside it is not: strip it
-    // when llvm-strip is at hand (the object shrinks from ~700 KB to a few tens of KB).
-    if let Some(strip) = find_tool("llvm-strip", &[]) {
-        let _ = Command::new(strip).arg("-g").arg(&obj).status();
+    for (src, _, obj) in objects {
+        let obj = out.join(obj);
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-D__TARGET_ARCH_{arch}"))
+            .arg("-I")
+            .arg(&out)
+            .arg("-I")
+            .arg(&bpf_dir)
+            .arg("-c")
+            .arg(bpf_dir.join(src))
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", clang.display())));
+        if !status.success() {
+            fail(&format!("clang failed to compile bpf/{src} (see the messages above)"));
+        }
+        // -g is needed for BTF (maps, CO-RE relocations); the DWARF beside it is not: strip it
+        // when llvm-strip is at hand (the object shrinks from ~700 KB to a few tens of KB).
+        if let Some(strip) = find_tool("llvm-strip", &[]) {
+            let _ = Command::new(strip).arg("-g").arg(&obj).status();
+        }
     }
 }

@@ -4,11 +4,17 @@
 //! and progress records (flowgraph_sources_ebpf::export), and write them as JSON Lines, binary
 //! frames, or one Kafka message keyed by agent id. SIGINT/SIGTERM export a final period (so a
 //! connection's last bytes are not lost), flush, detach and exit 0.
+//!
+//! Unless `--no-dns-names`, the DNS answers seen on the host name their addresses: `name`
+//! records (source `dns`) go out with each period's records, and their counters ride in the
+//! progress record's losses (`dns_*`). Without the privileges for that (CAP_NET_RAW, CAP_BPF)
+//! the agent says why, counts `dns_unavailable`, and goes on without names.
 
 use crate::cli::AgentArgs;
 use anyhow::{bail, Context};
 use flowgraph_config::parse_duration_ns;
 use flowgraph_schema::{binary, json, Record};
+use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::{Agent, AgentOptions};
 use rdkafka::config::ClientConfig;
@@ -77,6 +83,53 @@ fn default_agent_id() -> u32 {
         .unwrap_or(1)
 }
 
+/// The DNS names observer, if wanted, and its counters as last read.
+enum Dns {
+    Off,
+    Unavailable,
+    On(DnsNames, DnsCounters),
+}
+
+impl Dns {
+    fn start(wanted: bool) -> Dns {
+        if !wanted {
+            return Dns::Off;
+        }
+        match DnsNames::start(&DnsOptions::default()) {
+            Ok(names) => {
+                tracing::info!("DNS names: watching DNS answers (UDP from port 53) on this host");
+                Dns::On(names, DnsCounters::default())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS names unavailable; the agent goes on without them");
+                Dns::Unavailable
+            }
+        }
+    }
+
+    /// Appends the names seen since the last call; returns the counters for the progress record.
+    fn drain(&mut self, records: &mut Vec<Record>) -> Option<DnsCounters> {
+        match self {
+            Dns::Off => None,
+            Dns::Unavailable => Some(DnsCounters::unavailable()),
+            Dns::On(names, last) => {
+                names.drain_records(records);
+                match names.counters() {
+                    Ok(now) => {
+                        if now.names_dropped > last.names_dropped {
+                            tracing::warn!(dropped = now.names_dropped - last.names_dropped, "DNS names dropped");
+                        }
+                        *last = now;
+                    }
+                    // Keep the last reading: the counters are cumulative and must not go back.
+                    Err(e) => tracing::warn!(error = %e, "cannot read the DNS names' counters"),
+                }
+                Some(*last)
+            }
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
@@ -119,8 +172,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let stop = crate::replay::stop_flag()?;
     let mut agent = Agent::load_with(&AgentOptions { max_sockets: args.max_sockets })?;
     tracing::info!(agent_id, host = %host, period = ?period, "flowgraph agent: attached");
+    let mut dns = Dns::start(!args.no_dns_names);
     // Keys are remembered an hour after their last socket closed (the pipeline's max_window).
     let mut exporter = Exporter::new(agent_id, host, 3600 * 1_000_000_000);
+    if let Some(node) = &args.node {
+        exporter.set_node(node.clone());
+    }
     let (mut samples, mut records) = (Vec::new(), Vec::new());
     let mut records_out = 0u64;
     let mut next = Instant::now() + period;
@@ -134,8 +191,12 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;
-        let loss = agent.loss_counters()?;
-        exporter.export(&samples, now_ns(), &|pid, start| agent.process(pid, start), &loss, &mut records);
+        let mut loss = agent.loss_counters()?;
+        // The watermark first, then the names: a name is stamped when its answer was read, so
+        // every name drained here is newer than the last period's watermark.
+        let now = now_ns();
+        loss.dns = dns.drain(&mut records);
+        exporter.export(&samples, now, &|pid, start| agent.process(pid, start), &loss, &mut records);
         output.write(&records)?;
         records_out += records.len() as u64;
         crate::telemetry::agent(records_out, exporter.keys(), &loss);

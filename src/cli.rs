@@ -37,6 +37,51 @@ pub enum Command {
     /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
     /// and report throughput and produce-to-readable latency percentiles.
     BenchKafka(BenchKafkaArgs),
+    /// Say how an address is named: which source named it, since when, and the alternatives;
+    /// from a recording (--input) or a running live view (--url).
+    Explain(ExplainArgs),
+    /// The Kubernetes metadata source: pods, services, EndpointSlices and nodes as container
+    /// and name records (JSON Lines, or a Kafka topic).
+    Metadata(crate::metadata::MetadataArgs),
+}
+
+/// The names the pipeline finds itself (see docs/NAMES.md); flags override `[names]` of
+/// the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NamingArgs {
+    /// Static names: one `ADDRESS-OR-CIDR NAME` per line, longest prefix wins; reread when the
+    /// file changes.
+    #[arg(long)]
+    pub names: Option<PathBuf>,
+    /// Ask reverse DNS (PTR) about remote addresses in the background; names arrive later
+    /// and rename the edge from then on.
+    #[arg(long)]
+    pub reverse_dns: bool,
+    /// Servers for --reverse-dns as IP:PORT, comma-separated (default: /etc/resolv.conf).
+    #[arg(long)]
+    pub dns_server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The address to explain (IPv4 or IPv6).
+    pub addr: std::net::IpAddr,
+    /// Replay this recording and explain the name at its end.
+    #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+    pub input: Option<PathBuf>,
+    /// Ask a running live view (`flowgraph ui` or `demo`), e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token for --url.
+    #[arg(long, env = "FLOWGRAPH_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +152,8 @@ pub struct ServeArgs {
 pub struct UiArgs {
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
     /// A recording (JSON Lines or binary) to replay into the embedded job; - reads standard
@@ -190,12 +237,22 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Do not name remote addresses by the DNS answers seen on this host (on by default; needs
+    /// CAP_NET_RAW and CAP_BPF, without which the agent says why and goes on without names).
+    #[arg(long)]
+    pub no_dns_names: bool,
+    /// The node name process records carry (group_by node); default: the host name. On
+    /// Kubernetes, the pod's spec.nodeName through the downward API.
+    #[arg(long, env = "FLOWGRAPH_NODE_NAME")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// Override kafka.brokers.
     #[arg(long)]
     pub brokers: Option<String>,
@@ -250,6 +307,8 @@ pub struct ReplayArgs {
     pub input: PathBuf,
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// Write every graph delta and progress mark here, as JSON Lines.
     #[arg(long)]
     pub deltas: Option<PathBuf>,
@@ -284,6 +343,8 @@ pub struct ReplayArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub query: QueryArgs,
+    #[command(flatten)]
+    pub naming: NamingArgs,
     /// Event-time speed-up: 60 shows a minute of traffic per second; 0 runs without pauses.
     #[arg(long, default_value_t = 60.0)]
     pub speed: f64,

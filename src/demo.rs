@@ -47,7 +47,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         humantime::format_duration(Duration::from_nanos(params.window_ns)),
     );
     let stop = crate::replay::stop_flag()?;
-    let (mut job, control) = LiveJob::new(config)?;
+    let naming = crate::naming::Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let (mut job, control) = LiveJob::new(config, naming)?;
     let server = match args.no_ui {
         true => None,
         false => Some(serve(&args.serve, job.live(), control, max_window_ns, true)?),
@@ -113,7 +114,12 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut exporter = Exporter::new(1, host.trim().to_string(), 3600 * 1_000_000_000);
-    let (mut job, control) = LiveJob::new(config)?;
+    // The names of this host's DNS answers, as the agent would send them.
+    let dns = flowgraph_sources_ebpf::dns::DnsNames::start(&Default::default())
+        .map_err(|e| tracing::warn!(error = %e, "DNS names unavailable; going on without them"))
+        .ok();
+    let naming = crate::naming::Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let (mut job, control) = LiveJob::new(config, naming)?;
     let server = match args.no_ui {
         true => None,
         false => Some(serve(&args.serve, job.live(), control, max_window_ns, true)?),
@@ -126,14 +132,18 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     loop {
         // Parameter changes are taken while waiting for the next export.
         while let Ok(request) = requests.recv_deadline(next_export) {
-            job.change_params(request);
+            job.handle(request);
         }
         next_export += Duration::from_secs(1);
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;
-        let losses = agent.loss_counters()?;
+        let mut losses = agent.loss_counters()?;
+        if let Some(dns) = &dns {
+            dns.drain_records(&mut records);
+            losses.dns = dns.counters().ok();
+        }
         exporter.export(&samples, now, &|pid, start| agent.process(pid, start), &losses, &mut records);
         for record in records.drain(..) {
             // The agent's counters never go down; a rejection here would be a bug worth seeing.
@@ -141,6 +151,7 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
                 tracing::warn!(error = %rejection, "record rejected");
             }
         }
+        job.poll_names();
         // The agent exports everything up to `now`: nothing older will come.
         job.advance_watermark(now);
         job.publish();

@@ -10,8 +10,11 @@ mod agent;
 mod bench;
 mod cli;
 mod demo;
+mod explain;
 mod generate;
 mod harness;
+mod metadata;
+mod naming;
 mod produce;
 mod record;
 mod replay;
@@ -46,6 +49,8 @@ fn main() -> ExitCode {
         cli::Command::Ui(args) => ui::run(args),
         cli::Command::Bench(args) => harness::run(args),
         cli::Command::BenchKafka(args) => bench::kafka(args),
+        cli::Command::Explain(args) => explain::run(args),
+        cli::Command::Metadata(args) => metadata::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

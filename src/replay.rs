@@ -1,6 +1,7 @@
 //! `flowgraph replay`: a recorded stream through the job, in this process.
 
 use crate::cli::{QueryArgs, ReplayArgs};
+use crate::naming::Naming;
 use crate::report;
 use anyhow::{bail, Context};
 use flowgraph_config::{ConfigFile, QueryConfig};
@@ -113,19 +114,21 @@ pub struct ReplaySummary {
 /// Called after each progress mark with the graph complete at that mark.
 pub type OnProgress<'a> = &'a mut dyn FnMut(&GraphState);
 
-/// Runs a recording through a new job. Bad input and rejected records are counted and
-/// described (the first few), or fatal with `strict`.
+/// Runs a recording through `job`, with `naming`'s names. Bad input and rejected records are
+/// counted and described (the first few), or fatal with `strict`.
+#[allow(clippy::too_many_arguments)]
 pub fn replay_stream<R: BufRead>(
     mut reader: RecordingReader<R>,
     source: &str,
-    config: JobConfig,
+    job: &mut Job,
+    naming: &mut Naming,
     strict: bool,
     mut deltas: Option<&mut DeltaWriter<BufWriter<File>>>,
     mut on_progress: Option<OnProgress<'_>>,
     progress_bar: &ProgressBar,
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
-    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
+    let mut names = Vec::new();
     let mut graph = GraphState::default();
     let mut outputs = Vec::new();
     let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
@@ -139,6 +142,14 @@ pub fn replay_stream<R: BufRead>(
         match item {
             Ok((position, record)) => {
                 let kind = record.kind();
+                if naming.is_active() {
+                    // A static name goes in just before the first record that needs it.
+                    naming.observe(&record, &mut names);
+                    naming.poll(job.frontier(), &mut names);
+                    for name in names.drain(..) {
+                        let _ = job.push(name);
+                    }
+                }
                 match job.push(record) {
                     Ok(Admission::OnTime) | Ok(Admission::Late { .. }) => {}
                     Err(rejection) => {
@@ -213,6 +224,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         return crate::produce::run(&args, topic);
     }
     let config = job_config(&args.query)?;
+    let mut naming = Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
     let reader = recording::open(&args.input)?;
     let source = args.input.display().to_string();
     let mut deltas = match &args.deltas {
@@ -227,7 +239,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let params = config.params.clone();
-    let summary = replay_stream(reader, &source, config, args.strict, deltas.as_mut(), None, &bar)?;
+    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
+    let summary = replay_stream(reader, &source, &mut job, &mut naming, args.strict, deltas.as_mut(), None, &bar)?;
     if let Some(writer) = deltas {
         writer.finish().context("writing deltas")?;
     }
@@ -236,5 +249,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     report::print_summary(&source, &params, &summary, args.top);
+    if let Some(line) = naming.summary() {
+        println!("{line}");
+    }
     Ok(())
 }

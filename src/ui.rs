@@ -9,7 +9,8 @@ use crate::cli::{ServeArgs, UiArgs};
 use crate::replay::{job_config, kafka_config, stop_flag, ProblemLog};
 use anyhow::{bail, Context};
 use crossbeam_channel::{select, Receiver};
-use flowgraph_live::{LiveGraph, ParamsControl, ParamsRequest, Server, ServerConfig};
+use crate::naming::Naming;
+use flowgraph_live::{ExplainRequest, JobRequest, LiveGraph, ParamsControl, ParamsRequest, Server, ServerConfig};
 use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Output, Rejection};
 use flowgraph_schema::{EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
@@ -39,7 +40,8 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     let max_window_ns = config.max_window_ns;
     let source = if input.as_os_str() == "-" { "standard input".to_string() } else { input.display().to_string() };
     let stop = stop_flag()?;
-    let (mut job, control) = LiveJob::new(config)?;
+    let naming = Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let (mut job, control) = LiveJob::new(config, naming)?;
     let _server = serve(&args.serve, job.live(), control, max_window_ns, false)?;
     let reader = if input.as_os_str() == "-" {
         // Records are handed on one by one: the next line may not have been written yet.
@@ -50,6 +52,9 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     };
     let summary = drive(&mut job, reader, &source, &stop, args.exit_at_end, &mut |_| {})?;
     summary.print(&source);
+    if let Some(line) = job.naming_summary() {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -93,25 +98,37 @@ pub fn serve(
 }
 
 /// The embedded job behind the live view: records and parameter changes in, the graph out to
-/// a [`LiveGraph`].
+/// a [`LiveGraph`]; the pipeline's own names (static file, reverse DNS) go in beside them.
 #[derive(Debug)]
 pub struct LiveJob {
     job: Job,
     live: Arc<LiveGraph>,
-    requests: Receiver<ParamsRequest>,
+    requests: Receiver<JobRequest>,
+    naming: Naming,
+    names: Vec<Record>,
     outputs: Vec<Output>,
     progress_interval_ns: u64,
     input_ended: bool,
 }
 
 impl LiveJob {
-    /// A job under `config`, and the control the HTTP server uses to change its parameters.
-    pub fn new(config: JobConfig) -> anyhow::Result<(LiveJob, ParamsControl)> {
+    /// A job under `config` with `naming`'s names, and the control the HTTP server uses to
+    /// change its parameters and ask it questions.
+    pub fn new(config: JobConfig, naming: Naming) -> anyhow::Result<(LiveJob, ParamsControl)> {
         let live = Arc::new(LiveGraph::new(config.params.clone()));
         let progress_interval_ns = config.progress_interval_ns;
         let job = Job::new(config).map_err(anyhow::Error::msg)?;
         let (sender, requests) = crossbeam_channel::unbounded();
-        let job = LiveJob { job, live, requests, outputs: Vec::new(), progress_interval_ns, input_ended: false };
+        let job = LiveJob {
+            job,
+            live,
+            requests,
+            naming,
+            names: Vec::new(),
+            outputs: Vec::new(),
+            progress_interval_ns,
+            input_ended: false,
+        };
         Ok((job, ParamsControl::Editable(sender)))
     }
 
@@ -119,13 +136,49 @@ impl LiveJob {
         self.live.clone()
     }
 
-    /// Parameter changes waiting for this thread.
-    pub fn requests(&self) -> Receiver<ParamsRequest> {
+    /// Requests from the API waiting for this thread.
+    pub fn requests(&self) -> Receiver<JobRequest> {
         self.requests.clone()
     }
 
+    /// Pushes a record, after the static name its address needs, if any.
     pub fn push(&mut self, record: Record) -> Result<Admission, Rejection> {
+        if self.naming.is_active() {
+            self.naming.observe(&record, &mut self.names);
+            self.push_names();
+        }
         self.job.push(record)
+    }
+
+    /// Pushes the names that arrived since the last call (reverse DNS, a reloaded names
+    /// file), stamped with the job's frontier.
+    pub fn poll_names(&mut self) {
+        if self.naming.is_active() {
+            self.naming.poll(self.job.frontier(), &mut self.names);
+            self.push_names();
+        }
+    }
+
+    fn push_names(&mut self) {
+        for name in self.names.drain(..) {
+            // Names are never rejected (any name may follow any other).
+            let _ = self.job.push(name);
+        }
+    }
+
+    /// What the pipeline's own name sources did, if any is set up.
+    pub fn naming_summary(&self) -> Option<String> {
+        self.naming.summary()
+    }
+
+    /// Answers the API's request.
+    pub fn handle(&mut self, request: JobRequest) {
+        match request {
+            JobRequest::Params(request) => self.change_params(request),
+            JobRequest::Explain(ExplainRequest { addr, reply }) => {
+                let _ = reply.send(self.job.explain(addr));
+            }
+        }
     }
 
     pub fn advance_watermark(&mut self, watermark: EventTime) {
@@ -306,12 +359,13 @@ pub fn drive(
             },
             recv(requests) -> request => {
                 if let Ok(request) = request {
-                    job.change_params(request);
+                    job.handle(request);
                     on_progress(&job.live);
                 }
             },
             default(IDLE_TICK) => {}
         }
+        job.poll_names();
         crate::telemetry::job(job.stats(), bad_input, job.live.time().unwrap_or(0));
     }
     Ok(InputSummary {

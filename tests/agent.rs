@@ -25,7 +25,8 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     let out = std::env::temp_dir().join(format!("flowgraph-agent-test-{}.jsonl", std::process::id()));
     let metrics_addr = free_local_addr();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-        .args(["agent", "--export-period", "1s", "--output", "jsonl", "--metrics-addr", &metrics_addr, "--out"])
+        .args(["agent", "--export-period", "1s", "--output", "jsonl", "--node", "test-node-7"])
+        .args(["--metrics-addr", &metrics_addr, "--out"])
         .arg(&out)
         .stderr(Stdio::piped())
         .spawn()
@@ -100,6 +101,34 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
         cmdline.contains("python3") && cmdline.contains("create_connection"),
         "the short-lived client's cmdline was lost: {cmdline:?}"
     );
+    // Plain Linux, no Kubernetes: the agent's process records alone give host, node and
+    // process entities.
+    let client_process = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Process(p) if p.upid == client_side.upid => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    assert_eq!((client_process.host.as_str(), client_process.node.as_str()), (hostname.as_str(), "test-node-7"));
+    for (group_by, entity) in [("host", hostname.clone()), ("node", "test-node-7".to_string()), ("process", cmdline.clone())] {
+        let snapshot = out.with_extension(format!("{group_by}.json"));
+        let replay = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .args(["replay", "--group-by", group_by, "--lateness", "0s", "--input"])
+            .arg(&out)
+            .arg("--snapshot")
+            .arg(&snapshot)
+            .output()
+            .unwrap();
+        assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+        let graph: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&snapshot);
+        let found = graph["rows"].as_array().unwrap().iter().any(|row| {
+            row["from_entity"] == entity.as_str() && row["upid"] == client_side.upid.to_string()
+        });
+        assert!(found, "group_by {group_by}: no row of the client with from_entity {entity:?}: {graph}");
+    }
     assert!(records.iter().filter(|r| matches!(r, Record::Progress(_))).count() >= 2);
     let last_progress = records.iter().rev().find_map(|r| match r {
         Record::Progress(p) => Some(p.clone()),

@@ -334,3 +334,131 @@ fn off_loopback_the_api_needs_the_token() {
     assert_eq!(status, 200);
     assert!(page.contains("assets/app.js"), "the page loads its bundle: {page}");
 }
+
+/// A real DNS server for reverse lookups: Debian's dnsmasq answering PTR queries from a hosts
+/// file, on 127.0.0.1 and a free port; killed when dropped.
+struct Dnsmasq {
+    child: Child,
+    port: u16,
+}
+
+impl Dnsmasq {
+    fn start(dir: &Path, hosts: &str) -> Dnsmasq {
+        let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("dnsmasq not found: run scripts/setup (installs Debian's dnsmasq-base)");
+        let hosts_file = dir.join("hosts");
+        let log = dir.join("dnsmasq.log");
+        std::fs::write(&hosts_file, hosts).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(binary)
+            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", "--listen-address=127.0.0.1", "--local=/in-addr.arpa/", "--user=root"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts_file.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // It logs the hosts file it read once it serves.
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("read ") {
+            assert!(Instant::now() < deadline, "dnsmasq did not start within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Dnsmasq { child, port }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `/api/graph` has an edge to `to_entity`, writing a progress record each round so
+/// that event time moves (names that arrive later are stamped with the job's frontier).
+fn wait_for_edge_to(ui: &mut Ui, to_entity: &str, clock: &mut u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let graph: Value = serde_json::from_str(&get(&format!("{}/api/graph", ui.url), None).1).unwrap();
+        let edges = graph["edges"].as_array().cloned().unwrap_or_default();
+        if edges.iter().any(|e| e["to_entity"] == to_entity) {
+            return graph;
+        }
+        assert!(Instant::now() < deadline, "no edge to {to_entity} within 30 s; graph: {graph}");
+        *clock += 1_000_000_000;
+        ui.write(&format!("{{\"type\":\"progress\",\"time_\":{clock},\"source\":\"agent-1\"}}\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn reverse_dns_and_the_names_file_rename_edges_live_and_explain_says_why() {
+    let dir = work_dir("names");
+    let dns = Dnsmasq::start(&dir, "198.18.0.7 db7.lab.example\n");
+    let names = dir.join("names.txt");
+    std::fs::write(&names, "198.18.1.0/24 partner-net\n").unwrap();
+    let dns_server = format!("127.0.0.1:{}", dns.port);
+    let mut ui = Ui::start(&[
+        "--input", "-", "--listen", "127.0.0.1:0", "--lateness", "0s",
+        "--names", names.to_str().unwrap(), "--reverse-dns", "--dns-server", &dns_server,
+    ]);
+    let mut clock = 1_700_000_000_000_000_000u64;
+    let conn = |t: u64, addr: &str| {
+        format!(
+            "{{\"type\":\"conn_stats\",\"time_\":{t},\"upid\":\"1:10:100\",\"remote_addr\":\"{addr}\",\"remote_port\":5432,\"trace_role\":1,\"bytes_sent\":10,\"bytes_recv\":20}}\n"
+        )
+    };
+    ui.write(&format!(
+        "{{\"type\":\"process\",\"time_\":{clock},\"upid\":\"1:10:100\",\"cmdline\":\"api\",\"pod\":\"shop/api-0\"}}\n"
+    ));
+    ui.write(&(conn(clock, "198.18.0.7") + &conn(clock, "198.18.1.9")));
+
+    // The static name is there from the first record on; the PTR name arrives later.
+    wait_for_edge_to(&mut ui, "partner-net", &mut clock);
+    wait_for_edge_to(&mut ui, "db7.lab.example", &mut clock);
+
+    // The file changes: a static name outranks reverse DNS, and a removed line withdraws.
+    std::fs::write(&names, "198.18.0.7 primary-db\n").unwrap();
+    let graph = wait_for_edge_to(&mut ui, "primary-db", &mut clock);
+    let targets: BTreeSet<String> =
+        graph["edges"].as_array().unwrap().iter().map(|e| e["to_entity"].as_str().unwrap().to_string()).collect();
+    assert_eq!(targets, BTreeSet::from(["198.18.1.9".to_string(), "primary-db".to_string()]));
+
+    // The API and the CLI say who named it and what else was on offer.
+    let (status, body) = get(&format!("{}/api/explain/198.18.0.7", ui.url), None);
+    assert_eq!(status, 200, "{body}");
+    let why: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(why["to_entity"], "primary-db");
+    assert_eq!(why["decided_by"], serde_json::json!({"source": "static"}));
+    let candidates: Vec<(String, String)> = why["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["source"].as_str().unwrap().to_string(), c["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        candidates,
+        vec![("static".into(), "primary-db".into()), ("reverse_dns".into(), "db7.lab.example".into())]
+    );
+    let text = flowgraph(&dir, &["explain", "198.18.1.9", "--url", &ui.url]);
+    assert!(text.contains("to_entity: 198.18.1.9 (no source names it)"), "{text}");
+    assert!(text.contains("static       (withdrawn)"), "{text}");
+    let (status, body) = get(&format!("{}/api/explain/not-an-address", ui.url), None);
+    assert_eq!((status, body.contains("\"field\":\"addr\"")), (400, true), "{body}");
+}
+
+#[test]
+fn explain_replays_a_recording_and_names_the_winning_source() {
+    let dir = work_dir("explain");
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/naming/input.jsonl");
+    let text = flowgraph(&dir, &["explain", "203.0.113.9", "--input", input.to_str().unwrap()]);
+    assert!(text.contains("to_entity: api.payments.example (named by dns)"), "{text}");
+    assert!(text.contains("reverse_dns  ec2-203-0-113-9.compute.example"), "{text}");
+    let json = flowgraph(&dir, &["explain", "127.0.0.1", "--input", input.to_str().unwrap(), "--json"]);
+    let why: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(why["decided_by"], "loopback");
+}

@@ -33,6 +33,92 @@ pub struct ConfigFile {
     /// Kafka input and outputs (`flowgraph run`).
     #[serde(default)]
     pub kafka: KafkaConfig,
+    /// Names for remote addresses that the pipeline finds itself (static file, reverse DNS).
+    #[serde(default)]
+    pub names: NamesConfig,
+}
+
+/// The `[names]` section: the sources of names the pipeline runs itself. Kubernetes names and
+/// DNS answers come in as records from `flowgraph metadata` and the agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamesConfig {
+    /// Static names, one `ADDRESS-OR-CIDR NAME` per line, reread when it changes; "" for none.
+    #[serde(default)]
+    pub file: String,
+    /// Ask reverse DNS (PTR) about every remote address, asynchronously.
+    #[serde(default)]
+    pub reverse_dns: bool,
+    /// Servers for reverse DNS as `IP:PORT`; empty uses /etc/resolv.conf.
+    #[serde(default)]
+    pub reverse_dns_servers: Vec<String>,
+    /// Bound on one reverse lookup, retries included (`2s`).
+    #[serde(default = "default_reverse_dns_timeout")]
+    pub reverse_dns_timeout: String,
+    /// Reverse lookups on the wire at once.
+    #[serde(default = "default_reverse_dns_max_in_flight")]
+    pub reverse_dns_max_in_flight: usize,
+}
+
+fn default_reverse_dns_timeout() -> String {
+    "2s".into()
+}
+fn default_reverse_dns_max_in_flight() -> usize {
+    100
+}
+
+impl Default for NamesConfig {
+    fn default() -> Self {
+        NamesConfig {
+            file: String::new(),
+            reverse_dns: false,
+            reverse_dns_servers: Vec::new(),
+            reverse_dns_timeout: default_reverse_dns_timeout(),
+            reverse_dns_max_in_flight: default_reverse_dns_max_in_flight(),
+        }
+    }
+}
+
+/// The `[names]` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamingSettings {
+    /// The static names file, if any.
+    pub file: Option<PathBuf>,
+    /// Whether to ask reverse DNS.
+    pub reverse_dns: bool,
+    /// Reverse-DNS servers; empty: /etc/resolv.conf.
+    pub reverse_dns_servers: Vec<std::net::SocketAddr>,
+    /// Bound on one reverse lookup.
+    pub reverse_dns_timeout: Duration,
+    /// Reverse lookups on the wire at once.
+    pub reverse_dns_max_in_flight: usize,
+}
+
+impl NamesConfig {
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<NamingSettings, ConfigError> {
+        let error = |key: &str, message: String| ConfigError { file: None, key: format!("names.{key}"), message };
+        let mut servers = Vec::new();
+        for server in &self.reverse_dns_servers {
+            servers.push(server.parse().map_err(|_| {
+                error("reverse_dns_servers", format!("{server:?} is not an IP:PORT such as 127.0.0.53:53"))
+            })?);
+        }
+        let timeout_ns = parse_duration_ns("names.reverse_dns_timeout", &self.reverse_dns_timeout)?;
+        if timeout_ns == 0 {
+            return Err(error("reverse_dns_timeout", "must be longer than zero".into()));
+        }
+        if self.reverse_dns_max_in_flight == 0 {
+            return Err(error("reverse_dns_max_in_flight", "must be at least 1".into()));
+        }
+        Ok(NamingSettings {
+            file: (!self.file.trim().is_empty()).then(|| PathBuf::from(self.file.trim())),
+            reverse_dns: self.reverse_dns,
+            reverse_dns_servers: servers,
+            reverse_dns_timeout: Duration::from_nanos(timeout_ns),
+            reverse_dns_max_in_flight: self.reverse_dns_max_in_flight,
+        })
+    }
 }
 
 /// The `[kafka]` section: where `flowgraph run` reads records and writes the graph.
@@ -118,6 +204,7 @@ impl Default for KafkaConfig {
         }
     }
 }
+
 
 impl KafkaConfig {
     /// Checks the values that have a fixed set of choices; the error names the key.

@@ -6,5 +6,5 @@ mod assets;
 pub mod server;
 pub mod state;
 
-pub use server::{start, ParamsControl, ParamsRequest, ServeError, Server, ServerConfig};
+pub use server::{start, ExplainRequest, JobRequest, ParamsControl, ParamsRequest, ServeError, Server, ServerConfig};
 pub use state::{LiveEvent, LiveGraph, ParamsView};

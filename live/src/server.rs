@@ -35,11 +35,29 @@ pub struct ParamsRequest {
     pub reply: oneshot::Sender<Result<EventTime, String>>,
 }
 
-/// Whether `PUT /api/params` can change the query.
+/// A question for the job's thread: how is this address named, and why.
+#[derive(Debug)]
+pub struct ExplainRequest {
+    /// The address.
+    pub addr: std::net::IpAddr,
+    /// The job's answer.
+    pub reply: oneshot::Sender<flowgraph_pipeline::NameExplanation>,
+}
+
+/// What the HTTP server asks of an in-process job.
+#[derive(Debug)]
+pub enum JobRequest {
+    /// Change the parameters.
+    Params(ParamsRequest),
+    /// Explain an address's name.
+    Explain(ExplainRequest),
+}
+
+/// Whether `PUT /api/params` can change the query (and `GET /api/explain` ask the job).
 #[derive(Debug, Clone)]
 pub enum ParamsControl {
-    /// The job runs in this process and takes changes through this channel.
-    Editable(crossbeam_channel::Sender<ParamsRequest>),
+    /// The job runs in this process and takes requests through this channel.
+    Editable(crossbeam_channel::Sender<JobRequest>),
     /// The job runs elsewhere; the text says where its parameters are set.
     ReadOnly(String),
 }
@@ -170,6 +188,7 @@ fn router(app: App) -> Router {
         .route("/api/graph", get(graph))
         .route("/api/params", get(get_params).put(put_params))
         .route("/api/stream", get(stream_events))
+        .route("/api/explain/{addr}", get(explain))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -233,6 +252,28 @@ async fn get_params(State(app): State<App>) -> Response {
     Json(params_document(&app, &app.live.params())).into_response()
 }
 
+/// `GET /api/explain/ADDR`: which source names the address, since when, and the others.
+async fn explain(State(app): State<App>, axum::extract::Path(addr): axum::extract::Path<String>) -> Response {
+    let addr: std::net::IpAddr = match addr.parse() {
+        Ok(addr) => addr,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "addr", format!("addr: {addr:?} is not an IP address")),
+    };
+    let sender = match &app.control {
+        ParamsControl::Editable(sender) => sender.clone(),
+        ParamsControl::ReadOnly(why) => {
+            return error(StatusCode::CONFLICT, "explain", format!("explain: the job is not in this process ({why})"))
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    if sender.send(JobRequest::Explain(ExplainRequest { addr, reply })).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "explain", "explain: the job has stopped");
+    }
+    match answer.await {
+        Ok(explanation) => Json(explanation).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "explain", "explain: the job has stopped"),
+    }
+}
+
 async fn put_params(State(app): State<App>, body: Bytes) -> Response {
     let sender = match &app.control {
         ParamsControl::Editable(sender) => sender.clone(),
@@ -243,7 +284,7 @@ async fn put_params(State(app): State<App>, body: Bytes) -> Response {
         Err((field, message)) => return error(StatusCode::BAD_REQUEST, &field, message),
     };
     let (reply, answer) = oneshot::channel();
-    if sender.send(ParamsRequest { params: params.clone(), reply }).is_err() {
+    if sender.send(JobRequest::Params(ParamsRequest { params: params.clone(), reply })).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "params", "params: the job has stopped");
     }
     match answer.await {

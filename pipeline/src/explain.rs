@@ -1,12 +1,12 @@
 //! Why an address has the name it has: every source's current name and the rule that chose.
 
 use flowgraph_schema::{EventTime, NameSource};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 
 /// How the job names an address at its input frontier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameExplanation {
     /// The address explained.
     pub addr: IpAddr,
@@ -22,7 +22,7 @@ pub struct NameExplanation {
 }
 
 /// The rule that named an address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NamedBy {
     /// A loopback address is named after the process's own entity, whatever the sources say.
@@ -34,7 +34,7 @@ pub enum NamedBy {
 }
 
 /// One source's current word on an address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameCandidate {
     /// Who.
     pub source: NameSource,

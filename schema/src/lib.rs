@@ -224,7 +224,10 @@ pub struct Progress {
     #[serde(default)]
     pub source: String,
     /// The source's loss counters since it started (for the agent: map_full, update_failed,
-    /// missing_state, lost_byte_events, foreign_io, delete_failed); empty when it has none.
+    /// missing_state, lost_byte_events, foreign_io, delete_failed, and with DNS names on
+    /// dns_kernel_passed, dns_truncated, dns_packets, dns_parse_failures, dns_answers,
+    /// dns_names, dns_cache_evictions, dns_names_dropped, dns_read_errors, dns_unavailable);
+    /// empty when it has none.
     #[serde(default)]
     pub losses: std::collections::BTreeMap<String, u64>,
 }

@@ -36,6 +36,8 @@ METADATA_RULES = {
 READ_ONLY_VERBS = {"get", "list", "watch"}
 # The one Secret the manifests reference but do not contain (docs/DEPLOY.md says how to make it).
 EXTERNAL_SECRETS = {("flowgraph-ui", "token")}
+# ConfigMaps Kubernetes itself publishes in every namespace (the API server's CA bundle).
+EXTERNAL_CONFIGMAPS = {"kube-root-ca.crt"}
 
 
 def documented_capabilities(deploy_md):
@@ -172,6 +174,8 @@ class Checker:
             refs = [v["configMap"]] if "configMap" in v else []
             refs += [s["configMap"] for s in (v.get("projected") or {}).get("sources") or [] if "configMap" in s]
             for cm in refs:
+                if cm["name"] in EXTERNAL_CONFIGMAPS:
+                    continue
                 if self.need(("ConfigMap", cm["name"]) in self.by, f"{where}: volume {v['name']}: ConfigMap {cm['name']} is not defined"):
                     for item in cm.get("items") or []:
                         self.need(self.configmap_value(cm["name"], item["key"]) is not None,

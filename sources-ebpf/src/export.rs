@@ -48,6 +48,9 @@ pub struct Exporter {
     agent_id: u32,
     source: String,
     host: String,
+    /// The node name process records carry: the host name unless told otherwise (on
+    /// Kubernetes, the pod's spec.nodeName), so `group_by node` works without the API.
+    node: String,
     key_retention_ns: u64,
     keys: FxHashMap<Key, KeyState>,
     sockets: FxHashMap<u64, SocketState>,
@@ -55,11 +58,17 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// Sets the node name of the process records (default: the host name).
+    pub fn set_node(&mut self, node: String) {
+        self.node = node;
+    }
+
     /// An exporter for agent `agent_id` on `host`.
     pub fn new(agent_id: u32, host: String, key_retention_ns: u64) -> Self {
         Exporter {
             agent_id,
             source: format!("agent-{agent_id}"),
+            node: host.clone(),
             host,
             key_retention_ns,
             keys: FxHashMap::default(),
@@ -127,7 +136,7 @@ impl Exporter {
             let process = self
                 .processes
                 .entry(upid)
-                .or_insert_with(|| describe_process(upid, &self.host, kernel));
+                .or_insert_with(|| describe_process(upid, &self.host, &self.node, kernel));
             let mut record = process.clone();
             record.time_ = now;
             out.push(Record::Process(record));
@@ -169,6 +178,7 @@ impl Exporter {
 fn describe_process(
     upid: Upid,
     host: &str,
+    node: &str,
     kernel: &dyn Fn(u32, u64) -> Option<KernelProcess>,
 ) -> Process {
     let proc_dir = format!("/proc/{}", upid.pid);
@@ -180,6 +190,7 @@ fn describe_process(
         time_: 0,
         upid,
         host: host.to_string(),
+        node: node.to_string(),
         ..Default::default()
     };
     if !same_process {

@@ -13,9 +13,13 @@
 //!
 //! Turning samples into `conn_stats` / `process` records (upid, /proc metadata, export periods)
 //! is the exporter's job ([`export`]), built on top of [`SocketSample`].
+//!
+//! Separately, [`dns`] names remote addresses by the DNS answers seen on the host (a socket
+//! filter on an AF_PACKET socket, `bpf/dns.bpf.c`).
 
 #![deny(missing_docs)]
 
+pub mod dns;
 pub mod export;
 
 use aya::maps::{Array, HashMap, MapData, MapError};
@@ -255,6 +259,9 @@ pub struct LossCounters {
     pub destroy_untracked: u64,
     /// Destroyed sockets whose state [`Agent::collect`] failed to delete.
     pub delete_failed: u64,
+    /// The DNS names' counters ([`dns::DnsNames::counters`]), when DNS names were wanted; the
+    /// caller fills them ([`Agent::loss_counters`] leaves `None`).
+    pub dns: Option<dns::DnsCounters>,
 }
 
 impl LossCounters {
@@ -270,6 +277,7 @@ impl LossCounters {
             ("delete_failed", self.delete_failed),
         ]
         .into_iter()
+        .chain(self.dns.into_iter().flat_map(|dns| dns.named()))
     }
 
     /// Events that lost data (bytes or whole sockets).
@@ -543,6 +551,7 @@ impl Agent {
             foreign_io: v[4],
             destroy_untracked: v[5],
             delete_failed: self.delete_failed,
+            dns: None,
         })
     }
 }
