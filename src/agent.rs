@@ -11,69 +11,15 @@
 //! the agent says why, counts `dns_unavailable`, and goes on without names.
 
 use crate::cli::AgentArgs;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use flowgraph_config::parse_duration_ns;
-use flowgraph_schema::{binary, json, Record};
+use crate::output::{self, RecordOutput};
+use flowgraph_schema::Record;
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::{Agent, AgentOptions};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-enum Output {
-    Jsonl(Box<dyn Write>),
-    Binary(Box<dyn Write>),
-    Kafka {
-        producer: ThreadedProducer<DefaultProducerContext>,
-        topic: String,
-        key: String,
-    },
-}
-
-impl Output {
-    fn write(&mut self, records: &[Record]) -> anyhow::Result<()> {
-        match self {
-            Output::Jsonl(out) => {
-                for record in records {
-                    writeln!(out, "{}", json::encode_line(record))?;
-                }
-                out.flush()?;
-            }
-            Output::Binary(out) => {
-                let mut frame = Vec::new();
-                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
-                    frame.clear();
-                    binary::encode_frame(chunk, &mut frame);
-                    out.write_all(&frame)?;
-                }
-                out.flush()?;
-            }
-            Output::Kafka { producer, topic, key } => {
-                let mut frame = Vec::new();
-                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
-                    frame.clear();
-                    binary::encode_frame(chunk, &mut frame);
-                    let time = chunk.iter().map(Record::time).max().unwrap_or(0) / 1_000_000;
-                    producer
-                        .send(BaseRecord::<str, [u8]>::to(topic).key(key).payload(&frame).timestamp(time as i64))
-                        .map_err(|(e, _)| e)
-                        .with_context(|| format!("producing to {topic}"))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        if let Output::Kafka { producer, .. } = self {
-            producer.flush(Duration::from_secs(30)).context("flushing to Kafka")?;
-        }
-        Ok(())
-    }
-}
 
 /// The agent id: the first 8 hex digits of /etc/machine-id, stable across restarts.
 fn default_agent_id() -> u32 {
@@ -143,25 +89,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
-    let file = |path: &str| -> anyhow::Result<Box<dyn Write>> {
-        Ok(if path == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::io::BufWriter::new(
-                std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
-            ))
-        })
-    };
     let mut output = match args.output.as_str() {
-        "jsonl" => Output::Jsonl(file(&args.out)?),
-        "binary" => Output::Binary(file(&args.out)?),
-        "kafka" => Output::Kafka {
-            producer: ClientConfig::new()
-                .set("bootstrap.servers", &args.brokers)
-                .set("enable.idempotence", "true")
-                .set("partitioner", "murmur2_random")
-                .create()
-                .context("creating the Kafka producer")?,
+        "jsonl" => RecordOutput::Jsonl(output::file(&args.out)?),
+        "binary" => RecordOutput::Binary(output::file(&args.out)?),
+        "kafka" => RecordOutput::Kafka {
+            producer: output::producer(&args.brokers)?,
             topic: args.topic.clone(),
             key: format!("agent-{agent_id}"),
         },

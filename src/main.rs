@@ -15,6 +15,7 @@ mod generate;
 mod harness;
 mod metadata;
 mod naming;
+mod output;
 mod produce;
 mod record;
 mod replay;

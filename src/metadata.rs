@@ -8,13 +8,8 @@
 use anyhow::Context;
 use clap::Args;
 use flowgraph_config::parse_duration_ns;
-use flowgraph_schema::{binary, json, Record};
+use crate::output::{self, RecordOutput};
 use flowgraph_sources_k8s::{run_blocking, Connect, Options, SOURCE_NAME};
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,53 +37,6 @@ pub struct MetadataArgs {
     pub reannounce: String,
 }
 
-/// Where records go.
-enum Sink {
-    Jsonl(Box<dyn Write>),
-    Kafka { producer: ThreadedProducer<DefaultProducerContext>, topic: String },
-}
-
-impl Sink {
-    fn write(&mut self, records: &[Record]) -> anyhow::Result<()> {
-        match self {
-            Sink::Jsonl(out) => {
-                for record in records {
-                    writeln!(out, "{}", json::encode_line(record))?;
-                }
-                out.flush()?;
-            }
-            Sink::Kafka { producer, topic } => {
-                let mut frame = Vec::new();
-                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
-                    frame.clear();
-                    binary::encode_frame(chunk, &mut frame);
-                    let mut message: BaseRecord<'_, str, Vec<u8>> =
-                        BaseRecord::to(topic).key(SOURCE_NAME).payload(&frame);
-                    loop {
-                        match producer.send(message) {
-                            Ok(()) => break,
-                            // Back-pressure from a slow broker: wait, never drop a change.
-                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
-                                message = m;
-                                std::thread::sleep(Duration::from_millis(5));
-                            }
-                            Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        if let Sink::Kafka { producer, topic } = self {
-            producer.flush(Duration::from_secs(30)).with_context(|| format!("flushing to {topic}"))?;
-        }
-        Ok(())
-    }
-}
-
 pub fn run(args: MetadataArgs) -> anyhow::Result<()> {
     let progress_interval = Duration::from_nanos(parse_duration_ns("--progress-interval", &args.progress_interval)?);
     if progress_interval.is_zero() {
@@ -107,18 +55,13 @@ pub fn run(args: MetadataArgs) -> anyhow::Result<()> {
     let mut sink = match (&args.to_kafka, args.out.as_deref().unwrap_or("-")) {
         (Some(topic), _) => {
             crate::produce::ensure_topic(&args.brokers, topic, 1)?;
-            let producer = ClientConfig::new()
-                .set("bootstrap.servers", &args.brokers)
-                .set("enable.idempotence", "true")
-                .set("partitioner", "murmur2_random")
-                .create()
-                .context("creating the Kafka producer")?;
-            Sink::Kafka { producer, topic: topic.clone() }
+            RecordOutput::Kafka {
+                producer: output::producer(&args.brokers)?,
+                topic: topic.clone(),
+                key: SOURCE_NAME.to_string(),
+            }
         }
-        (None, "-") => Sink::Jsonl(Box::new(std::io::stdout())),
-        (None, path) => Sink::Jsonl(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
-        ))),
+        (None, path) => RecordOutput::Jsonl(output::file(path)?),
     };
     let stop = crate::replay::stop_flag()?;
     let mut written = 0u64;

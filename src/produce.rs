@@ -5,9 +5,7 @@ use anyhow::{bail, Context};
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use std::time::{Duration, Instant};
 
 /// Records per message at most. A message holds a run of consecutive records with one key,
@@ -120,18 +118,7 @@ pub fn publish(
         binary::encode_frame(batch, &mut frame);
         // Stamped with the wall clock, not the recording's event time: a broker deletes
         // messages older than its retention, and a recording's times may be months old.
-        let mut message: BaseRecord<'_, str, Vec<u8>> =
-            BaseRecord::to(topic).key(key).payload(&frame);
-        loop {
-            match producer.send(message) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
-                    message = m;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context(format!("producing to {topic}")),
-            }
-        }
+        crate::output::send_waiting(&producer, BaseRecord::<str, [u8]>::to(topic).key(key).payload(&frame[..]))?;
         messages += 1;
         batch.clear();
         Ok(())

@@ -69,26 +69,26 @@ pub enum Connect {
 /// Why the source stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    // kube's errors print their own causes, so they are part of the message here rather than
+    // a `source` that an error chain would print a second time.
     /// No in-cluster configuration (not in a pod, or no service account mounted).
-    #[error("cannot use the in-cluster service account (not running in a pod with a mounted token?)")]
-    InCluster(#[source] kube::config::InClusterError),
+    #[error("cannot use the in-cluster service account (not running in a pod with a mounted token?): {0}")]
+    InCluster(kube::config::InClusterError),
     /// The kubeconfig file could not be read or used.
-    #[error("cannot use kubeconfig {}", path.display())]
+    #[error("cannot use kubeconfig {}: {reason}", path.display())]
     Kubeconfig {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: kube::config::KubeconfigError,
+        reason: kube::config::KubeconfigError,
     },
     /// The HTTP client could not be built from the configuration.
-    #[error("cannot build the Kubernetes client for {url}")]
+    #[error("cannot build the Kubernetes client for {url}: {reason}")]
     Client {
         /// The API server's URL.
         url: String,
         /// Why.
-        #[source]
-        source: kube::Error,
+        reason: kube::Error,
     },
     /// The runtime could not start.
     #[error("cannot start the async runtime")]
@@ -109,15 +109,15 @@ pub async fn client(connect: Connect) -> Result<Client, SourceError> {
         Connect::InCluster => kube::Config::incluster().map_err(SourceError::InCluster)?,
         Connect::Kubeconfig(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-                .map_err(|source| SourceError::Kubeconfig { path: path.clone(), source })?;
+                .map_err(|reason| SourceError::Kubeconfig { path: path.clone(), reason })?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|source| SourceError::Kubeconfig { path, source })?
+                .map_err(|reason| SourceError::Kubeconfig { path, reason })?
         }
         Connect::Config(config) => *config,
     };
     let url = config.cluster_url.to_string();
-    Client::try_from(config).map_err(|source| SourceError::Client { url, source })
+    Client::try_from(config).map_err(|reason| SourceError::Client { url, reason })
 }
 
 /// Loss and error counters, reported in every progress record.

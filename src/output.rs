@@ -1,0 +1,105 @@
+//! Where record producers (the agent, the metadata source) write: JSON Lines or binary frames
+//! to a file or standard output, or binary frames to a Kafka topic under one key.
+
+use anyhow::Context;
+use flowgraph_schema::{binary, json, Record};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::io::Write;
+use std::time::Duration;
+
+/// A destination for batches of records.
+pub enum RecordOutput {
+    /// JSON Lines.
+    Jsonl(Box<dyn Write>),
+    /// Binary frames (a recording).
+    Binary(Box<dyn Write>),
+    /// Binary frames, one message per frame, all under `key` (one partition, in order).
+    Kafka { producer: ThreadedProducer<DefaultProducerContext>, topic: String, key: String },
+}
+
+/// Standard output for "-", else a new file.
+pub fn file(path: &str) -> anyhow::Result<Box<dyn Write>> {
+    Ok(if path == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?))
+    })
+}
+
+/// An idempotent producer whose keys land where a Java client would put them.
+pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .context("creating the Kafka producer")
+}
+
+/// Sends one message, waiting while the producer's queue is full (a slow broker): back-pressure,
+/// never a dropped batch.
+pub fn send_waiting(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut message: BaseRecord<'_, str, [u8]>,
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                message = returned;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, returned)) => return Err(e).with_context(|| format!("producing to {}", returned.topic)),
+        }
+    }
+}
+
+impl RecordOutput {
+    /// Writes a batch (several frames when it is larger than one frame may be).
+    pub fn write(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        match self {
+            RecordOutput::Jsonl(out) => {
+                for record in records {
+                    writeln!(out, "{}", json::encode_line(record))?;
+                }
+                out.flush()?;
+            }
+            RecordOutput::Binary(out) => {
+                let mut frame = Vec::new();
+                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
+                    frame.clear();
+                    binary::encode_frame(chunk, &mut frame);
+                    out.write_all(&frame)?;
+                }
+                out.flush()?;
+            }
+            RecordOutput::Kafka { producer, topic, key } => {
+                let mut frame = Vec::new();
+                for chunk in records.chunks(binary::MAX_BATCH_RECORDS) {
+                    frame.clear();
+                    binary::encode_frame(chunk, &mut frame);
+                    // These producers stamp records with the wall clock, so the newest record's
+                    // time is the message's: retention and time-based seeks see live data.
+                    let time_ms = chunk.iter().map(Record::time).max().unwrap_or(0) / 1_000_000;
+                    let message = BaseRecord::<str, [u8]>::to(topic).key(key.as_str()).payload(&frame[..]);
+                    send_waiting(producer, message.timestamp(time_ms as i64))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written is delivered (Kafka) or flushed.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        match self {
+            RecordOutput::Kafka { producer, topic, .. } => {
+                producer.flush(Duration::from_secs(30)).with_context(|| format!("flushing to {topic}"))?
+            }
+            RecordOutput::Jsonl(out) | RecordOutput::Binary(out) => out.flush()?,
+        }
+        Ok(())
+    }
+}
