@@ -1,8 +1,7 @@
 //! The differential dataflow of the query, mode `total`.
 //!
 //! ```text
-//!  conns (upid, addr) -> (sent, recv)     one per live connection key (windowed by the stage)
-//!    └─ reduce MaxBytesPerProcessPeer ──> (upid, addr) -> (max sent, max recv)
+//!  conns (upid, addr) -> (max sent, max recv)   windowed by the stage, max folded by the job
 //!         │                                   ips ─┐
 //!         │   addresses seen ── distinct ── join ─┴─ filter: kept addresses
 //!         │      names (addr, source) -> name ─ reduce FirstNameBySource ─┐
@@ -29,7 +28,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::worker::Worker;
 
-/// Bytes of one connection key's sample in force.
+/// The max bytes of one (upid, addr) over its connection keys in force.
 pub(crate) type ConnData = ((Upid, IpAddr), (u64, u64));
 
 /// Where the dataflow leaves its output for the job to release.
@@ -116,12 +115,8 @@ fn rows<'s>(
     ips: Coll<'s, IpFilter>,
     group_by: Coll<'s, GroupBy>,
 ) -> Coll<'s, Row> {
-    // Max per (upid, addr) over every connection key (ports, roles) in force.
-    let maxed = conns.reduce_named("MaxBytesPerProcessPeer", |_key, samples, out| {
-        let sent = samples.iter().map(|((sent, _), _)| *sent).max();
-        let recv = samples.iter().map(|((_, recv), _)| *recv).max();
-        out.push(((sent.unwrap_or(0), recv.unwrap_or(0)), 1));
-    });
+    // Already the max per (upid, addr) over its connection keys in force (the job folds it).
+    let maxed = conns;
 
     // The ips filter and the naming both depend on the address alone: decide them once per
     // distinct address, so a parameter change costs O(addresses), not O(rows).

@@ -5,7 +5,11 @@ use crate::explain::{NameCandidate, NameExplanation, NamedBy};
 use crate::graph::{GraphRecord, Output};
 use crate::params::Params;
 use crate::graph::Text;
-use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageValue};
+use crate::dataflow::ConnData;
+use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, StageValue};
+use differential_dataflow::input::InputSession;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use differential_dataflow::consolidation::consolidate;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
 use std::collections::BTreeMap;
@@ -96,6 +100,77 @@ impl StageValue for Bytes {
     }
 }
 
+/// Step 3 of the query, group by (upid, addr) with max bytes, done before the dataflow.
+///
+/// A (upid, addr) has a handful of connection keys (ports, roles) in force at a time, and the
+/// stage already hands over their changes in event time; so the max is a small fold per
+/// (upid, addr) and time, and the dataflow gets one update pair per changed max instead of
+/// arranging every connection key twice (the reduce's input and output). This is the
+/// pre-aggregation docs/BENCHMARKS.md measured.
+#[derive(Default)]
+struct PeerMax {
+    peers: FxHashMap<(Upid, IpAddr), PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    /// The connection keys in force, by (port, role), and their bytes.
+    members: SmallVec<[((u16, TraceRole), Bytes); 2]>,
+    /// The max the dataflow holds for this (upid, addr).
+    emitted: Option<(u64, u64)>,
+}
+
+impl PeerMax {
+    /// Applies the stage's changes of connection keys and passes on the changes of the max.
+    fn fold(
+        &mut self,
+        mut changes: Vec<StageUpdate<ConnKey, Bytes>>,
+        input: &mut InputSession<EventTime, ConnData, isize>,
+    ) {
+        // By (upid, addr), then time: every change of one peer at one time before its new max.
+        changes.sort_unstable_by(|(a, _, ta, da), (b, _, tb, db)| {
+            (a.upid, a.addr, *ta, *da).cmp(&(b.upid, b.addr, *tb, *db))
+        });
+        let mut at = 0;
+        while at < changes.len() {
+            let (first, _, time, _) = &changes[at];
+            let (peer, time) = ((first.upid, first.addr), *time);
+            let state = self.peers.entry(peer).or_default();
+            while let Some((key, bytes, t, diff)) = changes.get(at) {
+                if (key.upid, key.addr, *t) != (peer.0, peer.1, time) {
+                    break;
+                }
+                let member = (key.port, key.role);
+                let position = state.members.iter().position(|(m, _)| *m == member);
+                match (diff.signum(), position) {
+                    (1, Some(i)) => state.members[i].1 = *bytes,
+                    (1, None) => state.members.push((member, *bytes)),
+                    (_, Some(i)) => {
+                        state.members.swap_remove(i);
+                    }
+                    (_, None) => debug_assert!(false, "a retraction of a key not in force"),
+                }
+                at += 1;
+            }
+            let max = state.members.iter().map(|(_, b)| b).fold(None, |max: Option<(u64, u64)>, b| {
+                Some(max.map_or((b.sent, b.recv), |(s, r)| (s.max(b.sent), r.max(b.recv))))
+            });
+            if max != state.emitted {
+                if let Some(old) = state.emitted {
+                    input.update_at((peer, old), time, -1);
+                }
+                if let Some(new) = max {
+                    input.update_at((peer, new), time, 1);
+                }
+                state.emitted = max;
+            }
+            if state.members.is_empty() {
+                self.peers.remove(&peer);
+            }
+        }
+    }
+}
+
 impl StageValue for ProcessInfo {
     fn check_order(_: &Self, _: &Self) -> Result<(), String> {
         Ok(())
@@ -133,6 +208,8 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     probe: ProbeHandle<EventTime>,
     output: OutputBuffer,
     conns: Stage<ConnKey, Bytes>,
+    /// The max over each (upid, addr)'s connection keys in force, folded outside the dataflow.
+    peers: PeerMax,
     procs: Stage<Upid, ProcessInfo>,
     names: Stage<(IpAddr, NameSource), Text>,
     containers: Stage<Text, ContainerInfo>,
@@ -191,6 +268,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
         Ok(Job {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
+            peers: PeerMax::default(),
             procs: Stage::new(None, config.max_window_ns),
             names: Stage::new(None, config.max_window_ns),
             containers: Stage::new(None, config.max_window_ns),
@@ -396,11 +474,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     fn stage_until(&mut self, to: EventTime) {
         let mut conns = Vec::new();
         self.conns.advance(to, &mut conns);
-        for (key, bytes, time, diff) in conns {
-            self.inputs
-                .conns
-                .update_at(((key.upid, key.addr), (bytes.sent, bytes.recv)), time, diff);
-        }
+        self.peers.fold(conns, &mut self.inputs.conns);
         let mut procs = Vec::new();
         self.procs.advance(to, &mut procs);
         for (upid, process, time, diff) in procs {
@@ -422,11 +496,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if params.window_ns != self.params.window_ns {
             let mut conns = Vec::new();
             self.conns.set_window(params.window_ns, &mut conns);
-            for (key, bytes, time, diff) in conns {
-                self.inputs
-                    .conns
-                    .update_at(((key.upid, key.addr), (bytes.sent, bytes.recv)), time, diff);
-            }
+            self.peers.fold(conns, &mut self.inputs.conns);
         }
         if params.ips != self.params.ips {
             self.inputs.ips.update_at(self.params.ips.clone(), at, -1);
