@@ -17,8 +17,8 @@ const BATCH: usize = 1000;
 const PACING_STEP: Duration = Duration::from_millis(5);
 
 /// The message key of a record: its agent, so one agent's records stay in order on one
-/// partition. Names and container metadata have no agent and share the keys "names" and
-/// "containers".
+/// partition. Names and container metadata have no agent: they take the key of the batch
+/// they arrive in, and these keys ("names", "containers") only before any other record.
 fn key_of(record: &Record) -> String {
     match record {
         Record::ConnStats(c) => format!("agent-{}", c.upid.asid),
@@ -151,7 +151,14 @@ pub fn publish(
                 std::thread::sleep(wait);
             }
         }
-        let key = key_of(&record);
+        let key = match &record {
+            // A name or container record rides with the records it was recorded among (an
+            // agent's DNS names are in that agent's batches): on that agent's partition it is
+            // covered by the agent's progress records. A key of its own would be a partition
+            // with no progress, holding the pipeline's frontier until its next record.
+            Record::Name(_) | Record::Container(_) if !batch_key.is_empty() => batch_key.clone(),
+            _ => key_of(&record),
+        };
         if key != batch_key || batch.len() >= BATCH {
             send(&batch_key, &mut batch)?;
             batch_key = key;
