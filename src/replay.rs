@@ -129,6 +129,8 @@ pub fn replay_stream<R: BufRead>(
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let mut names = Vec::new();
+    // Name records the pipeline added itself (not read from the input).
+    let mut added_names = 0u64;
     let mut graph = GraphState::default();
     let mut outputs = Vec::new();
     let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
@@ -147,6 +149,7 @@ pub fn replay_stream<R: BufRead>(
                     naming.observe(&record, &mut names);
                     naming.poll(job.frontier(), &mut names);
                     for name in names.drain(..) {
+                        added_names += 1;
                         let _ = job.push(name);
                     }
                 }
@@ -181,7 +184,7 @@ pub fn replay_stream<R: BufRead>(
     let stats = job.stats().clone();
     Ok(ReplaySummary {
         format: reader.format(),
-        records: stats.records,
+        records: stats.records - added_names,
         late: stats.late,
         rejected: stats.rejected,
         bad_input,

@@ -43,6 +43,8 @@ struct Service {
     kafka: KafkaConfig,
     start: StartAt,
     idle_exit: Option<Duration>,
+    /// The pipeline's own name sources (names file, reverse DNS), one set per worker.
+    naming: flowgraph_config::NamingSettings,
     stop: Arc<AtomicBool>,
     /// Process 0's sink, taken by worker 0.
     sink: Mutex<Option<KafkaSink>>,
@@ -67,6 +69,7 @@ fn mark_of_process_zero(kafka: &KafkaConfig) -> anyhow::Result<Option<flowgraph_
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = job_config(&args.query)?;
     let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
+    let naming = crate::naming::settings(args.query.config.as_ref(), &args.naming)?;
     let idle_exit = args
         .exit_when_idle
         .as_deref()
@@ -115,7 +118,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let service = Arc::new(Service { config, kafka, start, idle_exit, stop, sink: Mutex::new(sink) });
+    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, sink: Mutex::new(sink) });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
         let index = worker.index();
@@ -236,6 +239,10 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     };
     tracing::info!(worker = index, workers = peers, partitions = ?source.partitions(), "flowgraph run: consuming");
     let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
+    // Each worker names the addresses of its own partitions' records; the names are routed
+    // to the worker that owns the address like any other record.
+    let mut naming = crate::naming::Naming::start(&service.naming)?;
+    let mut names = Vec::new();
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
     let mut rejected = 0u64;
     // Since when polls have returned nothing (processing time does not count as idle).
@@ -260,7 +267,15 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
                 idle_since = None;
             }
             for record in records.drain(..) {
+                if naming.is_active() {
+                    naming.observe(&record, &mut names);
+                    names.drain(..).for_each(|name| job.push(name));
+                }
                 job.push(record);
+            }
+            if naming.is_active() {
+                naming.poll(job.frontier(), &mut names);
+                names.drain(..).for_each(|name| job.push(name));
             }
             if let Some(watermark) = source.watermark() {
                 job.advance_watermark(watermark);

@@ -106,6 +106,8 @@ pub struct LiveJob {
     requests: Receiver<JobRequest>,
     naming: Naming,
     names: Vec<Record>,
+    /// Name records the pipeline added itself, not counted as input.
+    added_names: u64,
     outputs: Vec<Output>,
     progress_interval_ns: u64,
     input_ended: bool,
@@ -125,6 +127,7 @@ impl LiveJob {
             requests,
             naming,
             names: Vec::new(),
+            added_names: 0,
             outputs: Vec::new(),
             progress_interval_ns,
             input_ended: false,
@@ -162,6 +165,7 @@ impl LiveJob {
     fn push_names(&mut self) {
         for name in self.names.drain(..) {
             // Names are never rejected (any name may follow any other).
+            self.added_names += 1;
             let _ = self.job.push(name);
         }
     }
@@ -185,8 +189,11 @@ impl LiveJob {
         self.job.advance_watermark(watermark);
     }
 
-    pub fn stats(&self) -> &JobStats {
-        self.job.stats()
+    /// The job's counters; `records` counts the input's records only.
+    pub fn stats(&self) -> JobStats {
+        let mut stats = self.job.stats().clone();
+        stats.records -= self.added_names;
+        stats
     }
 
     pub fn tracked_connection_keys(&self) -> usize {
@@ -346,7 +353,7 @@ pub fn drive(
                     input = None;
                     job.end_input();
                     on_progress(&job.live);
-                    crate::telemetry::job(job.stats(), bad_input, job.live.time().unwrap_or(0));
+                    crate::telemetry::job(&job.stats(), bad_input, job.live.time().unwrap_or(0));
                     if exit_at_end {
                         break;
                     }
@@ -366,10 +373,10 @@ pub fn drive(
             default(IDLE_TICK) => {}
         }
         job.poll_names();
-        crate::telemetry::job(job.stats(), bad_input, job.live.time().unwrap_or(0));
+        crate::telemetry::job(&job.stats(), bad_input, job.live.time().unwrap_or(0));
     }
     Ok(InputSummary {
-        stats: job.stats().clone(),
+        stats: job.stats(),
         bad_input,
         tracked_keys: job.tracked_connection_keys(),
         ended: input.is_none(),

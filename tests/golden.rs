@@ -56,7 +56,9 @@ fn replay(case: &Path, out: &Path) -> Run {
     // Lines that do not depend on the machine: counts and the graph's size and time.
     let summary = stdout
         .lines()
-        .filter(|l| l.starts_with("input.jsonl") || l.starts_with("graph at") || l.starts_with("query:"))
+        .filter(|l| {
+            ["input.jsonl", "graph at", "query:", "names:"].iter().any(|prefix| l.starts_with(prefix))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let problems = stderr
