@@ -6,10 +6,11 @@
 //!         │   addresses seen ── distinct ── join ─┴─ filter: kept addresses
 //!         │      names (addr, source) -> name ─ reduce FirstNameBySource ─┐
 //!         │                                         └─ left join ─────────┴─> addr -> to_entity
-//!         └─ join by addr ───────────────────────────────────────────────┘
-//!              │   procs ── left join containers (by container id) ──> filled processes
-//!              └─ join by upid with  filled processes × group_by ──> upid -> (from_entity, cmdline)
-//!                   └─ rows (loopback: to_entity = from_entity) ── reduce SumBytesPerEdge ──> edges
+//!         ├─ peers (upid, addr), distinct ── join by addr ───────────┘
+//!         │        │   procs ── left join containers (by container id) ──> filled processes
+//!         │        └─ join by upid with  filled processes × group_by ──> labels:
+//!         │             (upid, addr) -> (from_entity, cmdline, to_entity; loopback: from_entity)
+//!         └─ join by (upid, addr) with labels ──> rows ── reduce SumBytesPerEdge ──> edges
 //! ```
 //!
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
@@ -168,27 +169,32 @@ fn rows<'s>(
             (!entity.is_empty()).then(|| (upid, (entity.clone(), process.cmdline.clone())))
         });
 
-    maxed
-        .map(|((upid, addr), bytes)| (addr, (upid, bytes)))
+    // Each (upid, addr)'s labels, from the set of peers alone: bytes change every export
+    // period, the peer set and its names rarely, so only the last join sees the churn of bytes.
+    let peers = maxed.clone().map(|(peer, _)| peer).distinct();
+    let labels = peers
+        .map(|(upid, addr)| (addr, upid))
         .join(to_entity)
-        .map(|(addr, ((upid, bytes), to_entity))| (upid, (addr, to_entity, bytes)))
+        .map(|(addr, (upid, to_entity))| (upid, (addr, to_entity)))
         .join(entities)
-        .map(
-            |(upid, ((remote_addr, to_entity, (bytes_sent, bytes_recv)), (from_entity, cmdline)))| {
-                // Loopback traffic stays inside the process's own entity (Pixie's sidecar
-                // rule): a name for 127.0.0.1 would merge every host's loopback into one node.
-                let to_entity = if remote_addr.is_loopback() { from_entity.clone() } else { to_entity };
-                Row {
-                    from_entity,
-                    upid,
-                    cmdline,
-                    remote_addr,
-                    to_entity,
-                    bytes_sent,
-                    bytes_recv,
-                }
-            },
-        )
+        .map(|(upid, ((addr, to_entity), (from_entity, cmdline)))| {
+            // Loopback traffic stays inside the process's own entity (Pixie's sidecar
+            // rule): a name for 127.0.0.1 would merge every host's loopback into one node.
+            let to_entity = if addr.is_loopback() { from_entity.clone() } else { to_entity };
+            ((upid, addr), (from_entity, cmdline, to_entity))
+        });
+
+    maxed.join(labels).map(
+        |((upid, remote_addr), ((bytes_sent, bytes_recv), (from_entity, cmdline, to_entity)))| Row {
+            from_entity,
+            upid,
+            cmdline,
+            remote_addr,
+            to_entity,
+            bytes_sent,
+            bytes_recv,
+        },
+    )
 }
 
 /// The graph edges: rows summed per (from_entity, to_entity).
