@@ -128,9 +128,10 @@ impl PeerMax {
         input: &mut InputSession<EventTime, ConnData, isize>,
     ) {
         // By (upid, addr), then time: every change of one peer at one time before its new max.
-        changes.sort_unstable_by(|(a, _, ta, da), (b, _, tb, db)| {
-            (a.upid, a.addr, *ta, *da).cmp(&(b.upid, b.addr, *tb, *db))
-        });
+        // Stable, so a key's changes keep the stage's order: two samples of one key at one time
+        // (late records re-stamped to the frontier) come as -v0 +v1 -v1 +v2, and only in that
+        // order do they leave v2 in force.
+        changes.sort_by(|(a, _, ta, _), (b, _, tb, _)| (a.upid, a.addr, *ta).cmp(&(b.upid, b.addr, *tb)));
         let mut at = 0;
         while at < changes.len() {
             let (first, _, time, _) = &changes[at];
@@ -141,7 +142,7 @@ impl PeerMax {
                     break;
                 }
                 let member = (key.port, key.role);
-                let position = state.members.iter().position(|(m, _)| *m == member);
+                let position = state.members.iter().position(|(m, b)| *m == member && (*diff > 0 || b == bytes));
                 match (diff.signum(), position) {
                     (1, Some(i)) => state.members[i].1 = *bytes,
                     (1, None) => state.members.push((member, *bytes)),

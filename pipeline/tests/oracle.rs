@@ -1582,6 +1582,42 @@ fn sources_take_precedence_and_a_withdrawal_falls_back() {
 }
 
 #[test]
+fn two_late_samples_of_one_key_at_the_frontier_leave_the_later_in_force() {
+    // Both late records are re-stamped to the frontier (18 s): the stage emits -100 +200 -200
+    // +300 at one time for one key, and the max that follows must be 300.
+    let u = upid(1, 100, 7);
+    let a = "10.0.0.9";
+    let sc = Scenario::from_ops(
+        cfg(params_of(60, GroupBy::Pod), 2 * SEC),
+        0,
+        vec![
+            proc_rec(10 * SEC, u, "app", "ns/a", ""),
+            conn(10 * SEC, u, a, 80, 100, 1),
+            conn(11 * SEC, u, "10.0.0.10", 80, 5, 5),
+            progress(20 * SEC),
+            conn(12 * SEC, u, a, 80, 200, 2),
+            conn(13 * SEC, u, a, 80, 300, 3),
+            progress(21 * SEC),
+        ],
+    );
+    let r = |s, rc| row("ns/a", u, "app", a, a, s, rc);
+    let other = row("ns/a", u, "app", "10.0.0.10", "10.0.0.10", 5, 5);
+    pin(
+        &sc,
+        vec![
+            (10 * SEC, 1, r(100, 1)),
+            (10 * SEC, 1, edge("ns/a", a, 100, 1)),
+            (11 * SEC, 1, other),
+            (11 * SEC, 1, edge("ns/a", "10.0.0.10", 5, 5)),
+            (18 * SEC, -1, r(100, 1)),
+            (18 * SEC, -1, edge("ns/a", a, 100, 1)),
+            (18 * SEC, 1, r(300, 3)),
+            (18 * SEC, 1, edge("ns/a", a, 300, 3)),
+        ],
+    );
+}
+
+#[test]
 fn loopback_peers_are_the_process_own_entity() {
     let u = upid(1, 100, 7);
     let sc = Scenario::from_ops(
