@@ -47,7 +47,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         humantime::format_duration(Duration::from_nanos(params.window_ns)),
     );
     let stop = crate::replay::stop_flag()?;
-    let naming = crate::naming::Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let naming = crate::naming::start_for(args.query.config.as_ref(), &args.naming, &config)?;
     let (mut job, control) = LiveJob::new(config, naming)?;
     let server = match args.no_ui {
         true => None,
@@ -118,7 +118,7 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
     let dns = flowgraph_sources_ebpf::dns::DnsNames::start(&Default::default())
         .map_err(|e| tracing::warn!(error = %e, "DNS names unavailable; going on without them"))
         .ok();
-    let naming = crate::naming::Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let naming = crate::naming::start_for(args.query.config.as_ref(), &args.naming, &config)?;
     let (mut job, control) = LiveJob::new(config, naming)?;
     let server = match args.no_ui {
         true => None,

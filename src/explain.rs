@@ -5,7 +5,6 @@
 //! `GET /api/explain/ADDR`, answered by the job in that process).
 
 use crate::cli::ExplainArgs;
-use crate::naming::Naming;
 use crate::replay::{job_config, replay_stream};
 use anyhow::{bail, Context};
 use flowgraph_pipeline::{Job, NameExplanation};
@@ -15,7 +14,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let explanation: NameExplanation = match (&args.input, &args.url) {
         (Some(input), _) => {
             let config = job_config(&args.query)?;
-            let mut naming = Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+            let mut naming = crate::naming::start_for(args.query.config.as_ref(), &args.naming, &config)?;
             let reader = recording::open(input)?;
             let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
             let bar = indicatif::ProgressBar::hidden();
@@ -24,6 +23,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             job.explain(args.addr)
         }
         (None, Some(url)) => {
+            let n = &args.naming;
+            let q = &args.query;
+            if n.names.is_some() || n.reverse_dns || n.dns_server.is_some() || q.config.is_some()
+                || q.ips.is_some() || q.window.is_some() || q.group_by.is_some() || q.lateness.is_some()
+                || q.progress_interval.is_some()
+            {
+                bail!("--url asks a running live view, whose query and names are its own: the query and naming flags only apply with --input");
+            }
             let url = format!("{}/api/explain/{}", url.trim_end_matches('/'), args.addr);
             let mut request = ureq::get(&url);
             if let Some(token) = &args.token {

@@ -22,8 +22,9 @@ pub struct MetadataArgs {
     /// --to-kafka).
     #[arg(long, conflicts_with = "to_kafka")]
     pub out: Option<String>,
-    /// Publish the records to this Kafka topic instead (binary frames, key k8s-metadata).
-    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "flowgraph.metadata")]
+    /// Publish the records to this Kafka topic instead (binary frames, key k8s-metadata);
+    /// without a value, the pipeline's default input topic, which is where `run` reads them.
+    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "flowgraph.records")]
     pub to_kafka: Option<String>,
     /// Bootstrap servers for --to-kafka.
     #[arg(long, default_value = "127.0.0.1:9092", requires = "to_kafka")]

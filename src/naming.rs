@@ -1,10 +1,12 @@
 //! The names the pipeline finds itself: the static names file and reverse DNS.
 //!
 //! Both name addresses the job has seen in conn_stats. A static name is known at once, so it
-//! goes into the job just before the first record that needs it, with that record's time: the
-//! edge never shows the bare address first. Reverse DNS answers come later, from the resolver's
-//! own thread, and go in stamped with the job's frontier: the graph renames the edge from then
-//! on. A reload of the names file does the same for every address whose static name changed.
+//! goes into the job just before the first record that needs it, stamped at the earliest time
+//! a record of that address can still be processed at (the record's time less the lateness, or
+//! the frontier if that is later): the edge never shows the bare address first, whatever order
+//! its records arrive in. Reverse DNS answers come later, from the resolver's own thread, and
+//! go in stamped with the frontier: the graph renames the edge from then on. A reload of the
+//! names file does the same for every address whose static name changed.
 //! Kubernetes names and DNS answers arrive as records from elsewhere and outrank both (see
 //! `NameSource`).
 
@@ -30,6 +32,8 @@ struct Seen {
     /// When reverse DNS was last asked (asked again once its TTL floor has passed, so a
     /// changed PTR record shows).
     reverse_asked: Option<Instant>,
+    /// Whether a reverse-DNS name is in the job (only then does "no name" withdraw one).
+    reverse_named: bool,
 }
 
 /// Counters for the note, the logs and /metrics.
@@ -50,6 +54,8 @@ pub struct NamingStats {
 /// The static names file and the reverse resolver, as one source of name records.
 #[derive(Debug)]
 pub struct Naming {
+    /// The job's lateness: how far before a record's time its address's records may still be.
+    lateness_ns: u64,
     file: Option<NamesFile>,
     reverse: Option<ReverseDns>,
     reverse_again_after: Duration,
@@ -71,6 +77,9 @@ pub fn settings(config: Option<&PathBuf>, args: &NamingArgs) -> anyhow::Result<N
         names.reverse_dns = true;
     }
     if let Some(servers) = &args.dns_server {
+        if !names.reverse_dns {
+            anyhow::bail!("--dns-server: only used with --reverse-dns (or [names] reverse_dns = true)");
+        }
         names.reverse_dns_servers = servers.split(',').map(|s| s.trim().to_string()).collect();
     }
     names.validate().map_err(|mut e| {
@@ -79,9 +88,15 @@ pub fn settings(config: Option<&PathBuf>, args: &NamingArgs) -> anyhow::Result<N
     })
 }
 
+/// [`Naming::start`] with the config file's `[names]` and the flags, for a job under `job`.
+pub fn start_for(config: Option<&PathBuf>, args: &NamingArgs, job: &flowgraph_pipeline::JobConfig) -> anyhow::Result<Naming> {
+    Naming::start(&settings(config, args)?, job.lateness_ns)
+}
+
 impl Naming {
-    /// Opens the names file and starts the resolver, as `settings` ask.
-    pub fn start(settings: &NamingSettings) -> anyhow::Result<Naming> {
+    /// Opens the names file and starts the resolver, as `settings` ask, for a job with this
+    /// lateness.
+    pub fn start(settings: &NamingSettings, lateness_ns: u64) -> anyhow::Result<Naming> {
         let mut stats = NamingStats::default();
         let file = match &settings.file {
             Some(path) => {
@@ -107,7 +122,15 @@ impl Naming {
         } else {
             None
         };
-        Ok(Naming { file, reverse, reverse_again_after, seen: FxHashMap::default(), resolved: Vec::new(), stats })
+        Ok(Naming {
+            lateness_ns,
+            file,
+            reverse,
+            reverse_again_after,
+            seen: FxHashMap::default(),
+            resolved: Vec::new(),
+            stats,
+        })
     }
 
     /// Whether any source is configured (otherwise callers can skip the calls).
@@ -116,9 +139,9 @@ impl Naming {
     }
 
     /// Looks at a record about to go into the job. For a conn_stats record whose address is
-    /// new, appends its static name (stamped with the record's time) to `out`, to be pushed
-    /// first, and asks reverse DNS about it.
-    pub fn observe(&mut self, record: &Record, out: &mut Vec<Record>) {
+    /// new, appends its static name to `out`, to be pushed first, and asks reverse DNS about
+    /// it. `floor` is the earliest time the job takes a record at now (its frontier).
+    pub fn observe(&mut self, record: &Record, floor: EventTime, out: &mut Vec<Record>) {
         let Record::ConnStats(conn) = record else { return };
         let addr = conn.remote_addr;
         // Loopback peers are the process's own entity whatever they are called.
@@ -128,14 +151,16 @@ impl Naming {
         let now = Instant::now();
         let file = &self.file;
         let stats = &mut self.stats;
+        // Any later record of this address is processed at or after this time.
+        let stamp = floor.max(conn.time_.saturating_sub(self.lateness_ns));
         let seen = self.seen.entry(addr).or_insert_with(|| {
             stats.addresses += 1;
             let static_name = file.as_ref().and_then(|f| f.lookup(addr)).unwrap_or_default().to_string();
             if !static_name.is_empty() {
                 stats.static_names += 1;
-                out.push(name_record(conn.time_, addr, &static_name, NameSource::Static));
+                out.push(name_record(stamp, addr, &static_name, NameSource::Static));
             }
-            Seen { static_name, reverse_asked: None }
+            Seen { static_name, reverse_asked: None, reverse_named: false }
         });
         if let Some(reverse) = &self.reverse {
             if seen.reverse_asked.is_none_or(|asked| now.duration_since(asked) >= self.reverse_again_after) {
@@ -177,11 +202,20 @@ impl Naming {
         if let Some(reverse) = &self.reverse {
             reverse.drain(&mut self.resolved);
             for resolved in self.resolved.drain(..) {
+                let Some(seen) = self.seen.get_mut(&resolved.addr) else { continue };
                 let name = match (&resolved.outcome, resolved.name) {
-                    (Outcome::Answered, Some(name)) => name,
-                    // The PTR record is gone: withdraw the earlier name.
-                    (Outcome::NoName, _) => String::new(),
-                    // A failure says nothing about the name: keep what the graph shows.
+                    (Outcome::Answered, Some(name)) => {
+                        seen.reverse_named = true;
+                        name
+                    }
+                    // The PTR record is gone: withdraw the earlier name, if one went in (an
+                    // address that never had one needs no record, and no state in the job).
+                    (Outcome::NoName, _) if seen.reverse_named => {
+                        seen.reverse_named = false;
+                        String::new()
+                    }
+                    // No name, or a failure, which says nothing about the name: keep what
+                    // the graph shows.
                     _ => continue,
                 };
                 out.push(name_record(now, resolved.addr, &name, NameSource::ReverseDns));
@@ -192,6 +226,34 @@ impl Naming {
         metrics::gauge!("flowgraph_names_static_records").set(self.stats.static_names as f64);
         metrics::gauge!("flowgraph_names_reverse_dns_records").set(self.stats.reverse_names as f64);
         metrics::gauge!("flowgraph_names_file_problems").set(self.stats.file_problems as f64);
+    }
+
+    /// Waits, at most `limit`, until reverse DNS has no lookup queued or on the wire (the end
+    /// of a finite input, so that its answers still go in).
+    pub fn settle(&self, limit: Duration) {
+        let Some(reverse) = &self.reverse else { return };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let stats = reverse.stats();
+            if stats.in_flight == 0 && stats.queued == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::warn!("reverse DNS: lookups still open after {limit:?}; their names are not in the result");
+    }
+
+    /// How long [`Naming::settle`] may take for what is queued now: every wave of lookups
+    /// takes at most the timeout.
+    pub fn settle_limit(&self) -> Duration {
+        match &self.reverse {
+            None => Duration::ZERO,
+            Some(reverse) => {
+                let (stats, config) = (reverse.stats(), reverse.config());
+                let waves = (stats.queued + stats.in_flight).div_ceil(config.max_in_flight) as u32 + 1;
+                config.timeout * waves
+            }
+        }
     }
 
     /// One line for the end of a run: what the sources did (nothing when none is set up).

@@ -3,12 +3,46 @@
 
 use anyhow::Context;
 use flowgraph_schema::{binary, json, Record};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Counts and logs the messages a broker never acknowledged (after librdkafka's own retries),
+/// which a producer would otherwise lose without a word.
+#[derive(Debug, Default)]
+pub struct DeliveryReport {
+    failed: AtomicU64,
+}
+
+impl DeliveryReport {
+    /// Messages not delivered so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for DeliveryReport {}
+
+impl ProducerContext for DeliveryReport {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::counter!("flowgraph_produce_failures_total").increment(1);
+            // The first ones say what is wrong; the counter says how often.
+            if failed <= 10 {
+                tracing::error!(topic = message.topic(), partition = message.partition(), %error, "a message was not delivered");
+            }
+        }
+    }
+}
 
 /// A destination for batches of records.
 pub enum RecordOutput {
@@ -17,7 +51,7 @@ pub enum RecordOutput {
     /// Binary frames (a recording).
     Binary(Box<dyn Write>),
     /// Binary frames, one message per frame, all under `key` (one partition, in order).
-    Kafka { producer: ThreadedProducer<DefaultProducerContext>, topic: String, key: String },
+    Kafka { producer: ThreadedProducer<DeliveryReport>, topic: String, key: String },
 }
 
 /// Standard output for "-", else a new file.
@@ -30,19 +64,19 @@ pub fn file(path: &str) -> anyhow::Result<Box<dyn Write>> {
 }
 
 /// An idempotent producer whose keys land where a Java client would put them.
-pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random")
-        .create()
+        .create_with_context(DeliveryReport::default())
         .context("creating the Kafka producer")
 }
 
 /// Sends one message, waiting while the producer's queue is full (a slow broker): back-pressure,
 /// never a dropped batch.
-pub fn send_waiting(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &ThreadedProducer<C>,
     mut message: BaseRecord<'_, str, [u8]>,
 ) -> anyhow::Result<()> {
     loop {
@@ -96,7 +130,11 @@ impl RecordOutput {
     pub fn finish(&mut self) -> anyhow::Result<()> {
         match self {
             RecordOutput::Kafka { producer, topic, .. } => {
-                producer.flush(Duration::from_secs(30)).with_context(|| format!("flushing to {topic}"))?
+                producer.flush(Duration::from_secs(30)).with_context(|| format!("flushing to {topic}"))?;
+                let failed = producer.context().failed();
+                if failed > 0 {
+                    anyhow::bail!("{failed} messages to {topic} were not delivered (see the errors above)");
+                }
             }
             RecordOutput::Jsonl(out) | RecordOutput::Binary(out) => out.flush()?,
         }

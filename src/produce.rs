@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::time::{Duration, Instant};
 
 /// Records per message at most. A message holds a run of consecutive records with one key,
@@ -96,13 +96,13 @@ pub fn publish(
     let speed = pacing.speed;
     let mut reader = recording::open(input)?;
     ensure_topic(brokers, topic, partitions)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    let producer: ThreadedProducer<crate::output::DeliveryReport> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         // Agents' keys must land where a Java client would put them.
         .set("partitioner", "murmur2_random")
-        .create()
+        .create_with_context(crate::output::DeliveryReport::default())
         .context("creating the Kafka producer")?;
     let started = Instant::now();
     let mut batch: Vec<Record> = Vec::new();
@@ -168,6 +168,10 @@ pub fn publish(
     }
     send(&batch_key, &mut batch)?;
     producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
+    let failed = producer.context().failed();
+    if failed > 0 {
+        bail!("{failed} messages to {topic} were not delivered (see the errors above)");
+    }
     Ok(Published {
         records,
         messages,

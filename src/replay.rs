@@ -146,7 +146,7 @@ pub fn replay_stream<R: BufRead>(
                 let kind = record.kind();
                 if naming.is_active() {
                     // A static name goes in just before the first record that needs it.
-                    naming.observe(&record, &mut names);
+                    naming.observe(&record, job.frontier(), &mut names);
                     naming.poll(job.frontier(), &mut names);
                     for name in names.drain(..) {
                         added_names += 1;
@@ -175,6 +175,15 @@ pub fn replay_stream<R: BufRead>(
         if !outputs.is_empty() {
             emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
             progress_bar.set_position(job.stats().records);
+        }
+    }
+    if naming.is_active() {
+        // The input is read; lookups still on the wire would otherwise never go in.
+        naming.settle(naming.settle_limit());
+        naming.poll(job.frontier(), &mut names);
+        for name in names.drain(..) {
+            added_names += 1;
+            let _ = job.push(name);
         }
     }
     job.finish();
@@ -224,10 +233,13 @@ fn emit(
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(topic) = &args.to_kafka {
+        if args.naming.names.is_some() || args.naming.reverse_dns || args.naming.dns_server.is_some() {
+            bail!("--names, --reverse-dns and --dns-server name addresses in the job; --to-kafka only publishes the recording (give them to `flowgraph run`)");
+        }
         return crate::produce::run(&args, topic);
     }
     let config = job_config(&args.query)?;
-    let mut naming = Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let mut naming = crate::naming::start_for(args.query.config.as_ref(), &args.naming, &config)?;
     let reader = recording::open(&args.input)?;
     let source = args.input.display().to_string();
     let mut deltas = match &args.deltas {

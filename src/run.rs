@@ -241,7 +241,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     // Each worker names the addresses of its own partitions' records; the names are routed
     // to the worker that owns the address like any other record.
-    let mut naming = crate::naming::Naming::start(&service.naming)?;
+    let mut naming = crate::naming::Naming::start(&service.naming, service.config.lateness_ns)?;
     let mut names = Vec::new();
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
     let mut rejected = 0u64;
@@ -268,13 +268,13 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             }
             for record in records.drain(..) {
                 if naming.is_active() {
-                    naming.observe(&record, &mut names);
+                    naming.observe(&record, job.watermark(), &mut names);
                     names.drain(..).for_each(|name| job.push(name));
                 }
                 job.push(record);
             }
             if naming.is_active() {
-                naming.poll(job.frontier(), &mut names);
+                naming.poll(job.watermark(), &mut names);
                 names.drain(..).for_each(|name| job.push(name));
             }
             if let Some(watermark) = source.watermark() {

@@ -40,7 +40,7 @@ pub fn run(args: UiArgs) -> anyhow::Result<()> {
     let max_window_ns = config.max_window_ns;
     let source = if input.as_os_str() == "-" { "standard input".to_string() } else { input.display().to_string() };
     let stop = stop_flag()?;
-    let naming = Naming::start(&crate::naming::settings(args.query.config.as_ref(), &args.naming)?)?;
+    let naming = crate::naming::start_for(args.query.config.as_ref(), &args.naming, &config)?;
     let (mut job, control) = LiveJob::new(config, naming)?;
     let _server = serve(&args.serve, job.live(), control, max_window_ns, false)?;
     let reader = if input.as_os_str() == "-" {
@@ -147,7 +147,7 @@ impl LiveJob {
     /// Pushes a record, after the static name its address needs, if any.
     pub fn push(&mut self, record: Record) -> Result<Admission, Rejection> {
         if self.naming.is_active() {
-            self.naming.observe(&record, &mut self.names);
+            self.naming.observe(&record, self.job.frontier(), &mut self.names);
             self.push_names();
         }
         self.job.push(record)

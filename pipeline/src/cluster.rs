@@ -127,6 +127,11 @@ impl<'w> ClusterJob<'w> {
         routes.send(Routed::Record(record));
     }
 
+    /// The earliest time [`ClusterJob::push`] takes a record at now: this worker's watermark.
+    pub fn watermark(&self) -> EventTime {
+        self.routes.as_ref().map_or(self.job.frontier(), |routes| *routes.time())
+    }
+
     /// This worker's sources promise nothing before `watermark` will come.
     pub fn advance_watermark(&mut self, watermark: EventTime) {
         if let Some(routes) = self.routes.as_mut() {
