@@ -10,7 +10,7 @@
 //!         │        │   procs ── left join containers (by container id) ──> filled processes
 //!         │        └─ join by upid with  filled processes × group_by ──> labels:
 //!         │             (upid, addr) -> (from_entity, cmdline, to_entity; loopback: from_entity)
-//!         └─ join by (upid, addr) with labels ──> rows ── reduce SumBytesPerEdge ──> edges
+//!         └─ join by (upid, addr) with labels ──> rows ── sums as differences, count_total ──> edges
 //! ```
 //!
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
@@ -20,6 +20,7 @@ use crate::graph::{Edge, GraphRecord, Row, Text};
 use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use flowgraph_schema::{EventTime, NameSource, Upid};
 use std::cell::RefCell;
@@ -198,25 +199,21 @@ fn rows<'s>(
 }
 
 /// The graph edges: rows summed per (from_entity, to_entity).
+///
+/// The sums ride in the difference type, (rows, bytes sent, bytes received), so a changed row
+/// costs an addition to its edge's accumulation (`count_total`, for totally ordered times)
+/// instead of a reduce that re-reads every row of the edge. The row count keeps an edge whose
+/// rows all have zero bytes from summing to "absent".
 fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
-    rows.map(|row| {
-        (
-            (row.from_entity, row.to_entity),
-            (row.bytes_sent, row.bytes_recv),
-        )
+    rows.explode(|row| {
+        let sums = (1isize, row.bytes_sent as isize, row.bytes_recv as isize);
+        Some(((row.from_entity, row.to_entity), sums))
     })
-    .reduce_named("SumBytesPerEdge", |_key, rows, out| {
-        let (mut sent, mut recv) = (0u64, 0u64);
-        for ((row_sent, row_recv), count) in rows {
-            sent += row_sent * (*count as u64);
-            recv += row_recv * (*count as u64);
-        }
-        out.push(((sent, recv), 1));
-    })
-    .map(|((from_entity, to_entity), (bytes_sent, bytes_recv))| Edge {
+    .count_total()
+    .map(|((from_entity, to_entity), (_rows, bytes_sent, bytes_recv))| Edge {
         from_entity,
         to_entity,
-        bytes_sent,
-        bytes_recv,
+        bytes_sent: bytes_sent as u64,
+        bytes_recv: bytes_recv as u64,
     })
 }
