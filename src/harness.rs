@@ -21,7 +21,8 @@ use crate::replay::job_config;
 use crate::report::human;
 use anyhow::{bail, Context};
 use comfy_table::{presets::UTF8_FULL, Table};
-use flowgraph_benches::baseline::{BaselineParams, HashMapQuery, RecomputeQuery};
+use flowgraph_benches::baseline::{BaselineParams, Graph, GraphEdge, GraphRow, HashMapQuery, RecomputeQuery};
+use flowgraph_sinks::graph::GraphState;
 use flowgraph_config::parse_duration_ns;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{EventTime, Record};
@@ -140,6 +141,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(recompute);
     if recomputed != final_graph {
         bail!("the two baselines disagree on the final graph: a baseline is wrong, fix it before trusting any ratio");
+    }
+    // Untimed: the job again, its deltas applied, against the baselines' final graph; a ratio
+    // against a baseline that computes something else would mean nothing.
+    eprintln!("bench: checking the job's final graph against the baselines (untimed)");
+    let job_graph = final_graph_of_job(&records, config.clone())?;
+    if job_graph != final_graph {
+        bail!(
+            "the job and the baselines disagree on the final graph ({} rows / {} edges vs {} / {}): \
+             a baseline is wrong (tests/baselines.rs is where to pin it down)",
+            job_graph.rows.len(),
+            job_graph.edges.len(),
+            final_graph.rows.len(),
+            final_graph.edges.len()
+        );
     }
 
     // 4. Latency at a fixed offered rate.
@@ -306,4 +321,43 @@ fn resident_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// The job's graph at the end of `records`, in the baselines' form.
+fn final_graph_of_job(records: &[Record], config: JobConfig) -> anyhow::Result<Graph> {
+    let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
+    let (mut outputs, mut state) = (Vec::new(), GraphState::default());
+    for record in records {
+        let _ = job.push(record.clone());
+        job.drain_into(&mut outputs);
+        outputs.drain(..).for_each(|o| state.apply(&o));
+    }
+    job.finish();
+    job.drain_into(&mut outputs);
+    outputs.drain(..).for_each(|o| state.apply(&o));
+    if state.anomalies() != 0 {
+        bail!("the job's deltas are inconsistent ({} anomalies)", state.anomalies());
+    }
+    let rows = state
+        .rows()
+        .map(|r| GraphRow {
+            from_entity: r.from_entity.to_string(),
+            upid: r.upid.to_string(),
+            cmdline: r.cmdline.to_string(),
+            remote_addr: r.remote_addr.to_string(),
+            to_entity: r.to_entity.to_string(),
+            bytes_sent: r.bytes_sent,
+            bytes_recv: r.bytes_recv,
+        })
+        .collect();
+    let edges = state
+        .edges()
+        .map(|e| GraphEdge {
+            from_entity: e.from_entity.to_string(),
+            to_entity: e.to_entity.to_string(),
+            bytes_sent: e.bytes_sent,
+            bytes_recv: e.bytes_recv,
+        })
+        .collect();
+    Ok(Graph { rows, edges }.sorted())
 }

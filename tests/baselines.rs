@@ -4,9 +4,8 @@
 //! arrival order. The job is the reference; a baseline that disagrees is wrong, and every ratio
 //! the harness prints against it would be too.
 //!
-//! `cargo test --release --test baselines`; the per-record cost on the medium stream:
-//! `cargo test --release --test baselines -- --ignored --nocapture` (reads /tmp/medium.fgb, or
-//! `FLOWGRAPH_MEDIUM`).
+//! `cargo test --release --test baselines`. On the medium and large streams, `flowgraph bench`
+//! checks the job's final graph against both baselines after its measurements.
 
 use flowgraph_benches::baseline::{
     BaselineParams, Graph, GraphEdge, GraphRow, GroupField, HashMapQuery, RecomputeQuery,
@@ -407,116 +406,4 @@ fn hand_made_stream_every_instant() {
     assert!(row(&g, 2).is_some(), "upid 2's sample at 2 s is in force until 7 s");
     let g = bound.graph_at(7 * s);
     assert!(row(&g, 2).is_none(), "upid 2's sample at 2 s left at 7 s");
-}
-
-// ------------------------------------------------------------------ cost on the medium stream
-
-/// The per-record cost of each baseline on the medium stream, printed (no timing asserted).
-#[test]
-// Not in CI: it needs the medium recording (36 MB, generated: `flowgraph generate --size medium
-// --seed 1 --out /tmp/medium.fgb`, or FLOWGRAPH_MEDIUM) and about a minute; the equality it
-// checks is covered on smoke streams above at every mark. Plan: fold this comparison into
-// `flowgraph bench` (untimed, after the measurements) and delete this test.
-#[ignore = "needs the generated medium recording (/tmp/medium.fgb or FLOWGRAPH_MEDIUM) and ~1 min; run with --ignored --nocapture"]
-fn medium_per_record_cost() {
-    let path = std::env::var("FLOWGRAPH_MEDIUM").unwrap_or_else(|_| "/tmp/medium.fgb".into());
-    let mut reader = flowgraph_sources::recording::open(std::path::Path::new(&path))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut records = Vec::new();
-    while let Some(item) = reader.next_item().unwrap() {
-        records.push(item.expect("a valid recording").1);
-    }
-    let first = records.iter().map(Record::time).min().unwrap();
-    let last = records.iter().map(Record::time).max().unwrap();
-    let conn_stats = records.iter().filter(|r| matches!(r, Record::ConnStats(_))).count();
-    println!(
-        "{path}: {} records ({conn_stats} conn_stats), {:.0} s of event time",
-        records.len(),
-        (last - first) as f64 / 1e9
-    );
-    for window in [5 * MINUTE, MINUTE] {
-        let base = BaselineParams { window_ns: window, group_by: GroupField::Pod, ips: Vec::new() };
-        let started = std::time::Instant::now();
-        let mut bound = HashMapQuery::new(base.clone());
-        let mut next = first + SECOND;
-        for record in &records {
-            while record.time() >= next {
-                bound.advance_to(next);
-                next += SECOND;
-            }
-            bound.push(record);
-        }
-        let pushed = started.elapsed();
-        let graph = bound.graph_at(last);
-        let bound_time = started.elapsed();
-
-        // Pixie's way, timed per refresh: the query (`recompute`) every second, the
-        // materialized graph (`refresh`) at the end, timed on its own.
-        let started = std::time::Instant::now();
-        let mut recompute = RecomputeQuery::new(base.clone());
-        let mut next = first + SECOND;
-        let mut refreshes = 0u32;
-        for record in &records {
-            while record.time() >= next {
-                recompute.recompute(next);
-                refreshes += 1;
-                next += SECOND;
-            }
-            recompute.push(record);
-        }
-        let sizes = recompute.recompute(last);
-        refreshes += 1;
-        let recompute_time = started.elapsed();
-        let started = std::time::Instant::now();
-        let recomputed = recompute.refresh(last);
-        let refresh_time = started.elapsed();
-        assert_eq!((sizes.rows, sizes.edges), (recomputed.rows.len(), recomputed.edges.len()));
-        assert_eq!(graph, recomputed, "the baselines disagree");
-
-        let (job_params, _) = params("", window, GroupBy::Pod);
-        let started = std::time::Instant::now();
-        let mut job = Job::new(JobConfig { params: job_params, ..JobConfig::default() }).unwrap();
-        let mut outputs = Vec::new();
-        let mut state = GraphState::default();
-        for record in &records {
-            let _ = job.push(record.clone());
-            job.drain_into(&mut outputs);
-            outputs.drain(..).for_each(|o| state.apply(&o));
-        }
-        job.finish();
-        job.drain_into(&mut outputs);
-        outputs.drain(..).for_each(|o| state.apply(&o));
-        let job_time = started.elapsed();
-        assert_same("medium, job vs hash-map", &job_graph(&state), &graph);
-
-        let n = records.len() as f64;
-        println!(
-            "window {} s: {} rows, {} edges, {} live keys at the end",
-            window / SECOND,
-            graph.rows.len(),
-            graph.edges.len(),
-            bound.live_keys()
-        );
-        println!(
-            "  hash-map bound: {:.3} s, {:.0} ns/record, {:.2} M records/s (of which graph_at at the end: {:.3} s)",
-            bound_time.as_secs_f64(),
-            bound_time.as_secs_f64() * 1e9 / n,
-            n / bound_time.as_secs_f64() / 1e6,
-            (bound_time - pushed).as_secs_f64()
-        );
-        println!(
-            "  recompute: {:.3} s, {refreshes} refreshes, {:.2} ms/refresh, {:.0} ns/record overall; \
-             the last window: {} samples, refresh (materialized, sorted) {:.2} ms",
-            recompute_time.as_secs_f64(),
-            recompute_time.as_secs_f64() * 1e3 / f64::from(refreshes),
-            recompute_time.as_secs_f64() * 1e9 / n,
-            sizes.samples,
-            refresh_time.as_secs_f64() * 1e3
-        );
-        println!(
-            "  job (for scale, deltas applied to a GraphState): {:.3} s, {:.0} ns/record",
-            job_time.as_secs_f64(),
-            job_time.as_secs_f64() * 1e9 / n
-        );
-    }
 }
