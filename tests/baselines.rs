@@ -8,7 +8,7 @@
 //! checks the job's final graph against both baselines after its measurements.
 
 use flowgraph_benches::baseline::{
-    BaselineParams, Graph, GraphEdge, GraphRow, GroupField, HashMapQuery, RecomputeQuery,
+    BaselineParams, Graph, GraphEdge, GraphRow, HashMapQuery, RecomputeQuery,
 };
 use flowgraph_benches::{generate, Size};
 use flowgraph_pipeline::{Admission, GroupBy, IpFilter, Job, JobConfig, Output, Params};
