@@ -256,6 +256,12 @@ impl Naming {
         }
     }
 
+    /// Name records handed out so far (static and reverse DNS, withdrawals included): what
+    /// the job counted beyond its input.
+    pub fn records_added(&self) -> u64 {
+        self.stats.static_names + self.stats.reverse_names
+    }
+
     /// One line for the end of a run: what the sources did (nothing when none is set up).
     pub fn summary(&self) -> Option<String> {
         if !self.is_active() {

@@ -129,8 +129,6 @@ pub fn replay_stream<R: BufRead>(
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let mut names = Vec::new();
-    // Name records the pipeline added itself (not read from the input).
-    let mut added_names = 0u64;
     let mut graph = GraphState::default();
     let mut outputs = Vec::new();
     let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
@@ -147,9 +145,7 @@ pub fn replay_stream<R: BufRead>(
                 if naming.is_active() {
                     // A static name goes in just before the first record that needs it.
                     naming.observe(&record, job.frontier(), &mut names);
-                    naming.poll(job.frontier(), &mut names);
                     for name in names.drain(..) {
-                        added_names += 1;
                         let _ = job.push(name);
                     }
                 }
@@ -174,7 +170,14 @@ pub fn replay_stream<R: BufRead>(
         job.drain_into(&mut outputs);
         if !outputs.is_empty() {
             emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
-            progress_bar.set_position(job.stats().records);
+            progress_bar.set_position(job.stats().records - naming.records_added());
+            // Late names (a reloaded file, reverse DNS) once per progress mark, not per record.
+            if naming.is_active() {
+                naming.poll(job.frontier(), &mut names);
+                for name in names.drain(..) {
+                    let _ = job.push(name);
+                }
+            }
         }
     }
     if naming.is_active() {
@@ -182,7 +185,6 @@ pub fn replay_stream<R: BufRead>(
         naming.settle(naming.settle_limit());
         naming.poll(job.frontier(), &mut names);
         for name in names.drain(..) {
-            added_names += 1;
             let _ = job.push(name);
         }
     }
@@ -193,7 +195,7 @@ pub fn replay_stream<R: BufRead>(
     let stats = job.stats().clone();
     Ok(ReplaySummary {
         format: reader.format(),
-        records: stats.records - added_names,
+        records: stats.records - naming.records_added(),
         late: stats.late,
         rejected: stats.rejected,
         bad_input,

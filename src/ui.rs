@@ -106,8 +106,6 @@ pub struct LiveJob {
     requests: Receiver<JobRequest>,
     naming: Naming,
     names: Vec<Record>,
-    /// Name records the pipeline added itself, not counted as input.
-    added_names: u64,
     outputs: Vec<Output>,
     progress_interval_ns: u64,
     input_ended: bool,
@@ -127,7 +125,6 @@ impl LiveJob {
             requests,
             naming,
             names: Vec::new(),
-            added_names: 0,
             outputs: Vec::new(),
             progress_interval_ns,
             input_ended: false,
@@ -165,7 +162,6 @@ impl LiveJob {
     fn push_names(&mut self) {
         for name in self.names.drain(..) {
             // Names are never rejected (any name may follow any other).
-            self.added_names += 1;
             let _ = self.job.push(name);
         }
     }
@@ -192,7 +188,7 @@ impl LiveJob {
     /// The job's counters; `records` counts the input's records only.
     pub fn stats(&self) -> JobStats {
         let mut stats = self.job.stats().clone();
-        stats.records -= self.added_names;
+        stats.records -= self.naming.records_added();
         stats
     }
 
