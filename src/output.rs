@@ -63,14 +63,25 @@ pub fn file(path: &str) -> anyhow::Result<Box<dyn Write>> {
     })
 }
 
-/// An idempotent producer whose keys land where a Java client would put them.
-pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
-    ClientConfig::new()
+/// The settings every record producer shares: idempotent, and keys land where a Java client
+/// would put them.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("partitioner", "murmur2_random")
-        .create_with_context(DeliveryReport::default())
-        .context("creating the Kafka producer")
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// A producer with [`producer_config`] that reports undelivered messages.
+pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
+    producer_from(&producer_config(brokers))
+}
+
+/// A producer from `config` that reports undelivered messages.
+pub fn producer_from(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
+    config.create_with_context(DeliveryReport::default()).context("creating the Kafka producer")
 }
 
 /// Sends one message, waiting while the producer's queue is full (a slow broker): back-pressure,

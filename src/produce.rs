@@ -4,8 +4,7 @@ use crate::cli::ReplayArgs;
 use anyhow::{bail, Context};
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use std::time::{Duration, Instant};
 
 /// Records per message at most. A message holds a run of consecutive records with one key,
@@ -96,14 +95,7 @@ pub fn publish(
     let speed = pacing.speed;
     let mut reader = recording::open(input)?;
     ensure_topic(brokers, topic, partitions)?;
-    let producer: ThreadedProducer<crate::output::DeliveryReport> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        // Agents' keys must land where a Java client would put them.
-        .set("partitioner", "murmur2_random")
-        .create_with_context(crate::output::DeliveryReport::default())
-        .context("creating the Kafka producer")?;
+    let producer = crate::output::producer_from(crate::output::producer_config(brokers).set("linger.ms", "10"))?;
     let started = Instant::now();
     let mut batch: Vec<Record> = Vec::new();
     let mut batch_key = String::new();
