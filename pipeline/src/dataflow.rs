@@ -1,33 +1,37 @@
 //! The differential dataflow of the query, mode `total`.
 //!
 //! ```text
-//!  conns (upid, addr) -> (max sent, max recv)   windowed by the stage, max folded by the job
-//!         │                                   ips ─┐
-//!         │   addresses seen ── distinct ── join ─┴─ filter: kept addresses
-//!         │      names (addr, source) -> name ─ reduce FirstNameBySource ─┐
-//!         │                                         └─ left join ─────────┴─> addr -> to_entity
-//!         ├─ peers (upid, addr), distinct ── join by addr ───────────┘
-//!         │        │   procs ── left join containers (by container id) ──> filled processes
-//!         │        └─ join by upid with  filled processes × group_by ──> labels:
-//!         │             (upid, addr) -> (from_entity, cmdline, to_entity; loopback: from_entity)
-//!         └─ join by (upid, addr) with labels ──> rows ── sums as differences, count_total ──> edges
+//!  peers (upid, addr) in force ── addresses: distinct ──┐  ips ─┐
+//!                                                       └─ join ─┴─ filter: kept addresses
+//!  names (addr, source) -> name ── reduce FirstNameBySource ─┐          │
+//!                                        left join ─────────┴──────────┴─> addr -> to_entity ──┐
+//!  procs ── left join containers (by container id) ── × group_by ──> upid -> (from_entity,    │
+//!                                                                              cmdline) ──────┤
+//!  conns (upid, addr) -> (max sent, max recv): windowed by the stage, max folded by the job ───┤
+//!                                                                                             ▼
+//!        current::rows (hash join as of the frontier) ──> rows ──> current::edges (sums) ──> edges
 //! ```
+//!
+//! The labels (names, processes, parameters) are differential collections; the churn of bytes
+//! meets them only in `current::rows`, which keeps the current state instead of a history.
 //!
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
 //! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
 
-use crate::graph::{Edge, GraphRecord, Row, Text};
+use crate::graph::{GraphRecord, Row, Text};
 use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use flowgraph_schema::{EventTime, NameSource, Upid};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Exchange, Probe};
 use timely::worker::Worker;
 
 /// The max bytes of one (upid, addr) over its connection keys in force.
@@ -39,6 +43,9 @@ pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>
 /// The dataflow's input handles.
 pub(crate) struct Inputs {
     pub(crate) conns: InputSession<EventTime, ConnData, isize>,
+    /// The (upid, addr) pairs with a connection key in force: `conns`' keys, changing only
+    /// when a peer appears or leaves.
+    pub(crate) peers: InputSession<EventTime, (Upid, IpAddr), isize>,
     pub(crate) procs: InputSession<EventTime, (Upid, ProcessInfo), isize>,
     pub(crate) names: InputSession<EventTime, ((IpAddr, NameSource), Text), isize>,
     pub(crate) containers: InputSession<EventTime, (Text, ContainerInfo), isize>,
@@ -49,6 +56,7 @@ pub(crate) struct Inputs {
 impl Inputs {
     pub(crate) fn advance_to(&mut self, time: EventTime) {
         self.conns.advance_to(time);
+        self.peers.advance_to(time);
         self.procs.advance_to(time);
         self.names.advance_to(time);
         self.containers.advance_to(time);
@@ -58,6 +66,7 @@ impl Inputs {
 
     pub(crate) fn flush(&mut self) {
         self.conns.flush();
+        self.peers.flush();
         self.procs.flush();
         self.names.flush();
         self.containers.flush();
@@ -70,14 +79,15 @@ impl Inputs {
 pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, ProbeHandle<EventTime>) {
     worker.dataflow_named::<EventTime, _, _>("net_flow_graph", move |scope| {
         let (conns_in, conns) = scope.new_collection::<ConnData, isize>();
+        let (peers_in, peers) = scope.new_collection::<(Upid, IpAddr), isize>();
         let (procs_in, procs) = scope.new_collection::<(Upid, ProcessInfo), isize>();
         let (names_in, names) = scope.new_collection::<((IpAddr, NameSource), Text), isize>();
         let (containers_in, containers) = scope.new_collection::<(Text, ContainerInfo), isize>();
         let (ips_in, ips) = scope.new_collection::<IpFilter, isize>();
         let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
 
-        let rows = rows(conns, procs, containers, names, ips, group_by);
-        let edges = edges(rows.clone());
+        let rows = rows(conns, peers, procs, containers, names, ips, group_by);
+        let edges = crate::current::edges(rows.clone());
 
         // Every output goes to worker 0, which releases and publishes them (one sink for a
         // cluster); on one worker this is a local hand-over.
@@ -86,16 +96,17 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
             .concat(edges.map(GraphRecord::Edge))
             .inner
             .exchange(|_| 0);
+        // Moved into the job's buffer, not copied; the probe after it passes a time only once
+        // every update before it is in the buffer.
         let (probe, _) = gathered
-            .inspect_core(move |event| {
-                if let Ok((_stamp, updates)) = event {
-                    output.borrow_mut().extend(updates.iter().cloned());
-                }
+            .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Output", move |_, _| {
+                move |input, _| input.for_each(|_, updates| output.borrow_mut().append(updates))
             })
             .probe();
 
         let inputs = Inputs {
             conns: conns_in,
+            peers: peers_in,
             procs: procs_in,
             names: names_in,
             containers: containers_in,
@@ -111,6 +122,7 @@ type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 /// The table rows of the graph.
 fn rows<'s>(
     conns: Coll<'s, ConnData>,
+    peers: Coll<'s, (Upid, IpAddr)>,
     procs: Coll<'s, (Upid, ProcessInfo)>,
     containers: Coll<'s, (Text, ContainerInfo)>,
     names: Coll<'s, ((IpAddr, NameSource), Text)>,
@@ -122,7 +134,7 @@ fn rows<'s>(
 
     // The ips filter and the naming both depend on the address alone: decide them once per
     // distinct address, so a parameter change costs O(addresses), not O(rows).
-    let addresses = maxed.clone().map(|((_, addr), _)| addr).distinct();
+    let addresses = peers.map(|(_, addr)| addr).distinct();
     let kept = addresses
         .map(|addr| ((), addr))
         .join(ips.map(|filter| ((), filter)))
@@ -170,50 +182,6 @@ fn rows<'s>(
             (!entity.is_empty()).then(|| (upid, (entity.clone(), process.cmdline.clone())))
         });
 
-    // Each (upid, addr)'s labels, from the set of peers alone: bytes change every export
-    // period, the peer set and its names rarely, so only the last join sees the churn of bytes.
-    let peers = maxed.clone().map(|(peer, _)| peer).distinct();
-    let labels = peers
-        .map(|(upid, addr)| (addr, upid))
-        .join(to_entity)
-        .map(|(addr, (upid, to_entity))| (upid, (addr, to_entity)))
-        .join(entities)
-        .map(|(upid, ((addr, to_entity), (from_entity, cmdline)))| {
-            // Loopback traffic stays inside the process's own entity (Pixie's sidecar
-            // rule): a name for 127.0.0.1 would merge every host's loopback into one node.
-            let to_entity = if addr.is_loopback() { from_entity.clone() } else { to_entity };
-            ((upid, addr), (from_entity, cmdline, to_entity))
-        });
-
-    maxed.join(labels).map(
-        |((upid, remote_addr), ((bytes_sent, bytes_recv), (from_entity, cmdline, to_entity)))| Row {
-            from_entity,
-            upid,
-            cmdline,
-            remote_addr,
-            to_entity,
-            bytes_sent,
-            bytes_recv,
-        },
-    )
-}
-
-/// The graph edges: rows summed per (from_entity, to_entity).
-///
-/// The sums ride in the difference type, (rows, bytes sent, bytes received), so a changed row
-/// costs an addition to its edge's accumulation (`count_total`, for totally ordered times)
-/// instead of a reduce that re-reads every row of the edge. The row count keeps an edge whose
-/// rows all have zero bytes from summing to "absent".
-fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
-    rows.explode(|row| {
-        let sums = (1isize, row.bytes_sent as isize, row.bytes_recv as isize);
-        Some(((row.from_entity, row.to_entity), sums))
-    })
-    .count_total()
-    .map(|((from_entity, to_entity), (_rows, bytes_sent, bytes_recv))| Edge {
-        from_entity,
-        to_entity,
-        bytes_sent: bytes_sent as u64,
-        bytes_recv: bytes_recv as u64,
-    })
+    // The churn of bytes meets the labels in one operator that keeps only the current state.
+    crate::current::rows(maxed, entities, to_entity)
 }

@@ -10,9 +10,8 @@ use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, Sta
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::consolidate_updates;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 use timely::communication::allocator::thread::Thread;
@@ -126,6 +125,7 @@ impl PeerMax {
         &mut self,
         mut changes: Vec<StageUpdate<ConnKey, Bytes>>,
         input: &mut InputSession<EventTime, ConnData, isize>,
+        peers: &mut InputSession<EventTime, (Upid, IpAddr), isize>,
     ) {
         // By (upid, addr), then time: every change of one peer at one time before its new max.
         // Stable, so a key's changes keep the stage's order: two samples of one key at one time
@@ -156,6 +156,9 @@ impl PeerMax {
             let max = state.members.iter().map(|(_, b)| b).fold(None, |max: Option<(u64, u64)>, b| {
                 Some(max.map_or((b.sent, b.recv), |(s, r)| (s.max(b.sent), r.max(b.recv))))
             });
+            if max.is_some() != state.emitted.is_some() {
+                peers.update_at(peer, time, if max.is_some() { 1 } else { -1 });
+            }
             if max != state.emitted {
                 if let Some(old) = state.emitted {
                     input.update_at((peer, old), time, -1);
@@ -225,7 +228,7 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     /// The dataflow's input frontier: every time before it is closed.
     input_frontier: EventTime,
     /// Output updates of times not yet complete.
-    held: BTreeMap<EventTime, Vec<(GraphRecord, isize)>>,
+    held: Vec<(GraphRecord, EventTime, isize)>,
     released: Vec<Output>,
     /// Worker 0 releases the cluster's outputs; the others release nothing.
     releases: bool,
@@ -284,7 +287,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             max_seen: None,
             watermark: 0,
             input_frontier: 0,
-            held: BTreeMap::new(),
+            held: Vec::new(),
             released: Vec::new(),
             releases,
             stats: JobStats::default(),
@@ -451,31 +454,52 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     }
 
     /// Closes every time before `to`, computes them, and releases their outputs.
+    ///
+    /// The work goes through the dataflow in slices of at most one progress interval of busy
+    /// event time, each released as soon as it is computed, so a long jump of the frontier (the
+    /// end of a replay completes `lateness` at once) holds one slice's changes in memory, not
+    /// all of them. Only the last slice ends with a progress mark.
     fn advance(&mut self, to: EventTime) {
         let due: Vec<(EventTime, Params)> = {
             let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);
             self.param_changes = later;
             due
         };
-        for (at, params) in due {
-            self.stage_until(at);
-            self.apply_params(at, params);
+        let mut due = due.into_iter().peekable();
+        while self.input_frontier < to {
+            // Skip stretches of time where nothing is staged: a slice starts at the next event.
+            let next_event = [self.conns.next_event(), self.procs.next_event(), self.names.next_event()]
+                .into_iter()
+                .chain([self.containers.next_event(), due.peek().map(|(at, _)| *at)])
+                .flatten()
+                .min()
+                .unwrap_or(to);
+            let slice_end = to.min(
+                self.input_frontier.max(next_event).saturating_add(self.config.progress_interval_ns),
+            );
+            while let Some((at, params)) = due.next_if(|(at, _)| *at < slice_end) {
+                self.stage_until(at);
+                self.apply_params(at, params);
+            }
+            self.stage_until(slice_end);
+            self.inputs.advance_to(slice_end);
+            self.inputs.flush();
+            while self.probe.less_than(&slice_end) {
+                self.worker.borrow_mut().step();
+            }
+            self.input_frontier = slice_end;
+            self.release_updates(slice_end);
         }
-        self.stage_until(to);
-        self.inputs.advance_to(to);
-        self.inputs.flush();
-        while self.probe.less_than(&to) {
-            self.worker.borrow_mut().step();
+        if self.releases {
+            self.released.push(Output::Progress(to));
         }
-        self.input_frontier = to;
-        self.release(to);
     }
 
     /// Moves every staged change before `to` into the dataflow's inputs.
     fn stage_until(&mut self, to: EventTime) {
         let mut conns = Vec::new();
         self.conns.advance(to, &mut conns);
-        self.peers.fold(conns, &mut self.inputs.conns);
+        self.peers.fold(conns, &mut self.inputs.conns, &mut self.inputs.peers);
         let mut procs = Vec::new();
         self.procs.advance(to, &mut procs);
         for (upid, process, time, diff) in procs {
@@ -497,7 +521,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if params.window_ns != self.params.window_ns {
             let mut conns = Vec::new();
             self.conns.set_window(params.window_ns, &mut conns);
-            self.peers.fold(conns, &mut self.inputs.conns);
+            self.peers.fold(conns, &mut self.inputs.conns, &mut self.inputs.peers);
         }
         if params.ips != self.params.ips {
             self.inputs.ips.update_at(self.params.ips.clone(), at, -1);
@@ -510,29 +534,21 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         self.params = params;
     }
 
-    /// Releases the consolidated updates of every time before `upper`, then a progress mark.
-    fn release(&mut self, upper: EventTime) {
-        for (record, time, diff) in self.output.borrow_mut().drain(..) {
-            self.held.entry(time).or_default().push((record, diff));
-        }
-        let later = self.held.split_off(&upper);
-        for (time, mut updates) in std::mem::replace(&mut self.held, later) {
-            consolidate(&mut updates);
-            // Retractions first, then insertions; each in a fixed order, so runs are identical.
-            updates.sort_by(|(a, da), (b, db)| da.cmp(db).then_with(|| a.cmp(b)));
-            for (record, diff) in updates {
-                let unit = diff.signum() as i64;
-                for _ in 0..diff.unsigned_abs() {
-                    self.released.push(Output::Update {
-                        time,
-                        diff: unit,
-                        record: record.clone(),
-                    });
-                }
+    /// Releases the consolidated updates of every time before `upper`, in time order.
+    fn release_updates(&mut self, upper: EventTime) {
+        self.held.append(&mut self.output.borrow_mut());
+        let (mut due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, time, _)| *time < upper);
+        self.held = later;
+        consolidate_updates(&mut due);
+        // By time; in a time retractions first, then insertions; each in record order (the
+        // consolidation sorted by record, and this sort is stable), so runs are identical.
+        due.sort_by_key(|(_, time, diff)| (*time, *diff));
+        for (record, time, diff) in due {
+            let unit = diff.signum() as i64;
+            for _ in 1..diff.unsigned_abs() {
+                self.released.push(Output::Update { time, diff: unit, record: record.clone() });
             }
-        }
-        if self.releases {
-            self.released.push(Output::Progress(upper));
+            self.released.push(Output::Update { time, diff: unit, record });
         }
     }
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+mod current;
 mod dataflow;
 mod explain;
 mod graph;

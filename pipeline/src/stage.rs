@@ -120,6 +120,8 @@ struct KeyState<V> {
     present: bool,
     /// Samples at or after the frontier, sorted by (time, value).
     pending: SmallVec<[(EventTime, V); 1]>,
+    /// The time of this key's earliest entry in `expiries`, if it has one.
+    expiry_wake: Option<EventTime>,
 }
 
 /// The staging state of one input.
@@ -133,9 +135,14 @@ pub(crate) struct Stage<K, V> {
     slots: Vec<Option<(K, KeyState<V>)>>,
     free: Vec<u32>,
     index: FxHashMap<K, u32>,
-    /// (time, slot) of every key that may have something to do at that time. Entries may be
-    /// stale; handling a slot is idempotent.
-    agenda: BinaryHeap<Reverse<(EventTime, u32)>>,
+    /// (time, slot) of every pending sample: short-lived, a sample settles once the frontier
+    /// passes it.
+    samples: BinaryHeap<Reverse<(EventTime, u32)>>,
+    /// (time, slot) of expiries and forgettings, about one per key: a key whose sample is
+    /// superseded keeps its earlier entry, and is rescheduled when that entry comes due,
+    /// instead of leaving one stale entry per sample for a whole window. Handling a slot is
+    /// idempotent, so an entry that comes due early costs a look.
+    expiries: BinaryHeap<Reverse<(EventTime, u32)>>,
 }
 
 impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
@@ -147,7 +154,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             slots: Vec::new(),
             free: Vec::new(),
             index: FxHashMap::default(),
-            agenda: BinaryHeap::new(),
+            samples: BinaryHeap::new(),
+            expiries: BinaryHeap::new(),
         }
     }
 
@@ -156,6 +164,12 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         let slot = *self.index.get(key)?;
         let (_, state) = self.slots[slot as usize].as_ref()?;
         state.settled.as_ref().map(|(time, value)| (*time, value))
+    }
+
+    /// The earliest time something may happen to a key (a sample, an expiry), if any.
+    pub(crate) fn next_event(&self) -> Option<EventTime> {
+        let first = |heap: &BinaryHeap<Reverse<(EventTime, u32)>>| heap.peek().map(|Reverse((time, _))| *time);
+        first(&self.samples).into_iter().chain(first(&self.expiries)).min()
     }
 
     /// Keys currently tracked (live or kept for a window change).
@@ -174,6 +188,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                     settled: None,
                     present: false,
                     pending: SmallVec::new(),
+                    expiry_wake: None,
                 };
                 let slot = match self.free.pop() {
                     Some(slot) => {
@@ -205,17 +220,29 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             V::check_order(&value, later)?;
         }
         state.pending.insert(at, (time, value));
-        self.agenda.push(Reverse((time, slot)));
+        self.samples.push(Reverse((time, slot)));
         Ok(())
     }
 
     /// Emits every change with time in [frontier, to) and moves the frontier to `to`.
     pub(crate) fn advance(&mut self, to: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
-        while let Some(&Reverse((time, slot))) = self.agenda.peek() {
+        while let Some(&Reverse((time, slot))) = self.samples.peek() {
             if time >= to {
                 break;
             }
-            self.agenda.pop();
+            self.samples.pop();
+            self.settle(slot, to, out);
+        }
+        while let Some(&Reverse((time, slot))) = self.expiries.peek() {
+            if time >= to {
+                break;
+            }
+            self.expiries.pop();
+            if let Some((_, state)) = self.slots[slot as usize].as_mut() {
+                if state.expiry_wake == Some(time) {
+                    state.expiry_wake = None;
+                }
+            }
             self.settle(slot, to, out);
         }
         self.frontier = self.frontier.max(to);
@@ -236,12 +263,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 out.push((key.clone(), value.clone(), now, 1));
             }
             state.present = should_be_present;
-            if should_be_present {
-                self.agenda.push(Reverse((time + window, slot as u32)));
-            } else if state.pending.is_empty() {
-                self.agenda
-                    .push(Reverse((time.saturating_add(self.max_window), slot as u32)));
-            }
+            schedule_expiry(&mut self.expiries, slot as u32, state, window, self.max_window);
         }
     }
 
@@ -281,21 +303,40 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 state.present = false;
             }
         }
-        if let (Some((time, _)), Some(window)) = (&state.settled, self.window) {
-            if state.present {
-                self.agenda.push(Reverse((time + window, slot)));
-            } else if state.pending.is_empty() {
-                let forget_at = time.saturating_add(self.max_window);
-                if forget_at < to {
-                    let key = key.clone();
-                    self.index.remove(&key);
-                    self.slots[slot as usize] = None;
-                    self.free.push(slot);
-                } else {
-                    self.agenda.push(Reverse((forget_at, slot)));
-                }
-            }
+        let Some(window) = self.window else { return };
+        let Some((time, _)) = &state.settled else { return };
+        if !state.present && state.pending.is_empty() && time.saturating_add(self.max_window) < to {
+            let key = key.clone();
+            self.index.remove(&key);
+            self.slots[slot as usize] = None;
+            self.free.push(slot);
+        } else {
+            schedule_expiry(&mut self.expiries, slot, state, window, self.max_window);
         }
+    }
+}
+
+/// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
+/// than it is due; an earlier entry already there will reschedule when it comes due.
+fn schedule_expiry<V>(
+    expiries: &mut BinaryHeap<Reverse<(EventTime, u32)>>,
+    slot: u32,
+    state: &mut KeyState<V>,
+    window: EventTime,
+    max_window: EventTime,
+) {
+    let Some((time, _)) = &state.settled else { return };
+    let due = if state.present {
+        time + window
+    } else if state.pending.is_empty() {
+        time.saturating_add(max_window)
+    } else {
+        // A pending sample will settle (and schedule) first.
+        return;
+    };
+    if state.expiry_wake.is_none_or(|wake| due < wake) {
+        expiries.push(Reverse((due, slot)));
+        state.expiry_wake = Some(due);
     }
 }
 

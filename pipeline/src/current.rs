@@ -1,0 +1,372 @@
+//! The rows and the edges, by two operators that keep only the current state.
+//!
+//! Differential's join and reduce keep each key's history in arrangements, so that they can
+//! answer for any time; every input change is sorted into a batch, merged, and read back. The
+//! job's event time is totally ordered and each time is computed once, in order, so the state
+//! as of the frontier is all the last two steps of the query need: [`rows`] joins every peer's
+//! max bytes with its process's labels and its address's name in hash maps, and [`edges`] keeps
+//! each edge's sums. Both buffer their input until its time is complete at both inputs, then
+//! apply the times in order and emit, per time, what changed (`-old`, `+new`), like
+//! differential's `count_total` does for totally ordered times.
+//!
+//! This is where the records' churn goes: every change of a peer's bytes passes here and
+//! nowhere else, while the labels (names, processes, parameters) stay in the differential
+//! dataflow, where a parameter change moves them incrementally. docs/BENCHMARKS.md measured
+//! the difference against the joins and `count_total` these replace.
+
+use crate::dataflow::ConnData;
+use crate::graph::{Edge, Row, Text};
+use differential_dataflow::{AsCollection, VecCollection};
+use flowgraph_schema::{EventTime, Upid};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{CapabilitySet, Concat, Exchange};
+use timely::progress::frontier::MutableAntichain;
+
+type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
+
+/// A fixed hash (every process of a cluster agrees), to route by key.
+fn route<K: Hash + ?Sized>(key: &K) -> u64 {
+    let mut hasher = FxHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a collection holds for one key now: values with their (non-zero) counts. Almost
+/// always one value; a transient second one is kept exactly, as a join would.
+#[derive(Debug, Default)]
+struct Multiset<V>(SmallVec<[(V, isize); 1]>);
+
+impl<V: PartialEq> Multiset<V> {
+    fn update(&mut self, value: V, diff: isize) {
+        match self.0.iter().position(|(v, _)| *v == value) {
+            Some(i) => {
+                self.0[i].1 += diff;
+                if self.0[i].1 == 0 {
+                    self.0.swap_remove(i);
+                }
+            }
+            None if diff != 0 => self.0.push((value, diff)),
+            None => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(V, isize)> {
+        self.0.iter()
+    }
+}
+
+/// A change of what names a row: its process's labels, or its address's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Label {
+    /// The process's (from_entity, cmdline) under the current grouping.
+    Process(Upid, (Text, Text)),
+    /// The kept address's to_entity.
+    Address(IpAddr, Text),
+}
+
+enum Change {
+    Bytes((Upid, IpAddr), (u64, u64), isize),
+    Label(Label, isize),
+}
+
+/// The join of bytes, process labels and address names, as of the last completed time.
+#[derive(Default)]
+struct RowState {
+    bytes: FxHashMap<(Upid, IpAddr), Multiset<(u64, u64)>>,
+    processes: FxHashMap<Upid, Multiset<(Text, Text)>>,
+    addresses: FxHashMap<IpAddr, Multiset<Text>>,
+    /// The peers with bytes, by process and by address: who a label change touches.
+    peers_of_process: FxHashMap<Upid, FxHashSet<IpAddr>>,
+    peers_of_address: FxHashMap<IpAddr, FxHashSet<Upid>>,
+}
+
+impl RowState {
+    /// The rows of one peer now, with their counts.
+    fn rows_of(&self, (upid, addr): (Upid, IpAddr), out: &mut SmallVec<[(Row, isize); 1]>) {
+        out.clear();
+        let (Some(bytes), Some(process), Some(address)) =
+            (self.bytes.get(&(upid, addr)), self.processes.get(&upid), self.addresses.get(&addr))
+        else {
+            return;
+        };
+        for ((sent, recv), bytes_count) in bytes.iter() {
+            for ((from_entity, cmdline), process_count) in process.iter() {
+                for (to_entity, address_count) in address.iter() {
+                    // Loopback traffic stays inside the process's own entity (Pixie's sidecar
+                    // rule): a name for 127.0.0.1 would merge every host's loopback into one.
+                    let to_entity = if addr.is_loopback() { from_entity } else { to_entity };
+                    let row = Row {
+                        from_entity: from_entity.clone(),
+                        upid,
+                        cmdline: cmdline.clone(),
+                        remote_addr: addr,
+                        to_entity: to_entity.clone(),
+                        bytes_sent: *sent,
+                        bytes_recv: *recv,
+                    };
+                    out.push((row, bytes_count * process_count * address_count));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Bytes(peer, value, diff) => {
+                let entry = self.bytes.entry(peer).or_default();
+                entry.update(value, diff);
+                if entry.is_empty() {
+                    self.bytes.remove(&peer);
+                    remove_from_index(&mut self.peers_of_process, &peer.0, &peer.1);
+                    remove_from_index(&mut self.peers_of_address, &peer.1, &peer.0);
+                } else {
+                    self.peers_of_process.entry(peer.0).or_default().insert(peer.1);
+                    self.peers_of_address.entry(peer.1).or_default().insert(peer.0);
+                }
+            }
+            Change::Label(Label::Process(upid, labels), diff) => {
+                let entry = self.processes.entry(upid).or_default();
+                entry.update(labels, diff);
+                if entry.is_empty() {
+                    self.processes.remove(&upid);
+                }
+            }
+            Change::Label(Label::Address(addr, name), diff) => {
+                let entry = self.addresses.entry(addr).or_default();
+                entry.update(name, diff);
+                if entry.is_empty() {
+                    self.addresses.remove(&addr);
+                }
+            }
+        }
+    }
+
+    /// Applies the changes of one time and appends the rows that changed.
+    fn advance(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
+        let mut touched: Vec<(Upid, IpAddr)> = Vec::new();
+        for change in &changes {
+            match change {
+                Change::Bytes(peer, _, _) => touched.push(*peer),
+                Change::Label(Label::Process(upid, _), _) => {
+                    let peers = self.peers_of_process.get(upid).into_iter().flatten();
+                    touched.extend(peers.map(|addr| (*upid, *addr)));
+                }
+                Change::Label(Label::Address(addr, _), _) => {
+                    let peers = self.peers_of_address.get(addr).into_iter().flatten();
+                    touched.extend(peers.map(|upid| (*upid, *addr)));
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut before: Vec<SmallVec<[(Row, isize); 1]>> = Vec::with_capacity(touched.len());
+        for peer in &touched {
+            let mut rows = SmallVec::new();
+            self.rows_of(*peer, &mut rows);
+            before.push(rows);
+        }
+        // Insertions before retractions: a peer's bytes change (-old +new) then never empties
+        // its entry, which would take it out of the indexes and put it back.
+        let (insertions, retractions): (Vec<_>, Vec<_>) = changes.into_iter().partition(|change| match change {
+            Change::Bytes(_, _, diff) | Change::Label(_, diff) => *diff > 0,
+        });
+        for change in insertions.into_iter().chain(retractions) {
+            self.apply(change);
+        }
+        let mut after = SmallVec::new();
+        for (peer, before) in touched.into_iter().zip(before) {
+            self.rows_of(peer, &mut after);
+            if before == after {
+                continue;
+            }
+            for (row, count) in before {
+                out.push((row, time, -count));
+            }
+            for (row, count) in after.drain(..) {
+                out.push((row, time, count));
+            }
+        }
+    }
+}
+
+fn remove_from_index<K: Hash + Eq, V: Hash + Eq>(index: &mut FxHashMap<K, FxHashSet<V>>, key: &K, value: &V) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// Changes waiting for their time to complete, by time, and the capabilities to emit their
+/// results. A round brings a few hundred distinct times at most (records of one export period
+/// share one), so grouping on arrival is cheaper than sorting the changes.
+struct Pending<C> {
+    changes: BTreeMap<EventTime, Vec<C>>,
+    capabilities: CapabilitySet<EventTime>,
+}
+
+impl<C> Pending<C> {
+    fn new() -> Self {
+        Pending { changes: BTreeMap::new(), capabilities: CapabilitySet::new() }
+    }
+
+    /// Files changes by time; a run of changes at one time costs one look-up.
+    fn extend(&mut self, changes: impl Iterator<Item = (EventTime, C)>) {
+        let mut run: Option<(EventTime, Vec<C>)> = None;
+        for (time, change) in changes {
+            match &mut run {
+                Some((run_time, run)) if *run_time == time => run.push(change),
+                _ => {
+                    if let Some((run_time, mut run)) = run.take() {
+                        self.changes.entry(run_time).or_default().append(&mut run);
+                    }
+                    run = Some((time, vec![change]));
+                }
+            }
+        }
+        if let Some((run_time, mut run)) = run {
+            self.changes.entry(run_time).or_default().append(&mut run);
+        }
+    }
+
+    /// Removes the changes of every time no input can still send, in time order.
+    fn take_complete(&mut self, frontiers: &[&MutableAntichain<EventTime>]) -> BTreeMap<EventTime, Vec<C>> {
+        // Totally ordered times: the first time some input may still send splits the map.
+        let open = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min();
+        match open {
+            Some(open) => {
+                let rest = self.changes.split_off(&open);
+                std::mem::replace(&mut self.changes, rest)
+            }
+            None => std::mem::take(&mut self.changes),
+        }
+    }
+
+    /// Keeps capabilities only for what is still pending.
+    fn downgrade(&mut self) {
+        match self.changes.keys().next() {
+            Some(earliest) => self.capabilities.downgrade([*earliest]),
+            None => self.capabilities = CapabilitySet::new(),
+        }
+    }
+}
+
+/// The table rows: each peer's max bytes (exactly one value per peer in force) joined with
+/// its process's labels and its address's name. On a cluster, peers and process labels go to
+/// the worker of their upid and every worker gets every address's name.
+pub(crate) fn rows<'s>(
+    bytes: Coll<'s, ConnData>,
+    processes: Coll<'s, (Upid, (Text, Text))>,
+    addresses: Coll<'s, (IpAddr, Text)>,
+) -> Coll<'s, Row> {
+    let bytes = bytes.inner.exchange(|(((upid, _), _), _, _)| route(upid));
+    let labels = processes
+        .map(|(upid, labels)| Label::Process(upid, labels))
+        .inner
+        .exchange(|(label, _, _)| match label {
+            Label::Process(upid, _) => route(upid),
+            Label::Address(..) => unreachable!("only process labels here"),
+        })
+        .concat(addresses.map(|(addr, name)| Label::Address(addr, name)).inner.broadcast());
+    bytes
+        .binary_frontier(labels, Pipeline, Pipeline, "Rows", |_, _| {
+            let mut pending = Pending::<Change>::new();
+            let mut state = RowState::default();
+            let mut out = Vec::new();
+            move |(bytes, bytes_frontier), (labels, labels_frontier), output| {
+                bytes.for_each(|capability, data| {
+                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+                    pending.extend(data.drain(..).map(|((peer, value), time, diff)| (time, Change::Bytes(peer, value, diff))));
+                });
+                labels.for_each(|capability, data| {
+                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+                    pending.extend(data.drain(..).map(|(label, time, diff)| (time, Change::Label(label, diff))));
+                });
+                let complete = pending.take_complete(&[bytes_frontier, labels_frontier]);
+                if let Some(earliest) = complete.keys().next() {
+                    let capability = pending.capabilities.delayed(earliest);
+                    for (time, changes) in complete {
+                        state.advance(time, changes, &mut out);
+                    }
+                    output.session(&capability).give_iterator(out.drain(..));
+                }
+                pending.downgrade();
+            }
+        })
+        .as_collection()
+}
+
+/// Per edge: (rows, bytes sent, bytes received), summed over its rows.
+type EdgeSums = (isize, i64, i64);
+
+/// The graph edges: rows summed per (from_entity, to_entity). An edge is present while its
+/// sums are not all zero (its row count keeps an edge of zero-byte rows present).
+pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
+    rows.inner
+        .exchange(|(row, _, _)| route(&(&row.from_entity, &row.to_entity)))
+        .unary_frontier(Pipeline, "Edges", |_, _| {
+            let mut pending = Pending::<(Row, isize)>::new();
+            let mut sums: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+                    pending.extend(data.drain(..).map(|(row, time, diff)| (time, (row, diff))));
+                });
+                let complete = pending.take_complete(&[frontier]);
+                if let Some(earliest) = complete.keys().next() {
+                    let capability = pending.capabilities.delayed(earliest);
+                    for (time, rows) in complete {
+                        let mut changed: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
+                        for (row, diff) in rows {
+                            let delta = changed.entry((row.from_entity, row.to_entity)).or_default();
+                            delta.0 += diff;
+                            delta.1 += diff as i64 * row.bytes_sent as i64;
+                            delta.2 += diff as i64 * row.bytes_recv as i64;
+                        }
+                        for (edge, delta) in changed {
+                            if delta == (0, 0, 0) {
+                                continue;
+                            }
+                            let old = sums.get(&edge).copied().unwrap_or_default();
+                            let new = (old.0 + delta.0, old.1 + delta.1, old.2 + delta.2);
+                            if new == (0, 0, 0) {
+                                sums.remove(&edge);
+                            } else {
+                                sums.insert(edge.clone(), new);
+                            }
+                            let (from_entity, to_entity) = edge;
+                            let edge_of = |(_, sent, recv): EdgeSums| Edge {
+                                from_entity: from_entity.clone(),
+                                to_entity: to_entity.clone(),
+                                bytes_sent: sent as u64,
+                                bytes_recv: recv as u64,
+                            };
+                            if old != (0, 0, 0) {
+                                out.push((edge_of(old), time, -1));
+                            }
+                            if new != (0, 0, 0) {
+                                out.push((edge_of(new), time, 1));
+                            }
+                        }
+                    }
+                    output.session(&capability).give_iterator(out.drain(..));
+                }
+                pending.downgrade();
+            }
+        })
+        .as_collection()
+}
