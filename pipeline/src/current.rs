@@ -94,32 +94,8 @@ struct RowState {
 
 impl RowState {
     /// The rows of one peer now, with their counts.
-    fn rows_of(&self, (upid, addr): (Upid, IpAddr), out: &mut SmallVec<[(Row, isize); 1]>) {
-        out.clear();
-        let (Some(bytes), Some(process), Some(address)) =
-            (self.bytes.get(&(upid, addr)), self.processes.get(&upid), self.addresses.get(&addr))
-        else {
-            return;
-        };
-        for ((sent, recv), bytes_count) in bytes.iter() {
-            for ((from_entity, cmdline), process_count) in process.iter() {
-                for (to_entity, address_count) in address.iter() {
-                    // Loopback traffic stays inside the process's own entity (Pixie's sidecar
-                    // rule): a name for 127.0.0.1 would merge every host's loopback into one.
-                    let to_entity = if addr.is_loopback() { from_entity } else { to_entity };
-                    let row = Row {
-                        from_entity: from_entity.clone(),
-                        upid,
-                        cmdline: cmdline.clone(),
-                        remote_addr: addr,
-                        to_entity: to_entity.clone(),
-                        bytes_sent: *sent,
-                        bytes_recv: *recv,
-                    };
-                    out.push((row, bytes_count * process_count * address_count));
-                }
-            }
-        }
+    fn rows_of(&self, peer: (Upid, IpAddr), out: &mut SmallVec<[(Row, isize); 1]>) {
+        rows_from(peer, self.bytes.get(&peer), self.processes.get(&peer.0), self.addresses.get(&peer.1), out);
     }
 
     fn apply(&mut self, change: Change) {
@@ -155,6 +131,9 @@ impl RowState {
 
     /// Applies the changes of one time and appends the rows that changed.
     fn advance(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
+        if changes.iter().all(|change| matches!(change, Change::Bytes(..))) {
+            return self.advance_bytes(time, changes, out);
+        }
         let mut touched: Vec<(Upid, IpAddr)> = Vec::new();
         for change in &changes {
             match change {
@@ -186,19 +165,102 @@ impl RowState {
             self.apply(change);
         }
         let mut after = SmallVec::new();
-        for (peer, before) in touched.into_iter().zip(before) {
+        for (peer, mut before) in touched.into_iter().zip(before) {
             self.rows_of(peer, &mut after);
-            if before == after {
-                continue;
+            emit_changed(time, &mut before, &mut after, out);
+        }
+    }
+
+    /// The common case, a time whose changes are all bytes: per peer, its labels are looked up
+    /// once and its bytes entry once (on a million keys each look-up is a cache miss), and the
+    /// indexes are touched only when the peer appears or leaves.
+    fn advance_bytes(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
+        let mut changes: Vec<((Upid, IpAddr), (u64, u64), isize)> = changes
+            .into_iter()
+            .filter_map(|change| match change {
+                Change::Bytes(peer, value, diff) => Some((peer, value, diff)),
+                Change::Label(..) => None,
+            })
+            .collect();
+        // By peer, insertions first: a -old +new pair then never empties the entry.
+        changes.sort_unstable_by_key(|(peer, _, diff)| (*peer, std::cmp::Reverse(*diff)));
+        let (mut before, mut after) = (SmallVec::new(), SmallVec::new());
+        for group in changes.chunk_by(|a, b| a.0 == b.0) {
+            let peer = group[0].0;
+            let process = self.processes.get(&peer.0);
+            let address = self.addresses.get(&peer.1);
+            let entry = self.bytes.entry(peer).or_default();
+            let was_empty = entry.is_empty();
+            rows_from(peer, Some(&*entry), process, address, &mut before);
+            for (_, value, diff) in group {
+                entry.update(*value, *diff);
             }
-            for (row, count) in before {
-                out.push((row, time, -count));
+            rows_from(peer, Some(&*entry), process, address, &mut after);
+            let is_empty = entry.is_empty();
+            if is_empty {
+                self.bytes.remove(&peer);
             }
-            for (row, count) in after.drain(..) {
-                out.push((row, time, count));
+            match (was_empty, is_empty) {
+                (true, false) => {
+                    self.peers_of_process.entry(peer.0).or_default().insert(peer.1);
+                    self.peers_of_address.entry(peer.1).or_default().insert(peer.0);
+                }
+                (false, true) => {
+                    remove_from_index(&mut self.peers_of_process, &peer.0, &peer.1);
+                    remove_from_index(&mut self.peers_of_address, &peer.1, &peer.0);
+                }
+                _ => {}
+            }
+            emit_changed(time, &mut before, &mut after, out);
+        }
+    }
+}
+
+/// A peer's rows from its bytes, its process's labels and its address's name (each a multiset,
+/// so the rows are their product), with their counts.
+fn rows_from(
+    (upid, addr): (Upid, IpAddr),
+    bytes: Option<&Multiset<(u64, u64)>>,
+    process: Option<&Multiset<(Text, Text)>>,
+    address: Option<&Multiset<Text>>,
+    out: &mut SmallVec<[(Row, isize); 1]>,
+) {
+    out.clear();
+    let (Some(bytes), Some(process), Some(address)) = (bytes, process, address) else {
+        return;
+    };
+    for ((sent, recv), bytes_count) in bytes.iter() {
+        for ((from_entity, cmdline), process_count) in process.iter() {
+            for (to_entity, address_count) in address.iter() {
+                // Loopback traffic stays inside the process's own entity (Pixie's sidecar
+                // rule): a name for 127.0.0.1 would merge every host's loopback into one.
+                let to_entity = if addr.is_loopback() { from_entity } else { to_entity };
+                let row = Row {
+                    from_entity: from_entity.clone(),
+                    upid,
+                    cmdline: cmdline.clone(),
+                    remote_addr: addr,
+                    to_entity: to_entity.clone(),
+                    bytes_sent: *sent,
+                    bytes_recv: *recv,
+                };
+                out.push((row, bytes_count * process_count * address_count));
             }
         }
     }
+}
+
+fn emit_changed(
+    time: EventTime,
+    before: &mut SmallVec<[(Row, isize); 1]>,
+    after: &mut SmallVec<[(Row, isize); 1]>,
+    out: &mut Vec<(Row, EventTime, isize)>,
+) {
+    if before == after {
+        return;
+    }
+    out.extend(before.drain(..).map(|(row, count)| (row, time, -count)));
+    out.extend(after.drain(..).map(|(row, count)| (row, time, count)));
 }
 
 fn remove_from_index<K: Hash + Eq, V: Hash + Eq>(index: &mut FxHashMap<K, FxHashSet<V>>, key: &K, value: &V) {
