@@ -2,6 +2,7 @@
 
 use flowgraph_schema::{EventTime, Upid};
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,8 +10,16 @@ use std::sync::Arc;
 /// the dataflow's joins without copying their strings.
 pub type Text = Arc<str>;
 
-/// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Orders text by content, first checking whether both are the same allocation: the job
+/// interns its text, so equal strings are usually one `Arc`, and sorting the output (rows
+/// sharing their entities) then skips comparing their bytes.
+fn text_cmp(a: &Text, b: &Text) -> Ordering {
+    if Arc::ptr_eq(a, b) { Ordering::Equal } else { a.cmp(b) }
+}
+
+/// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window. Ordered
+/// field by field, text by content (see `text_cmp`).
+#[derive(Debug, Clone, Hash, Serialize, Deserialize)]
 pub struct Row {
     /// The process's `group_by` field.
     pub from_entity: Text,
@@ -35,8 +44,9 @@ impl Row {
     }
 }
 
-/// A graph edge: the rows of one (from_entity, to_entity) pair, bytes summed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A graph edge: the rows of one (from_entity, to_entity) pair, bytes summed. Ordered field by
+/// field, text by content.
+#[derive(Debug, Clone, Hash, Serialize, Deserialize)]
 pub struct Edge {
     /// Source node.
     pub from_entity: Text,
@@ -54,6 +64,55 @@ impl Edge {
         self.bytes_sent + self.bytes_recv
     }
 }
+
+impl Ord for Row {
+    fn cmp(&self, other: &Self) -> Ordering {
+        text_cmp(&self.from_entity, &other.from_entity)
+            .then_with(|| self.upid.cmp(&other.upid))
+            .then_with(|| text_cmp(&self.cmdline, &other.cmdline))
+            .then_with(|| self.remote_addr.cmp(&other.remote_addr))
+            .then_with(|| text_cmp(&self.to_entity, &other.to_entity))
+            .then_with(|| self.bytes_sent.cmp(&other.bytes_sent))
+            .then_with(|| self.bytes_recv.cmp(&other.bytes_recv))
+    }
+}
+
+impl PartialOrd for Row {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Row {}
+
+impl Ord for Edge {
+    fn cmp(&self, other: &Self) -> Ordering {
+        text_cmp(&self.from_entity, &other.from_entity)
+            .then_with(|| text_cmp(&self.to_entity, &other.to_entity))
+            .then_with(|| self.bytes_sent.cmp(&other.bytes_sent))
+            .then_with(|| self.bytes_recv.cmp(&other.bytes_recv))
+    }
+}
+
+impl PartialOrd for Edge {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Edge {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Edge {}
 
 /// A row or an edge.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

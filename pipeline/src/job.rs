@@ -10,7 +10,6 @@ use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, Sta
 use differential_dataflow::input::InputSession;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use differential_dataflow::consolidation::consolidate_updates;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -539,9 +538,18 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         self.held.append(&mut self.output.borrow_mut());
         let (mut due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, time, _)| *time < upper);
         self.held = later;
-        consolidate_updates(&mut due);
-        // By time; in a time retractions first, then insertions; each in record order (the
-        // consolidation sorted by record, and this sort is stable), so runs are identical.
+        // By (time, record), so equal updates are adjacent and add up; then, in a time,
+        // retractions first, then insertions, each in record order (a stable sort), so runs
+        // are identical.
+        due.sort_unstable_by(|(a, ta, _), (b, tb, _)| ta.cmp(tb).then_with(|| a.cmp(b)));
+        due.dedup_by(|(record, time, diff), (kept_record, kept_time, kept_diff)| {
+            let same = time == kept_time && record == kept_record;
+            if same {
+                *kept_diff += *diff;
+            }
+            same
+        });
+        due.retain(|(_, _, diff)| *diff != 0);
         due.sort_by_key(|(_, time, diff)| (*time, *diff));
         for (record, time, diff) in due {
             let unit = diff.signum() as i64;
