@@ -98,28 +98,16 @@ impl RowState {
         rows_from(peer, self.bytes.get(&peer), self.processes.get(&peer.0), self.addresses.get(&peer.1), out);
     }
 
-    fn apply(&mut self, change: Change) {
-        match change {
-            Change::Bytes(peer, value, diff) => {
-                let entry = self.bytes.entry(peer).or_default();
-                entry.update(value, diff);
-                if entry.is_empty() {
-                    self.bytes.remove(&peer);
-                    remove_from_index(&mut self.peers_of_process, &peer.0, &peer.1);
-                    remove_from_index(&mut self.peers_of_address, &peer.1, &peer.0);
-                } else {
-                    self.peers_of_process.entry(peer.0).or_default().insert(peer.1);
-                    self.peers_of_address.entry(peer.1).or_default().insert(peer.0);
-                }
-            }
-            Change::Label(Label::Process(upid, labels), diff) => {
+    fn apply_label(&mut self, label: Label, diff: isize) {
+        match label {
+            Label::Process(upid, labels) => {
                 let entry = self.processes.entry(upid).or_default();
                 entry.update(labels, diff);
                 if entry.is_empty() {
                     self.processes.remove(&upid);
                 }
             }
-            Change::Label(Label::Address(addr, name), diff) => {
+            Label::Address(addr, name) => {
                 let entry = self.addresses.entry(addr).or_default();
                 entry.update(name, diff);
                 if entry.is_empty() {
@@ -130,72 +118,66 @@ impl RowState {
     }
 
     /// Applies the changes of one time and appends the rows that changed.
+    ///
+    /// Label changes are rare and may touch many peers: those peers' rows are taken before
+    /// and after everything of the time is applied. Bytes changes are the churn: grouped by
+    /// peer, each peer's labels and bytes entry are looked up once (on a million keys each
+    /// look-up is a cache miss) and the indexes are touched only when a peer appears or
+    /// leaves. A peer not touched by a label change has the same labels before and after.
     fn advance(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
-        if changes.iter().all(|change| matches!(change, Change::Bytes(..))) {
-            return self.advance_bytes(time, changes, out);
-        }
-        let mut touched: Vec<(Upid, IpAddr)> = Vec::new();
-        for change in &changes {
+        let mut labels = Vec::new();
+        let mut bytes = Vec::with_capacity(changes.len());
+        for change in changes {
             match change {
-                Change::Bytes(peer, _, _) => touched.push(*peer),
-                Change::Label(Label::Process(upid, _), _) => {
+                Change::Bytes(peer, value, diff) => bytes.push((peer, value, diff)),
+                Change::Label(label, diff) => labels.push((label, diff)),
+            }
+        }
+        let mut relabeled: Vec<(Upid, IpAddr)> = Vec::new();
+        for (label, _) in &labels {
+            match label {
+                Label::Process(upid, _) => {
                     let peers = self.peers_of_process.get(upid).into_iter().flatten();
-                    touched.extend(peers.map(|addr| (*upid, *addr)));
+                    relabeled.extend(peers.map(|addr| (*upid, *addr)));
                 }
-                Change::Label(Label::Address(addr, _), _) => {
+                Label::Address(addr, _) => {
                     let peers = self.peers_of_address.get(addr).into_iter().flatten();
-                    touched.extend(peers.map(|upid| (*upid, *addr)));
+                    relabeled.extend(peers.map(|upid| (*upid, *addr)));
                 }
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        let mut before: Vec<SmallVec<[(Row, isize); 1]>> = Vec::with_capacity(touched.len());
-        for peer in &touched {
+        relabeled.sort_unstable();
+        relabeled.dedup();
+        let mut before_relabel: Vec<SmallVec<[(Row, isize); 1]>> = Vec::with_capacity(relabeled.len());
+        for peer in &relabeled {
             let mut rows = SmallVec::new();
             self.rows_of(*peer, &mut rows);
-            before.push(rows);
+            before_relabel.push(rows);
         }
-        // Insertions before retractions: a peer's bytes change (-old +new) then never empties
-        // its entry, which would take it out of the indexes and put it back.
-        let (insertions, retractions): (Vec<_>, Vec<_>) = changes.into_iter().partition(|change| match change {
-            Change::Bytes(_, _, diff) | Change::Label(_, diff) => *diff > 0,
-        });
-        for change in insertions.into_iter().chain(retractions) {
-            self.apply(change);
+        // Insertions first: a -old +new pair then never empties an entry.
+        labels.sort_by_key(|(_, diff)| std::cmp::Reverse(*diff));
+        for (label, diff) in labels {
+            self.apply_label(label, diff);
         }
-        let mut after = SmallVec::new();
-        for (peer, mut before) in touched.into_iter().zip(before) {
-            self.rows_of(peer, &mut after);
-            emit_changed(time, &mut before, &mut after, out);
-        }
-    }
 
-    /// The common case, a time whose changes are all bytes: per peer, its labels are looked up
-    /// once and its bytes entry once (on a million keys each look-up is a cache miss), and the
-    /// indexes are touched only when the peer appears or leaves.
-    fn advance_bytes(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
-        let mut changes: Vec<((Upid, IpAddr), (u64, u64), isize)> = changes
-            .into_iter()
-            .filter_map(|change| match change {
-                Change::Bytes(peer, value, diff) => Some((peer, value, diff)),
-                Change::Label(..) => None,
-            })
-            .collect();
-        // By peer, insertions first: a -old +new pair then never empties the entry.
-        changes.sort_unstable_by_key(|(peer, _, diff)| (*peer, std::cmp::Reverse(*diff)));
+        bytes.sort_unstable_by_key(|(peer, _, diff)| (*peer, std::cmp::Reverse(*diff)));
         let (mut before, mut after) = (SmallVec::new(), SmallVec::new());
-        for group in changes.chunk_by(|a, b| a.0 == b.0) {
+        for group in bytes.chunk_by(|a, b| a.0 == b.0) {
             let peer = group[0].0;
+            let emit_here = relabeled.binary_search(&peer).is_err();
             let process = self.processes.get(&peer.0);
             let address = self.addresses.get(&peer.1);
             let entry = self.bytes.entry(peer).or_default();
             let was_empty = entry.is_empty();
-            rows_from(peer, Some(&*entry), process, address, &mut before);
+            if emit_here {
+                rows_from(peer, Some(&*entry), process, address, &mut before);
+            }
             for (_, value, diff) in group {
                 entry.update(*value, *diff);
             }
-            rows_from(peer, Some(&*entry), process, address, &mut after);
+            if emit_here {
+                rows_from(peer, Some(&*entry), process, address, &mut after);
+            }
             let is_empty = entry.is_empty();
             if is_empty {
                 self.bytes.remove(&peer);
@@ -211,6 +193,13 @@ impl RowState {
                 }
                 _ => {}
             }
+            if emit_here {
+                emit_changed(time, &mut before, &mut after, out);
+            }
+        }
+
+        for (peer, mut before) in relabeled.into_iter().zip(before_relabel) {
+            self.rows_of(peer, &mut after);
             emit_changed(time, &mut before, &mut after, out);
         }
     }
