@@ -18,6 +18,9 @@ use timely::communication::allocator::Allocator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::{Config as WorkerConfig, Worker};
 
+/// Capacity of the released-output buffer kept across drains.
+const RELEASED_CAPACITY_KEPT: usize = 64 * 1024;
+
 /// How the job treats time.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -401,7 +404,12 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 
     /// Moves the outputs released so far into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<Output>) {
+        if self.released.is_empty() {
+            return;
+        }
         out.append(&mut self.released);
+        // A long jump (a replay's end) releases a lot at once; don't hold its capacity after.
+        self.released.shrink_to(RELEASED_CAPACITY_KEPT);
     }
 
     /// Completes every time up to and including the largest event time seen, so the last
