@@ -18,9 +18,6 @@ use timely::communication::allocator::Allocator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::worker::{Config as WorkerConfig, Worker};
 
-/// Capacity of the released-output buffer kept across drains.
-const RELEASED_CAPACITY_KEPT: usize = 64 * 1024;
-
 /// How the job treats time.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -404,12 +401,14 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 
     /// Moves the outputs released so far into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<Output>) {
-        if self.released.is_empty() {
-            return;
+        if out.is_empty() {
+            // Hand over the buffer itself, and keep the caller's empty one: no copy, and the
+            // job never holds on to the capacity of a large release (a replay's end).
+            std::mem::swap(out, &mut self.released);
+        } else {
+            out.append(&mut self.released);
+            self.released = Vec::new();
         }
-        out.append(&mut self.released);
-        // A long jump (a replay's end) releases a lot at once; don't hold its capacity after.
-        self.released.shrink_to(RELEASED_CAPACITY_KEPT);
     }
 
     /// Completes every time up to and including the largest event time seen, so the last
