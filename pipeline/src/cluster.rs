@@ -40,18 +40,24 @@ enum Routed {
     MaxSeen(EventTime),
 }
 
-/// The worker that owns a record's key. A fixed hash, so every process agrees.
-fn owner(record: &Record, peers: usize) -> usize {
+/// A fixed hash of a key (every process of a cluster agrees), to route it to a worker.
+pub(crate) fn route<K: Hash + ?Sized>(key: &K) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
-    match record {
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The worker that owns a record's key.
+fn owner(record: &Record, peers: usize) -> usize {
+    let hash = match record {
         // A connection key's stage and its process's stage live with the upid.
-        Record::ConnStats(c) => c.upid.hash(&mut hasher),
-        Record::Process(p) => p.upid.hash(&mut hasher),
-        Record::Name(n) => n.addr.hash(&mut hasher),
-        Record::Container(c) => c.container.hash(&mut hasher),
-        Record::Progress(p) => p.source.hash(&mut hasher),
-    }
-    (hasher.finish() % peers as u64) as usize
+        Record::ConnStats(c) => route(&c.upid),
+        Record::Process(p) => route(&p.upid),
+        Record::Name(n) => route(&n.addr),
+        Record::Container(c) => route(&c.container),
+        Record::Progress(p) => route(&p.source),
+    };
+    (hash % peers as u64) as usize
 }
 
 /// One worker's share of the job.

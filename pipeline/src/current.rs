@@ -18,31 +18,32 @@ use crate::dataflow::ConnData;
 use crate::graph::{Edge, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use crate::cluster::route;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::net::IpAddr;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{CapabilitySet, Concat, Exchange};
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{CapabilitySet, Concat, Exchange, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
 type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 
-/// A fixed hash (every process of a cluster agrees), to route by key.
-fn route<K: Hash + ?Sized>(key: &K) -> u64 {
-    let mut hasher = FxHasher::default();
-    key.hash(&mut hasher);
-    hasher.finish()
-}
-
 /// What a collection holds for one key now: values with their (non-zero) counts. Almost
 /// always one value; a transient second one is kept exactly, as a join would.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Multiset<V>(SmallVec<[(V, isize); 1]>);
+
+impl<V> Default for Multiset<V> {
+    fn default() -> Self {
+        Multiset(SmallVec::new())
+    }
+}
 
 impl<V: PartialEq> Multiset<V> {
     fn update(&mut self, value: V, diff: isize) {
@@ -100,20 +101,8 @@ impl RowState {
 
     fn apply_label(&mut self, label: Label, diff: isize) {
         match label {
-            Label::Process(upid, labels) => {
-                let entry = self.processes.entry(upid).or_default();
-                entry.update(labels, diff);
-                if entry.is_empty() {
-                    self.processes.remove(&upid);
-                }
-            }
-            Label::Address(addr, name) => {
-                let entry = self.addresses.entry(addr).or_default();
-                entry.update(name, diff);
-                if entry.is_empty() {
-                    self.addresses.remove(&addr);
-                }
-            }
+            Label::Process(upid, labels) => update_entry(&mut self.processes, upid, labels, diff),
+            Label::Address(addr, name) => update_entry(&mut self.addresses, addr, name, diff),
         }
     }
 
@@ -252,6 +241,15 @@ fn emit_changed(
     out.extend(after.drain(..).map(|(row, count)| (row, time, count)));
 }
 
+/// Updates `key`'s multiset in `map`, leaving no empty entry behind.
+fn update_entry<K: Hash + Eq + Copy, V: PartialEq>(map: &mut FxHashMap<K, Multiset<V>>, key: K, value: V, diff: isize) {
+    let entry = map.entry(key).or_default();
+    entry.update(value, diff);
+    if entry.is_empty() {
+        map.remove(&key);
+    }
+}
+
 fn remove_from_index<K: Hash + Eq, V: Hash + Eq>(index: &mut FxHashMap<K, FxHashSet<V>>, key: &K, value: &V) {
     if let Some(set) = index.get_mut(key) {
         set.remove(value);
@@ -272,6 +270,12 @@ struct Pending<C> {
 impl<C> Pending<C> {
     fn new() -> Self {
         Pending { changes: BTreeMap::new(), capabilities: CapabilitySet::new() }
+    }
+
+    /// Takes a message's changes and a capability to emit their results with.
+    fn accept(&mut self, capability: InputCapability<EventTime>, changes: impl Iterator<Item = (EventTime, C)>) {
+        self.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+        self.extend(changes);
     }
 
     /// Files changes by time; a run of changes at one time costs one look-up.
@@ -325,12 +329,9 @@ pub(crate) fn rows<'s>(
 ) -> Coll<'s, Row> {
     let bytes = bytes.inner.exchange(|(((upid, _), _), _, _)| route(upid));
     let labels = processes
-        .map(|(upid, labels)| Label::Process(upid, labels))
         .inner
-        .exchange(|(label, _, _)| match label {
-            Label::Process(upid, _) => route(upid),
-            Label::Address(..) => unreachable!("only process labels here"),
-        })
+        .exchange(|((upid, _), _, _)| route(upid))
+        .map(|((upid, labels), time, diff)| (Label::Process(upid, labels), time, diff))
         .concat(addresses.map(|(addr, name)| Label::Address(addr, name)).inner.broadcast());
     bytes
         .binary_frontier(labels, Pipeline, Pipeline, "Rows", |_, _| {
@@ -339,12 +340,11 @@ pub(crate) fn rows<'s>(
             let mut out = Vec::new();
             move |(bytes, bytes_frontier), (labels, labels_frontier), output| {
                 bytes.for_each(|capability, data| {
-                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
-                    pending.extend(data.drain(..).map(|((peer, value), time, diff)| (time, Change::Bytes(peer, value, diff))));
+                    let changes = data.drain(..).map(|((peer, value), time, diff)| (time, Change::Bytes(peer, value, diff)));
+                    pending.accept(capability, changes);
                 });
                 labels.for_each(|capability, data| {
-                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
-                    pending.extend(data.drain(..).map(|(label, time, diff)| (time, Change::Label(label, diff))));
+                    pending.accept(capability, data.drain(..).map(|(label, time, diff)| (time, Change::Label(label, diff))));
                 });
                 let complete = pending.take_complete(&[bytes_frontier, labels_frontier]);
                 if let Some(earliest) = complete.keys().next() {
@@ -374,8 +374,7 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
             let mut out = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
-                    pending.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
-                    pending.extend(data.drain(..).map(|(row, time, diff)| (time, (row, diff))));
+                    pending.accept(capability, data.drain(..).map(|(row, time, diff)| (time, (row, diff))));
                 });
                 let complete = pending.take_complete(&[frontier]);
                 if let Some(earliest) = complete.keys().next() {
@@ -392,14 +391,25 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
                             if delta == (0, 0, 0) {
                                 continue;
                             }
-                            let old = sums.get(&edge).copied().unwrap_or_default();
-                            let new = (old.0 + delta.0, old.1 + delta.1, old.2 + delta.2);
-                            if new == (0, 0, 0) {
-                                sums.remove(&edge);
-                            } else {
-                                sums.insert(edge.clone(), new);
-                            }
-                            let (from_entity, to_entity) = edge;
+                            let (from_entity, to_entity) = (edge.0.clone(), edge.1.clone());
+                            // One look-up per changed edge: the entry is updated, created or
+                            // removed in place.
+                            let (old, new) = match sums.entry(edge) {
+                                Entry::Occupied(mut sum) => {
+                                    let old = *sum.get();
+                                    let new = (old.0 + delta.0, old.1 + delta.1, old.2 + delta.2);
+                                    if new == (0, 0, 0) {
+                                        sum.remove();
+                                    } else {
+                                        *sum.get_mut() = new;
+                                    }
+                                    (old, new)
+                                }
+                                Entry::Vacant(slot) => {
+                                    slot.insert(delta);
+                                    ((0, 0, 0), delta)
+                                }
+                            };
                             let edge_of = |(_, sent, recv): EdgeSums| Edge {
                                 from_entity: from_entity.clone(),
                                 to_entity: to_entity.clone(),

@@ -77,20 +77,6 @@ impl Ord for Row {
     }
 }
 
-impl PartialOrd for Row {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Row {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Row {}
-
 impl Ord for Edge {
     fn cmp(&self, other: &Self) -> Ordering {
         text_cmp(&self.from_entity, &other.from_entity)
@@ -100,19 +86,26 @@ impl Ord for Edge {
     }
 }
 
-impl PartialOrd for Edge {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// PartialOrd, PartialEq and Eq from a type's `Ord`, so all four agree.
+macro_rules! comparisons_from_ord {
+    ($($type:ty),*) => {$(
+        impl PartialOrd for $type {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl PartialEq for $type {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other) == Ordering::Equal
+            }
+        }
+
+        impl Eq for $type {}
+    )*};
 }
 
-impl PartialEq for Edge {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Edge {}
+comparisons_from_ord!(Row, Edge);
 
 /// A row or an edge.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

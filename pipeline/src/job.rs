@@ -474,12 +474,17 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         let mut due = due.into_iter().peekable();
         while self.input_frontier < to {
             // Skip stretches of time where nothing is staged: a slice starts at the next event.
-            let next_event = [self.conns.next_event(), self.procs.next_event(), self.names.next_event()]
-                .into_iter()
-                .chain([self.containers.next_event(), due.peek().map(|(at, _)| *at)])
-                .flatten()
-                .min()
-                .unwrap_or(to);
+            let next_event = [
+                self.conns.next_event(),
+                self.procs.next_event(),
+                self.names.next_event(),
+                self.containers.next_event(),
+                due.peek().map(|(at, _)| *at),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(to);
             let slice_end = to.min(
                 self.input_frontier.max(next_event).saturating_add(self.config.progress_interval_ns),
             );
