@@ -22,7 +22,7 @@ use crate::replay::job_config;
 use crate::report::human;
 use anyhow::{bail, Context};
 use comfy_table::{presets::UTF8_FULL, Table};
-use flowgraph_benches::baseline::{BaselineParams, Graph, GraphEdge, GraphRow, HashMapQuery, RecomputeQuery};
+use flowgraph_benches::baseline::{BaselineParams, Graph, HashMapQuery, RecomputeQuery};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_config::parse_duration_ns;
 use flowgraph_pipeline::{Job, JobConfig, Output};
@@ -390,26 +390,5 @@ fn final_graph_of_job(records: &[Record], config: JobConfig) -> anyhow::Result<G
     if state.anomalies() != 0 {
         bail!("the job's deltas are inconsistent ({} anomalies)", state.anomalies());
     }
-    let rows = state
-        .rows()
-        .map(|r| GraphRow {
-            from_entity: r.from_entity.to_string(),
-            upid: r.upid.to_string(),
-            cmdline: r.cmdline.to_string(),
-            remote_addr: r.remote_addr.to_string(),
-            to_entity: r.to_entity.to_string(),
-            bytes_sent: r.bytes_sent,
-            bytes_recv: r.bytes_recv,
-        })
-        .collect();
-    let edges = state
-        .edges()
-        .map(|e| GraphEdge {
-            from_entity: e.from_entity.to_string(),
-            to_entity: e.to_entity.to_string(),
-            bytes_sent: e.bytes_sent,
-            bytes_recv: e.bytes_recv,
-        })
-        .collect();
-    Ok(Graph { rows, edges }.sorted())
+    Ok(crate::plain_graph::plain_graph(&state))
 }

@@ -16,6 +16,7 @@ mod harness;
 mod metadata;
 mod naming;
 mod output;
+mod plain_graph;
 mod produce;
 mod record;
 mod replay;

@@ -7,13 +7,14 @@
 //! `cargo test --release --test baselines`. On the medium and large streams, `flowgraph bench`
 //! checks the job's final graph against both baselines after its measurements.
 
-use flowgraph_benches::baseline::{
-    BaselineParams, Graph, GraphEdge, GraphRow, HashMapQuery, RecomputeQuery,
-};
+use flowgraph_benches::baseline::{BaselineParams, Graph, GraphRow, HashMapQuery, RecomputeQuery};
 use flowgraph_benches::{generate, Size};
 use flowgraph_pipeline::{Admission, GroupBy, IpFilter, Job, JobConfig, Output, Params};
 use flowgraph_schema::{ConnStats, Name, NameSource, Process, Record, TraceRole, Upid};
 use flowgraph_sinks::graph::GraphState;
+
+#[path = "../src/plain_graph.rs"]
+mod plain_graph;
 use std::net::IpAddr;
 
 const SECOND: u64 = 1_000_000_000;
@@ -47,28 +48,7 @@ fn params(ips: &str, window_ns: u64, group_by: GroupBy) -> (Params, BaselinePara
 /// The job's materialized graph in the baselines' plain form.
 fn job_graph(state: &GraphState) -> Graph {
     assert_eq!(state.anomalies(), 0, "inconsistent deltas");
-    let rows = state
-        .rows()
-        .map(|r| GraphRow {
-            from_entity: r.from_entity.to_string(),
-            upid: r.upid.to_string(),
-            cmdline: r.cmdline.to_string(),
-            remote_addr: r.remote_addr.to_string(),
-            to_entity: r.to_entity.to_string(),
-            bytes_sent: r.bytes_sent,
-            bytes_recv: r.bytes_recv,
-        })
-        .collect();
-    let edges = state
-        .edges()
-        .map(|e| GraphEdge {
-            from_entity: e.from_entity.to_string(),
-            to_entity: e.to_entity.to_string(),
-            bytes_sent: e.bytes_sent,
-            bytes_recv: e.bytes_recv,
-        })
-        .collect();
-    Graph { rows, edges }.sorted()
+    plain_graph::plain_graph(state)
 }
 
 /// A readable account of how two graphs differ (the first few rows and edges each way).
