@@ -147,6 +147,39 @@ fn strict_mode_stops_at_the_first_problem_and_names_it() {
     );
 }
 
+/// `--strict` on a record the job rejects (a decreasing counter) and on a damaged binary
+/// frame: the run fails and names the line or byte offset, like for a malformed JSON line.
+#[test]
+fn strict_mode_stops_at_a_rejected_record_and_at_a_damaged_frame() {
+    let dir = out_dir("strict");
+    let sample = |t: u64, bytes: u64| {
+        format!(
+            r#"{{"type": "conn_stats", "time_": {t}, "upid": "1:100:1000", "remote_addr": "10.0.1.2", "remote_port": 8080, "trace_role": 1, "bytes_sent": {bytes}, "bytes_recv": {bytes}}}"#
+        )
+    };
+    let lines = [sample(1_700_000_005_000_000_000, 100), sample(1_700_000_015_000_000_000, 50)];
+    std::fs::write(dir.join("decreasing.jsonl"), lines.join("\n") + "\n").unwrap();
+    flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "5", "--out", "smoke.fgb"]);
+    let mut bytes = std::fs::read(dir.join("smoke.fgb")).unwrap();
+    let first_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let second = 8 + first_len;
+    bytes[second + 8] = 0xFF;
+    std::fs::write(dir.join("damaged.fgb"), &bytes).unwrap();
+    for (input, expected) in [
+        ("decreasing.jsonl", "error: decreasing.jsonl: line 2: conn_stats record rejected: counter decreased".to_string()),
+        ("damaged.fgb", format!("error: damaged.fgb: byte offset {second}: undecodable payload")),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(&dir)
+            .args(["replay", "--input", input, "--strict"])
+            .output()
+            .expect("run flowgraph");
+        assert!(!output.status.success(), "--strict accepted {input}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(&expected), "{input}: expected {expected:?} in: {stderr}");
+    }
+}
+
 #[test]
 fn a_bad_flag_value_is_a_clear_error() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic_pod");

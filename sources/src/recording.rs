@@ -349,6 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_length_prefix_is_reported_and_the_next_frame_read() {
+        let mut input = Vec::new();
+        binary::encode_frame(&[progress(1)], &mut input);
+        let bad_at = input.len();
+        binary::encode_frame(&[progress(2)], &mut input);
+        // The second frame claims 16 MiB + 1 bytes: refused before allocating, then skipped.
+        let claimed = (binary::MAX_FRAME_LEN as u32 + 1).to_le_bytes();
+        input[bad_at + 4..bad_at + 8].copy_from_slice(&claimed);
+        let next_at = input.len();
+        binary::encode_frame(&[progress(3)], &mut input);
+        let (_, items) = read_all(&input);
+        assert_eq!(items.len(), 3, "{items:?}");
+        let bad = items[1].as_ref().unwrap_err();
+        assert_eq!(bad.position, Position::Offset(bad_at as u64));
+        assert!(bad.message.contains("exceeds the limit"), "{}", bad.message);
+        let (position, record) = items[2].as_ref().unwrap();
+        assert_eq!((*position, record.time()), (Position::Offset(next_at as u64), 3));
+    }
+
+    #[test]
     fn binary_truncated_tail_is_reported() {
         let mut input = Vec::new();
         binary::encode_frame(&[progress(1)], &mut input);
