@@ -331,12 +331,16 @@ pub struct ReplayArgs {
     /// Partitions of a topic --to-kafka creates.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
-    /// Records per second for --to-kafka (default: as fast as possible).
+    /// Records per second for --to-kafka (default: --max).
     #[arg(long, conflicts_with = "speed")]
     pub rate: Option<f64>,
-    /// Event-time pace for --to-kafka: 10x publishes ten seconds of the recording per second.
+    /// Event-time pace for --to-kafka: 10x publishes ten seconds of the recording per second
+    /// (default: --max).
     #[arg(long)]
     pub speed: Option<String>,
+    /// No pacing for --to-kafka: publish as fast as the broker takes it (the default).
+    #[arg(long, conflicts_with_all = ["rate", "speed"])]
+    pub max: bool,
 }
 
 #[derive(Debug, Args)]

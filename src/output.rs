@@ -84,6 +84,17 @@ pub fn producer_from(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<D
     config.create_with_context(DeliveryReport::default()).context("creating the Kafka producer")
 }
 
+/// Waits up to `timeout` for every message to `topic` to be acknowledged, and fails if any
+/// was not delivered (each failure was logged and counted as it happened).
+pub fn flush_delivered(producer: &ThreadedProducer<DeliveryReport>, topic: &str, timeout: Duration) -> anyhow::Result<()> {
+    producer.flush(timeout).with_context(|| format!("flushing to {topic}"))?;
+    let failed = producer.context().failed();
+    if failed > 0 {
+        anyhow::bail!("{failed} messages to {topic} were not delivered (see the errors above)");
+    }
+    Ok(())
+}
+
 /// Sends one message, waiting while the producer's queue is full (a slow broker): back-pressure,
 /// never a dropped batch.
 pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
@@ -141,11 +152,7 @@ impl RecordOutput {
     pub fn finish(&mut self) -> anyhow::Result<()> {
         match self {
             RecordOutput::Kafka { producer, topic, .. } => {
-                producer.flush(Duration::from_secs(30)).with_context(|| format!("flushing to {topic}"))?;
-                let failed = producer.context().failed();
-                if failed > 0 {
-                    anyhow::bail!("{failed} messages to {topic} were not delivered (see the errors above)");
-                }
+                flush_delivered(producer, topic, Duration::from_secs(30))?
             }
             RecordOutput::Jsonl(out) | RecordOutput::Binary(out) => out.flush()?,
         }

@@ -1,10 +1,10 @@
 //! `flowgraph replay --to-kafka`: publish a recording to an input topic, as agents would.
 
 use crate::cli::ReplayArgs;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use std::time::{Duration, Instant};
 
 /// Records per message at most. A message holds a run of consecutive records with one key,
@@ -43,9 +43,16 @@ pub fn parse_speed(text: &str) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
-    let pacing = Pacing {
-        rate: args.rate,
-        speed: args.speed.as_deref().map(parse_speed).transpose()?,
+    if let Some(rate) = args.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!("--rate: must be a positive number of records per second, not {rate}");
+    }
+    // --max (the default) is no pacing; clap rejects it together with --rate or --speed.
+    let pacing = match args.max {
+        true => Pacing::default(),
+        false => Pacing {
+            rate: args.rate,
+            speed: args.speed.as_deref().map(parse_speed).transpose()?,
+        },
     };
     let published = publish(&args.input, &args.brokers, topic, args.partitions, pacing, &mut |_| {})?;
     println!(
@@ -159,11 +166,7 @@ pub fn publish(
         batch.push(record);
     }
     send(&batch_key, &mut batch)?;
-    producer.flush(Duration::from_secs(60)).context("flushing the producer")?;
-    let failed = producer.context().failed();
-    if failed > 0 {
-        bail!("{failed} messages to {topic} were not delivered (see the errors above)");
-    }
+    crate::output::flush_delivered(&producer, topic, Duration::from_secs(60))?;
     Ok(Published {
         records,
         messages,

@@ -299,9 +299,10 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
                 last_progress = Some(p);
             }
-            sink.publish(&outputs)?;
-            outputs.clear();
+            let published = sink.publish(&outputs);
             crate::telemetry::sink(sink.stats());
+            published?;
+            outputs.clear();
         }
         crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
         if last_report.elapsed() >= Duration::from_secs(10) {
@@ -328,6 +329,7 @@ fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&Ka
         records = s.records, late = s.late, keyed_records = j.records, rejected = j.rejected,
         decode_errors = s.decode_errors, dead_letters = s.dead_letters,
         updates_out = sink.map(|k| k.stats().updates), transactions = sink.map(|k| k.stats().transactions),
+        aborts = sink.map(|k| k.stats().aborts),
         skipped_on_resume = sink.map(|k| k.stats().skipped_on_resume), frontier = job.frontier(),
         "flowgraph run: progress"
     );

@@ -48,6 +48,9 @@ fn describe() {
     describe_counter!("flowgraph_dead_letters_total", "Undecodable input written to the dead-letter topic");
     describe_counter!("flowgraph_updates_out_total", "Graph updates published");
     describe_counter!("flowgraph_transactions_total", "Kafka transactions committed");
+    describe_counter!("flowgraph_transaction_aborts_total", "Kafka transactions aborted (a send or the commit failed)");
+    describe_counter!("flowgraph_delta_messages_out_total", "Delta-topic messages committed (update batches and progress marks)");
+    describe_counter!("flowgraph_state_records_out_total", "State-topic upserts and tombstones committed");
     describe_gauge!("flowgraph_frontier_seconds", "Event time before which every update is out");
     describe_gauge!("flowgraph_consumer_lag_messages", "Messages of a partition not read yet");
     describe_counter!("flowgraph_agent_records_out_total", "Records the agent exported");
@@ -75,10 +78,14 @@ pub fn worker(index: usize, job: &JobStats, source: &KafkaSourceStats, frontier:
     gauge!("flowgraph_frontier_seconds", "worker" => worker).set(frontier as f64 / 1e9);
 }
 
-/// The sink's counters (worker 0 writes it).
+/// The sink's counters (worker 0 writes it). What a transaction wrote is set before the
+/// transaction count, so a scrape never sees a commit without its writes.
 pub fn sink(sink: &KafkaSinkStats) {
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
+    counter!("flowgraph_delta_messages_out_total").absolute(sink.messages);
+    counter!("flowgraph_state_records_out_total").absolute(sink.state_writes);
     counter!("flowgraph_transactions_total").absolute(sink.transactions);
+    counter!("flowgraph_transaction_aborts_total").absolute(sink.aborts);
 }
 
 /// Consumer lag per partition.

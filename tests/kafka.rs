@@ -5,24 +5,30 @@
 //! One broker serves every scenario, each on topics of its own.
 
 mod common;
-use common::{flowgraph, graph_of, smoke_reference, Broker, assert_same_deltas, delta_topic_outputs, read_topic, snapshot_as_state, state_topic_graph};
+use common::{
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, read_messages, smoke_reference,
+    snapshot_as_state, state_topic_graph, Broker, Proc,
+};
 use flowgraph_pipeline::Output;
+use flowgraph_schema::{binary, Record};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
-
-fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn flowgraph")
+/// Spawns flowgraph, killed if the test ends (or fails) while it runs.
+fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn flowgraph"),
+    )
 }
 
 /// `flowgraph ui --from-kafka`, killed when dropped.
@@ -91,6 +97,97 @@ fn run_config(dir: &Path, bootstrap: &str, name: &str) -> PathBuf {
     path
 }
 
+/// The fields (`name=value`) of `flowgraph run`'s last progress report in `log`.
+fn last_report(log: &str) -> BTreeMap<String, String> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("flowgraph run: progress"))
+        .unwrap_or_else(|| panic!("no progress report in the log:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// The bad message of kind `kind % 4`, built from real `records` so that only the damage
+/// makes it bad, and what its dead letter's reason must say.
+fn bad_message(kind: usize, records: &[Record]) -> (Vec<u8>, &'static str) {
+    let frame = || {
+        let mut frame = Vec::new();
+        binary::encode_frame(records, &mut frame);
+        frame
+    };
+    match kind % 4 {
+        0 => {
+            // Random bytes (xorshift, seeded by the kind): not a frame (0xff first, never
+            // valid UTF-8), and no newline, so the JSON Lines decoder sees one bad line.
+            let mut x = 0x9e37_79b9u32 ^ kind as u32;
+            let mut bytes = vec![0xff];
+            while bytes.len() < 64 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                bytes.extend(x.to_le_bytes().into_iter().filter(|b| *b != b'\n'));
+            }
+            (bytes, "line 1: not UTF-8")
+        }
+        1 => {
+            // A frame cut in half: its length field claims more bytes than follow.
+            let mut frame = frame();
+            let claimed = u32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
+            frame.truncate(binary::HEADER_LEN + claimed / 2);
+            assert!(claimed > frame.len() - binary::HEADER_LEN);
+            (frame, "truncated frame")
+        }
+        2 => {
+            let mut frame = frame();
+            frame[2] = 9;
+            (frame, "unsupported format version 9")
+        }
+        _ => (br#"{"type":"conn_stats","time_":1717200000000000000,"upid":"#.to_vec(), "line 1: "),
+    }
+}
+
+/// Publishes the recording to `topic` (one partition, created here) as frames of 500
+/// records, with a bad message before the first frame, after every fourth and after the last,
+/// of each kind in turn. Returns the records published in valid frames and the reasons the
+/// bad messages' dead letters must give, in order.
+fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64, Vec<(Vec<u8>, &'static str)>) {
+    flowgraph_sources::kafka::create_topic_if_missing(bootstrap, &BTreeMap::new(), topic, 1).unwrap();
+    let mut reader = flowgraph_sources::recording::open(recording).unwrap();
+    let mut records = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        records.push(item.expect("the smoke recording has no bad input").1);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let send = |key: &str, payload: &[u8]| {
+        producer.send(BaseRecord::<str, [u8]>::to(topic).key(key).payload(payload)).map_err(|(e, _)| e).unwrap()
+    };
+    let mut bad = Vec::new();
+    let mut send_bad = |before: &[Record]| {
+        let (payload, reason) = bad_message(bad.len(), &before[..before.len().min(50)]);
+        send("junk", &payload);
+        bad.push((payload, reason));
+    };
+    let frames: Vec<&[Record]> = records.chunks(500).collect();
+    for (i, chunk) in frames.iter().enumerate() {
+        if i % 4 == 0 {
+            send_bad(chunk);
+        }
+        let mut frame = Vec::new();
+        binary::encode_frame(chunk, &mut frame);
+        send("agent", &frame);
+    }
+    send_bad(frames[frames.len() - 1]);
+    producer.flush(Duration::from_secs(30)).unwrap();
+    (records.len() as u64, bad)
+}
+
 #[test]
 fn kafka_path_equals_the_in_process_replay() {
     let broker = Broker::start("path", false);
@@ -108,9 +205,8 @@ fn kafka_path_equals_the_in_process_replay() {
     assert!(log.contains("late=0"), "records were late through Kafka:\n{log}");
     let published = delta_topic_outputs(b, "straight.deltas");
     assert_same_deltas(&published, &reference, "straight run");
+    assert_marks_cover(&published, "straight run");
     assert_eq!(state_topic_graph(b, "straight.state"), reference_state, "state topic differs");
-    let marks: Vec<u64> = published.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
-    assert!(marks.windows(2).all(|w| w[0] < w[1]), "progress marks not increasing");
 
     // 1a. What people and scripts read back: `tail --state`, `tail` of the deltas, and a
     //     recording of the input topic that replays to the same deltas.
@@ -130,11 +226,25 @@ fn kafka_path_equals_the_in_process_replay() {
 
     // 1b. Four partitions, read in whatever interleaving the client fetches: per-partition
     //     clocks keep a partition read ahead from making the others late.
+    //     Published with `--max` (no pacing, the default, said explicitly); it excludes the
+    //     pacing flags.
     let config = run_config(&dir, b, "multi");
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--partitions", "4", "--brokers", b]);
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--partitions", "4", "--brokers", b, "--max"]);
+    for pacing in [["--rate", "100"], ["--speed", "10x"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(&dir)
+            .args(["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--brokers", b, "--max"])
+            .args(pacing)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("cannot be used with"), "--max with {pacing:?}: {stderr}");
+    }
     let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
     assert!(log.contains("late=0"), "records were late across partitions:\n{log}");
-    assert_same_deltas(&delta_topic_outputs(b, "multi.deltas"), &reference, "four partitions");
+    let published = delta_topic_outputs(b, "multi.deltas");
+    assert_same_deltas(&published, &reference, "four partitions");
+    assert_marks_cover(&published, "four partitions");
     assert_eq!(state_topic_graph(b, "multi.state"), reference_state, "state topic (four partitions)");
 
     // 2. kill -9 in the middle, restart: the delta topic continues without repeats or gaps,
@@ -156,24 +266,40 @@ fn kafka_path_equals_the_in_process_replay() {
         .output()
         .expect("curl is needed for this test (Debian: apt-get install curl)");
     let metrics = String::from_utf8_lossy(&scraped.stdout).to_string();
-    let records_in: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("flowgraph_records_in_total"))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no flowgraph_records_in_total in /metrics:\n{metrics}"));
-    assert!(records_in > 0.0, "the pipeline read nothing in 2 s:\n{metrics}");
-    pipeline.kill().unwrap(); // SIGKILL
-    pipeline.wait().unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert!(value("flowgraph_records_in_total") > 0.0, "the pipeline read nothing in 2 s:\n{metrics}");
+    assert_eq!(value("flowgraph_transaction_aborts_total"), 0.0, "{metrics}");
+    // Each committed transaction wrote at least its progress mark.
+    assert!(
+        value("flowgraph_delta_messages_out_total") >= value("flowgraph_transactions_total"),
+        "delta messages and transactions disagree:\n{metrics}"
+    );
+    value("flowgraph_state_records_out_total"); // served from the start (panics if missing)
+    // Every metric /metrics serves is in the telemetry table of docs/KAFKA.md.
+    let documented = std::fs::read_to_string(common::root().join("docs/KAFKA.md")).unwrap();
+    for line in metrics.lines().filter(|l| l.starts_with("flowgraph_")) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(documented.contains(&format!("`{name}")), "{name} is served at /metrics but not in docs/KAFKA.md");
+    }
+    pipeline.0.kill().unwrap(); // SIGKILL
+    pipeline.0.wait().unwrap();
     let before_crash = delta_topic_outputs(b, "crash.deltas");
     assert!(
         before_crash.iter().any(|o| matches!(o, Output::Progress(_))),
         "the first run published nothing before the kill; the scenario tests nothing"
     );
-    assert!(producer.wait().unwrap().success());
+    assert!(producer.0.wait().unwrap().success());
     let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
     assert!(log.contains("resuming after the last committed progress mark"), "{log}");
     let published = delta_topic_outputs(b, "crash.deltas");
     assert_same_deltas(&published, &reference, "run with a kill -9 and a restart");
+    assert_marks_cover(&published, "run with a kill -9 and a restart");
     assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash differs");
     let final_graph = graph_of(&reference);
     let expected: serde_json::Value = serde_json::from_str(&final_graph.snapshot_json()).unwrap();
@@ -186,24 +312,34 @@ fn kafka_path_equals_the_in_process_replay() {
     assert!(params.contains("\"editable\":false") && params.contains("\"window\":\"1m\""), "{params}");
     drop(view);
 
-    // 3. Garbage between valid messages: every valid record processed, every bad message
-    //    in the dead-letter topic, the result unchanged.
+    // 3. Garbage between valid messages (random bytes, a frame cut short, a wrong version,
+    //    truncated JSON): every valid record processed, every bad message counted and in the
+    //    dead-letter topic with its reason and origin, the result unchanged.
     let config = run_config(&dir, b, "garbage");
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "garbage.in", "--partitions", "1", "--brokers", b]);
-    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
-    let mut truncated = Vec::new();
-    flowgraph_schema::binary::encode_frame(&[], &mut truncated);
-    truncated.extend_from_slice(&[1, 2, 3]);
-    let mut wrong_version = truncated.clone();
-    wrong_version[2] = 9;
-    let garbage: Vec<Vec<u8>> = vec![b"\x00\xffrandom bytes".to_vec(), truncated, wrong_version, b"{\"type\":\"conn_stats\"".to_vec()];
-    for payload in &garbage {
-        raw.send(BaseRecord::<str, [u8]>::to("garbage.in").key("junk").payload(payload)).unwrap();
-    }
-    raw.flush(Duration::from_secs(10)).unwrap();
+    let (valid, bad) = publish_with_garbage(b, "garbage.in", &dir.join("smoke.fgb"));
+    let input = read_messages(b, "garbage.in");
+    let bad_offsets: Vec<i64> = input.iter().filter(|m| m.key.as_deref() == Some("junk")).map(|m| m.offset).collect();
+    assert_eq!(bad_offsets.len(), bad.len(), "bad messages on the input topic");
+    assert!(bad_offsets[0] == 0 && bad_offsets[bad.len() - 1] == input.len() as i64 - 1, "{bad_offsets:?}");
     let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
-    assert!(log.contains("decode_errors=4") && log.contains("dead_letters=4"), "{log}");
-    assert_eq!(read_topic(b, "garbage.dead").len(), 4, "dead-letter topic");
+    let report = last_report(&log);
+    let count = |name: &str| report.get(name).and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(count("records"), Some(valid), "records read around the garbage:\n{log}");
+    assert_eq!(count("decode_errors"), Some(bad.len() as u64), "{log}");
+    assert_eq!(count("dead_letters"), Some(bad.len() as u64), "{log}");
+    let letters = read_messages(b, "garbage.dead");
+    assert_eq!(letters.len(), bad.len(), "dead-letter topic");
+    for ((letter, (payload, reason)), offset) in letters.iter().zip(&bad).zip(&bad_offsets) {
+        let origin = format!("garbage.in/0@{offset}");
+        assert_eq!(letter.headers.get("flowgraph.origin"), Some(&origin), "{letter:?}");
+        assert_eq!(letter.key.as_ref(), Some(&origin), "dead letter key");
+        let given = letter.headers.get("flowgraph.reason").map(String::as_str).unwrap_or_default();
+        assert!(given.contains(reason), "dead letter of {origin}: reason {given:?}, wanted {reason:?}");
+        assert_eq!(letter.payload.as_ref(), Some(payload), "dead letter of {origin} does not carry the bad message");
+    }
+    let published = delta_topic_outputs(b, "garbage.deltas");
+    assert_same_deltas(&published, &reference, "garbage between valid messages");
+    assert_marks_cover(&published, "garbage between valid messages");
     assert_eq!(state_topic_graph(b, "garbage.state"), reference_state, "garbage changed the result");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,7 +79,7 @@ pub enum KafkaSinkError {
     },
 }
 
-/// Counters of the sink.
+/// Counters of the sink. What a transaction wrote counts once it is committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KafkaSinkStats {
     /// Updates published.
@@ -88,7 +88,9 @@ pub struct KafkaSinkStats {
     pub skipped_on_resume: u64,
     /// Transactions committed.
     pub transactions: u64,
-    /// Delta messages written.
+    /// Transactions aborted (a send or the commit failed).
+    pub aborts: u64,
+    /// Delta messages written (update batches and progress marks).
     pub messages: u64,
     /// State-topic upserts and tombstones written.
     pub state_writes: u64,
@@ -172,7 +174,8 @@ impl KafkaSink {
     /// many marks at once (catching up) pays one commit, not one per mark.
     pub fn publish(&mut self, outputs: &[Output]) -> Result<(), KafkaSinkError> {
         let mut open: Option<EventTime> = None;
-        let mut published = 0u64;
+        // What the open transaction wrote: updates, delta messages, state writes.
+        let (mut published, mut messages, mut state_writes) = (0u64, 0u64, 0u64);
         for output in outputs {
             match output {
                 Output::Update { time, .. } => {
@@ -192,9 +195,12 @@ impl KafkaSink {
                             .map_err(|source| KafkaSinkError::Transaction { progress: *progress, source })?;
                     }
                     open = Some(*progress);
-                    if let Err(source) = self.send_batch(*progress) {
-                        let _ = self.producer.abort_transaction(TIMEOUT);
-                        return Err(KafkaSinkError::Transaction { progress: *progress, source });
+                    match self.send_batch(*progress) {
+                        Ok((m, s)) => (messages, state_writes) = (messages + m, state_writes + s),
+                        Err(source) => {
+                            self.abort(*progress, &source);
+                            return Err(KafkaSinkError::Transaction { progress: *progress, source });
+                        }
                     }
                     published += self.pending.len() as u64;
                     self.pending.clear();
@@ -203,16 +209,29 @@ impl KafkaSink {
         }
         if let Some(progress) = open {
             if let Err(source) = self.producer.commit_transaction(TIMEOUT) {
-                let _ = self.producer.abort_transaction(TIMEOUT);
+                self.abort(progress, &source);
                 return Err(KafkaSinkError::Transaction { progress, source });
             }
             self.stats.transactions += 1;
             self.stats.updates += published;
+            self.stats.messages += messages;
+            self.stats.state_writes += state_writes;
         }
         Ok(())
     }
 
-    fn send_batch(&mut self, progress: EventTime) -> Result<(), KafkaError> {
+    /// Aborts the open transaction after `error`, and counts it.
+    fn abort(&mut self, progress: EventTime, error: &KafkaError) {
+        self.stats.aborts += 1;
+        tracing::warn!(progress, error = %error, "aborting the transaction");
+        if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
+            tracing::warn!(progress, error = %e, "aborting the transaction failed");
+        }
+    }
+
+    /// Sends the pending updates and the mark `progress` to the delta topic and their state
+    /// writes to the state topic; returns how many delta messages and state writes it sent.
+    fn send_batch(&mut self, progress: EventTime) -> Result<(u64, u64), KafkaError> {
         let mut messages = split_messages(
             self.config.format,
             &self.pending,
@@ -229,15 +248,13 @@ impl KafkaSink {
             .map_or(0, |d| d.as_millis() as i64);
         for payload in &messages {
             self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
-            self.stats.messages += 1;
         }
         let state = state_writes(&self.pending);
         for (key, value) in &state {
             let payload = value.as_ref().map(|v| v.as_bytes().to_vec());
             self.send(&self.config.state_topic, Some(key), payload.as_ref(), timestamp)?;
-            self.stats.state_writes += 1;
         }
-        Ok(())
+        Ok((messages.len() as u64, state.len() as u64))
     }
 
     fn send(

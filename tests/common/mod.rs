@@ -8,7 +8,7 @@ use flowgraph_pipeline::{GraphRecord, Output};
 use flowgraph_sinks::graph::GraphState;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,8 +133,26 @@ impl Drop for Proc {
 }
 
 
-/// Every message of a topic's partitions, from the beginning to the current end, committed only.
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    /// Header values as (lossy) text, by key.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Every message of a topic's partitions as (key, payload), from the beginning to the
+/// current end, committed only.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+    read_messages(bootstrap, topic).into_iter().map(|m| (m.key, m.payload)).collect()
+}
+
+/// Every message of a topic's partitions, with partition, offset and headers, from the
+/// beginning to the current end, committed only.
+pub fn read_messages(bootstrap: &str, topic: &str) -> Vec<TopicMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "flowgraph-test-reader")
@@ -158,10 +176,21 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<V
             assert!(Instant::now() < deadline, "timed out reading {topic}/{partition}");
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => {
-                    out.push((
-                        m.key().map(|k| String::from_utf8_lossy(k).to_string()),
-                        m.payload().map(<[u8]>::to_vec),
-                    ));
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(TopicMessage {
+                        partition,
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
                     if m.offset() + 1 >= high {
                         break;
                     }
