@@ -93,7 +93,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         "jsonl" => RecordOutput::Jsonl(output::file(&args.out)?),
         "binary" => RecordOutput::Binary(output::file(&args.out)?),
         "kafka" => RecordOutput::Kafka {
-            producer: output::producer(&args.brokers)?,
+            producer: output::producer(&crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?)?,
             topic: args.topic.clone(),
             key: format!("agent-{agent_id}"),
         },

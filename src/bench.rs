@@ -42,7 +42,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             args.lateness, args.progress_interval, args.brokers
         ),
     )?;
-    ensure_topic(&args.brokers, &input, args.partitions)?;
+    let kafka = flowgraph_config::KafkaConfig { brokers: args.brokers.clone(), ..Default::default() };
+    ensure_topic(&kafka, &input, args.partitions)?;
     let mut pipeline = Command::new(std::env::current_exe()?)
         .args(["run", "--exit-when-idle", "3s", "--config"])
         .arg(&config)
@@ -100,7 +101,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     };
 
     let mut sent: Vec<(u64, Instant)> = Vec::new();
-    let published = publish(&args.input, &args.brokers, &input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
+    let published = publish(&args.input, &kafka, &input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
         sent.push((record.time(), Instant::now()));
     })?;
     let status = pipeline.wait()?;

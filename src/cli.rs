@@ -222,9 +222,13 @@ pub struct AgentArgs {
     /// File for jsonl/binary output; - is standard output.
     #[arg(long, default_value = "-")]
     pub out: String,
-    /// Bootstrap servers for --output kafka.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Bootstrap servers for --output kafka [default: kafka.brokers of --config, else 127.0.0.1:9092].
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Config file whose [kafka] section gives the brokers and librdkafka options
+    /// (security.protocol, sasl.*, ssl.*) for --output kafka; --brokers wins.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Topic for --output kafka.
     #[arg(long, default_value = "flowgraph.records")]
     pub topic: String,
@@ -325,9 +329,10 @@ pub struct ReplayArgs {
     /// keyed by agent), created with --partitions if missing.
     #[arg(long)]
     pub to_kafka: Option<String>,
-    /// Bootstrap servers for --to-kafka.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Bootstrap servers for --to-kafka [default: kafka.brokers of --config, else
+    /// 127.0.0.1:9092]; the config's librdkafka options (security) apply too.
+    #[arg(long)]
+    pub brokers: Option<String>,
     /// Partitions of a topic --to-kafka creates.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,

@@ -26,9 +26,13 @@ pub struct MetadataArgs {
     /// without a value, the pipeline's default input topic, which is where `run` reads them.
     #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "flowgraph.records")]
     pub to_kafka: Option<String>,
-    /// Bootstrap servers for --to-kafka.
-    #[arg(long, default_value = "127.0.0.1:9092", requires = "to_kafka")]
-    pub brokers: String,
+    /// Bootstrap servers for --to-kafka [default: kafka.brokers of --config, else 127.0.0.1:9092].
+    #[arg(long, requires = "to_kafka")]
+    pub brokers: Option<String>,
+    /// Config file whose [kafka] section gives the brokers and librdkafka options
+    /// (security.protocol, sasl.*, ssl.*) for --to-kafka; --brokers wins.
+    #[arg(long, requires = "to_kafka")]
+    pub config: Option<PathBuf>,
     /// How often a progress record (the source's watermark) is sent, also when idle.
     #[arg(long, default_value = "1s")]
     pub progress_interval: String,
@@ -55,9 +59,10 @@ pub fn run(args: MetadataArgs) -> anyhow::Result<()> {
     };
     let mut sink = match (&args.to_kafka, args.out.as_deref().unwrap_or("-")) {
         (Some(topic), _) => {
-            crate::produce::ensure_topic(&args.brokers, topic, 1)?;
+            let kafka = crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
+            crate::produce::ensure_topic(&kafka, topic, 1)?;
             RecordOutput::Kafka {
-                producer: output::producer(&args.brokers)?,
+                producer: output::producer(&kafka)?,
                 topic: topic.clone(),
                 key: SOURCE_NAME.to_string(),
             }

@@ -1,6 +1,7 @@
 //! Where record producers (the agent, the metadata source) write: JSON Lines or binary frames
 //! to a file or standard output, or binary frames to a Kafka topic under one key.
 
+use flowgraph_config::KafkaConfig;
 use anyhow::Context;
 use flowgraph_schema::{binary, json, Record};
 use rdkafka::client::ClientContext;
@@ -64,19 +65,22 @@ pub fn file(path: &str) -> anyhow::Result<Box<dyn Write>> {
 }
 
 /// The settings every record producer shares: idempotent, and keys land where a Java client
-/// would put them.
-pub fn producer_config(brokers: &str) -> ClientConfig {
+/// would put them; then the `[kafka]` section's brokers and librdkafka options (security).
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random");
+    for (key, value) in &kafka.options {
+        config.set(key, value);
+    }
     config
 }
 
 /// A producer with [`producer_config`] that reports undelivered messages.
-pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
-    producer_from(&producer_config(brokers))
+pub fn producer(kafka: &KafkaConfig) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
+    producer_from(&producer_config(kafka))
 }
 
 /// A producer from `config` that reports undelivered messages.

@@ -2,6 +2,7 @@
 
 use crate::cli::ReplayArgs;
 use anyhow::bail;
+use flowgraph_config::KafkaConfig;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
 use rdkafka::producer::BaseRecord;
@@ -54,12 +55,13 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
             speed: args.speed.as_deref().map(parse_speed).transpose()?,
         },
     };
-    let published = publish(&args.input, &args.brokers, topic, args.partitions, pacing, &mut |_| {})?;
+    let kafka = crate::replay::kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
+    let published = publish(&args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
     println!(
         "published {} records in {} messages to {topic} on {} in {:.2} s ({:.0} records/s); {} bad input skipped",
         published.records,
         published.messages,
-        args.brokers,
+        kafka.brokers,
         published.seconds,
         published.records as f64 / published.seconds,
         published.bad
@@ -68,8 +70,8 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
-pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    flowgraph_sources::kafka::create_topic_if_missing(brokers, &Default::default(), topic, partitions)
+pub fn ensure_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    flowgraph_sources::kafka::create_topic_if_missing(&kafka.brokers, &kafka.options, topic, partitions)
         .map_err(anyhow::Error::msg)
 }
 
@@ -93,7 +95,7 @@ pub struct Published {
 /// each record as it is queued for sending.
 pub fn publish(
     input: &std::path::Path,
-    brokers: &str,
+    kafka: &KafkaConfig,
     topic: &str,
     partitions: i32,
     pacing: Pacing,
@@ -101,8 +103,8 @@ pub fn publish(
 ) -> anyhow::Result<Published> {
     let speed = pacing.speed;
     let mut reader = recording::open(input)?;
-    ensure_topic(brokers, topic, partitions)?;
-    let producer = crate::output::producer_from(crate::output::producer_config(brokers).set("linger.ms", "10"))?;
+    ensure_topic(kafka, topic, partitions)?;
+    let producer = crate::output::producer_from(crate::output::producer_config(kafka).set("linger.ms", "10"))?;
     let started = Instant::now();
     let mut batch: Vec<Record> = Vec::new();
     let mut batch_key = String::new();

@@ -398,7 +398,8 @@ fn broker_restart_in_the_middle_of_a_stream() {
 
 /// The pipeline over the SASL_SSL listener (SCRAM-SHA-512, the script's CA): exact. A wrong
 /// password stops `run` within a bounded time with an error that says authentication failed.
-/// `replay --to-kafka` takes no librdkafka options, so the input goes over PLAINTEXT.
+/// The input is published over SASL_SSL too, by `replay --to-kafka` with the same config file
+/// (the producers of records read the `[kafka]` section's options, as agents do).
 #[test]
 fn tls_and_sasl_scram() {
     let _serial = one_at_a_time();
@@ -407,7 +408,6 @@ fn tls_and_sasl_scram() {
     let e = &broker.endpoints;
     let dir = work_dir("secure");
     let reference = reference(&dir);
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "secure.in", "--partitions", "1", "--brokers", b]);
     let options = |password| {
         [
             ("security.protocol", "SASL_SSL"),
@@ -419,6 +419,8 @@ fn tls_and_sasl_scram() {
     };
     let secure = &e["secure_bootstrap"];
     let config = run_config(&dir, secure, "secure", "secure.in", &options(&e["sasl_password"]));
+    let published = flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "secure.in", "--partitions", "1", "--config", &config]);
+    assert!(published.contains(&format!("on {secure}")), "replay --to-kafka did not publish over SASL_SSL: {published}");
     let output = flowgraph_output(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
