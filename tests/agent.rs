@@ -64,6 +64,9 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     let records_out = metric(&metrics, "flowgraph_agent_records_out_total");
     assert!(records_out >= 3.0, "agent metrics: records out {records_out}\n{metrics}");
     assert!(metrics.contains("flowgraph_agent_loss_total{kind=\"map_full\"} 0"), "{metrics}");
+    for kind in ["closed_without_owner", "proc_evicted", "recv_unseen_bytes"] {
+        assert!(metrics.contains(&format!("flowgraph_agent_loss_total{{kind=\"{kind}\"}}")), "no {kind} in\n{metrics}");
+    }
     assert!(Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap().success());
     let status = agent.wait().unwrap();
     assert!(status.success(), "the agent did not exit cleanly on SIGTERM: {status}");
@@ -136,6 +139,9 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
     });
     let losses = last_progress.expect("no progress record").losses;
     assert_eq!(losses.get("map_full"), Some(&0), "progress records carry the loss counters: {losses:?}");
+    for kind in ["closed_without_owner", "proc_evicted", "recv_unseen_bytes"] {
+        assert!(losses.contains_key(kind), "no {kind} in the progress record's losses: {losses:?}");
+    }
     let _ = std::fs::remove_file(&out);
 }
 

@@ -107,17 +107,37 @@ static __always_inline void read_tcp_counters(struct fg_sock *s, struct sock *sk
 		s->tcp_bytes_acked = tp->bytes_acked;
 		s->tcp_bytes_received = tp->bytes_received;
 		/* rcv_nxt - copied_seq: received but not yet consumed (< 4 GiB, u32 arithmetic). */
-		s->tcp_bytes_read = tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
+		__u32 unread = tp->rcv_nxt - tp->copied_seq;
+		s->tcp_bytes_read = tp->bytes_received - unread;
+		/* SOCK_DONE: tcp_fin() processed the peer's FIN (it counts 1 in bytes_received).
+		 * Nothing left unread then means the process consumed it too (read EOF), so
+		 * tcp_bytes_read holds payload + 1; userspace subtracts it. */
+		if (unread == 0 && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)))
+			s->flags |= FG_F_FIN_READ;
+		else
+			s->flags &= ~FG_F_FIN_READ;
 	}
 }
 
 /* Records the current process's comm and arguments once per (tgid, start time). Process
- * context only: the arguments are read from its own memory. */
+ * context only: the arguments are read from its own memory.
+ *
+ * fg_procs is an LRU map, which evicts silently. To count evictions anyway, every entry the
+ * programs add is counted (FG_C_PROC_INSERTED, BPF_NOEXIST so a race with another CPU adds one
+ * entry, counted once) and every entry they remove (FG_C_PROC_DELETED, a reused pid: delete,
+ * then insert, never an update in place, which would pop a node and could evict another
+ * entry uncounted): userspace derives evictions = inserted - deleted - live entries. */
 static __always_inline void note_process(struct task_struct *task, __u32 tgid, __u64 start_ns)
 {
 	struct fg_proc *known = bpf_map_lookup_elem(&fg_procs, &tgid);
-	if (known && known->start_ns == start_ns)
-		return;
+	if (known) {
+		if (known->start_ns == start_ns)
+			return;
+		/* The pid was reused. Counted before the delete: a count that races with an
+		 * eviction of the same entry can only make the eviction figure lower, never higher. */
+		count(FG_C_PROC_DELETED);
+		bpf_map_delete_elem(&fg_procs, &tgid);
+	}
 	__u32 zero = 0;
 	struct fg_proc *p = bpf_map_lookup_elem(&fg_proc_scratch, &zero);
 	if (!p)
@@ -134,7 +154,11 @@ static __always_inline void note_process(struct task_struct *task, __u32 tgid, _
 		if (len > 0 && bpf_probe_read_user(p->args, len, (void *)start) == 0)
 			p->args_len = len;
 	}
-	bpf_map_update_elem(&fg_procs, &tgid, p, BPF_ANY);
+	long err = bpf_map_update_elem(&fg_procs, &tgid, p, BPF_NOEXIST);
+	if (err == 0)
+		count(FG_C_PROC_INSERTED);
+	else if (err != -FG_EEXIST)
+		count(FG_C_PROC_INSERT_FAILED);
 }
 
 /* Owner identity, only ever called in process context. */
@@ -267,6 +291,9 @@ static __always_inline int on_destroy(struct sock *sk)
 	read_tcp_counters(s, sk);
 	s->close_ns = bpf_ktime_get_ns();
 	s->flags |= FG_F_DESTROYED;
+	/* Never moved a byte through send/recv, so no owner: the exporter cannot report it. */
+	if (s->tgid == 0)
+		count(FG_C_CLOSED_UNOWNED);
 	return 0;
 }
 

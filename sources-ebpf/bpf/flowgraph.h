@@ -15,6 +15,8 @@
 #define FG_F_DESTROYED 0x04   /* tcp_destroy_sock: no more I/O can happen; export then delete */
 #define FG_F_ADOPTED 0x08     /* first seen at a send/recv, not at its birth (pre-existing socket,
                                * or its state was lost): role unknown, counts start late */
+#define FG_F_FIN_READ 0x10    /* at the last state change or destroy: the peer's FIN was received
+                               * and consumed (tcp_bytes_read includes 1 for it) */
 
 /* Per-socket state, keyed by the socket cookie (__u64). */
 struct fg_sock {
@@ -60,6 +62,12 @@ struct fg_proc {
 #define FG_C_LOST_BYTES_EVENTS 3 /* send/recv events dropped for lack of state (bytes lost) */
 #define FG_C_FOREIGN_IO 4      /* I/O by a tgid other than the owner (counted to the owner) */
 #define FG_C_DESTROY_UNTRACKED 5 /* tcp_destroy_sock on a socket without state (listeners...) */
-#define FG_C_NUM 8
+#define FG_C_CLOSED_UNOWNED 6  /* destroyed with no owner (tgid 0): a server socket closed before
+                                * any send/recv, so the exporter cannot attribute it */
+#define FG_C_PROC_INSERTED 7   /* fg_procs entries added (successful BPF_NOEXIST inserts) */
+#define FG_C_PROC_DELETED 8    /* fg_procs entries deleted by the programs (pid reuse), counted
+                                * before the delete; evicted = inserted - deleted - live */
+#define FG_C_PROC_INSERT_FAILED 9 /* fg_procs inserts refused (other than -EEXIST) */
+#define FG_C_NUM 16
 
 #endif

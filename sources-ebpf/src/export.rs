@@ -96,7 +96,9 @@ impl Exporter {
         let mut reported: Vec<Key> = Vec::new();
         for sample in samples {
             if sample.pid == 0 {
-                // A server socket that has moved no bytes yet: its owner is not known.
+                // A server socket that has moved no bytes yet: its owner is not known. If it
+                // is closed, it is never reported; the kernel side counts those
+                // (LossCounters::closed_without_owner, in the progress record's losses).
                 continue;
             }
             let upid = Upid {
@@ -116,10 +118,13 @@ impl Exporter {
                 state.conn_open += 1;
                 SocketState { sent: 0, recv: 0 }
             });
+            // At close, bytes the process read by paths the recv tracepoint misses (splice)
+            // join the socket's count, so the final row holds everything it consumed.
+            let recv = sample.bytes_recv + sample.recv_unseen;
             state.bytes_sent += sample.bytes_sent.saturating_sub(socket.sent);
-            state.bytes_recv += sample.bytes_recv.saturating_sub(socket.recv);
+            state.bytes_recv += recv.saturating_sub(socket.recv);
             socket.sent = socket.sent.max(sample.bytes_sent);
-            socket.recv = socket.recv.max(sample.bytes_recv);
+            socket.recv = socket.recv.max(recv);
             if state.last_seen != now {
                 state.last_seen = now;
                 reported.push(key);
@@ -262,6 +267,7 @@ mod tests {
             tcp_bytes_acked: 0,
             tcp_bytes_received: 0,
             tcp_bytes_read: 0,
+            recv_unseen: 0,
             established: true,
             tcp_closed: closed,
             closed,
@@ -294,6 +300,29 @@ mod tests {
         assert_eq!(conn(&out), vec![(155, 25, 2, 1, 1)]);
         assert!(matches!(out.last(), Some(Record::Progress(p)) if p.source == "agent-9"));
         assert!(out.iter().any(|r| matches!(r, Record::Process(p) if p.upid.pid == 4242)));
+    }
+
+    #[test]
+    fn unseen_bytes_join_the_final_row_and_unowned_sockets_are_not_reported() {
+        let mut exporter = Exporter::new(9, "h".into(), 3_600_000_000_000);
+        let mut out = Vec::new();
+        exporter.export(&[sample(1, 100, 10, false)], 1, &|_, _| None, &LossCounters::default(), &mut out);
+        assert_eq!(conn(&out), vec![(100, 10, 1, 0, 1)]);
+        out.clear();
+        // Closed: 30 more bytes seen by the tracepoint, 4,000 read by splice (unseen).
+        let mut closed = sample(1, 100, 40, true);
+        closed.recv_unseen = 4_000;
+        // A server socket that closed before any send or receive: no owner, no row.
+        let mut unowned = sample(2, 0, 0, true);
+        unowned.pid = 0;
+        unowned.role = TraceRole::Server;
+        let losses = LossCounters { closed_without_owner: 1, recv_unseen_bytes: 4_000, ..Default::default() };
+        exporter.export(&[closed, unowned], 2, &|_, _| None, &losses, &mut out);
+        assert_eq!(conn(&out), vec![(100, 4_040, 1, 1, 0)]);
+        let Some(Record::Progress(progress)) = out.last() else { panic!("no progress record: {out:?}") };
+        assert_eq!(progress.losses.get("closed_without_owner"), Some(&1));
+        assert_eq!(progress.losses.get("recv_unseen_bytes"), Some(&4_000));
+        assert_eq!(progress.losses.get("proc_evicted"), Some(&0));
     }
 
     #[test]

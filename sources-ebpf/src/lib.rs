@@ -53,8 +53,23 @@ const F_ESTABLISHED: u8 = 0x01;
 const F_TCP_CLOSE: u8 = 0x02;
 const F_DESTROYED: u8 = 0x04;
 const F_ADOPTED: u8 = 0x08;
+const F_FIN_READ: u8 = 0x10;
 const AF_INET: u16 = 2;
-const COUNTERS: u32 = 8;
+/// Size of the fg_counters array (FG_C_NUM).
+const COUNTERS: u32 = 16;
+/// Indexes into fg_counters (FG_C_* in bpf/flowgraph.h).
+const C_MAP_FULL: usize = 0;
+const C_UPDATE_FAILED: usize = 1;
+const C_MISSING_STATE: usize = 2;
+const C_LOST_BYTES_EVENTS: usize = 3;
+const C_FOREIGN_IO: usize = 4;
+const C_DESTROY_UNTRACKED: usize = 5;
+const C_CLOSED_UNOWNED: usize = 6;
+const C_PROC_INSERTED: usize = 7;
+const C_PROC_DELETED: usize = 8;
+const C_PROC_INSERT_FAILED: usize = 9;
+/// max_entries of fg_procs (bpf/flowgraph.bpf.c).
+const MAX_PROCS: usize = 16_384;
 
 /// Mirror of `struct fg_sock` in `bpf/flowgraph.h`.
 #[repr(C)]
@@ -122,7 +137,8 @@ pub enum AgentError {
     /// The kernel exposes no BTF.
     #[error(
         "this kernel exposes no BTF ({path} is missing): the agent needs a kernel built with \
-         CONFIG_DEBUG_INFO_BTF=y (Linux 5.5 or newer; most distribution kernels have it)"
+         CONFIG_DEBUG_INFO_BTF=y (the agent needs Linux 6.3 or newer; most distribution \
+         kernels have BTF)"
     )]
     NoBtf {
         /// The path looked at.
@@ -140,8 +156,8 @@ pub enum AgentError {
     /// A tracepoint the agent needs does not exist on this kernel.
     #[error(
         "this kernel has no tracepoint {tracepoint} (needed by {program}): the agent needs \
-         Linux 5.x with the sock and tcp tracepoints (sock_send_length/sock_recv_length \
-         arrived in 6.3); upgrade the kernel"
+         Linux 6.3 or newer (sock:sock_send_length and sock:sock_recv_length arrived in 6.3); \
+         upgrade the kernel"
     )]
     TracepointMissing {
         /// `category:name`.
@@ -223,6 +239,11 @@ pub struct SocketSample {
     /// read at the last state change or destroy. Unlike `bytes_recv` it sees splice(2) reads,
     /// but it is only exact once the socket is closed.
     pub tcp_bytes_read: u64,
+    /// At close only (0 before, and for adopted sockets): payload bytes the process consumed
+    /// that the recv tracepoint did not see (splice(2) from the socket, TCP zero-copy receive),
+    /// `tcp_bytes_read` (less 1 for a FIN the process read) minus `bytes_recv`. The exporter
+    /// adds it to the socket's final bytes received; [`LossCounters::recv_unseen_bytes`] sums it.
+    pub recv_unseen: u64,
     /// Reached ESTABLISHED.
     pub established: bool,
     /// TCP state reached CLOSE (the process may still hold the socket).
@@ -259,6 +280,17 @@ pub struct LossCounters {
     pub destroy_untracked: u64,
     /// Destroyed sockets whose state [`Agent::collect`] failed to delete.
     pub delete_failed: u64,
+    /// Sockets destroyed without an owner (a server socket closed before any send or
+    /// receive, or an adopted one that moved no bytes): the exporter cannot attribute them
+    /// to a process, so their conn_open/conn_close are not reported.
+    pub closed_without_owner: u64,
+    /// Process descriptions the kernel side lost: evicted from its LRU map (at least this
+    /// many; exact when no process starts during the count) or refused by it. The exporter
+    /// falls back to /proc for them, which fails for a process that has already exited.
+    pub proc_evicted: u64,
+    /// Bytes received that the recv tracepoint did not see, recovered at close from the
+    /// kernel's sequence numbers and added to the final rows ([`SocketSample::recv_unseen`]).
+    pub recv_unseen_bytes: u64,
     /// The DNS names' counters ([`dns::DnsNames::counters`]), when DNS names were wanted; the
     /// caller fills them ([`Agent::loss_counters`] leaves `None`).
     pub dns: Option<dns::DnsCounters>,
@@ -275,12 +307,17 @@ impl LossCounters {
             ("foreign_io", self.foreign_io),
             ("destroy_untracked", self.destroy_untracked),
             ("delete_failed", self.delete_failed),
+            ("closed_without_owner", self.closed_without_owner),
+            ("proc_evicted", self.proc_evicted),
+            ("recv_unseen_bytes", self.recv_unseen_bytes),
         ]
         .into_iter()
         .chain(self.dns.into_iter().flat_map(|dns| dns.named()))
     }
 
-    /// Events that lost data (bytes or whole sockets).
+    /// Events that lost data (bytes or whole sockets). Not included: sockets closed without an
+    /// owner (no bytes seen on them), process descriptions evicted (/proc is the fallback), and
+    /// unseen received bytes (recovered at close).
     pub fn lossy(&self) -> u64 {
         self.map_full + self.update_failed + self.lost_byte_events + self.delete_failed
     }
@@ -318,6 +355,9 @@ pub struct Agent {
     socks: HashMap<MapData, u64, RawSock>,
     counters: Array<MapData, u64>,
     delete_failed: u64,
+    recv_unseen_bytes: u64,
+    /// (fg_procs inserts when last counted, evictions found then): see `proc_evictions`.
+    proc_evictions: std::cell::Cell<(u64, u64)>,
     max_sockets: u32,
     /// Keeps the programs loaded and their links attached; dropping it detaches.
     _bpf: Ebpf,
@@ -452,7 +492,16 @@ impl Agent {
             Array::try_from(counters).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
         let procs = bpf.take_map("fg_procs").ok_or(AgentError::Missing { what: "map", name: "fg_procs" })?;
         let procs = HashMap::try_from(procs).map_err(|source| AgentError::Map { map: "fg_procs", source })?;
-        Ok(Agent { procs, socks, counters, delete_failed: 0, max_sockets: options.max_sockets, _bpf: bpf })
+        Ok(Agent {
+            procs,
+            socks,
+            counters,
+            delete_failed: 0,
+            recv_unseen_bytes: 0,
+            proc_evictions: std::cell::Cell::new((0, 0)),
+            max_sockets: options.max_sockets,
+            _bpf: bpf,
+        })
     }
 
     /// Capacity of the socket state map.
@@ -476,8 +525,18 @@ impl Agent {
                 Err(source) => return Err(AgentError::Map { map: "fg_socks", source }),
             };
             let closed = raw.flags & F_DESTROYED != 0;
+            let adopted = raw.flags & F_ADOPTED != 0;
+            // At close, what the process consumed by any path (the kernel's sequence numbers,
+            // less the FIN it read) against what the recv tracepoint saw. Not for adopted
+            // sockets: the kernel's count starts at the connection's birth, theirs later.
+            let recv_unseen = if closed && !adopted {
+                let payload_read = raw.tcp_bytes_read.saturating_sub(u64::from(raw.flags & F_FIN_READ != 0));
+                payload_read.saturating_sub(raw.bytes_recv)
+            } else {
+                0
+            };
             if closed {
-                destroyed.push(cookie);
+                destroyed.push((cookie, recv_unseen));
             }
             out.push(SocketSample {
                 cookie,
@@ -495,10 +554,11 @@ impl Agent {
                 tcp_bytes_acked: raw.tcp_bytes_acked,
                 tcp_bytes_received: raw.tcp_bytes_received,
                 tcp_bytes_read: raw.tcp_bytes_read,
+                recv_unseen,
                 established: raw.flags & F_ESTABLISHED != 0,
                 tcp_closed: raw.flags & F_TCP_CLOSE != 0,
                 closed,
-                adopted: raw.flags & F_ADOPTED != 0,
+                adopted,
                 tcp_state: raw.state,
                 foreign_pid: raw.foreign_tgid,
                 open_time_ns: wall(raw.open_ns),
@@ -507,9 +567,11 @@ impl Agent {
         }
         // Deleting while iterating would restart the kernel's key walk: delete afterwards.
         // A destroyed socket gets no more events, so nothing is lost between read and delete.
-        for cookie in destroyed {
+        // The unseen bytes are summed once per socket: when its state is deleted.
+        for (cookie, recv_unseen) in destroyed {
             match self.socks.remove(&cookie) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Ok(()) => self.recv_unseen_bytes += recv_unseen,
+                Err(MapError::KeyNotFound) => {}
                 Err(_) => self.delete_failed += 1,
             }
         }
@@ -544,15 +606,50 @@ impl Agent {
                 .map_err(|source| AgentError::Map { map: "fg_counters", source })?;
         }
         Ok(LossCounters {
-            map_full: v[0],
-            update_failed: v[1],
-            missing_state: v[2],
-            lost_byte_events: v[3],
-            foreign_io: v[4],
-            destroy_untracked: v[5],
+            map_full: v[C_MAP_FULL],
+            update_failed: v[C_UPDATE_FAILED],
+            missing_state: v[C_MISSING_STATE],
+            lost_byte_events: v[C_LOST_BYTES_EVENTS],
+            foreign_io: v[C_FOREIGN_IO],
+            destroy_untracked: v[C_DESTROY_UNTRACKED],
             delete_failed: self.delete_failed,
+            closed_without_owner: v[C_CLOSED_UNOWNED],
+            proc_evicted: self.proc_evictions(v[C_PROC_INSERTED]) + v[C_PROC_INSERT_FAILED],
+            recv_unseen_bytes: self.recv_unseen_bytes,
             dns: None,
         })
+    }
+
+    /// Entries evicted from the fg_procs LRU map, which evicts silently: every entry the
+    /// programs add or delete is counted, so evicted = inserted - deleted - live. Counting the
+    /// live entries walks the map's keys (a syscall each, up to 16,384), so it is done only
+    /// when processes were added since the last count. `inserted` is read before the walk and
+    /// `deleted` after it: entries added during the walk can only lower the figure, so it is
+    /// a lower bound, exact when no process starts during the count, and kept monotonic.
+    fn proc_evictions(&self, inserted: u64) -> u64 {
+        let (counted_at, evicted) = self.proc_evictions.get();
+        if inserted == counted_at {
+            return evicted;
+        }
+        // A key deleted under the walk restarts it from the first bucket: dedupe, and bound it
+        // (a walk cut short would undercount the live entries, so it is not used).
+        let mut live = std::collections::HashSet::new();
+        let mut steps = 0;
+        for key in self.procs.keys() {
+            steps += 1;
+            match key {
+                Ok(pid) if steps <= 4 * MAX_PROCS => {
+                    live.insert(pid);
+                }
+                _ => return evicted, // try again at the next count
+            }
+        }
+        let Ok(deleted) = self.counters.get(&(C_PROC_DELETED as u32), 0) else {
+            return evicted;
+        };
+        let evicted = evicted.max(inserted.saturating_sub(deleted + live.len() as u64));
+        self.proc_evictions.set((inserted, evicted));
+        evicted
     }
 }
 

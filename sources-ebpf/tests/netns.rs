@@ -1,6 +1,8 @@
-//! Real-kernel tests (root) over a veth pair between two network namespaces the test creates,
-//! covering what tests/loopback.rs does not: traffic that leaves a namespace through a real
-//! (virtual) device, sendmmsg(2) and recvmmsg(2) on TCP, and many concurrent connections.
+//! Real-kernel tests (root) over a veth pair between two network namespaces the test creates:
+//! traffic that leaves a namespace through a real (virtual) device, with every send path (send,
+//! sendall of a few MB, write, writev, sendmsg with several buffers, sendmmsg, sendfile, splice
+//! from a pipe) and every receive path (recv, recvfrom, recvmsg, read, readv, recvmmsg) over
+//! IPv4 and IPv6, sendmmsg(2) and recvmmsg(2) on TCP, and many concurrent connections.
 //!
 //! The agent's programs are global, so they see every namespace; the addresses in its samples
 //! are the namespace-local ones (10.200.N.0/24 and fd00:200::/64, which exist only inside the
@@ -151,6 +153,21 @@ impl Netns {
     }
 }
 
+/// The command line the kernel side records for a peer started with `args`: `ip netns exec`
+/// execs the interpreter in place, so argv is the interpreter, the script and the arguments.
+fn peer_cmdline(args: &[&str]) -> String {
+    format!("{} {PEER} {}", python(), args.join(" "))
+}
+
+/// Checks the command line the kernel side recorded for (pid, start).
+fn check_cmdline(agent: &Agent, pid: u32, start: u64, want: &str, side: &str) -> Option<String> {
+    match agent.process(pid, start) {
+        Some(p) if p.cmdline == want => None,
+        Some(p) => Some(format!("{side} cmdline {:?} != {want:?}", p.cmdline)),
+        None => Some(format!("{side} process {pid} unknown to the kernel side")),
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth pair, and with it the other end.
@@ -258,11 +275,14 @@ fn transfer(agent: &mut Agent, ns: &Netns, t: &Transfer) -> Vec<String> {
     let (srv_ip, cli_ip) = if t.v6 { (ns.srv_v6, ns.cli_v6) } else { (ns.srv_v4, ns.cli_v4) };
     let what = format!("{} -> {} over veth {}", t.send, t.recv, if t.v6 { "IPv6" } else { "IPv4" });
     let (srv_host, bytes, reply) = (srv_ip.to_string(), t.bytes.to_string(), t.reply.to_string());
-    let mut server = ns.spawn(&ns.srv, &["server", &srv_host, t.recv, &bytes, &reply]);
+    let server_args = ["server", &srv_host, t.recv, &bytes, &reply];
+    let mut server = ns.spawn(&ns.srv, &server_args);
     let l = server.line();
     let (port, server_pid, server_start): (u16, u32, u64) = (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
     assert_eq!(server_pid, server.pid(), "`ip netns exec` did not exec the peer in place");
-    let mut client = ns.spawn(&ns.cli, &["client", &srv_host, &port.to_string(), t.send, &bytes, &reply]);
+    let port_arg = port.to_string();
+    let client_args = ["client", &srv_host, &port_arg, t.send, &bytes, &reply];
+    let mut client = ns.spawn(&ns.cli, &client_args);
     let l = client.line();
     let (client_pid, client_start): (u32, u64) = (l[0].parse().unwrap(), l[1].parse().unwrap());
     assert_eq!(client_pid, client.pid(), "`ip netns exec` did not exec the peer in place");
@@ -310,28 +330,37 @@ fn transfer(agent: &mut Agent, ns: &Netns, t: &Transfer) -> Vec<String> {
     // The kernel's own counters: payload plus one for the FIN.
     expect(s.tcp_bytes_received == t.bytes + 1, format!("server tcp_bytes_received {}", s.tcp_bytes_received));
     expect(s.tcp_bytes_read == t.bytes + 1, format!("server tcp_bytes_read {}", s.tcp_bytes_read));
-    for (pid, start, side) in [(client_pid, client_start, "client"), (server_pid, server_start, "server")] {
-        match agent.process(pid, start) {
-            Some(p) => expect(p.cmdline.contains("netns_peer.py"), format!("{side} cmdline {:?}", p.cmdline)),
-            None => expect(false, format!("{side} process {pid} unknown to the kernel side")),
+    // The reconciliation at close agrees with the tracepoints on every path they see.
+    expect(c.recv_unseen == 0 && s.recv_unseen == 0, format!("recv_unseen client {} server {}", c.recv_unseen, s.recv_unseen));
+    for (pid, start, args, side) in [(client_pid, client_start, &client_args[..], "client"), (server_pid, server_start, &server_args[..], "server")] {
+        if let Some(e) = check_cmdline(agent, pid, start, &peer_cmdline(args), side) {
+            expect(false, e);
         }
     }
     errors
 }
 
-/// Known transfers between two namespaces over a veth pair, IPv4 and IPv6, both directions.
+const SENDS: [&str; 8] = ["send", "sendall", "write", "writev", "sendmsg", "sendmmsg", "sendfile", "splice"];
+const RECVS: [&str; 6] = ["recv", "recvfrom", "recvmsg", "read", "readv", "recvmmsg"];
+
+/// Known transfers between two namespaces over a veth pair, IPv4 and IPv6, both directions:
+/// every send path and every receive path in each family (send i with receive i + 3 x family,
+/// so the two families pair them differently), plus a one-byte reply.
 #[test]
 fn veth_transfers_between_namespaces() {
     preconditions();
     let ns = Netns::new(1);
     let mut agent = agent();
     let mut errors = Vec::new();
-    for v6 in [false, true] {
-        for (send, recv, bytes, reply) in
-            [("sendall", "recv", 3_000_017, 40_009), ("send", "recv", 65_537, 1), ("send", "recvmmsg", 500_009, 70_001)]
-        {
+    for (family, v6) in [false, true].into_iter().enumerate() {
+        for (i, send) in SENDS.into_iter().enumerate() {
+            let recv = RECVS[(i + 3 * family) % RECVS.len()];
+            // A few MB for sendall, odd sizes elsewhere, replies of a few KB.
+            let bytes = if send == "sendall" { 3_000_017 } else { 200_003 + i as u64 * 1_001 };
+            let reply = 4_097 + i as u64;
             errors.extend(transfer(&mut agent, &ns, &Transfer { v6, send, recv, bytes, reply }));
         }
+        errors.extend(transfer(&mut agent, &ns, &Transfer { v6, send: "send", recv: "recv", bytes: 65_537, reply: 1 }));
     }
     let loss = agent.loss_counters().expect("counters");
     assert_eq!(loss.lossy(), 0, "loss counters moved: {loss:?}");
@@ -382,26 +411,29 @@ fn concurrent_connections_from_many_processes() {
         let (srv_ip, cli_ip) = if v6 { (ns.srv_v6, ns.cli_v6) } else { (ns.srv_v4, ns.cli_v4) };
         let srv_host = srv_ip.to_string();
         let go = dir.join(format!("go-{fam}"));
-        let mut server = ns.spawn(&ns.srv, &["conc_server", &srv_host, &N.to_string()]);
+        let server_args = ["conc_server", &srv_host, &N.to_string()].map(str::to_string);
+        let mut server = ns.spawn(&ns.srv, &server_args.each_ref().map(String::as_str));
         let l = server.line();
-        let (port, server_pid): (u16, u32) = (l[0].parse().unwrap(), l[1].parse().unwrap());
+        let (port, server_pid, server_start): (u16, u32, u64) =
+            (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
         // Sizes: all different, from 1 byte to a few hundred KB.
         let sizes: Vec<u64> = (0..N).map(|i| 1 + i * i * 97 + i * 1_013).collect();
         let mut clients = Vec::new();
         for size in &sizes {
-            let peer = ns.spawn(&ns.cli, &["conc_client", &srv_host, &port.to_string(), &size.to_string(), go.to_str().unwrap()]);
-            clients.push((peer, *size));
+            let args = ["conc_client", &srv_host, &port.to_string(), &size.to_string(), go.to_str().unwrap()].map(str::to_string);
+            let peer = ns.spawn(&ns.cli, &args.each_ref().map(String::as_str));
+            clients.push((peer, *size, args));
         }
         // Every client connected: now let them all send at once.
-        let mut expected = HashMap::new(); // pid -> (size, local port)
-        for (peer, size) in &mut clients {
+        let mut expected = HashMap::new(); // pid -> (size, local port, start, cmdline)
+        for (peer, size, args) in &mut clients {
             let l = peer.line();
-            let (pid, port): (u32, u16) = (l[0].parse().unwrap(), l[2].parse().unwrap());
+            let (pid, start, port): (u32, u64, u16) = (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
             assert_eq!(pid, peer.pid());
-            expected.insert(pid, (*size, port));
+            expected.insert(pid, (*size, port, start, peer_cmdline(&args.each_ref().map(String::as_str))));
         }
         std::fs::write(&go, b"").unwrap();
-        for (peer, _) in &mut clients {
+        for (peer, _, _) in &mut clients {
             peer.wait_ok();
         }
         server.wait_ok();
@@ -416,8 +448,12 @@ fn concurrent_connections_from_many_processes() {
             }
         };
         expect(servers.len() as u64 == N, format!("{} server sockets, expected {N}", servers.len()));
+        let server_cmdline = peer_cmdline(&server_args.each_ref().map(String::as_str));
+        if let Some(e) = check_cmdline(&agent, server_pid, server_start, &server_cmdline, "server") {
+            expect(false, e);
+        }
         let mut counted = Vec::new();
-        for (pid, (size, local_port)) in &expected {
+        for (pid, (size, local_port, start, cmdline)) in &expected {
             let reply = size / 10 + 1;
             let mine: Vec<_> = seen.values().filter(|s| s.pid == *pid).collect();
             if mine.len() != 1 {
@@ -434,6 +470,10 @@ fn concurrent_connections_from_many_processes() {
                 format!("client {pid} sent/recv {}/{} != {size}/{reply}", c.bytes_sent, c.bytes_recv),
             );
             expect(c.closed && !c.adopted, format!("client {pid} closed={} adopted={}", c.closed, c.adopted));
+            expect(c.start_time_ticks == *start, format!("client {pid} start {} != {start}", c.start_time_ticks));
+            if let Some(e) = check_cmdline(&agent, *pid, *start, cmdline, &format!("client {pid}")) {
+                expect(false, e);
+            }
             counted.push(c.bytes_sent);
             match servers.iter().find(|s| s.remote == cli_addr) {
                 Some(s) => {

@@ -8,10 +8,12 @@
 #                                             thread each: reads to EOF, replies reply_for(total)
 #   conc_client HOST PORT BYTES GOFILE     -> "PID STARTTIME LOCALPORT" once connected, then
 #                                             waits for GOFILE to exist before sending
-# Send methods: send, sendall, sendmmsg (libc through ctypes: Python has no sendmmsg).
-# Receive methods: recv, recvmmsg (libc through ctypes, MSG_WAITFORONE: after the first
-# message the rest are non-blocking, so EAGAIN results go through the tracepoint too).
-import ctypes, os, signal, socket, sys, threading, time
+# Send methods: send, sendall, write, writev, sendmsg (three buffers), sendmmsg (libc through
+# ctypes: Python has no sendmmsg), sendfile (from a temporary file), splice (from a pipe).
+# Receive methods: recv, recvfrom, recvmsg, read, readv, recvmmsg (libc through ctypes,
+# MSG_WAITFORONE: after the first message the rest are non-blocking, so EAGAIN results go
+# through the tracepoint too).
+import ctypes, os, signal, socket, sys, tempfile, threading, time
 
 # Never outlive a test that was killed: SIGALRM ends the process after 30 s. (Not socket
 # timeouts: they would make the sockets non-blocking and change the syscall paths.)
@@ -103,23 +105,67 @@ def recvmmsg(fd, want):
 
 def send_with(sock, method, n):
     data = payload(n)
+    fd = sock.fileno()
     if method == "send":
         sent = 0
         while sent < n:
             sent += sock.send(data[sent:sent + 100_000])
     elif method == "sendall":
         sock.sendall(data)
+    elif method == "write":
+        sent = 0
+        while sent < n:
+            sent += os.write(fd, data[sent:])
+    elif method == "writev":
+        sent = 0
+        while sent < n:
+            rest = data[sent:]
+            third = max(1, len(rest) // 3)
+            sent += os.writev(fd, [rest[:third], rest[third:2 * third], rest[2 * third:]])
+    elif method == "sendmsg":
+        sent = 0
+        while sent < n:
+            rest = data[sent:]
+            sent += sock.sendmsg([rest[:100], rest[100:1000], rest[1000:]])
     elif method == "sendmmsg":
-        sendmmsg(sock.fileno(), data)
+        sendmmsg(fd, data)
+    elif method == "sendfile":
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            off = 0
+            while off < n:
+                off += os.sendfile(fd, f.fileno(), off, n - off)
+    elif method == "splice":
+        r, w = os.pipe()
+        sent = 0
+        while sent < n:
+            put = os.write(w, data[sent:sent + 32768])
+            moved = 0
+            while moved < put:
+                moved += os.splice(r, fd, put - moved)
+            sent += put
+        os.close(r)
+        os.close(w)
     else:
         raise SystemExit("unknown send method " + method)
 
 def recv_with(sock, method, n):
+    fd = sock.fileno()
     got = 0
     while got < n:
         want = min(n - got, 50_000)
         if method == "recv":
             k = len(sock.recv(want))
+        elif method == "recvfrom":
+            k = len(sock.recvfrom(want)[0])
+        elif method == "recvmsg":
+            k = len(sock.recvmsg(want)[0])
+        elif method == "read":
+            k = len(os.read(fd, want))
+        elif method == "readv":
+            bufs = [bytearray(7), bytearray(max(1, want - 7))]
+            k = os.readv(fd, bufs)
         elif method == "recvmmsg":
             k = recvmmsg(sock.fileno(), want)
         else:
