@@ -73,6 +73,13 @@ enum Line<'a> {
 
 /// Formats one output as a delta line (without the newline).
 pub fn to_line(output: &Output) -> String {
+    let mut bytes = Vec::new();
+    write_line(output, &mut bytes).expect("writing into a Vec cannot fail");
+    String::from_utf8(bytes).expect("JSON is UTF-8")
+}
+
+/// Writes one delta line (without its newline) to `out`, the same bytes as [`to_line`].
+pub fn write_line(output: &Output, out: impl Write) -> io::Result<()> {
     let line = match output {
         Output::Update { time, diff, record: GraphRecord::Row(row) } => Line::Row {
             time: *time,
@@ -86,7 +93,7 @@ pub fn to_line(output: &Output) -> String {
         },
         Output::Progress(progress) => Line::Progress { progress: *progress },
     };
-    serde_json::to_string(&line).expect("deltas always serialize")
+    serde_json::to_writer(out, &line).map_err(io::Error::other)
 }
 
 #[derive(serde::Deserialize)]

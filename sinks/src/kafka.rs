@@ -27,6 +27,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -294,30 +295,64 @@ impl KafkaSink {
 /// order, retractions before insertions within a time, so the last update of a key wins: a
 /// change is -old then +new (a value), a disappearance ends on -old.
 pub fn state_writes(updates: &[Output]) -> BTreeMap<String, Option<String>> {
-    let mut state = BTreeMap::new();
+    // The last update of each key first, by the key's fields; text only for what is written.
+    let mut last: FxHashMap<StateKey<'_>, (i64, &GraphRecord)> = FxHashMap::default();
     for output in updates {
         if let Output::Update { diff, record, .. } = output {
-            let (key, value) = state_entry(record);
-            state.insert(key, (*diff > 0).then_some(value));
+            last.insert(StateKey::of(record), (*diff as i64, record));
         }
     }
-    state
+    last.into_values()
+        .map(|(diff, record)| {
+            let key = state_key(record);
+            let value = (diff > 0).then(|| state_value(record));
+            (key, value)
+        })
+        .collect()
+}
+
+/// What identifies a row or an edge on the state topic, borrowed from the record.
+#[derive(PartialEq, Eq, Hash)]
+enum StateKey<'a> {
+    Edge(&'a str, &'a str),
+    Row(&'a str, flowgraph_schema::Upid, &'a str, std::net::IpAddr),
+}
+
+impl<'a> StateKey<'a> {
+    fn of(record: &'a GraphRecord) -> Self {
+        match record {
+            GraphRecord::Edge(e) => StateKey::Edge(&e.from_entity, &e.to_entity),
+            GraphRecord::Row(r) => StateKey::Row(&r.from_entity, r.upid, &r.cmdline, r.remote_addr),
+        }
+    }
 }
 
 /// The state topic's key and current value for a row or an edge. Keys are JSON arrays that
 /// say which kind they are: `["edge",from,to]`, `["row",from,upid,cmdline,addr]`.
 pub fn state_entry(record: &GraphRecord) -> (String, String) {
+    (state_key(record), state_value(record))
+}
+
+fn state_key(record: &GraphRecord) -> String {
     match record {
-        GraphRecord::Edge(e) => (
-            serde_json::json!(["edge", &*e.from_entity, &*e.to_entity]).to_string(),
-            serde_json::to_string(&EdgeJson::from(e)).expect("edges serialize"),
-        ),
-        GraphRecord::Row(r) => (
-            serde_json::json!(["row", &*r.from_entity, r.upid.to_string(), &*r.cmdline, r.remote_addr.to_string()])
-                .to_string(),
-            serde_json::to_string(&RowJson::from(r)).expect("rows serialize"),
-        ),
+        GraphRecord::Edge(e) => serde_json::to_string(&("edge", &*e.from_entity, &*e.to_entity)),
+        GraphRecord::Row(r) => serde_json::to_string(&(
+            "row",
+            &*r.from_entity,
+            r.upid.to_string(),
+            &*r.cmdline,
+            r.remote_addr.to_string(),
+        )),
     }
+    .expect("keys serialize")
+}
+
+fn state_value(record: &GraphRecord) -> String {
+    match record {
+        GraphRecord::Edge(e) => serde_json::to_string(&EdgeJson::from(e)),
+        GraphRecord::Row(r) => serde_json::to_string(&RowJson::from(r)),
+    }
+    .expect("records serialize")
 }
 
 /// Decodes a state-topic value (a row or an edge object) back into the record.
@@ -338,7 +373,9 @@ pub fn decode_state_value(value: &[u8]) -> Result<GraphRecord, String> {
 pub const MAX_MESSAGE_BYTES: usize = 900 * 1024;
 
 /// Encodes updates as messages of at most `max_updates` updates and `max_bytes` bytes (a
-/// single update larger than that still gets a message of its own).
+/// single update larger than that still gets a message of its own). Each update is encoded
+/// once and messages are filled greedily; a message's bytes are exactly what [`encode`] gives
+/// for its updates.
 pub fn split_messages(
     format: DeltaFormat,
     updates: &[Output],
@@ -346,20 +383,60 @@ pub fn split_messages(
     max_bytes: usize,
 ) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
-    let mut rest = updates;
-    while !rest.is_empty() {
-        let mut take = rest.len().min(max_updates);
-        loop {
-            let message = encode(format, &rest[..take]);
-            if message.len() <= max_bytes || take == 1 {
-                messages.push(message);
-                break;
-            }
-            take = take.div_ceil(2);
+    let mut body: Vec<u8> = Vec::new();
+    let mut count = 0usize;
+    let mut item: Vec<u8> = Vec::new();
+    let close = |body: &mut Vec<u8>, count: usize, messages: &mut Vec<Vec<u8>>| {
+        if count > 0 {
+            messages.push(frame(format, std::mem::take(body), count));
         }
-        rest = &rest[take..];
+    };
+    for output in updates {
+        item.clear();
+        encode_item(format, output, &mut item);
+        // The frame adds the bincode magic and count (at most 3 + 9 bytes); JSON adds nothing.
+        let overhead = match format {
+            DeltaFormat::Json => 0,
+            DeltaFormat::Bincode => BINCODE_MAGIC.len() + 9,
+        };
+        if count > 0 && (count == max_updates || overhead + body.len() + item.len() > max_bytes) {
+            close(&mut body, count, &mut messages);
+            count = 0;
+        }
+        body.extend_from_slice(&item);
+        count += 1;
     }
+    close(&mut body, count, &mut messages);
     messages
+}
+
+/// One output's encoding inside a message: a JSON line with its newline, or a bincode element.
+fn encode_item(format: DeltaFormat, output: &Output, out: &mut Vec<u8>) {
+    match format {
+        DeltaFormat::Json => {
+            deltas::write_line(output, &mut *out).expect("writing into a Vec cannot fail");
+            out.push(b'\n');
+        }
+        DeltaFormat::Bincode => {
+            bincode::serde::encode_into_std_write(output, out, bincode::config::standard())
+                .expect("encoding into a Vec cannot fail");
+        }
+    }
+}
+
+/// A message from `count` encoded items: as is for JSON; for bincode the magic and the
+/// sequence's length before its elements, which is how bincode encodes a slice.
+fn frame(format: DeltaFormat, body: Vec<u8>, count: usize) -> Vec<u8> {
+    match format {
+        DeltaFormat::Json => body,
+        DeltaFormat::Bincode => {
+            let mut bytes = BINCODE_MAGIC.to_vec();
+            bincode::encode_into_std_write(count as u64, &mut bytes, bincode::config::standard())
+                .expect("encoding into a Vec cannot fail");
+            bytes.extend_from_slice(&body);
+            bytes
+        }
+    }
 }
 
 /// Magic of a bincode delta message.
@@ -440,7 +517,39 @@ mod tests {
             assert!(messages.iter().all(|m| m.len() <= 64 * 1024));
             let decoded: Vec<Output> = messages.iter().flat_map(|m| decode(m).unwrap()).collect();
             assert_eq!(decoded, updates);
+            // Filled greedily, each message the bytes `encode` gives for its updates.
+            for message in &messages {
+                assert_eq!(*message, encode(format, &decode(message).unwrap()));
+            }
+            assert!(messages[..messages.len() - 1].iter().all(|m| m.len() > 60 * 1024), "messages not filled");
+            let counted = split_messages(format, &updates, 7, usize::MAX);
+            assert_eq!(counted.len(), 3000usize.div_ceil(7));
         }
+    }
+
+    #[test]
+    fn state_writes_serialize_each_key_once_with_its_last_value() {
+        let row = |sent| {
+            GraphRecord::Row(flowgraph_pipeline::Row {
+                from_entity: "ns/a\"quoted\"".into(),
+                upid: "1:2:3".parse().unwrap(),
+                cmdline: "redis-server *:6379".into(),
+                remote_addr: "2001:db8::1".parse().unwrap(),
+                to_entity: "ns/b".into(),
+                bytes_sent: sent,
+                bytes_recv: 1,
+            })
+        };
+        let updates = [
+            Output::Update { time: 1, diff: 1, record: row(5) },
+            Output::Update { time: 2, diff: -1, record: row(5) },
+            Output::Update { time: 2, diff: 1, record: row(9) },
+        ];
+        let writes = state_writes(&updates);
+        assert_eq!(writes.len(), 1);
+        let (key, value) = writes.into_iter().next().unwrap();
+        assert_eq!(key, r#"["row","ns/a\"quoted\"","1:2:3","redis-server *:6379","2001:db8::1"]"#);
+        assert_eq!(value.as_deref(), deltas::to_line(&updates[2]).split_once(r#""row":"#).unwrap().1.strip_suffix('}'));
     }
 }
 
