@@ -92,11 +92,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut output = match args.output.as_str() {
         "jsonl" => RecordOutput::Jsonl(output::file(&args.out)?),
         "binary" => RecordOutput::Binary(output::file(&args.out)?),
-        "kafka" => RecordOutput::Kafka {
-            producer: output::producer(&crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?)?,
-            topic: args.topic.clone(),
-            key: format!("agent-{agent_id}"),
-        },
+        "kafka" => {
+            let kafka = crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
+            RecordOutput::Kafka {
+                producer: output::producer(&kafka)?,
+                topic: args.topic.clone().unwrap_or(kafka.input_topic),
+                key: format!("agent-{agent_id}"),
+            }
+        }
         other => bail!("--output: unknown output {other:?}; expected jsonl, binary or kafka"),
     };
 

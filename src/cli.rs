@@ -226,12 +226,14 @@ pub struct AgentArgs {
     #[arg(long)]
     pub brokers: Option<String>,
     /// Config file whose [kafka] section gives the brokers and librdkafka options
-    /// (security.protocol, sasl.*, ssl.*) for --output kafka; --brokers wins.
+    /// (security.protocol, sasl.*, ssl.*) and the input topic for --output kafka; --brokers
+    /// and --topic win.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Topic for --output kafka.
-    #[arg(long, default_value = "flowgraph.records")]
-    pub topic: String,
+    /// Topic for --output kafka [default: kafka.input_topic of --config, where `run` reads,
+    /// else flowgraph.records].
+    #[arg(long)]
+    pub topic: Option<String>,
     /// This node's agent id (the upid's asid); default: derived from /etc/machine-id.
     #[arg(long)]
     pub agent_id: Option<u32>,

@@ -683,17 +683,23 @@ const ADDRS: [&str; 10] = [
     "2001:db8::2",
     "fd00::5",
 ];
-/// Whether the oracle's own reading of a filter keeps `addr`: the filter's items, as the job
-/// prints them, matched with ipnet here, so a broken `IpFilter::matches` cannot agree with
-/// itself. Empty keeps every address.
+/// Whether the oracle's own reading of a filter keeps `addr`: the filter's text as this test
+/// wrote it (one of FILTERS; `IpFilter` only says which), read here with ipnet, so neither a
+/// broken `IpFilter::matches` nor a broken `IpFilter::parse_list` can agree with itself. An
+/// empty list keeps every address.
 fn oracle_filter_keeps(filter: &IpFilter, addr: &IpAddr) -> bool {
-    let text = filter.to_string();
-    if text == "all" {
+    if *filter == IpFilter::all() {
         return true;
     }
-    text.split(',').any(|item| match item.parse::<ipnet::IpNet>() {
-        Ok(net) => net.contains(addr),
-        Err(_) => item.parse::<IpAddr>().expect("a filter item is a network or an address") == *addr,
+    let text = FILTERS
+        .iter()
+        .find(|text| IpFilter::parse_list(text).as_ref() == Ok(filter))
+        .expect("a filter from FILTERS");
+    text.split(',').map(str::trim).filter(|item| !item.is_empty()).any(|item| {
+        match item.parse::<ipnet::IpNet>() {
+            Ok(net) => net.contains(addr),
+            Err(_) => item.parse::<IpAddr>().expect("a filter item is a network or an address") == *addr,
+        }
     })
 }
 

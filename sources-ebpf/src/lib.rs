@@ -528,8 +528,10 @@ impl Agent {
             let adopted = raw.flags & F_ADOPTED != 0;
             // At close, what the process consumed by any path (the kernel's sequence numbers,
             // less the FIN it read) against what the recv tracepoint saw. Not for adopted
-            // sockets: the kernel's count starts at the connection's birth, theirs later.
-            let recv_unseen = if closed && !adopted {
+            // sockets: the kernel's count starts at the connection's birth, theirs later; nor
+            // for sockets without an owner, which the exporter cannot report (they are counted
+            // in closed_without_owner).
+            let recv_unseen = if closed && !adopted && raw.tgid != 0 {
                 let payload_read = raw.tcp_bytes_read.saturating_sub(u64::from(raw.flags & F_FIN_READ != 0));
                 payload_read.saturating_sub(raw.bytes_recv)
             } else {

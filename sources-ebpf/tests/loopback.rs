@@ -304,7 +304,11 @@ fn a_server_socket_closed_before_any_io_is_counted() {
     drop(client);
     let mut seen = HashMap::new();
     let is_ours = |s: &SocketSample| s.local == server_local && s.remote == client_local;
-    collect_until(&mut agent, &mut seen, |seen| seen.values().any(|s| is_ours(s) && s.closed));
+    let is_client = |s: &SocketSample| s.local == client_local && s.remote == server_local;
+    // Both sides closed: the client (in LAST_ACK after the server's FIN) is destroyed last.
+    collect_until(&mut agent, &mut seen, |seen| {
+        seen.values().any(|s| is_ours(s) && s.closed) && seen.values().any(|s| is_client(s) && s.closed)
+    });
     let ours: Vec<_> = seen.values().filter(|s| is_ours(s)).collect();
     assert_eq!(ours.len(), 1, "{ours:?}");
     let s = ours[0];
@@ -322,7 +326,7 @@ fn a_server_socket_closed_before_any_io_is_counted() {
     let mut out = Vec::new();
     let samples: Vec<SocketSample> = seen
         .into_values()
-        .filter(|s| is_ours(s) || (s.local == client_local && s.remote == server_local))
+        .filter(|s| is_ours(s) || is_client(s))
         .collect();
     assert_eq!(samples.len(), 2, "{samples:?}");
     exporter.export(&samples, 1, &|pid, start| agent.process(pid, start), &loss, &mut out);
