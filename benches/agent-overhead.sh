@@ -247,28 +247,32 @@ import json, statistics, sys
 work, conns, hold, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
 rows = [l.split() for l in open(f"{work}/tput.tsv")]
-print("\n### Throughput, loopback iperf3, without and with the agent (ABBA pairs)\n")
-print("| case | pairs | without: median Gbit/s (min–max) | with: median (min–max) | ratio with/without | per-pair ratios |")
-print("|---|---|---|---|---|---|")
-for case in ("64", "128K"):
-    off = {r[2]: float(r[3]) for r in rows if r[0] == case and r[1] == "off"}
-    on = {r[2]: float(r[3]) for r in rows if r[0] == case and r[1] == "on"}
-    ratios = sorted(on[p] / off[p] for p in off if p in on)
-    mo, mw = statistics.median(off.values()), statistics.median(on.values())
-    label = "-l 64 (small writes)" if case == "64" else "-l 128K (large writes)"
-    print(f"| {label} | {len(ratios)} | {mo:.3f} ({min(off.values()):.3f}–{max(off.values()):.3f}) "
-          f"| {mw:.3f} ({min(on.values()):.3f}–{max(on.values()):.3f}) | {mw / mo:.3f} "
-          f"| {ratios[0]:.3f}–{ratios[-1]:.3f} |")
-for mode in ("off", "on"):
-    w = [int(r[4]) / 64 / float(r[5]) for r in rows if r[0] == "64" and r[1] == mode]
-    print(f"\n-l 64, agent {mode}: median {statistics.median(w) / 1e3:,.0f} k writes/s by the client "
-          f"(bytes sent / 64; the server reads 64 bytes per call too)", end="")
-print()
+if any(r[1] in ("off", "on") for r in rows):
+    print("\n### Throughput, loopback iperf3, without and with the agent (ABBA pairs)\n")
+    print("| case | pairs | without: median Gbit/s (min–max) | with: median (min–max) | ratio with/without | per-pair ratios |")
+    print("|---|---|---|---|---|---|")
+    for case in ("64", "128K"):
+        off = {r[2]: float(r[3]) for r in rows if r[0] == case and r[1] == "off"}
+        on = {r[2]: float(r[3]) for r in rows if r[0] == case and r[1] == "on"}
+        ratios = sorted(on[p] / off[p] for p in off if p in on)
+        mo, mw = statistics.median(off.values()), statistics.median(on.values())
+        label = "-l 64 (small writes)" if case == "64" else "-l 128K (large writes)"
+        print(f"| {label} | {len(ratios)} | {mo:.3f} ({min(off.values()):.3f}–{max(off.values()):.3f}) "
+              f"| {mw:.3f} ({min(on.values()):.3f}–{max(on.values()):.3f}) | {mw / mo:.3f} "
+              f"| {ratios[0]:.3f}–{ratios[-1]:.3f} |")
+    for mode in ("off", "on"):
+        w = [int(r[4]) / 64 / float(r[5]) for r in rows if r[0] == "64" and r[1] == mode]
+        print(f"\n-l 64, agent {mode}: median {statistics.median(w) / 1e3:,.0f} k writes/s by the client "
+              f"(bytes sent / 64; the server reads 64 bytes per call too)", end="")
+    print()
+else:
+    print("\n(PAIRS=0: the throughput pairs were not run)")
 cpu = [l.split() for l in open(f"{work}/agent-cpu.tsv")]
 tk = int(open(f"{work}/conn-cpu").read().split()[7])
 pct = [(int(float(a)) - int(float(b))) / tk / (float(c) - float(d)) * 100 for a, b, c, d in cpu]
-print(f"\nAgent process CPU while iperf3 ran: {min(pct):.2f}–{max(pct):.2f}% of one CPU "
-      "(the kernel programs' time is charged to iperf3, not to the agent)")
+if pct:
+    print(f"\nAgent process CPU while iperf3 ran: {min(pct):.2f}–{max(pct):.2f}% of one CPU "
+          "(the kernel programs' time is charged to iperf3, not to the agent)")
 
 def progs(name):
     out = {}
