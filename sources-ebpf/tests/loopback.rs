@@ -5,35 +5,20 @@
 //! The peers are Python processes (tests/peer.py) so each side has its own pid and each transfer
 //! goes through exactly one chosen syscall path.
 
+mod common;
+
 use flowgraph_schema::TraceRole;
 use flowgraph_sources_ebpf::{Agent, SocketSample};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer.py");
 
-/// The real Python interpreter (not a pyenv shim: the peers' command lines are asserted
-/// exactly, and the shim's extra exec layers cost ~0.2 s a start).
-fn python() -> &'static str {
-    static PY: OnceLock<String> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("the eBPF agent tests need python3: apt-get install python3");
-        assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-}
-
-/// The command line the kernel side records for a peer started with `args`: argv joined by
-/// spaces.
 fn peer_cmdline(args: &[&str]) -> String {
-    format!("{} {PEER} {}", python(), args.join(" "))
+    common::peer_cmdline(PEER, args)
 }
 
 /// Panics unless running as root: these tests load eBPF into the real kernel.
@@ -78,7 +63,7 @@ fn collect_until(
 }
 
 fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::python())
         .arg(PEER)
         .args(args)
         .stdout(Stdio::piped())

@@ -15,6 +15,8 @@
 //!
 //! The tests fail, saying why, when not run as root or when `ip` (iproute2) is missing.
 
+mod common;
+
 use flowgraph_schema::TraceRole;
 use flowgraph_sources_ebpf::{Agent, SocketSample};
 use std::collections::{HashMap, HashSet};
@@ -59,19 +61,6 @@ fn ip() -> &'static str {
             "the netns tests need the `ip` command from iproute2 to create network namespaces \
              and a veth pair, and it is not installed: apt-get install iproute2"
         )
-    })
-}
-
-/// The real Python interpreter (not a pyenv shim, whose extra exec layers cost ~0.2 s a start).
-fn python() -> &'static str {
-    static PY: OnceLock<String> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("the netns tests need python3: apt-get install python3");
-        assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
     })
 }
 
@@ -143,7 +132,7 @@ impl Netns {
     /// Starts the peer inside namespace `ns`.
     fn spawn(&self, ns: &str, args: &[&str]) -> Peer {
         let child = Command::new(ip())
-            .args(["netns", "exec", ns, python(), PEER])
+            .args(["netns", "exec", ns, common::python(), PEER])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -153,10 +142,8 @@ impl Netns {
     }
 }
 
-/// The command line the kernel side records for a peer started with `args`: `ip netns exec`
-/// execs the interpreter in place, so argv is the interpreter, the script and the arguments.
 fn peer_cmdline(args: &[&str]) -> String {
-    format!("{} {PEER} {}", python(), args.join(" "))
+    common::peer_cmdline(PEER, args)
 }
 
 /// Checks the command line the kernel side recorded for (pid, start).
