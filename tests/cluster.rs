@@ -6,25 +6,10 @@
 //! answer, with no update repeated or missing on the delta topic.
 
 mod common;
-use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc};
+use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, spawn_flowgraph, Broker, Proc};
 use flowgraph_pipeline::Output;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn spawn(dir: &Path, args: &[&str], log: &str) -> Proc {
-    let log = std::fs::File::create(dir.join(log)).unwrap();
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-            .current_dir(dir)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn flowgraph"),
-    )
-}
 
 /// Waits for a process and asserts it succeeded, showing its log if not.
 fn wait_ok(proc: &mut Proc, dir: &Path, log: &str) {
@@ -93,8 +78,8 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
             }
             _ => {
                 let cluster = |id: &'static str| [&run[..], &["--processes", "2", "--process-id", id, "--hosts", hosts]].concat();
-                let mut first = spawn(&dir, &cluster("0"), "process-0.log");
-                let mut second = spawn(&dir, &cluster("1"), "process-1.log");
+                let mut first = spawn_flowgraph(&dir, "process-0.log", &cluster("0"));
+                let mut second = spawn_flowgraph(&dir, "process-1.log", &cluster("1"));
                 wait_ok(&mut first, &dir, "process-0.log");
                 wait_ok(&mut second, &dir, "process-1.log");
             }
@@ -113,10 +98,10 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     // then both restarted: the delta topic continues without repeats or gaps.
     let config = config(&dir, b, "crash", "crash.in");
     let config = config.to_str().unwrap();
-    let mut producer = spawn(
+    let mut producer = spawn_flowgraph(
         &dir,
-        &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "4", "--brokers", b, "--rate", "4000"],
         "producer.log",
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "4", "--brokers", b, "--rate", "4000"],
     );
     // A head start, as in tests/kafka.rs: a partition that is empty when a source starts does
     // not hold the frontier (an idle agent must not stall the graph), so records it receives
@@ -130,8 +115,8 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
         }
         args
     };
-    let mut first = spawn(&dir, &cluster("0", false), "crash-0.log");
-    let mut second = spawn(&dir, &cluster("1", false), "crash-1.log");
+    let mut first = spawn_flowgraph(&dir, "crash-0.log", &cluster("0", false));
+    let mut second = spawn_flowgraph(&dir, "crash-1.log", &cluster("1", false));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !delta_topic_outputs(b, "crash.deltas").iter().any(|o| matches!(o, Output::Progress(_))) {
         assert!(Instant::now() < deadline, "the two-process run published nothing in 60 s");
@@ -153,8 +138,8 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     assert!(log.contains("the timely cluster broke"), "{log}");
     let before = delta_topic_outputs(b, "crash.deltas");
     wait_ok(&mut producer, &dir, "producer.log");
-    let mut first = spawn(&dir, &cluster("0", true), "restart-0.log");
-    let mut second = spawn(&dir, &cluster("1", true), "restart-1.log");
+    let mut first = spawn_flowgraph(&dir, "restart-0.log", &cluster("0", true));
+    let mut second = spawn_flowgraph(&dir, "restart-1.log", &cluster("1", true));
     wait_ok(&mut first, &dir, "restart-0.log");
     wait_ok(&mut second, &dir, "restart-1.log");
     let restarted = std::fs::read_to_string(dir.join("restart-0.log")).unwrap();

@@ -7,7 +7,7 @@
 mod common;
 use common::{
     assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, read_messages, smoke_reference,
-    snapshot_as_state, state_topic_graph, Broker, Proc,
+    snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
 };
 use flowgraph_pipeline::Output;
 use flowgraph_schema::{binary, Record};
@@ -17,19 +17,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Spawns flowgraph, killed if the test ends (or fails) while it runs.
-fn spawn_flowgraph(dir: &Path, args: &[&str]) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_flowgraph"))
-            .current_dir(dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn flowgraph"),
-    )
-}
 
 /// `flowgraph ui --from-kafka`, killed when dropped.
 struct LiveView {
@@ -250,13 +237,13 @@ fn kafka_path_equals_the_in_process_replay() {
     // 2. kill -9 in the middle, restart: the delta topic continues without repeats or gaps,
     //    the state topic ends as in the crash-free run.
     let config = run_config(&dir, b, "crash");
-    let mut producer = spawn_flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate", "4000"]);
+    let mut producer = spawn_flowgraph(&dir, "crash-producer.log", &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate", "4000"]);
     std::thread::sleep(Duration::from_secs(2));
     let metrics_addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let mut pipeline = spawn_flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr]);
+    let mut pipeline = spawn_flowgraph(&dir, "crash-run.log", &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr]);
     std::thread::sleep(Duration::from_secs(2));
     // A live view joins mid-stream: it bootstraps from the state topic while the pipeline
     // writes, then follows the delta topic through the kill and the restart.

@@ -132,6 +132,22 @@ impl Drop for Proc {
     }
 }
 
+/// Spawns `flowgraph ARGS` in `dir` with its log (RUST_LOG=info) in `dir/log`; killed when the
+/// returned [`Proc`] is dropped, so a failing test leaves nothing running.
+pub fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    let stderr = std::fs::File::create(dir.join(log)).unwrap();
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+            .current_dir(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn flowgraph"),
+    )
+}
+
 
 /// One message read back from a topic.
 #[derive(Debug, Clone)]
