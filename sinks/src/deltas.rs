@@ -162,14 +162,14 @@ pub struct DeltaWriter<W: Write> {
 }
 
 impl<W: Write> DeltaWriter<W> {
-    /// Wraps a writer (buffer it: one write per line).
+    /// Wraps a writer (buffer it: a line goes out in several small writes).
     pub fn new(out: W) -> Self {
         DeltaWriter { out, lines: 0 }
     }
 
     /// Writes one output.
     pub fn write(&mut self, output: &Output) -> io::Result<()> {
-        self.out.write_all(to_line(output).as_bytes())?;
+        write_line(output, &mut self.out)?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
         Ok(())

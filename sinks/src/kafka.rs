@@ -386,6 +386,11 @@ pub fn split_messages(
     let mut body: Vec<u8> = Vec::new();
     let mut count = 0usize;
     let mut item: Vec<u8> = Vec::new();
+    // The frame adds the bincode magic and count (at most 3 + 9 bytes); JSON adds nothing.
+    let overhead = match format {
+        DeltaFormat::Json => 0,
+        DeltaFormat::Bincode => BINCODE_MAGIC.len() + 9,
+    };
     let close = |body: &mut Vec<u8>, count: usize, messages: &mut Vec<Vec<u8>>| {
         if count > 0 {
             messages.push(frame(format, std::mem::take(body), count));
@@ -394,11 +399,6 @@ pub fn split_messages(
     for output in updates {
         item.clear();
         encode_item(format, output, &mut item);
-        // The frame adds the bincode magic and count (at most 3 + 9 bytes); JSON adds nothing.
-        let overhead = match format {
-            DeltaFormat::Json => 0,
-            DeltaFormat::Bincode => BINCODE_MAGIC.len() + 9,
-        };
         if count > 0 && (count == max_updates || overhead + body.len() + item.len() > max_bytes) {
             close(&mut body, count, &mut messages);
             count = 0;
@@ -442,24 +442,14 @@ fn frame(format: DeltaFormat, body: Vec<u8>, count: usize) -> Vec<u8> {
 /// Magic of a bincode delta message.
 pub const BINCODE_MAGIC: [u8; 3] = *b"FD\x01";
 
-/// Encodes outputs as one delta message.
+/// Encodes outputs as one delta message: JSON lines, or bincode's encoding of the slice
+/// behind [`BINCODE_MAGIC`].
 pub fn encode(format: DeltaFormat, outputs: &[Output]) -> Vec<u8> {
-    match format {
-        DeltaFormat::Json => {
-            let mut text = String::new();
-            for output in outputs {
-                text.push_str(&deltas::to_line(output));
-                text.push('\n');
-            }
-            text.into_bytes()
-        }
-        DeltaFormat::Bincode => {
-            let mut bytes = BINCODE_MAGIC.to_vec();
-            bincode::serde::encode_into_std_write(outputs, &mut bytes, bincode::config::standard())
-                .expect("encoding into a Vec cannot fail");
-            bytes
-        }
+    let mut body = Vec::new();
+    for output in outputs {
+        encode_item(format, output, &mut body);
     }
+    frame(format, body, outputs.len())
 }
 
 /// Decodes a delta message (either format).
