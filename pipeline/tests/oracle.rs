@@ -316,10 +316,11 @@ impl Oracle {
         let window = params.window_ns;
         // 1-3: samples in (t - window, t], filtered, grouped by (from, upid, cmdline, addr).
         let mut groups: BTreeMap<(String, Upid, String, IpAddr), (u64, u64)> = BTreeMap::new();
+        let keeps = oracle_filter(&params.ips);
         for c in &self.conns {
             // t - window < time_ <= t, in exact arithmetic (no wrap-around below 0).
             let in_window = c.time_ <= t && u128::from(c.time_) + u128::from(window) > u128::from(t);
-            if !in_window || !oracle_filter_keeps(&params.ips, &c.remote_addr) {
+            if !in_window || !keeps(&c.remote_addr) {
                 continue;
             }
             let (from, cmdline) = match self.entity_process_at(&c.upid, t) {
@@ -683,24 +684,29 @@ const ADDRS: [&str; 10] = [
     "2001:db8::2",
     "fd00::5",
 ];
-/// Whether the oracle's own reading of a filter keeps `addr`: the filter's text as this test
-/// wrote it (one of FILTERS; `IpFilter` only says which), read here with ipnet, so neither a
+/// The oracle's own reading of a filter: which addresses it keeps. It reads the filter's text
+/// as this test wrote it (one of FILTERS; `IpFilter` only says which) with ipnet, so neither a
 /// broken `IpFilter::matches` nor a broken `IpFilter::parse_list` can agree with itself. An
-/// empty list keeps every address.
-fn oracle_filter_keeps(filter: &IpFilter, addr: &IpAddr) -> bool {
-    if *filter == IpFilter::all() {
-        return true;
-    }
-    let text = FILTERS
-        .iter()
-        .find(|text| IpFilter::parse_list(text).as_ref() == Ok(filter))
-        .expect("a filter from FILTERS");
-    text.split(',').map(str::trim).filter(|item| !item.is_empty()).any(|item| {
-        match item.parse::<ipnet::IpNet>() {
-            Ok(net) => net.contains(addr),
-            Err(_) => item.parse::<IpAddr>().expect("a filter item is a network or an address") == *addr,
-        }
-    })
+/// empty list keeps every address. Read once per graph, not per sample.
+fn oracle_filter(filter: &IpFilter) -> impl Fn(&IpAddr) -> bool {
+    let text = if *filter == IpFilter::all() {
+        ""
+    } else {
+        FILTERS
+            .iter()
+            .find(|text| IpFilter::parse_list(text).as_ref() == Ok(filter))
+            .expect("a filter from FILTERS")
+    };
+    let nets: Vec<ipnet::IpNet> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => ipnet::IpNet::from(item.parse::<IpAddr>().expect("a filter item is a network or an address")),
+        })
+        .collect();
+    move |addr| nets.is_empty() || nets.iter().any(|net| net.contains(addr))
 }
 
 /// The process field a grouping names, written here from DESIGN.md rather than taken from the
