@@ -3,9 +3,10 @@
 //! Differential's join and reduce keep each key's history in arrangements, so that they can
 //! answer for any time; every input change is sorted into a batch, merged, and read back. The
 //! job's event time is totally ordered and each time is computed once, in order, so the state
-//! as of the frontier is all the last two steps of the query need: [`rows`] joins every peer's
-//! max bytes with its process's labels and its address's name in hash maps, and [`edges`] keeps
-//! each edge's sums. Both buffer their input until its time is complete at both inputs, then
+//! as of the frontier is all the last two steps of the query need: [`rows`] keeps, per peer
+//! (upid, addr), its connection keys in force and their bytes, folds their max (step 3 of the
+//! query: max over cumulative counters is each key's latest sample) and joins it with its
+//! process's labels and its address's name, all in hash maps; [`edges`] keeps each edge's sums. Both buffer their input until its time is complete at both inputs, then
 //! apply the times in order and emit, per time, what changed (`-old`, `+new`), like
 //! differential's `count_total` does for totally ordered times.
 //!
@@ -17,7 +18,7 @@
 use crate::dataflow::ConnData;
 use crate::graph::{Edge, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
-use flowgraph_schema::{EventTime, Upid};
+use flowgraph_schema::{EventTime, TraceRole, Upid};
 use crate::cluster::route;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -77,15 +78,20 @@ pub(crate) enum Label {
     Address(IpAddr, Text),
 }
 
+/// A connection key of a peer: (remote port, role).
+type Member = (u16, TraceRole);
+
 enum Change {
-    Bytes((Upid, IpAddr), (u64, u64), isize),
+    Bytes((Upid, IpAddr), (Member, (u64, u64)), isize),
     Label(Label, isize),
 }
 
 /// The join of bytes, process labels and address names, as of the last completed time.
 #[derive(Default)]
 struct RowState {
-    bytes: FxHashMap<(Upid, IpAddr), Multiset<(u64, u64)>>,
+    /// Per peer, its connection keys in force with their bytes: one entry per peer holds both
+    /// the max's inputs and what the join needs (a single look-up per changed peer).
+    bytes: FxHashMap<(Upid, IpAddr), Multiset<(Member, (u64, u64))>>,
     processes: FxHashMap<Upid, Multiset<(Text, Text)>>,
     addresses: FxHashMap<IpAddr, Multiset<Text>>,
     /// The peers with bytes, by process and by address: who a label change touches.
@@ -194,36 +200,39 @@ impl RowState {
     }
 }
 
-/// A peer's rows from its bytes, its process's labels and its address's name (each a multiset,
-/// so the rows are their product), with their counts.
+/// A peer's rows from its connection keys' bytes (their max), its process's labels and its
+/// address's name (multisets, so the rows are their product), with their counts.
 fn rows_from(
     (upid, addr): (Upid, IpAddr),
-    bytes: Option<&Multiset<(u64, u64)>>,
+    members: Option<&Multiset<(Member, (u64, u64))>>,
     process: Option<&Multiset<(Text, Text)>>,
     address: Option<&Multiset<Text>>,
     out: &mut SmallVec<[(Row, isize); 1]>,
 ) {
     out.clear();
-    let (Some(bytes), Some(process), Some(address)) = (bytes, process, address) else {
+    let (Some(members), Some(process), Some(address)) = (members, process, address) else {
         return;
     };
-    for ((sent, recv), bytes_count) in bytes.iter() {
-        for ((from_entity, cmdline), process_count) in process.iter() {
-            for (to_entity, address_count) in address.iter() {
-                // Loopback traffic stays inside the process's own entity (Pixie's sidecar
-                // rule): a name for 127.0.0.1 would merge every host's loopback into one.
-                let to_entity = if addr.is_loopback() { from_entity } else { to_entity };
-                let row = Row {
-                    from_entity: from_entity.clone(),
-                    upid,
-                    cmdline: cmdline.clone(),
-                    remote_addr: addr,
-                    to_entity: to_entity.clone(),
-                    bytes_sent: *sent,
-                    bytes_recv: *recv,
-                };
-                out.push((row, bytes_count * process_count * address_count));
-            }
+    // The peer's bytes: the max over its connection keys in force, each counter on its own.
+    let in_force = members.iter().filter(|(_, count)| *count > 0).map(|((_, bytes), _)| *bytes);
+    let Some((sent, recv)) = in_force.reduce(|(s, r), (sent, recv)| (s.max(sent), r.max(recv))) else {
+        return;
+    };
+    for ((from_entity, cmdline), process_count) in process.iter() {
+        for (to_entity, address_count) in address.iter() {
+            // Loopback traffic stays inside the process's own entity (Pixie's sidecar
+            // rule): a name for 127.0.0.1 would merge every host's loopback into one.
+            let to_entity = if addr.is_loopback() { from_entity } else { to_entity };
+            let row = Row {
+                from_entity: from_entity.clone(),
+                upid,
+                cmdline: cmdline.clone(),
+                remote_addr: addr,
+                to_entity: to_entity.clone(),
+                bytes_sent: sent,
+                bytes_recv: recv,
+            };
+            out.push((row, process_count * address_count));
         }
     }
 }
@@ -319,8 +328,8 @@ impl<C> Pending<C> {
     }
 }
 
-/// The table rows: each peer's max bytes (exactly one value per peer in force) joined with
-/// its process's labels and its address's name. On a cluster, peers and process labels go to
+/// The table rows: each peer's max bytes over its connection keys in force, joined with its
+/// process's labels and its address's name. On a cluster, peers and process labels go to
 /// the worker of their upid and every worker gets every address's name.
 pub(crate) fn rows<'s>(
     bytes: Coll<'s, ConnData>,

@@ -1,15 +1,15 @@
 //! The differential dataflow of the query, mode `total`.
 //!
 //! ```text
-//!  peers (upid, addr) in force ── addresses: distinct ──┐  ips ─┐
+//!  addresses of conn keys in force ── distinct ─────────┐  ips ─┐
 //!                                                       └─ join ─┴─ filter: kept addresses
 //!  names (addr, source) -> name ── reduce FirstNameBySource ─┐          │
 //!                                        left join ─────────┴──────────┴─> addr -> to_entity ──┐
 //!  procs ── left join containers (by container id) ── × group_by ──> upid -> (from_entity,    │
 //!                                                                              cmdline) ──────┤
-//!  conns (upid, addr) -> (max sent, max recv): windowed by the stage, max folded by the job ───┤
+//!  conns (upid, addr) -> ((port, role), (sent, recv)): conn keys in force, windowed by the stage ┤
 //!                                                                                             ▼
-//!        current::rows (hash join as of the frontier) ──> rows ──> current::edges (sums) ──> edges
+//!   current::rows (max per (upid, addr), hash join as of the frontier) ──> rows ──> current::edges ──> edges
 //! ```
 //!
 //! The labels (names, processes, parameters) are differential collections; the churn of bytes
@@ -23,7 +23,7 @@ use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
-use flowgraph_schema::{EventTime, NameSource, Upid};
+use flowgraph_schema::{EventTime, NameSource, TraceRole, Upid};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -34,8 +34,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Exchange, Probe};
 use timely::worker::Worker;
 
-/// The max bytes of one (upid, addr) over its connection keys in force.
-pub(crate) type ConnData = ((Upid, IpAddr), (u64, u64));
+/// A connection key in force, by its peer (upid, addr): ((port, role), (bytes sent, bytes
+/// received)) of its latest sample in the window.
+pub(crate) type ConnData = ((Upid, IpAddr), ((u16, TraceRole), (u64, u64)));
 
 /// Where the dataflow leaves its output for the job to release.
 pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>;
@@ -43,9 +44,9 @@ pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>
 /// The dataflow's input handles.
 pub(crate) struct Inputs {
     pub(crate) conns: InputSession<EventTime, ConnData, isize>,
-    /// The (upid, addr) pairs with a connection key in force: `conns`' keys, changing only
-    /// when a peer appears or leaves.
-    pub(crate) peers: InputSession<EventTime, (Upid, IpAddr), isize>,
+    /// The remote address of every connection key in force (one per key): changes only when
+    /// a key appears or expires, not with its bytes.
+    pub(crate) present: InputSession<EventTime, IpAddr, isize>,
     pub(crate) procs: InputSession<EventTime, (Upid, ProcessInfo), isize>,
     pub(crate) names: InputSession<EventTime, ((IpAddr, NameSource), Text), isize>,
     pub(crate) containers: InputSession<EventTime, (Text, ContainerInfo), isize>,
@@ -56,7 +57,7 @@ pub(crate) struct Inputs {
 impl Inputs {
     pub(crate) fn advance_to(&mut self, time: EventTime) {
         self.conns.advance_to(time);
-        self.peers.advance_to(time);
+        self.present.advance_to(time);
         self.procs.advance_to(time);
         self.names.advance_to(time);
         self.containers.advance_to(time);
@@ -66,7 +67,7 @@ impl Inputs {
 
     pub(crate) fn flush(&mut self) {
         self.conns.flush();
-        self.peers.flush();
+        self.present.flush();
         self.procs.flush();
         self.names.flush();
         self.containers.flush();
@@ -79,14 +80,14 @@ impl Inputs {
 pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, ProbeHandle<EventTime>) {
     worker.dataflow_named::<EventTime, _, _>("net_flow_graph", move |scope| {
         let (conns_in, conns) = scope.new_collection::<ConnData, isize>();
-        let (peers_in, peers) = scope.new_collection::<(Upid, IpAddr), isize>();
+        let (present_in, present) = scope.new_collection::<IpAddr, isize>();
         let (procs_in, procs) = scope.new_collection::<(Upid, ProcessInfo), isize>();
         let (names_in, names) = scope.new_collection::<((IpAddr, NameSource), Text), isize>();
         let (containers_in, containers) = scope.new_collection::<(Text, ContainerInfo), isize>();
         let (ips_in, ips) = scope.new_collection::<IpFilter, isize>();
         let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
 
-        let rows = rows(conns, peers, procs, containers, names, ips, group_by);
+        let rows = rows(conns, present, procs, containers, names, ips, group_by);
         let edges = crate::current::edges(rows.clone());
 
         // Every output goes to worker 0, which releases and publishes them (one sink for a
@@ -106,7 +107,7 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
 
         let inputs = Inputs {
             conns: conns_in,
-            peers: peers_in,
+            present: present_in,
             procs: procs_in,
             names: names_in,
             containers: containers_in,
@@ -122,19 +123,16 @@ type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 /// The table rows of the graph.
 fn rows<'s>(
     conns: Coll<'s, ConnData>,
-    peers: Coll<'s, (Upid, IpAddr)>,
+    present: Coll<'s, IpAddr>,
     procs: Coll<'s, (Upid, ProcessInfo)>,
     containers: Coll<'s, (Text, ContainerInfo)>,
     names: Coll<'s, ((IpAddr, NameSource), Text)>,
     ips: Coll<'s, IpFilter>,
     group_by: Coll<'s, GroupBy>,
 ) -> Coll<'s, Row> {
-    // Already the max per (upid, addr) over its connection keys in force (the job folds it).
-    let maxed = conns;
-
     // The ips filter and the naming both depend on the address alone: decide them once per
     // distinct address, so a parameter change costs O(addresses), not O(rows).
-    let addresses = peers.map(|(_, addr)| addr).distinct();
+    let addresses = present.distinct();
     let kept = addresses
         .map(|addr| ((), addr))
         .join(ips.map(|filter| ((), filter)))
@@ -183,5 +181,5 @@ fn rows<'s>(
         });
 
     // The churn of bytes meets the labels in one operator that keeps only the current state.
-    crate::current::rows(maxed, entities, to_entity)
+    crate::current::rows(conns, entities, to_entity)
 }

@@ -8,8 +8,6 @@ use crate::graph::Text;
 use crate::dataflow::ConnData;
 use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, StageValue};
 use differential_dataflow::input::InputSession;
-use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -98,80 +96,35 @@ impl StageValue for Bytes {
     }
 }
 
-/// Step 3 of the query, group by (upid, addr) with max bytes, done before the dataflow.
-///
-/// A (upid, addr) has a handful of connection keys (ports, roles) in force at a time, and the
-/// stage already hands over their changes in event time; so the max is a small fold per
-/// (upid, addr) and time, and the dataflow gets one update pair per changed max instead of
-/// arranging every connection key twice (the reduce's input and output). This is the
-/// pre-aggregation docs/BENCHMARKS.md measured.
-#[derive(Default)]
-struct PeerMax {
-    peers: FxHashMap<(Upid, IpAddr), PeerState>,
-}
-
-#[derive(Default)]
-struct PeerState {
-    /// The connection keys in force, by (port, role), and their bytes.
-    members: SmallVec<[((u16, TraceRole), Bytes); 2]>,
-    /// The max the dataflow holds for this (upid, addr).
-    emitted: Option<(u64, u64)>,
-}
-
-impl PeerMax {
-    /// Applies the stage's changes of connection keys and passes on the changes of the max.
-    fn fold(
-        &mut self,
-        mut changes: Vec<StageUpdate<ConnKey, Bytes>>,
-        input: &mut InputSession<EventTime, ConnData, isize>,
-        peers: &mut InputSession<EventTime, (Upid, IpAddr), isize>,
-    ) {
-        // By (upid, addr), then time: every change of one peer at one time before its new max.
-        // Stable, so a key's changes keep the stage's order: two samples of one key at one time
-        // (late records re-stamped to the frontier) come as -v0 +v1 -v1 +v2, and only in that
-        // order do they leave v2 in force.
-        changes.sort_by(|(a, _, ta, _), (b, _, tb, _)| (a.upid, a.addr, *ta).cmp(&(b.upid, b.addr, *tb)));
-        let mut at = 0;
-        while at < changes.len() {
-            let (first, _, time, _) = &changes[at];
-            let (peer, time) = ((first.upid, first.addr), *time);
-            let state = self.peers.entry(peer).or_default();
-            while let Some((key, bytes, t, diff)) = changes.get(at) {
-                if (key.upid, key.addr, *t) != (peer.0, peer.1, time) {
-                    break;
-                }
-                let member = (key.port, key.role);
-                let position = state.members.iter().position(|(m, b)| *m == member && (*diff > 0 || b == bytes));
-                match (diff.signum(), position) {
-                    (1, Some(i)) => state.members[i].1 = *bytes,
-                    (1, None) => state.members.push((member, *bytes)),
-                    (_, Some(i)) => {
-                        state.members.swap_remove(i);
-                    }
-                    (_, None) => debug_assert!(false, "a retraction of a key not in force"),
-                }
-                at += 1;
-            }
-            let max = state.members.iter().map(|(_, b)| b).fold(None, |max: Option<(u64, u64)>, b| {
-                Some(max.map_or((b.sent, b.recv), |(s, r)| (s.max(b.sent), r.max(b.recv))))
-            });
-            if max.is_some() != state.emitted.is_some() {
-                peers.update_at(peer, time, if max.is_some() { 1 } else { -1 });
-            }
-            if max != state.emitted {
-                if let Some(old) = state.emitted {
-                    input.update_at((peer, old), time, -1);
-                }
-                if let Some(new) = max {
-                    input.update_at((peer, new), time, 1);
-                }
-                state.emitted = max;
-            }
-            if state.members.is_empty() {
-                self.peers.remove(&peer);
-            }
+/// Hands the connection stage's changes to the dataflow: every change of a connection key
+/// in force goes to `conns` (the rows operator folds the max per (upid, addr), in the same
+/// hash-map entry it joins with the labels), and a key's appearance or expiry goes to
+/// `present`, the addresses that feed the address set. A superseded sample (`-old` then
+/// `+new` for one key at one time, as the stage emits it) leaves presence unchanged, so the
+/// address set sees no bytes churn.
+fn feed_conns(
+    changes: Vec<StageUpdate<ConnKey, Bytes>>,
+    conns: &mut InputSession<EventTime, ConnData, isize>,
+    present: &mut InputSession<EventTime, IpAddr, isize>,
+) {
+    let mut changes = changes.into_iter().peekable();
+    while let Some((key, bytes, time, diff)) = changes.next() {
+        let superseded = diff < 0
+            && changes
+                .peek()
+                .is_some_and(|(next, _, next_time, next_diff)| *next_diff > 0 && *next_time == time && *next == key);
+        conns.update_at(conn_data(&key, bytes), time, diff);
+        if superseded {
+            let (key, bytes, time, diff) = changes.next().expect("peeked");
+            conns.update_at(conn_data(&key, bytes), time, diff);
+        } else {
+            present.update_at(key.addr, time, diff);
         }
     }
+}
+
+fn conn_data(key: &ConnKey, bytes: Bytes) -> ConnData {
+    ((key.upid, key.addr), ((key.port, key.role), (bytes.sent, bytes.recv)))
 }
 
 impl StageValue for ProcessInfo {
@@ -211,8 +164,6 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     probe: ProbeHandle<EventTime>,
     output: OutputBuffer,
     conns: Stage<ConnKey, Bytes>,
-    /// The max over each (upid, addr)'s connection keys in force, folded outside the dataflow.
-    peers: PeerMax,
     procs: Stage<Upid, ProcessInfo>,
     names: Stage<(IpAddr, NameSource), Text>,
     containers: Stage<Text, ContainerInfo>,
@@ -271,7 +222,6 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
         Ok(Job {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
-            peers: PeerMax::default(),
             procs: Stage::new(None, config.max_window_ns),
             names: Stage::new(None, config.max_window_ns),
             containers: Stage::new(None, config.max_window_ns),
@@ -510,7 +460,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     fn stage_until(&mut self, to: EventTime) {
         let mut conns = Vec::new();
         self.conns.advance(to, &mut conns);
-        self.peers.fold(conns, &mut self.inputs.conns, &mut self.inputs.peers);
+        feed_conns(conns, &mut self.inputs.conns, &mut self.inputs.present);
         let mut procs = Vec::new();
         self.procs.advance(to, &mut procs);
         for (upid, process, time, diff) in procs {
@@ -532,7 +482,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if params.window_ns != self.params.window_ns {
             let mut conns = Vec::new();
             self.conns.set_window(params.window_ns, &mut conns);
-            self.peers.fold(conns, &mut self.inputs.conns, &mut self.inputs.peers);
+            feed_conns(conns, &mut self.inputs.conns, &mut self.inputs.present);
         }
         if params.ips != self.params.ips {
             self.inputs.ips.update_at(self.params.ips.clone(), at, -1);
