@@ -498,11 +498,17 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Releases the consolidated updates of every time before `upper`, in time order.
     fn release_updates(&mut self, upper: EventTime) {
         self.held.append(&mut self.output.borrow_mut());
-        let (mut due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(_, time, _)| *time < upper);
-        self.held = later;
+        // The operators emit only at the times of their input, all before the slice's end, so
+        // everything is usually due: take it whole rather than copy it out.
+        let mut due = if self.held.iter().all(|(_, time, _)| *time < upper) {
+            std::mem::take(&mut self.held)
+        } else {
+            let (due, later) = self.held.drain(..).partition(|(_, time, _)| *time < upper);
+            self.held = later;
+            due
+        };
         // By (time, record), so equal updates are adjacent and add up; then, in a time,
-        // retractions first, then insertions, each in record order (a stable sort), so runs
-        // are identical.
+        // retractions first, then insertions, each in record order, so runs are identical.
         due.sort_unstable_by(|(a, ta, _), (b, tb, _)| ta.cmp(tb).then_with(|| a.cmp(b)));
         due.dedup_by(|(record, time, diff), (kept_record, kept_time, kept_diff)| {
             let same = time == kept_time && record == kept_record;
@@ -512,13 +518,35 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             same
         });
         due.retain(|(_, _, diff)| *diff != 0);
-        due.sort_by_key(|(_, time, diff)| (*time, *diff));
-        for (record, time, diff) in due {
-            let unit = diff.signum() as i64;
-            for _ in 1..diff.unsigned_abs() {
-                self.released.push(Output::Update { time, diff: unit, record: record.clone() });
+        self.released.reserve(due.len());
+        if due.iter().any(|(_, _, diff)| diff.unsigned_abs() > 1) {
+            // Rare (a multiset row): by diff within a time, stably, each copy released alone.
+            due.sort_by_key(|(_, time, diff)| (*time, *diff));
+            for (record, time, diff) in due {
+                let unit = diff.signum() as i64;
+                for _ in 1..diff.unsigned_abs() {
+                    self.released.push(Output::Update { time, diff: unit, record: record.clone() });
+                }
+                self.released.push(Output::Update { time, diff: unit, record });
             }
-            self.released.push(Output::Update { time, diff: unit, record });
+            return;
         }
+        // Every diff is -1 or +1: a time's retractions go out as they come, its insertions
+        // wait for the end of the time (a stable partition, linear, instead of a second sort).
+        let mut insertions: Vec<Output> = Vec::new();
+        let mut current = None;
+        for (record, time, diff) in due {
+            if current != Some(time) {
+                self.released.append(&mut insertions);
+                current = Some(time);
+            }
+            let update = Output::Update { time, diff: diff as i64, record };
+            if diff < 0 {
+                self.released.push(update);
+            } else {
+                insertions.push(update);
+            }
+        }
+        self.released.append(&mut insertions);
     }
 }
