@@ -352,9 +352,10 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Moves the outputs released so far into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<Output>) {
         if out.is_empty() {
-            // Hand over the buffer itself, and keep the caller's empty one: no copy, and the
-            // job never holds on to the capacity of a large release (a replay's end).
-            std::mem::swap(out, &mut self.released);
+            // Hand over the buffer itself (no copy) and drop the caller's empty one: a caller
+            // that clears and reuses its buffer would otherwise pass the capacity of its
+            // largest release back and forth with the job, holding it for good.
+            *out = std::mem::take(&mut self.released);
         } else {
             out.append(&mut self.released);
             self.released = Vec::new();
@@ -497,7 +498,13 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 
     /// Releases the consolidated updates of every time before `upper`, in time order.
     fn release_updates(&mut self, upper: EventTime) {
-        self.held.append(&mut self.output.borrow_mut());
+        // Taken whole, so the dataflow's buffer does not keep the capacity of the largest slice.
+        let computed = std::mem::take(&mut *self.output.borrow_mut());
+        if self.held.is_empty() {
+            self.held = computed;
+        } else {
+            self.held.extend(computed);
+        }
         // The operators emit only at the times of their input, all before the slice's end, so
         // everything is usually due: take it whole rather than copy it out.
         let mut due = if self.held.iter().all(|(_, time, _)| *time < upper) {
