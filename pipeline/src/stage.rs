@@ -21,8 +21,7 @@ use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 /// A process description with its text interned. Fields are in `Process`'s order, so the
@@ -137,12 +136,38 @@ pub(crate) struct Stage<K, V> {
     index: FxHashMap<K, u32>,
     /// (time, slot) of every pending sample: short-lived, a sample settles once the frontier
     /// passes it.
-    samples: BinaryHeap<Reverse<(EventTime, u32)>>,
+    samples: TimeQueue,
     /// (time, slot) of expiries and forgettings, about one per key: a key whose sample is
     /// superseded keeps its earlier entry, and is rescheduled when that entry comes due,
     /// instead of leaving one stale entry per sample for a whole window. Handling a slot is
     /// idempotent, so an entry that comes due early costs a look.
-    expiries: BinaryHeap<Reverse<(EventTime, u32)>>,
+    expiries: TimeQueue,
+}
+
+/// Slots to look at, by time. Records of one export share one time, so there are a few
+/// thousand distinct times at most: a sorted map of per-time buckets costs 4 bytes and an
+/// append per entry, where a heap costs 16 bytes and a sift through a cache-cold array.
+/// Within a time, slots come in the order they were pushed; handling a slot is idempotent
+/// and everything downstream is order-insensitive within a time.
+#[derive(Default)]
+struct TimeQueue {
+    buckets: BTreeMap<EventTime, Vec<u32>>,
+}
+
+impl TimeQueue {
+    fn push(&mut self, time: EventTime, slot: u32) {
+        self.buckets.entry(time).or_default().push(slot);
+    }
+
+    fn first_time(&self) -> Option<EventTime> {
+        self.buckets.keys().next().copied()
+    }
+
+    /// Removes every bucket before `to` and returns them in time order.
+    fn take_before(&mut self, to: EventTime) -> BTreeMap<EventTime, Vec<u32>> {
+        let later = self.buckets.split_off(&to);
+        std::mem::replace(&mut self.buckets, later)
+    }
 }
 
 impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
@@ -154,8 +179,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             slots: Vec::new(),
             free: Vec::new(),
             index: FxHashMap::default(),
-            samples: BinaryHeap::new(),
-            expiries: BinaryHeap::new(),
+            samples: TimeQueue::default(),
+            expiries: TimeQueue::default(),
         }
     }
 
@@ -168,8 +193,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 
     /// The earliest time something may happen to a key (a sample, an expiry), if any.
     pub(crate) fn next_event(&self) -> Option<EventTime> {
-        let first = |heap: &BinaryHeap<Reverse<(EventTime, u32)>>| heap.peek().map(|Reverse((time, _))| *time);
-        first(&self.samples).into_iter().chain(first(&self.expiries)).min()
+        self.samples.first_time().into_iter().chain(self.expiries.first_time()).min()
     }
 
     /// Keys currently tracked (live or kept for a window change).
@@ -220,30 +244,28 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             V::check_order(&value, later)?;
         }
         state.pending.insert(at, (time, value));
-        self.samples.push(Reverse((time, slot)));
+        self.samples.push(time, slot);
         Ok(())
     }
 
     /// Emits every change with time in [frontier, to) and moves the frontier to `to`.
     pub(crate) fn advance(&mut self, to: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
-        while let Some(&Reverse((time, slot))) = self.samples.peek() {
-            if time >= to {
-                break;
+        // Settling a key handles all its events before `to` and schedules its next expiry at
+        // or after `to`, so nothing new lands in the buckets taken here.
+        for (_, slots) in self.samples.take_before(to) {
+            for slot in slots {
+                self.settle(slot, to, out);
             }
-            self.samples.pop();
-            self.settle(slot, to, out);
         }
-        while let Some(&Reverse((time, slot))) = self.expiries.peek() {
-            if time >= to {
-                break;
-            }
-            self.expiries.pop();
-            if let Some((_, state)) = self.slots[slot as usize].as_mut() {
-                if state.expiry_wake == Some(time) {
-                    state.expiry_wake = None;
+        for (time, slots) in self.expiries.take_before(to) {
+            for slot in slots {
+                if let Some((_, state)) = self.slots[slot as usize].as_mut() {
+                    if state.expiry_wake == Some(time) {
+                        state.expiry_wake = None;
+                    }
                 }
+                self.settle(slot, to, out);
             }
-            self.settle(slot, to, out);
         }
         self.frontier = self.frontier.max(to);
     }
@@ -319,7 +341,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 /// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
 /// than it is due; an earlier entry already there will reschedule when it comes due.
 fn schedule_expiry<V>(
-    expiries: &mut BinaryHeap<Reverse<(EventTime, u32)>>,
+    expiries: &mut TimeQueue,
     slot: u32,
     state: &mut KeyState<V>,
     window: EventTime,
@@ -335,7 +357,7 @@ fn schedule_expiry<V>(
         return;
     };
     if state.expiry_wake.is_none_or(|wake| due < wake) {
-        expiries.push(Reverse((due, slot)));
+        expiries.push(due, slot);
         state.expiry_wake = Some(due);
     }
 }
