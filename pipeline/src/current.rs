@@ -81,6 +81,9 @@ pub(crate) enum Label {
 /// A connection key of a peer: (remote port, role).
 type Member = (u16, TraceRole);
 
+/// A peer's connection keys in force, with the latest (bytes sent, bytes received) of each.
+type PeerKeys = Multiset<(Member, (u64, u64))>;
+
 enum Change {
     Bytes((Upid, IpAddr), (Member, (u64, u64)), isize),
     Label(Label, isize),
@@ -91,7 +94,7 @@ enum Change {
 struct RowState {
     /// Per peer, its connection keys in force with their bytes: one entry per peer holds both
     /// the max's inputs and what the join needs (a single look-up per changed peer).
-    bytes: FxHashMap<(Upid, IpAddr), Multiset<(Member, (u64, u64))>>,
+    bytes: FxHashMap<(Upid, IpAddr), PeerKeys>,
     processes: FxHashMap<Upid, Multiset<(Text, Text)>>,
     addresses: FxHashMap<IpAddr, Multiset<Text>>,
     /// The peers with bytes, by process and by address: who a label change touches.
@@ -204,7 +207,7 @@ impl RowState {
 /// address's name (multisets, so the rows are their product), with their counts.
 fn rows_from(
     (upid, addr): (Upid, IpAddr),
-    members: Option<&Multiset<(Member, (u64, u64))>>,
+    members: Option<&PeerKeys>,
     process: Option<&Multiset<(Text, Text)>>,
     address: Option<&Multiset<Text>>,
     out: &mut SmallVec<[(Row, isize); 1]>,

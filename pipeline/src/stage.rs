@@ -17,12 +17,12 @@
 
 use crate::graph::Text;
 use flowgraph_schema::{EventTime, Process};
-use rustc_hash::FxHashSet;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashSet};
 use serde::{Deserialize, Serialize};
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 /// A process description with its text interned. Fields are in `Process`'s order, so the
 /// derived `Ord` breaks ties between records at one time exactly as `Process`'s does.
@@ -133,7 +133,10 @@ pub(crate) struct Stage<K, V> {
     frontier: EventTime,
     slots: Vec<Option<(K, KeyState<V>)>>,
     free: Vec<u32>,
-    index: FxHashMap<K, u32>,
+    /// Slot ids by their key's hash: the key itself lives only in its slot (compared there),
+    /// so a key is stored once, not twice.
+    index: HashTable<u32>,
+    hasher: FxBuildHasher,
     /// (time, slot) of every pending sample: short-lived, a sample settles once the frontier
     /// passes it.
     samples: TimeQueue,
@@ -178,7 +181,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             frontier: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            index: FxHashMap::default(),
+            index: HashTable::new(),
+            hasher: FxBuildHasher,
             samples: TimeQueue::default(),
             expiries: TimeQueue::default(),
         }
@@ -186,7 +190,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 
     /// The value in force just before the frontier, with its time, if any.
     pub(crate) fn settled(&self, key: &K) -> Option<(EventTime, &V)> {
-        let slot = *self.index.get(key)?;
+        let slot = self.find(key)?;
         let (_, state) = self.slots[slot as usize].as_ref()?;
         state.settled.as_ref().map(|(time, value)| (*time, value))
     }
@@ -203,10 +207,16 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 
     /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
     /// the caller). Rejects a sample that cannot follow its neighbours in time.
+    /// The slot of `key`, if it is tracked.
+    fn find(&self, key: &K) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(self.hasher.hash_one(key), |&slot| key_of(slots, slot) == key).copied()
+    }
+
     pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
         debug_assert!(time >= self.frontier, "sample before the frontier");
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
+        let slot = match self.find(&key) {
+            Some(slot) => slot,
             None => {
                 let state = KeyState {
                     settled: None,
@@ -224,7 +234,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                         (self.slots.len() - 1) as u32
                     }
                 };
-                self.index.insert(key, slot);
+                let (slots, hasher) = (&self.slots, &self.hasher);
+                self.index.insert_unique(hasher.hash_one(&key), slot, |&slot| hasher.hash_one(key_of(slots, slot)));
                 slot
             }
         };
@@ -328,14 +339,21 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         let Some(window) = self.window else { return };
         let Some((time, _)) = &state.settled else { return };
         if !state.present && state.pending.is_empty() && time.saturating_add(self.max_window) < to {
-            let key = key.clone();
-            self.index.remove(&key);
+            let hash = self.hasher.hash_one(&*key);
+            if let Ok(entry) = self.index.find_entry(hash, |&indexed| indexed == slot) {
+                entry.remove();
+            }
             self.slots[slot as usize] = None;
             self.free.push(slot);
         } else {
             schedule_expiry(&mut self.expiries, slot, state, window, self.max_window);
         }
     }
+}
+
+/// The key of an indexed slot (the index only ever holds slots in use).
+fn key_of<K, V>(slots: &[Option<(K, KeyState<V>)>], slot: u32) -> &K {
+    &slots[slot as usize].as_ref().expect("indexed slot").0
 }
 
 /// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
