@@ -15,7 +15,7 @@ use flowgraph_sinks::deltas;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -78,19 +78,9 @@ fn flowgraph(dir: &Path, args: &[&str]) -> String {
     stdout + &stderr
 }
 
-/// Spawns flowgraph with its stderr (RUST_LOG=info) in `log`.
+/// Spawns the private binary with its stderr (RUST_LOG=info) in `log`.
 fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
-    let stderr = std::fs::File::create(dir.join(log)).unwrap();
-    Proc(
-        Command::new(flowgraph_bin())
-            .current_dir(dir)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn flowgraph"),
-    )
+    common::spawn_binary(flowgraph_bin(), dir, log, args)
 }
 
 fn free_addr() -> String {

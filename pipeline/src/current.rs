@@ -6,8 +6,9 @@
 //! as of the frontier is all the last two steps of the query need: [`rows`] keeps, per peer
 //! (upid, addr), its connection keys in force and their bytes, folds their max (step 3 of the
 //! query: max over cumulative counters is each key's latest sample) and joins it with its
-//! process's labels and its address's name, all in hash maps; [`edges`] keeps each edge's sums. Both buffer their input until its time is complete at both inputs, then
-//! apply the times in order and emit, per time, what changed (`-old`, `+new`), like
+//! process's labels and its address's name, all in hash maps; [`edges`] keeps each edge's
+//! sums. Both buffer their input until its time is complete at both inputs, then apply the
+//! times in order and emit, per time, what changed (`-old`, `+new`), like
 //! differential's `count_total` does for totally ordered times.
 //!
 //! This is where the records' churn goes: every change of a peer's bytes passes here and
@@ -15,10 +16,10 @@
 //! dataflow, where a parameter change moves them incrementally. docs/BENCHMARKS.md measured
 //! the difference against the joins and `count_total` these replace.
 
-use crate::dataflow::ConnData;
+use crate::dataflow::{ConnData, Member};
 use crate::graph::{Edge, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
-use flowgraph_schema::{EventTime, TraceRole, Upid};
+use flowgraph_schema::{EventTime, Upid};
 use crate::cluster::route;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -77,9 +78,6 @@ pub(crate) enum Label {
     /// The kept address's to_entity.
     Address(IpAddr, Text),
 }
-
-/// A connection key of a peer: (remote port, role).
-type Member = (u16, TraceRole);
 
 /// A peer's connection keys in force, with the latest (bytes sent, bytes received) of each.
 type PeerKeys = Multiset<(Member, (u64, u64))>;

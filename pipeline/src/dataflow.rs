@@ -34,9 +34,12 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Exchange, Probe};
 use timely::worker::Worker;
 
-/// A connection key in force, by its peer (upid, addr): ((port, role), (bytes sent, bytes
-/// received)) of its latest sample in the window.
-pub(crate) type ConnData = ((Upid, IpAddr), ((u16, TraceRole), (u64, u64)));
+/// A connection key of a peer: (remote port, role).
+pub(crate) type Member = (u16, TraceRole);
+
+/// A connection key in force, by its peer (upid, addr): (its member, (bytes sent, bytes
+/// received) of its latest sample in the window).
+pub(crate) type ConnData = ((Upid, IpAddr), (Member, (u64, u64)));
 
 /// Where the dataflow leaves its output for the job to release.
 pub(crate) type OutputBuffer = Rc<RefCell<Vec<(GraphRecord, EventTime, isize)>>>;

@@ -135,9 +135,15 @@ impl Drop for Proc {
 /// Spawns `flowgraph ARGS` in `dir` with its log (RUST_LOG=info) in `dir/log`; killed when the
 /// returned [`Proc`] is dropped, so a failing test leaves nothing running.
 pub fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    spawn_binary(Path::new(env!("CARGO_BIN_EXE_flowgraph")), dir, log, args)
+}
+
+/// [`spawn_flowgraph`] with a given copy of the binary (tests/kafka_failures.rs runs a private
+/// link that other builds cannot replace under it).
+pub fn spawn_binary(binary: &Path, dir: &Path, log: &str, args: &[&str]) -> Proc {
     let stderr = std::fs::File::create(dir.join(log)).unwrap();
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        Command::new(binary)
             .current_dir(dir)
             .args(args)
             .env("RUST_LOG", "info")
