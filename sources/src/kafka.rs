@@ -15,7 +15,9 @@
 //! sources that have sent progress on it, or its largest event time minus lateness if that is
 //! further. The frontier is the minimum over partitions, so a partition read ahead of the
 //! others (a backlog) does not make their records late. A partition that held data when the
-//! source started holds the frontier until it delivers; one that was empty does not.
+//! source started holds the frontier until it delivers; one that was empty does not. Progress
+//! counts only once a partition has carried `lateness` of event time: before that, a source
+//! the partition has not heard from yet may still come.
 
 use flowgraph_schema::binary::{self, MAGIC};
 use flowgraph_schema::{json, EventTime, Record};
@@ -68,15 +70,40 @@ pub struct KafkaSourceConfig {
 struct PartitionClock {
     /// Latest progress time per source seen on the partition.
     progress: BTreeMap<String, EventTime>,
+    /// Event time of the partition's first record.
+    first_seen: Option<EventTime>,
     /// Largest event time of any record on the partition.
     max_seen: EventTime,
 }
 
 impl PartitionClock {
-    /// max(the least latest progress over its sources, its largest event time - lateness).
+    /// Takes in one record of the partition, in the partition's order.
+    fn observe(&mut self, record: &Record) {
+        let time = record.time();
+        self.first_seen.get_or_insert(time);
+        self.max_seen = self.max_seen.max(time);
+        if let Record::Progress(p) = record {
+            let latest = self.progress.entry(p.source.clone()).or_insert(0);
+            *latest = (*latest).max(p.time_);
+        }
+    }
+
+    /// max(the least latest progress over its sources, its largest event time - lateness),
+    /// counting progress only once the partition has carried `lateness` of event time.
+    ///
+    /// Progress speaks only for the sources that sent it. Until the partition has spanned
+    /// `lateness`, a source not heard from yet may still come with records up to `lateness`
+    /// behind (every agent sends at least once per export period): at start, the first
+    /// agent's progress would otherwise make the next agents' first batches late. After
+    /// that, a source new to the partition is a joiner, and its first records may be late.
     fn watermark(&self, lateness: EventTime) -> EventTime {
+        let by_lateness = self.max_seen.saturating_sub(lateness);
+        let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
+        if spanned < lateness {
+            return by_lateness;
+        }
         let progress = self.progress.values().min().copied().unwrap_or(0);
-        progress.max(self.max_seen.saturating_sub(lateness))
+        progress.max(by_lateness)
     }
 }
 
@@ -346,14 +373,10 @@ impl KafkaSource {
                 let lateness = self.config.lateness_ns;
                 let clock = self.clocks.entry(partition).or_default();
                 for record in &mut out[before..] {
-                    let time = record.time();
-                    clock.max_seen = clock.max_seen.max(time);
-                    if let Record::Progress(p) = &*record {
-                        let latest = clock.progress.entry(p.source.clone()).or_insert(0);
-                        *latest = (*latest).max(p.time_);
-                    }
-                    let watermark = clock.watermark(lateness);
+                    clock.observe(record);
+                    let (time, watermark) = (record.time(), clock.watermark(lateness));
                     if time < watermark && !matches!(record, Record::Progress(_)) {
+                        tracing::debug!(partition, time, watermark, record = ?record, "late record");
                         record.set_time(watermark);
                         self.stats.late += 1;
                     }
@@ -504,6 +527,33 @@ pub fn decode_message<'a>(payload: &'a [u8], out: &mut Vec<Record>, bad: &mut Ve
 mod tests {
     use super::*;
     use flowgraph_schema::Progress;
+
+    const SECOND: EventTime = 1_000_000_000;
+
+    fn progress(source: &str, time_: EventTime) -> Record {
+        Record::Progress(Progress {
+            time_,
+            source: source.into(),
+            losses: Default::default(),
+        })
+    }
+
+    #[test]
+    fn progress_moves_a_partition_clock_only_after_lateness_of_event_time() {
+        let lateness = 30 * SECOND;
+        let mut clock = PartitionClock::default();
+        assert_eq!(clock.watermark(lateness), 0);
+        // At start, agent a's progress arrives before agent b's first batch, which is older:
+        // b is not known yet, so a's progress must not let the clock pass b's records.
+        clock.observe(&progress("agent-a", 100 * SECOND));
+        assert_eq!(clock.watermark(lateness), 70 * SECOND, "lateness alone while warming up");
+        clock.observe(&progress("agent-b", 99 * SECOND));
+        // Once the partition spans lateness, the least progress over its sources leads.
+        clock.observe(&progress("agent-a", 130 * SECOND));
+        assert_eq!(clock.watermark(lateness), 100 * SECOND);
+        clock.observe(&progress("agent-b", 128 * SECOND));
+        assert_eq!(clock.watermark(lateness), 128 * SECOND);
+    }
 
     #[test]
     fn json_messages_keep_their_good_lines() {
