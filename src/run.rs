@@ -4,7 +4,7 @@
 //!  every worker: its partitions ─ KafkaSource (per-partition clocks, dead letters) ─┐
 //!                                                   routing by key, all workers ◄───┘
 //!                ClusterJob (stages + dataflow on its keys) ─ outputs ─► worker 0
-//!  worker 0:     KafkaSink (deltas + state, one transaction per publish)
+//!  worker 0:     SinkThread ─ KafkaSink (deltas + state, one transaction per publish)
 //! ```
 //!
 //! `--workers N` runs N worker threads; `--processes P --process-id I --hosts FILE` joins P
@@ -24,7 +24,7 @@ use crate::replay::{job_config, kafka_config, stop_flag};
 use anyhow::{bail, Context};
 use flowgraph_config::{parse_duration_ns, KafkaConfig};
 use flowgraph_pipeline::{ClusterJob, JobConfig, Output};
-use flowgraph_sinks::kafka::{last_progress, DeltaFormat, KafkaSink, KafkaSinkConfig};
+use flowgraph_sinks::kafka::{last_progress, DeltaFormat, KafkaSink, KafkaSinkConfig, SinkThread};
 use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -234,7 +234,11 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
         lateness_ns: service.config.lateness_ns,
     })?;
     let mut sink = match index {
-        0 => Some(service.sink.lock().expect("sink lock").take().context("worker 0 runs in process 0, which has the sink")?),
+        0 => {
+            let sink = service.sink.lock().expect("sink lock").take();
+            let sink = sink.context("worker 0 runs in process 0, which has the sink")?;
+            Some(SinkThread::spawn(sink).context("starting the Kafka sink thread")?)
+        }
         _ => None,
     };
     tracing::info!(worker = index, workers = peers, partitions = ?source.partitions(), "flowgraph run: consuming");
@@ -299,10 +303,12 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
                 last_progress = Some(p);
             }
-            let published = sink.publish(&outputs);
-            crate::telemetry::sink(sink.stats());
-            published?;
-            outputs.clear();
+            if !outputs.is_empty() {
+                // The sink thread publishes it while this worker goes on.
+                let published = sink.publish(std::mem::take(&mut outputs));
+                crate::telemetry::sink(&sink.stats());
+                published?;
+            }
         }
         crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
         if last_report.elapsed() >= Duration::from_secs(10) {
@@ -314,6 +320,12 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             break;
         }
     }
+    if let Some(sink) = sink.as_mut() {
+        // Every batch handed over is committed before the run reports that it stopped.
+        let finished = sink.finish();
+        crate::telemetry::sink(&sink.stats());
+        finished?;
+    }
     source.flush();
     report(index, &job, &source, sink.as_ref());
     if index == 0 {
@@ -322,15 +334,15 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&KafkaSink>) {
-    let (j, s) = (job.stats(), source.stats());
+fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&SinkThread>) {
+    let (j, s, k) = (job.stats(), source.stats(), sink.map(SinkThread::stats));
     tracing::info!(
         worker = index,
         records = s.records, late = s.late, keyed_records = j.records, rejected = j.rejected,
         decode_errors = s.decode_errors, dead_letters = s.dead_letters,
-        updates_out = sink.map(|k| k.stats().updates), transactions = sink.map(|k| k.stats().transactions),
-        aborts = sink.map(|k| k.stats().aborts),
-        skipped_on_resume = sink.map(|k| k.stats().skipped_on_resume), frontier = job.frontier(),
+        updates_out = k.as_ref().map(|k| k.updates), transactions = k.as_ref().map(|k| k.transactions),
+        aborts = k.as_ref().map(|k| k.aborts),
+        skipped_on_resume = k.as_ref().map(|k| k.skipped_on_resume), frontier = job.frontier(),
         "flowgraph run: progress"
     );
 }

@@ -386,6 +386,54 @@ fn broker_restart_in_the_middle_of_a_stream() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A second `run` with the same transactional id (a deployment that overlaps its previous
+/// instance) fences the first: the first's next transaction fails, and it stops with that
+/// error (raised on the sink's thread, reported by the worker), while the second goes on.
+/// The result is exact.
+#[test]
+fn a_second_instance_fences_the_first() {
+    let _serial = one_at_a_time();
+    let broker = Broker::start("fence", false);
+    let b = broker.bootstrap();
+    let dir = work_dir("fence");
+    let reference = reference(&dir);
+    let config = run_config(&dir, b, "fence", "fence.in", &[]);
+    let mut producer = spawn_flowgraph(
+        &dir,
+        "producer.log",
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "fence.in", "--partitions", "1", "--brokers", b, "--rate", "800"],
+    );
+    let (first_addr, second_addr) = (free_addr(), free_addr());
+    let mut first = spawn_flowgraph(&dir, "first.log", &["run", "--config", &config, "--metrics-addr", &first_addr]);
+    wait_for_run(&mut first, &first_addr, 1.0, |_| true, "first.log");
+    let mut second = spawn_flowgraph(&dir, "second.log", &["run", "--config", &config, "--metrics-addr", &second_addr]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fenced run did not stop:\n{}", log_tail(&dir, "first.log"));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+    assert!(!status.success(), "the fenced run exited with success:\n{}", log_tail(&dir, "first.log"));
+    assert!(log.contains("transaction aborted"), "the fenced run did not say why it stopped:\n{}", log_tail(&dir, "first.log"));
+    let reason = log.lines().rev().find(|l| l.contains("transaction aborted")).unwrap_or_default();
+    eprintln!("the fenced run stopped: {reason}");
+    assert!(producer.0.try_wait().unwrap().is_none(), "the stream had ended before the fence; the scenario tests nothing");
+    wait_for_run(&mut second, &second_addr, 1.0, |_| true, "second.log");
+    assert!(producer.0.wait().unwrap().success(), "replay --to-kafka failed:\n{}", log_tail(&dir, "producer.log"));
+    let status = Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = second.0.wait().unwrap();
+    assert!(status.success(), "the second run after SIGTERM: {status}\n{}", log_tail(&dir, "second.log"));
+    // Complete the last event time (a run without --exit-when-idle never does).
+    let log = flowgraph(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
+    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
+    assert_exact(b, "fence", &reference);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The pipeline over the SASL_SSL listener (SCRAM-SHA-512, the script's CA): exact. A wrong
 /// password stops `run` within a bounded time with an error that says authentication failed.
 /// The input is published over SASL_SSL too, by `replay --to-kafka` with the same config file

@@ -29,6 +29,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How delta messages are encoded.
@@ -71,13 +74,21 @@ pub enum KafkaSinkError {
         message: String,
     },
     /// A transaction failed and was aborted.
-    #[error("publishing progress mark {progress} failed (transaction aborted): {source}")]
+    // `error`, not `source`: librdkafka's error repeats its cause in its own text, so a
+    // chain printed with `{:#}` would say the same thing three times.
+    #[error("publishing progress mark {progress} failed (transaction aborted): {error}")]
     Transaction {
         /// The mark being published.
         progress: EventTime,
         /// librdkafka's error.
-        source: KafkaError,
+        error: KafkaError,
     },
+    /// The sink thread stopped after an earlier error, already reported.
+    #[error("the Kafka sink stopped after an earlier error")]
+    Stopped,
+    /// The sink thread panicked.
+    #[error("the Kafka sink thread panicked")]
+    Panicked,
 }
 
 /// Counters of the sink. What a transaction wrote counts once it is committed.
@@ -193,14 +204,14 @@ impl KafkaSink {
                     if open.is_none() {
                         self.producer
                             .begin_transaction()
-                            .map_err(|source| KafkaSinkError::Transaction { progress: *progress, source })?;
+                            .map_err(|error| KafkaSinkError::Transaction { progress: *progress, error })?;
                     }
                     open = Some(*progress);
                     match self.send_batch(*progress) {
                         Ok((m, s)) => (messages, state_writes) = (messages + m, state_writes + s),
                         Err(source) => {
                             self.abort(*progress, &source);
-                            return Err(KafkaSinkError::Transaction { progress: *progress, source });
+                            return Err(KafkaSinkError::Transaction { progress: *progress, error: source });
                         }
                     }
                     published += self.pending.len() as u64;
@@ -211,7 +222,7 @@ impl KafkaSink {
         if let Some(progress) = open {
             if let Err(source) = self.producer.commit_transaction(TIMEOUT) {
                 self.abort(progress, &source);
-                return Err(KafkaSinkError::Transaction { progress, source });
+                return Err(KafkaSinkError::Transaction { progress, error: source });
             }
             self.stats.transactions += 1;
             self.stats.updates += published;
@@ -288,6 +299,80 @@ impl KafkaSink {
     /// What the sink has done.
     pub fn stats(&self) -> &KafkaSinkStats {
         &self.stats
+    }
+}
+
+/// A [`KafkaSink`] on a thread of its own, so the worker computes the next batch while the
+/// previous transaction is encoded, sent and committed (a commit waits for every message of
+/// the transaction to be acknowledged). Batches are published in the order they are handed
+/// over; batches that queue up while a commit is in flight go out in one transaction.
+#[derive(Debug)]
+pub struct SinkThread {
+    handoff: Option<SyncSender<Vec<Output>>>,
+    thread: Option<JoinHandle<Result<(), KafkaSinkError>>>,
+    stats: Arc<Mutex<KafkaSinkStats>>,
+    resume_after: Option<EventTime>,
+}
+
+/// Batches handed over and not yet taken by the sink thread, at most: the worker waits
+/// beyond that, so a slow broker slows the worker instead of growing memory.
+const QUEUED_BATCHES: usize = 2;
+
+impl SinkThread {
+    /// Moves `sink` to a new thread.
+    pub fn spawn(mut sink: KafkaSink) -> std::io::Result<Self> {
+        let (handoff, batches) = mpsc::sync_channel::<Vec<Output>>(QUEUED_BATCHES);
+        let stats = Arc::new(Mutex::new(sink.stats().clone()));
+        let resume_after = sink.resume_after();
+        let shared = Arc::clone(&stats);
+        let thread = std::thread::Builder::new().name("kafka-sink".into()).spawn(move || {
+            while let Ok(mut outputs) = batches.recv() {
+                // Whatever queued during the last commit joins this transaction.
+                while let Ok(more) = batches.try_recv() {
+                    outputs.extend(more);
+                }
+                let published = sink.publish(&outputs);
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = sink.stats().clone();
+                published?;
+            }
+            Ok(())
+        })?;
+        Ok(SinkThread { handoff: Some(handoff), thread: Some(thread), stats, resume_after })
+    }
+
+    /// See [`KafkaSink::resume_after`].
+    pub fn resume_after(&self) -> Option<EventTime> {
+        self.resume_after
+    }
+
+    /// Hands `outputs` to the sink thread, waiting while it has [`QUEUED_BATCHES`] queued.
+    /// Fails with the sink's error once a transaction has failed (the sink then stops).
+    pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
+        let handoff = self.handoff.as_ref().ok_or(KafkaSinkError::Stopped)?;
+        if handoff.send(outputs).is_err() {
+            // The thread ended: a transaction failed. Its error is the one to report.
+            self.handoff = None;
+            return self.join();
+        }
+        Ok(())
+    }
+
+    /// Publishes everything handed over, then stops the thread.
+    pub fn finish(&mut self) -> Result<(), KafkaSinkError> {
+        self.handoff = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), KafkaSinkError> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(KafkaSinkError::Panicked)),
+            None => Err(KafkaSinkError::Stopped),
+        }
+    }
+
+    /// What the sink has committed so far.
+    pub fn stats(&self) -> KafkaSinkStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
