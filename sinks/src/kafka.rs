@@ -263,8 +263,7 @@ impl KafkaSink {
         }
         let state = state_writes(&self.pending);
         for (key, value) in &state {
-            let payload = value.as_ref().map(|v| v.as_bytes().to_vec());
-            self.send(&self.config.state_topic, Some(key), payload.as_ref(), timestamp)?;
+            self.send(&self.config.state_topic, Some(key), value.as_ref().map(String::as_bytes), timestamp)?;
         }
         Ok((messages.len() as u64, state.len() as u64))
     }
@@ -272,11 +271,11 @@ impl KafkaSink {
     fn send(
         &self,
         topic: &str,
-        key: Option<&String>,
-        payload: Option<&Vec<u8>>,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, String, Vec<u8>> = BaseRecord::to(topic).timestamp(timestamp);
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).timestamp(timestamp);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -376,19 +375,24 @@ impl SinkThread {
     }
 }
 
-/// Each key's value after a batch of updates (`None`: a tombstone). Updates come in time
-/// order, retractions before insertions within a time, so the last update of a key wins: a
-/// change is -old then +new (a value), a disappearance ends on -old.
-pub fn state_writes(updates: &[Output]) -> BTreeMap<String, Option<String>> {
+/// Each key's value after a batch of updates (`None`: a tombstone), in the order of each
+/// key's last update. Updates come in time order, retractions before insertions within a
+/// time, so the last update of a key wins: a change is -old then +new (a value), a
+/// disappearance ends on -old. (Ordering by the update's position, not by key text, keeps
+/// the order deterministic without comparing strings: a profile had the key-sorted map at
+/// ~3% of a Kafka run.)
+pub fn state_writes(updates: &[Output]) -> Vec<(String, Option<String>)> {
     // The last update of each key first, by the key's fields; text only for what is written.
-    let mut last: FxHashMap<StateKey<'_>, (i64, &GraphRecord)> = FxHashMap::default();
-    for output in updates {
+    let mut last: FxHashMap<StateKey<'_>, (usize, i64, &GraphRecord)> = FxHashMap::default();
+    for (position, output) in updates.iter().enumerate() {
         if let Output::Update { diff, record, .. } = output {
-            last.insert(StateKey::of(record), (*diff as i64, record));
+            last.insert(StateKey::of(record), (position, *diff as i64, record));
         }
     }
-    last.into_values()
-        .map(|(diff, record)| {
+    let mut last: Vec<_> = last.into_values().collect();
+    last.sort_unstable_by_key(|(position, ..)| *position);
+    last.into_iter()
+        .map(|(_, diff, record)| {
             let key = state_key(record);
             let value = (diff > 0).then(|| state_value(record));
             (key, value)
@@ -566,9 +570,9 @@ mod tests {
         };
         let update = |time, diff, sent| Output::Update { time, diff, record: edge(sent) };
         let appears_and_vanishes = [update(1, 1, 5), update(2, -1, 5)];
-        assert_eq!(state_writes(&appears_and_vanishes).into_values().collect::<Vec<_>>(), vec![None]);
+        assert_eq!(state_writes(&appears_and_vanishes).into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vec![None]);
         let changes = [update(1, 1, 5), update(2, -1, 5), update(2, 1, 7)];
-        let value = state_writes(&changes).into_values().next().unwrap().unwrap();
+        let value = state_writes(&changes).into_iter().next().unwrap().1.unwrap();
         assert!(value.contains("\"bytes_sent\":7"), "{value}");
     }
 
