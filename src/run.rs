@@ -306,7 +306,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             if !outputs.is_empty() {
                 // The sink thread publishes it while this worker goes on.
                 let published = sink.publish(std::mem::take(&mut outputs));
-                crate::telemetry::sink(&sink.stats());
+                crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
                 published?;
             }
         }
@@ -323,7 +323,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     if let Some(sink) = sink.as_mut() {
         // Every batch handed over is committed before the run reports that it stopped.
         let finished = sink.finish();
-        crate::telemetry::sink(&sink.stats());
+        crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
         finished?;
     }
     source.flush();
@@ -336,13 +336,17 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
 
 fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&SinkThread>) {
     let (j, s, k) = (job.stats(), source.stats(), sink.map(SinkThread::stats));
+    let millis = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         worker = index,
         records = s.records, late = s.late, keyed_records = j.records, rejected = j.rejected,
         decode_errors = s.decode_errors, dead_letters = s.dead_letters,
         updates_out = k.as_ref().map(|k| k.updates), transactions = k.as_ref().map(|k| k.transactions),
         aborts = k.as_ref().map(|k| k.aborts),
-        skipped_on_resume = k.as_ref().map(|k| k.skipped_on_resume), frontier = job.frontier(),
+        skipped_on_resume = k.as_ref().map(|k| k.skipped_on_resume),
+        sink_sending_ms = k.as_ref().map(|k| millis(k.sending)),
+        sink_committing_ms = k.as_ref().map(|k| millis(k.committing)),
+        handoff_wait_ms = sink.map(|k| millis(k.handoff_wait())), frontier = job.frontier(),
         "flowgraph run: progress"
     );
 }

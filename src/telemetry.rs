@@ -51,6 +51,9 @@ fn describe() {
     describe_counter!("flowgraph_transaction_aborts_total", "Kafka transactions aborted (a send or the commit failed)");
     describe_counter!("flowgraph_delta_messages_out_total", "Delta-topic messages committed (update batches and progress marks)");
     describe_counter!("flowgraph_state_records_out_total", "State-topic upserts and tombstones committed");
+    describe_counter!("flowgraph_sink_sending_milliseconds_total", "Time the sink spent encoding updates and handing messages to the producer");
+    describe_counter!("flowgraph_sink_committing_milliseconds_total", "Time the sink spent waiting for transactions to commit");
+    describe_counter!("flowgraph_sink_handoff_wait_milliseconds_total", "Time worker 0 waited to hand outputs to a sink that was behind");
     describe_gauge!("flowgraph_frontier_seconds", "Event time before which every update is out");
     describe_gauge!("flowgraph_consumer_lag_messages", "Messages of a partition not read yet");
     describe_counter!("flowgraph_agent_records_out_total", "Records the agent exported");
@@ -80,7 +83,12 @@ pub fn worker(index: usize, job: &JobStats, source: &KafkaSourceStats, frontier:
 
 /// The sink's counters (worker 0 writes it). What a transaction wrote is set before the
 /// transaction count, so a scrape never sees a commit without its writes.
-pub fn sink(sink: &KafkaSinkStats) {
+pub fn sink(sink: &KafkaSinkStats, handoff_wait: std::time::Duration) {
+    // Milliseconds: the metrics crate's counters are integers. rate() / 1000 is the busy share.
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    counter!("flowgraph_sink_sending_milliseconds_total").absolute(millis(sink.sending));
+    counter!("flowgraph_sink_committing_milliseconds_total").absolute(millis(sink.committing));
+    counter!("flowgraph_sink_handoff_wait_milliseconds_total").absolute(millis(handoff_wait));
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
     counter!("flowgraph_delta_messages_out_total").absolute(sink.messages);
     counter!("flowgraph_state_records_out_total").absolute(sink.state_writes);

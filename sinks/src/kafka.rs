@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How delta messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +106,11 @@ pub struct KafkaSinkStats {
     pub messages: u64,
     /// State-topic upserts and tombstones written.
     pub state_writes: u64,
+    /// Time spent encoding updates and handing messages to the producer.
+    pub sending: Duration,
+    /// Time spent waiting for commits: every message of the transaction acknowledged, then
+    /// the commit marker.
+    pub committing: Duration,
 }
 
 /// Publishes job outputs to the delta and state topics.
@@ -184,34 +189,35 @@ impl KafkaSink {
     /// Takes job outputs and publishes every completed batch (the updates before a progress
     /// mark, and the mark) in one transaction for the whole call: a caller that hands over
     /// many marks at once (catching up) pays one commit, not one per mark.
-    pub fn publish(&mut self, outputs: &[Output]) -> Result<(), KafkaSinkError> {
+    pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
+        let started = Instant::now();
         let mut open: Option<EventTime> = None;
         // What the open transaction wrote: updates, delta messages, state writes.
         let (mut published, mut messages, mut state_writes) = (0u64, 0u64, 0u64);
         for output in outputs {
             match output {
                 Output::Update { time, .. } => {
-                    if self.resume_after.is_some_and(|p| *time < p) {
+                    if self.resume_after.is_some_and(|p| time < p) {
                         self.stats.skipped_on_resume += 1;
                     } else {
-                        self.pending.push(output.clone());
+                        self.pending.push(output);
                     }
                 }
                 Output::Progress(progress) => {
-                    if self.resume_after.is_some_and(|p| *progress <= p) {
+                    if self.resume_after.is_some_and(|p| progress <= p) {
                         continue;
                     }
                     if open.is_none() {
                         self.producer
                             .begin_transaction()
-                            .map_err(|error| KafkaSinkError::Transaction { progress: *progress, error })?;
+                            .map_err(|error| KafkaSinkError::Transaction { progress, error })?;
                     }
-                    open = Some(*progress);
-                    match self.send_batch(*progress) {
+                    open = Some(progress);
+                    match self.send_batch(progress) {
                         Ok((m, s)) => (messages, state_writes) = (messages + m, state_writes + s),
                         Err(source) => {
-                            self.abort(*progress, &source);
-                            return Err(KafkaSinkError::Transaction { progress: *progress, error: source });
+                            self.abort(progress, &source);
+                            return Err(KafkaSinkError::Transaction { progress, error: source });
                         }
                     }
                     published += self.pending.len() as u64;
@@ -219,8 +225,12 @@ impl KafkaSink {
                 }
             }
         }
+        self.stats.sending += started.elapsed();
         if let Some(progress) = open {
-            if let Err(source) = self.producer.commit_transaction(TIMEOUT) {
+            let committing = Instant::now();
+            let committed = self.producer.commit_transaction(TIMEOUT);
+            self.stats.committing += committing.elapsed();
+            if let Err(source) = committed {
                 self.abort(progress, &source);
                 return Err(KafkaSinkError::Transaction { progress, error: source });
             }
@@ -311,6 +321,8 @@ pub struct SinkThread {
     thread: Option<JoinHandle<Result<(), KafkaSinkError>>>,
     stats: Arc<Mutex<KafkaSinkStats>>,
     resume_after: Option<EventTime>,
+    /// Time the worker waited to hand over, with the queue full.
+    handoff_wait: Duration,
 }
 
 /// Batches handed over and not yet taken by the sink thread, at most: the worker waits
@@ -330,13 +342,19 @@ impl SinkThread {
                 while let Ok(more) = batches.try_recv() {
                     outputs.extend(more);
                 }
-                let published = sink.publish(&outputs);
+                let published = sink.publish(outputs);
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = sink.stats().clone();
                 published?;
             }
             Ok(())
         })?;
-        Ok(SinkThread { handoff: Some(handoff), thread: Some(thread), stats, resume_after })
+        Ok(SinkThread {
+            handoff: Some(handoff),
+            thread: Some(thread),
+            stats,
+            resume_after,
+            handoff_wait: Duration::ZERO,
+        })
     }
 
     /// See [`KafkaSink::resume_after`].
@@ -348,7 +366,10 @@ impl SinkThread {
     /// Fails with the sink's error once a transaction has failed (the sink then stops).
     pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
         let handoff = self.handoff.as_ref().ok_or(KafkaSinkError::Stopped)?;
-        if handoff.send(outputs).is_err() {
+        let waiting = Instant::now();
+        let sent = handoff.send(outputs);
+        self.handoff_wait += waiting.elapsed();
+        if sent.is_err() {
             // The thread ended: a transaction failed. Its error is the one to report.
             self.handoff = None;
             return self.join();
@@ -372,6 +393,11 @@ impl SinkThread {
     /// What the sink has committed so far.
     pub fn stats(&self) -> KafkaSinkStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How long the worker has waited to hand batches over (the sink was behind).
+    pub fn handoff_wait(&self) -> Duration {
+        self.handoff_wait
     }
 }
 
