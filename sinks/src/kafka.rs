@@ -259,11 +259,14 @@ impl KafkaSink {
     /// Sends the pending updates and the mark `progress` to the delta topic and their state
     /// writes to the state topic; returns how many delta messages and state writes it sent.
     fn send_batch(&mut self, progress: EventTime) -> Result<(u64, u64), KafkaError> {
+        // JSON lines embed each record's state value: where, so it is not encoded twice.
+        let mut spans = Vec::new();
         let mut messages = split_messages(
             self.config.format,
             &self.pending,
             self.config.max_updates_per_message.max(1),
             MAX_MESSAGE_BYTES,
+            Some(&mut spans),
         );
         messages.push(encode(self.config.format, &[Output::Progress(progress)]));
         // Stamped with the wall clock, not the mark's event time: the broker rolls and deletes
@@ -276,11 +279,21 @@ impl KafkaSink {
         for payload in &messages {
             self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
         }
-        let state = state_writes(&self.pending);
-        for (key, value) in &state {
-            self.send(&self.config.state_topic, Some(key), value.as_ref().map(String::as_bytes), timestamp)?;
+        let last = last_updates(&self.pending);
+        for &(position, record, present) in &last {
+            let key = state_key(record);
+            let encoded;
+            let value = match (present, spans.get(position).copied().flatten()) {
+                (false, _) => None,
+                (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
+                (true, None) => {
+                    encoded = state_value(record);
+                    Some(encoded.as_bytes())
+                }
+            };
+            self.send(&self.config.state_topic, Some(&key), value, timestamp)?;
         }
-        Ok((messages.len() as u64, state.len() as u64))
+        Ok((messages.len() as u64, last.len() as u64))
     }
 
     fn send(
@@ -409,26 +422,28 @@ impl SinkThread {
 /// Each key's value after a batch of updates (`None`: a tombstone), in the order of each
 /// key's last update. Updates come in time order, retractions before insertions within a
 /// time, so the last update of a key wins: a change is -old then +new (a value), a
-/// disappearance ends on -old. (Ordering by the update's position, not by key text, keeps
-/// the order deterministic without comparing strings: a profile had the key-sorted map at
-/// ~3% of a Kafka run.)
+/// disappearance ends on -old.
 pub fn state_writes(updates: &[Output]) -> Vec<(String, Option<String>)> {
-    // The last update of each key first, by the key's fields; text only for what is written.
-    let mut last: FxHashMap<StateKey<'_>, (usize, i64, &GraphRecord)> = FxHashMap::default();
+    last_updates(updates)
+        .into_iter()
+        .map(|(_, record, present)| (state_key(record), present.then(|| state_value(record))))
+        .collect()
+}
+
+/// The last update of each state key: its position in `updates`, its record, and whether
+/// the record is present after it (an insertion) or gone (a retraction). In the order of the
+/// positions: deterministic without comparing strings (sorting the keys as text was ~3% of a
+/// Kafka run's profile).
+fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
+    let mut last: FxHashMap<StateKey<'_>, (usize, &GraphRecord, bool)> = FxHashMap::default();
     for (position, output) in updates.iter().enumerate() {
         if let Output::Update { diff, record, .. } = output {
-            last.insert(StateKey::of(record), (position, *diff as i64, record));
+            last.insert(StateKey::of(record), (position, record, *diff > 0));
         }
     }
     let mut last: Vec<_> = last.into_values().collect();
     last.sort_unstable_by_key(|(position, ..)| *position);
-    last.into_iter()
-        .map(|(_, diff, record)| {
-            let key = state_key(record);
-            let value = (diff > 0).then(|| state_value(record));
-            (key, value)
-        })
-        .collect()
+    last
 }
 
 /// What identifies a row or an edge on the state topic, borrowed from the record.
@@ -501,6 +516,7 @@ pub fn split_messages(
     updates: &[Output],
     max_updates: usize,
     max_bytes: usize,
+    mut spans: Option<&mut Vec<Option<RecordSpan>>>,
 ) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
     let mut body: Vec<u8> = Vec::new();
@@ -523,11 +539,43 @@ pub fn split_messages(
             close(&mut body, count, &mut messages);
             count = 0;
         }
+        if let Some(spans) = spans.as_deref_mut() {
+            // A JSON message is its lines as they are, so offsets in the body are offsets in it.
+            let object = match format {
+                DeltaFormat::Json => record_object(&item),
+                DeltaFormat::Bincode => None,
+            };
+            spans.push(object.map(|(start, end)| RecordSpan {
+                message: messages.len(),
+                start: body.len() + start,
+                end: body.len() + end,
+            }));
+        }
         body.extend_from_slice(&item);
         count += 1;
     }
     close(&mut body, count, &mut messages);
     messages
+}
+
+/// Where an update's record object (its state-topic value) lies in a delta message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// Index of the message.
+    pub message: usize,
+    /// Offset of the object's first byte in the message.
+    pub start: usize,
+    /// Offset just past its last byte.
+    pub end: usize,
+}
+
+/// The record object inside an update's JSON line with its newline,
+/// `{"time":T,"diff":D,"row":{...}}\n`: from the line's second `{` (time and diff are numbers)
+/// to before its last `}`. A unit test holds this to [`state_value`].
+fn record_object(line: &[u8]) -> Option<(usize, usize)> {
+    let start = 1 + line.get(1..)?.iter().position(|&b| b == b'{')?;
+    let end = line.len().checked_sub(2).filter(|&end| end > start && line[end] == b'}' && line[end - 1] == b'}')?;
+    Some((start, end))
 }
 
 /// One output's encoding inside a message: a JSON line with its newline, or a bincode element.
@@ -622,7 +670,7 @@ mod tests {
             })
             .collect();
         for format in [DeltaFormat::Json, DeltaFormat::Bincode] {
-            let messages = split_messages(format, &updates, 5000, 64 * 1024);
+            let messages = split_messages(format, &updates, 5000, 64 * 1024, None);
             assert!(messages.len() > 1);
             assert!(messages.iter().all(|m| m.len() <= 64 * 1024));
             let decoded: Vec<Output> = messages.iter().flat_map(|m| decode(m).unwrap()).collect();
@@ -632,9 +680,55 @@ mod tests {
                 assert_eq!(*message, encode(format, &decode(message).unwrap()));
             }
             assert!(messages[..messages.len() - 1].iter().all(|m| m.len() > 60 * 1024), "messages not filled");
-            let counted = split_messages(format, &updates, 7, usize::MAX);
+            let counted = split_messages(format, &updates, 7, usize::MAX, None);
             assert_eq!(counted.len(), 3000usize.div_ceil(7));
         }
+    }
+
+    #[test]
+    fn state_values_taken_from_the_delta_lines_are_the_values_state_value_writes() {
+        let tricky = ["plain", "ns/a\"quoted\"", "back\\slash {brace} }", "ünïcode\u{1}\n"];
+        let mut updates = Vec::new();
+        for (i, text) in tricky.iter().enumerate() {
+            let diff = if i % 2 == 0 { 1 } else { -1 };
+            updates.push(Output::Update {
+                time: i as u64,
+                diff,
+                record: GraphRecord::Edge(Edge {
+                    from_entity: (*text).into(),
+                    to_entity: format!("{text}-to").into(),
+                    bytes_sent: u64::MAX,
+                    bytes_recv: i as u64,
+                }),
+            });
+            updates.push(Output::Update {
+                time: i as u64,
+                diff,
+                record: GraphRecord::Row(flowgraph_pipeline::Row {
+                    from_entity: (*text).into(),
+                    upid: "1:2:3".parse().unwrap(),
+                    cmdline: format!("{text} --flag").into(),
+                    remote_addr: "2001:db8::1".parse().unwrap(),
+                    to_entity: (*text).into(),
+                    bytes_sent: 5,
+                    bytes_recv: 1,
+                }),
+            });
+        }
+        // Small messages, so spans fall in several of them.
+        let mut spans = Vec::new();
+        let messages = split_messages(DeltaFormat::Json, &updates, 3, usize::MAX, Some(&mut spans));
+        assert!(messages.len() > 2);
+        assert_eq!(spans.len(), updates.len());
+        for (update, span) in updates.iter().zip(&spans) {
+            let Output::Update { record, .. } = update else { unreachable!() };
+            let span = span.expect("every update line has a record object");
+            let taken = std::str::from_utf8(&messages[span.message][span.start..span.end]).unwrap();
+            assert_eq!(taken, state_value(record));
+        }
+        let mut none = Vec::new();
+        split_messages(DeltaFormat::Bincode, &updates, 3, usize::MAX, Some(&mut none));
+        assert!(none.iter().all(Option::is_none));
     }
 
     #[test]
