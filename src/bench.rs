@@ -43,6 +43,12 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         ),
     )?;
     let kafka = flowgraph_config::KafkaConfig { brokers: args.brokers.clone(), ..Default::default() };
+    // Deleted however the run ends, unless asked to keep them.
+    let _topics = RunTopics {
+        brokers: args.brokers.clone(),
+        names: ["in", "deltas", "state", "dead"].map(|t| format!("{tag}.{t}")).to_vec(),
+        keep: args.keep_topics,
+    };
     ensure_topic(&kafka, &input, args.partitions)?;
     let mut pipeline = Command::new(std::env::current_exe()?)
         .args(["run", "--exit-when-idle", "3s", "--config"])
@@ -145,4 +151,26 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The topics of one bench run, deleted when the bench ends, on success after the pipeline
+/// has exited (on an early failure a pipeline still running loses its topics and stops).
+struct RunTopics {
+    brokers: String,
+    names: Vec<String>,
+    keep: bool,
+}
+
+impl Drop for RunTopics {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept topics {}", self.names.join(", "));
+            return;
+        }
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        match flowgraph_sources::kafka::delete_topics(&self.brokers, &Default::default(), &names) {
+            Ok(()) => eprintln!("deleted topics {}", names.join(", ")),
+            Err(e) => eprintln!("warning: {e}; delete them by hand (scripts/kafka topics --delete)"),
+        }
+    }
 }

@@ -134,6 +134,10 @@ pub struct BenchKafkaArgs {
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Keep the run's topics (bench-PID.*) on the broker; by default they are deleted at the
+    /// end (the medium stream leaves ~170 MB to ~1 GB on the broker per run).
+    #[arg(long)]
+    pub keep_topics: bool,
 }
 
 /// Where and how the live view is served.

@@ -328,5 +328,26 @@ fn kafka_path_equals_the_in_process_replay() {
     assert_same_deltas(&published, &reference, "garbage between valid messages");
     assert_marks_cover(&published, "garbage between valid messages");
     assert_eq!(state_topic_graph(b, "garbage.state"), reference_state, "garbage changed the result");
+
+    // 4. The end-to-end harness (`bench-kafka`, smoke size: it must keep working; nothing is
+    //    asserted about speed): every record reflected by a readable mark, and its topics
+    //    deleted afterwards.
+    let out = flowgraph(&dir, &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x"]);
+    assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
+    let deleted = out.lines().find_map(|l| l.strip_prefix("deleted topics ")).unwrap_or_else(|| panic!("{out}"));
+    let admin: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
+    // The broker applies a deletion to its metadata shortly after answering it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metadata = rdkafka::consumer::Consumer::fetch_metadata(&admin, None, Duration::from_secs(10)).unwrap();
+        let left: Vec<String> =
+            metadata.topics().iter().map(|t| t.name().to_string()).filter(|t| t.starts_with("bench-")).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bench-kafka said it deleted {deleted} but left {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

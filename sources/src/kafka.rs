@@ -457,6 +457,24 @@ impl KafkaSource {
     }
 }
 
+/// Deletes `topics`; one that does not exist is not an error.
+pub fn delete_topics(brokers: &str, options: &BTreeMap<String, String>, topics: &[&str]) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, options)
+        .create()
+        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let results = futures_executor::block_on(admin.delete_topics(topics, &AdminOptions::new()))
+        .map_err(|e| format!("cannot delete topics {topics:?} on {brokers}: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(format!("cannot delete topic {topic} on {brokers}: {code}")),
+        }
+    }
+    Ok(())
+}
+
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists. Brokers often
 /// disable auto-creation, and a producer would otherwise drop messages without a word.
 pub fn create_topic_if_missing(
