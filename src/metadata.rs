@@ -23,8 +23,9 @@ pub struct MetadataArgs {
     #[arg(long, conflicts_with = "to_kafka")]
     pub out: Option<String>,
     /// Publish the records to this Kafka topic instead (binary frames, key k8s-metadata);
-    /// without a value, the pipeline's default input topic, which is where `run` reads them.
-    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "flowgraph.records")]
+    /// without a value, the pipeline's input topic (kafka.input_topic of --config, else
+    /// flowgraph.records), which is where `run` reads them.
+    #[arg(long, value_name = "TOPIC", num_args = 0..=1, default_missing_value = "")]
     pub to_kafka: Option<String>,
     /// Bootstrap servers for --to-kafka [default: kafka.brokers of --config, else 127.0.0.1:9092].
     #[arg(long, requires = "to_kafka")]
@@ -60,10 +61,11 @@ pub fn run(args: MetadataArgs) -> anyhow::Result<()> {
     let mut sink = match (&args.to_kafka, args.out.as_deref().unwrap_or("-")) {
         (Some(topic), _) => {
             let kafka = crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
-            crate::produce::ensure_topic(&kafka, topic, 1)?;
+            let topic = if topic.is_empty() { kafka.input_topic.clone() } else { topic.clone() };
+            crate::produce::ensure_topic(&kafka, &topic, 1)?;
             RecordOutput::Kafka {
                 producer: output::producer(&kafka)?,
-                topic: topic.clone(),
+                topic,
                 key: SOURCE_NAME.to_string(),
             }
         }
