@@ -112,10 +112,13 @@ impl IpFilter {
         IpFilter::default()
     }
 
-    /// A filter from networks; duplicates and order do not matter.
+    /// A filter from networks; duplicates and order do not matter. An IPv4-mapped IPv6
+    /// network (`::ffff:10.0.0.0/104`) becomes the IPv4 network it maps (`10.0.0.0/8`), as a
+    /// bare mapped address becomes its IPv4 address: remote addresses are compared in their
+    /// canonical form.
     pub fn new(mut nets: Vec<IpNet>) -> Self {
         for net in &mut nets {
-            *net = net.trunc();
+            *net = canonical_net(net.trunc());
         }
         nets.sort();
         nets.dedup();
@@ -159,9 +162,28 @@ impl IpFilter {
         &self.nets
     }
 
-    /// Whether the graph keeps rows for this remote address.
+    /// Whether the graph keeps rows for this remote address (an IPv4-mapped IPv6 address
+    /// counts as its IPv4 address).
     pub fn matches(&self, addr: &IpAddr) -> bool {
-        self.nets.is_empty() || self.nets.iter().any(|net| net.contains(addr))
+        if self.nets.is_empty() {
+            return true;
+        }
+        let addr = addr.to_canonical();
+        self.nets.iter().any(|net| net.contains(&addr))
+    }
+}
+
+/// The IPv4 network an IPv4-mapped IPv6 network (`::ffff:a.b.c.d/96+n`) stands for; any other
+/// network as it is.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of at most 32 bits"),
+            ),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -229,6 +251,13 @@ mod tests {
         assert!(f.matches(&"192.168.1.1".parse().unwrap()));
         assert!(!f.matches(&"11.0.0.1".parse().unwrap()));
         assert!(IpFilter::parse_list("").unwrap().matches(&"1.2.3.4".parse().unwrap()));
+        // IPv4-mapped networks and addresses are their IPv4 forms, on either side.
+        let mapped = IpFilter::parse_list("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.matches(&"10.1.2.3".parse().unwrap()));
+        assert!(mapped.matches(&"::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!mapped.matches(&"11.1.2.3".parse().unwrap()));
+        assert!(f.matches(&"::ffff:10.9.8.7".parse().unwrap()));
         let err = IpFilter::parse_list("10.0.0.0/33").unwrap_err();
         assert!(err.contains("10.0.0.0/33"), "{err}");
     }
