@@ -19,6 +19,9 @@ fn text_cmp(a: &Text, b: &Text) -> Ordering {
 
 /// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window. Ordered
 /// field by field, text by content (see `text_cmp`).
+// Hash is derived over the fields' contents; the hand-written equality (from Ord, with an
+// Arc pointer shortcut for text) compares the same contents, so the two agree.
+#[allow(clippy::derived_hash_with_manual_eq)]
 #[derive(Debug, Clone, Hash, Serialize, Deserialize)]
 pub struct Row {
     /// The process's `group_by` field.
@@ -46,6 +49,9 @@ impl Row {
 
 /// A graph edge: the rows of one (from_entity, to_entity) pair, bytes summed. Ordered field by
 /// field, text by content.
+// Hash is derived over the fields' contents; the hand-written equality (from Ord, with an
+// Arc pointer shortcut for text) compares the same contents, so the two agree.
+#[allow(clippy::derived_hash_with_manual_eq)]
 #[derive(Debug, Clone, Hash, Serialize, Deserialize)]
 pub struct Edge {
     /// Source node.
