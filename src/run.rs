@@ -303,12 +303,12 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
                 last_progress = Some(p);
             }
-            if !outputs.is_empty() {
-                // The sink thread publishes it while this worker goes on.
-                let published = sink.publish(std::mem::take(&mut outputs));
-                crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
-                published?;
-            }
+            // The sink thread publishes it while this worker goes on.
+            let published = if outputs.is_empty() { Ok(()) } else { sink.publish(std::mem::take(&mut outputs)) };
+            // Every pass, not only on a hand-over: a commit finishes after its hand-over, and
+            // an idle pipeline's metrics would otherwise miss its last transaction.
+            crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
+            published?;
         }
         crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
         if last_report.elapsed() >= Duration::from_secs(10) {
