@@ -829,9 +829,21 @@ pub fn last_progress(
         }
         c.create().map_err(|e| format!("cannot create consumer: {e}"))?
     };
-    let (low, high) = consumer
-        .fetch_watermarks(deltas_topic, 0, TIMEOUT)
-        .map_err(|e| format!("cannot read offsets of {}: {e}", deltas_topic))?;
+    let deadline = Instant::now() + TIMEOUT;
+    let (low, high) = loop {
+        use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+        match consumer.fetch_watermarks(deltas_topic, 0, TIMEOUT) {
+            Ok(watermarks) => break watermarks,
+            // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
+            // in CI as "NotLeaderForPartition" right after the sink created the topics.
+            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable))
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot read offsets of {}: {e}", deltas_topic)),
+        }
+    };
     let mut start = high;
     let mut step = 64;
     while start > low {
