@@ -70,6 +70,9 @@ pub struct KafkaSourceConfig {
 struct PartitionClock {
     /// Latest progress time per source seen on the partition.
     progress: BTreeMap<String, EventTime>,
+    /// The least of `progress`, kept as progress arrives: the watermark is asked for every
+    /// record, progress records are a few per export period.
+    least_progress: EventTime,
     /// Event time of the partition's first record.
     first_seen: Option<EventTime>,
     /// Largest event time of any record on the partition.
@@ -85,6 +88,7 @@ impl PartitionClock {
         if let Record::Progress(p) = record {
             let latest = self.progress.entry(p.source.clone()).or_insert(0);
             *latest = (*latest).max(p.time_);
+            self.least_progress = self.progress.values().min().copied().unwrap_or(0);
         }
     }
 
@@ -102,8 +106,7 @@ impl PartitionClock {
         if spanned < lateness {
             return by_lateness;
         }
-        let progress = self.progress.values().min().copied().unwrap_or(0);
-        progress.max(by_lateness)
+        self.least_progress.max(by_lateness)
     }
 }
 
