@@ -419,21 +419,12 @@ impl SinkThread {
     }
 }
 
-/// Each key's value after a batch of updates (`None`: a tombstone), in the order of each
-/// key's last update. Updates come in time order, retractions before insertions within a
-/// time, so the last update of a key wins: a change is -old then +new (a value), a
-/// disappearance ends on -old.
-pub fn state_writes(updates: &[Output]) -> Vec<(String, Option<String>)> {
-    last_updates(updates)
-        .into_iter()
-        .map(|(_, record, present)| (state_key(record), present.then(|| state_value(record))))
-        .collect()
-}
-
 /// The last update of each state key: its position in `updates`, its record, and whether
-/// the record is present after it (an insertion) or gone (a retraction). In the order of the
-/// positions: deterministic without comparing strings (sorting the keys as text was ~3% of a
-/// Kafka run's profile).
+/// the record is present after it (an insertion: a value) or gone (a retraction: a
+/// tombstone). Updates come in time order, retractions before insertions within a time, so
+/// the last update of a key wins: a change is -old then +new, a disappearance ends on -old.
+/// In the order of the positions: deterministic without comparing strings (sorting the keys
+/// as text was ~3% of a Kafka run's profile).
 fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
     let mut last: FxHashMap<StateKey<'_>, (usize, &GraphRecord, bool)> = FxHashMap::default();
     for (position, output) in updates.iter().enumerate() {
@@ -641,6 +632,15 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Output>, String> {
 mod tests {
     use super::*;
     use flowgraph_pipeline::{Edge, GraphRecord};
+
+    /// The state topic's writes for a batch, as `send_batch` makes them (there the values of
+    /// JSON deltas come from the delta lines; a test below holds those to `state_value`).
+    fn state_writes(updates: &[Output]) -> Vec<(String, Option<String>)> {
+        last_updates(updates)
+            .into_iter()
+            .map(|(_, record, present)| (state_key(record), present.then(|| state_value(record))))
+            .collect()
+    }
 
     #[test]
     fn a_record_that_appears_and_vanishes_in_one_batch_is_a_tombstone() {
