@@ -21,7 +21,10 @@
 
 use flowgraph_schema::binary::{self, MAGIC};
 use flowgraph_schema::{json, EventTime, Record};
+use rdkafka::admin::{AdminClient, AdminOptions, TopicResult};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -462,20 +465,10 @@ impl KafkaSource {
 
 /// Deletes `topics`; one that does not exist is not an error.
 pub fn delete_topics(brokers: &str, options: &BTreeMap<String, String>, topics: &[&str]) -> Result<(), String> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, options)
-        .create()
-        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let admin = admin_client(brokers, options)?;
     let results = futures_executor::block_on(admin.delete_topics(topics, &AdminOptions::new()))
         .map_err(|e| format!("cannot delete topics {topics:?} on {brokers}: {e}"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => return Err(format!("cannot delete topic {topic} on {brokers}: {code}")),
-        }
-    }
-    Ok(())
+    check_topic_results(results, RDKafkaErrorCode::UnknownTopicOrPartition, "delete", brokers)
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists. Brokers often
@@ -486,18 +479,31 @@ pub fn create_topic_if_missing(
     topic: &str,
     partitions: i32,
 ) -> Result<(), String> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, options)
-        .create()
-        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin = admin_client(brokers, options)?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = futures_executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new()))
         .map_err(|e| format!("cannot create topic {topic} on {brokers}: {e}"))?;
+    check_topic_results(results, RDKafkaErrorCode::TopicAlreadyExists, "create", brokers)
+}
+
+fn admin_client(brokers: &str, options: &BTreeMap<String, String>) -> Result<AdminClient<DefaultClientContext>, String> {
+    client_config(brokers, options).create().map_err(|e| format!("cannot create admin client: {e}"))
+}
+
+/// Each topic's result of an admin request; `already` (the topic is already as asked) is
+/// not an error.
+fn check_topic_results(
+    results: Vec<TopicResult>,
+    already: RDKafkaErrorCode,
+    verb: &str,
+    brokers: &str,
+) -> Result<(), String> {
     for result in results {
         match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(format!("cannot create topic {topic} on {brokers}: {code}")),
+            Ok(_) => {}
+            Err((_, code)) if code == already => {}
+            Err((topic, code)) => return Err(format!("cannot {verb} topic {topic} on {brokers}: {code}")),
         }
     }
     Ok(())
