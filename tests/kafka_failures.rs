@@ -229,6 +229,30 @@ fn wait_for_run(
     }
 }
 
+/// `replay --to-kafka NAME.in --rate RATE` of the smoke stream, one partition, still
+/// publishing while the test acts; its log is producer.log.
+fn publish_paced(dir: &Path, brokers: &str, name: &str, rate: u32) -> Proc {
+    let (topic, rate) = (format!("{name}.in"), rate.to_string());
+    spawn_flowgraph(
+        dir,
+        "producer.log",
+        &["replay", "--input", "smoke.fgb", "--to-kafka", &topic, "--partitions", "1", "--brokers", brokers, "--rate", &rate],
+    )
+}
+
+/// Stops a `run` with SIGTERM (it must exit cleanly), completes the last event time with a
+/// run that resumes after the last committed mark, and checks the topics `NAME.*` are exact.
+fn stop_and_finish(run: &mut Proc, log: &str, dir: &Path, config: &str, brokers: &str, name: &str, reference: &Reference) {
+    let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = run.0.wait().unwrap();
+    assert!(status.success(), "{log} after SIGTERM: {status}\n{}", log_tail(dir, log));
+    // Complete the last event time (a run without --exit-when-idle never does).
+    let finished = flowgraph(dir, &["run", "--config", config, "--exit-when-idle", "2s"]);
+    assert!(finished.contains("resuming after the last committed progress mark"), "{finished}");
+    assert_exact(brokers, name, reference);
+}
+
 fn log_tail(dir: &Path, log: &str) -> String {
     let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -247,11 +271,7 @@ fn kill_9_at_three_points_of_a_stream() {
     let config = run_config(&dir, b, "kill", "kill.in", &[]);
     // 17,581 records at 800/s: about 22 s of stream, about the pace at which `run` (one
     // transaction per poll of at most 64 messages) reads the one-record messages of a paced replay.
-    let mut producer = spawn_flowgraph(
-        &dir,
-        "producer.log",
-        &["replay", "--input", "smoke.fgb", "--to-kafka", "kill.in", "--partitions", "1", "--brokers", b, "--rate", "800"],
-    );
+    let mut producer = publish_paced(&dir, b, "kill", 800);
     let started = Instant::now();
     let mut frontiers = Vec::new();
     for (i, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
@@ -307,11 +327,7 @@ fn broker_restart_in_the_middle_of_a_stream() {
     let reference = reference(&dir);
     let config = run_config(&dir, b, "restart", "restart.in", &[]);
     // About 18 s of stream: the outage (stop ~2 s, 3 s down, start ~4 s) falls in its middle.
-    let mut producer = spawn_flowgraph(
-        &dir,
-        "producer.log",
-        &["replay", "--input", "smoke.fgb", "--to-kafka", "restart.in", "--partitions", "1", "--brokers", b, "--rate", "1000"],
-    );
+    let mut producer = publish_paced(&dir, b, "restart", 1000);
     let addr = free_addr();
     let mut run = spawn_flowgraph(&dir, "run.log", &["run", "--config", &config, "--metrics-addr", &addr]);
     let at = reference.event_time_at(0.3);
@@ -375,14 +391,7 @@ fn broker_restart_in_the_middle_of_a_stream() {
     );
     assert_eq!(records, reference.records as f64, "records read by the run that rode through the outage");
     assert_eq!(metric(&values, "flowgraph_transaction_aborts_total"), 0.0, "transactions aborted during the outage");
-    let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let status = run.0.wait().unwrap();
-    assert!(status.success(), "flowgraph run after SIGTERM: {status}\n{}", log_tail(&dir, "run.log"));
-    // Complete the last event time (a run without --exit-when-idle never does).
-    let log = flowgraph(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
-    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
-    assert_exact(b, "restart", &reference);
+    stop_and_finish(&mut run, "run.log", &dir, &config, b, "restart", &reference);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -398,11 +407,7 @@ fn a_second_instance_fences_the_first() {
     let dir = work_dir("fence");
     let reference = reference(&dir);
     let config = run_config(&dir, b, "fence", "fence.in", &[]);
-    let mut producer = spawn_flowgraph(
-        &dir,
-        "producer.log",
-        &["replay", "--input", "smoke.fgb", "--to-kafka", "fence.in", "--partitions", "1", "--brokers", b, "--rate", "800"],
-    );
+    let mut producer = publish_paced(&dir, b, "fence", 800);
     let (first_addr, second_addr) = (free_addr(), free_addr());
     let mut first = spawn_flowgraph(&dir, "first.log", &["run", "--config", &config, "--metrics-addr", &first_addr]);
     wait_for_run(&mut first, &first_addr, 1.0, |_| true, "first.log");
@@ -423,14 +428,7 @@ fn a_second_instance_fences_the_first() {
     assert!(producer.0.try_wait().unwrap().is_none(), "the stream had ended before the fence; the scenario tests nothing");
     wait_for_run(&mut second, &second_addr, 1.0, |_| true, "second.log");
     assert!(producer.0.wait().unwrap().success(), "replay --to-kafka failed:\n{}", log_tail(&dir, "producer.log"));
-    let status = Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let status = second.0.wait().unwrap();
-    assert!(status.success(), "the second run after SIGTERM: {status}\n{}", log_tail(&dir, "second.log"));
-    // Complete the last event time (a run without --exit-when-idle never does).
-    let log = flowgraph(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
-    assert!(log.contains("resuming after the last committed progress mark"), "{log}");
-    assert_exact(b, "fence", &reference);
+    stop_and_finish(&mut second, "second.log", &dir, &config, b, "fence", &reference);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
