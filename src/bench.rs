@@ -13,9 +13,10 @@
 //! record (HDR histogram) and the throughput.
 
 use crate::cli::BenchKafkaArgs;
-use crate::produce::{ensure_topic, parse_speed, publish, Pacing};
+use crate::produce::{ensure_topic, parse_speed, publish, publish_at, Pacing};
 use anyhow::{bail, Context};
 use flowgraph_pipeline::Output;
+use flowgraph_schema::{Progress, Record};
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -50,8 +51,11 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         keep: args.keep_topics,
     };
     ensure_topic(&kafka, &input, args.partitions)?;
+    // Idle exit only after the sources' next progress reports (below), for export periods
+    // up to 60 s of event time.
+    let idle_exit = format!("{:.3}s", 3.0 + 60.0 / speed);
     let mut pipeline = Command::new(std::env::current_exe()?)
-        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .args(["run", "--exit-when-idle", &idle_exit, "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -107,9 +111,19 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     };
 
     let mut sent: Vec<(u64, Instant)> = Vec::new();
+    let mut reports = ProgressReports::default();
     let published = publish(&args.input, &kafka, &input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
         sent.push((record.time(), Instant::now()));
+        reports.observe(record);
     })?;
+    // Live agents keep reporting progress after their last export; a recording just ends.
+    // Without the next report, the records of the last export would wait for the pipeline's
+    // idle exit, and that wait (a harness artifact, seconds long) would be the p99.
+    if let Some(&(origin, started)) = sent.first() {
+        let due = |time: u64| started + Duration::from_secs_f64(time.saturating_sub(origin) as f64 / 1e9 / speed);
+        let tail = reports.next_reports().into_iter().map(|record| (due(record.time()), record)).collect();
+        publish_at(&kafka, &input, tail)?;
+    }
     let status = pipeline.wait()?;
     done.store(true, Ordering::Relaxed);
     reader.join().map_err(|_| anyhow::anyhow!("the delta reader panicked"))??;
@@ -172,5 +186,56 @@ impl Drop for RunTopics {
             Ok(()) => eprintln!("deleted topics {}", names.join(", ")),
             Err(e) => eprintln!("warning: {e}; delete them by hand (scripts/kafka topics --delete)"),
         }
+    }
+}
+
+/// Each progress source's last two reports, to send the report that would follow them.
+#[derive(Default)]
+struct ProgressReports {
+    /// source -> (previous report's time, last report's time)
+    sources: std::collections::BTreeMap<String, (Option<u64>, u64)>,
+}
+
+impl ProgressReports {
+    fn observe(&mut self, record: &Record) {
+        if let Record::Progress(p) = record {
+            let entry = self.sources.entry(p.source.clone()).or_insert((None, p.time_));
+            if p.time_ > entry.1 {
+                *entry = (Some(entry.1), p.time_);
+            }
+        }
+    }
+
+    /// One more report per source, one period (its last gap) after its last, in time order.
+    fn next_reports(&self) -> Vec<Record> {
+        let mut reports: Vec<Record> = self
+            .sources
+            .iter()
+            .filter_map(|(source, &(previous, last))| {
+                let period = last - previous?;
+                Some(Record::Progress(Progress { time_: last + period, source: source.clone(), losses: Default::default() }))
+            })
+            .collect();
+        reports.sort_by_key(Record::time);
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(source: &str, time_: u64) -> Record {
+        Record::Progress(Progress { time_, source: source.into(), losses: Default::default() })
+    }
+
+    #[test]
+    fn each_source_reports_again_one_period_after_its_last_report() {
+        let mut reports = ProgressReports::default();
+        for record in [progress("a", 10), progress("b", 13), progress("a", 20), progress("b", 18), progress("c", 5)] {
+            reports.observe(&record);
+        }
+        // b's period is 5 and a's 10; c reported once, so its period is unknown.
+        assert_eq!(reports.next_reports(), vec![progress("b", 23), progress("a", 30)]);
     }
 }

@@ -176,3 +176,23 @@ pub fn publish(
         seconds: started.elapsed().as_secs_f64().max(1e-9),
     })
 }
+
+/// Sends `records` to `topic`, each no earlier than its instant (in the order given), keyed as
+/// [`publish`] keys them, and waits until they are acknowledged.
+pub fn publish_at(kafka: &KafkaConfig, topic: &str, records: Vec<(Instant, Record)>) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let producer = crate::output::producer(kafka)?;
+    let mut frame = Vec::new();
+    for (due, record) in records {
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        frame.clear();
+        binary::encode_frame(std::slice::from_ref(&record), &mut frame);
+        let key = key_of(&record);
+        crate::output::send_waiting(&producer, BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&frame[..]))?;
+    }
+    crate::output::flush_delivered(&producer, topic, Duration::from_secs(60))
+}
