@@ -85,6 +85,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if period < Duration::from_secs(1) {
         bail!("--export-period: must be at least 1s");
     }
+    let progress_period = Duration::from_nanos(parse_duration_ns("--progress-period", &args.progress_period)?);
+    if progress_period < Duration::from_millis(100) {
+        bail!("--progress-period: must be at least 100ms");
+    }
     let agent_id = args.agent_id.unwrap_or_else(default_agent_id);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -116,13 +120,30 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (mut samples, mut records) = (Vec::new(), Vec::new());
     let mut records_out = 0u64;
     let mut next = Instant::now() + period;
+    let mut next_progress = Instant::now() + progress_period;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping && Instant::now() < next {
-            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+            if Instant::now() >= next_progress {
+                // Progress on its own, ordered as in an export: the names read since the last
+                // report first (stamped when read: those read before `now` must precede the
+                // watermark), then the watermark.
+                next_progress += progress_period;
+                records.clear();
+                let mut loss = agent.loss_counters()?;
+                let now = now_ns();
+                loss.dns = dns.drain(&mut records);
+                records.push(exporter.progress(now, &loss));
+                output.write(&records)?;
+                records_out += records.len() as u64;
+                continue;
+            }
+            let wake = next.min(next_progress);
+            std::thread::sleep(Duration::from_millis(50).min(wake.saturating_duration_since(Instant::now())));
             continue;
         }
         next += period;
+        next_progress = Instant::now() + progress_period;
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;

@@ -220,6 +220,11 @@ pub struct AgentArgs {
     /// How often counters are exported (Pixie: 10s; down to 1s).
     #[arg(long, default_value = "10s")]
     pub export_period: String,
+    /// How often the agent reports progress between exports (no records older than now will
+    /// come), so the pipeline's frontier trails by this rather than by the export period.
+    /// At least 100ms; at or above the export period, progress comes with exports only.
+    #[arg(long, default_value = "1s")]
+    pub progress_period: String,
     /// jsonl, binary or kafka.
     #[arg(long, default_value = "jsonl")]
     pub output: String,

@@ -82,6 +82,17 @@ impl Exporter {
         self.keys.len()
     }
 
+    /// This agent's progress at `now`: it sends no record older than `now` any more. Every
+    /// export ends with one; between exports the agent sends them on their own, so that a
+    /// pipeline's frontier need not wait a whole export period for this agent.
+    pub fn progress(&self, now: u64, losses: &LossCounters) -> Record {
+        Record::Progress(Progress {
+            time_: now,
+            source: self.source.clone(),
+            losses: losses.named().map(|(name, value)| (name.to_string(), value)).collect(),
+        })
+    }
+
     /// One export period: the records for the samples collected at `now` (wall-clock ns).
     /// `kernel` tells what the kernel recorded of a (pid, start ticks) that /proc no longer
     /// shows (a process that lived less than a period).
@@ -161,11 +172,7 @@ impl Exporter {
                 bytes_recv: state.bytes_recv,
             }));
         }
-        out.push(Record::Progress(Progress {
-            time_: now,
-            source: self.source.clone(),
-            losses: losses.named().map(|(name, value)| (name.to_string(), value)).collect(),
-        }));
+        out.push(self.progress(now, losses));
         // Forget keys idle for the retention, and processes with no key left.
         let horizon = now.saturating_sub(self.key_retention_ns);
         self.keys
