@@ -7,7 +7,11 @@
 //! queued. Then the batch streams out in chunks: pending process/name records, one conn_stats
 //! per live key (read lazily from the key table, so no period is ever materialised), progress.
 //! Chunks of all agents merge by arrival time in a binary heap, so records interleave as a
-//! Kafka consumer would see them and lag their event time by at most `max_delay_ns`.
+//! Kafka consumer would see them and lag their event time by at most `max_delay_ns`. Between
+//! exports an agent reports progress every `progress_period_ns` (as the agent does), each
+//! report arriving at its time or after the export's last chunk, whichever is later, and after
+//! its last export until the fleet's last (the stream's end, so the end time is unchanged);
+//! these use no randomness, so the rest of the stream is the same with or without them.
 //!
 //! Both sides of an in-fleet connection are separate keys on (possibly) different agents: the
 //! client key owns the traffic and mirrors every change onto the server keys its connections
@@ -305,6 +309,8 @@ struct Agent {
     node_exporter: ProcId,
     next_period: u32,
     batch: Option<Batch>,
+    /// Event time of the agent's next progress report between exports.
+    next_report: u64,
 }
 
 /// The stream as an iterator: records in arrival order, generated lazily.
@@ -431,6 +437,7 @@ impl Generator {
                 node_exporter: 0,
                 next_period: 0,
                 batch: None,
+                next_report: 0,
             });
             let a = i as usize;
             let hosts: [(ProcKind, &'static str, std::ops::Range<u32>); 4] = [
@@ -1516,12 +1523,17 @@ impl Generator {
         false
     }
 
-    fn step(&mut self, a: usize, arrival: u64) {
+    fn step(&mut self, a: u32, arrival: u64) {
+        if a & REPORT != 0 {
+            self.report_progress((a & !REPORT) as usize, arrival);
+            return;
+        }
+        let a = a as usize;
         if self.agents[a].batch.is_none() {
             self.start_batch(a);
         }
         if self.emit_chunk(a) {
-            self.agents[a].batch = None;
+            let exported = self.agents[a].batch.take().map_or(0, |b| b.time);
             self.agents[a].next_period += 1;
             let period = self.agents[a].next_period;
             if period < self.p.periods {
@@ -1529,6 +1541,8 @@ impl Generator {
                 self.heap
                     .push(Reverse((self.export_time(a, period) + delay, a as u32)));
             }
+            self.agents[a].next_report = exported;
+            self.schedule_report(a, arrival);
         } else {
             let limit = self.agents[a].batch.as_ref().map_or(arrival, |b| b.limit);
             let gap = self.rng.random_range(1_000_000..=20_000_000);
@@ -1536,7 +1550,38 @@ impl Generator {
                 .push(Reverse(((arrival + gap).min(limit).max(arrival), a as u32)));
         }
     }
+
+    /// Schedules agent `a`'s next progress report between exports, if one falls before its
+    /// next export (after its last: before the fleet's last export, the stream's end): at its
+    /// time, or at `arrival` if that is later.
+    fn schedule_report(&mut self, a: usize, arrival: u64) {
+        if self.p.progress_period_ns == 0 {
+            return;
+        }
+        let next = self.agents[a].next_report + self.p.progress_period_ns;
+        let until = match self.agents[a].next_period < self.p.periods {
+            true => self.export_time(a, self.agents[a].next_period),
+            false => (0..self.agents.len()).map(|b| self.export_time(b, self.p.periods - 1)).max().unwrap_or(0),
+        };
+        if next < until {
+            self.agents[a].next_report = next;
+            self.heap.push(Reverse((next.max(arrival), a as u32 | REPORT)));
+        }
+    }
+
+    fn report_progress(&mut self, a: usize, arrival: u64) {
+        let agent = &self.agents[a];
+        self.buf.push_back(Record::Progress(Progress {
+            time_: agent.next_report,
+            source: format!("agent-{}", agent.asid),
+            losses: Default::default(),
+        }));
+        self.schedule_report(a, arrival);
+    }
 }
+
+/// Marks a heap entry as an agent's progress report between exports, not a chunk of its batch.
+const REPORT: u32 = 1 << 31;
 
 impl Iterator for Generator {
     type Item = Record;
@@ -1547,7 +1592,7 @@ impl Iterator for Generator {
                 return Some(record);
             }
             let Reverse((arrival, a)) = self.heap.pop()?;
-            self.step(a as usize, arrival);
+            self.step(a, arrival);
         }
     }
 }

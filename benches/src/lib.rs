@@ -235,6 +235,11 @@ pub struct FleetProfile {
     pub periods: u32,
     /// Export period in event-time nanoseconds.
     pub export_period_ns: u64,
+    /// How often each agent reports progress between its exports, as `flowgraph agent
+    /// --progress-period` does (0: with exports only; at least 100 ms otherwise). The reports
+    /// of a period follow its export's last record; after an agent's last export they go on
+    /// until the fleet's last export, the stream's last event time.
+    pub progress_period_ns: u64,
     /// Largest arrival delay of a record after its event time: the stream's disorder bound.
     pub max_delay_ns: u64,
     /// Event time of the first period (ns since the Unix epoch).
@@ -269,6 +274,7 @@ impl Default for FleetProfile {
             name_lag_periods: 4,
             periods: 30,
             export_period_ns: EXPORT_PERIOD_NS,
+            progress_period_ns: 1_000_000_000,
             max_delay_ns: 3_000_000_000,
             // 2024-06-01T00:00:00Z
             start_time_ns: 1_717_200_000_000_000_000,
@@ -276,6 +282,9 @@ impl Default for FleetProfile {
         }
     }
 }
+
+/// The shortest progress period between exports (the agent's lower bound too).
+const MIN_PROGRESS_PERIOD_NS: u64 = 100_000_000;
 
 /// A profile value out of its range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,6 +367,9 @@ impl FleetProfile {
         if self.export_period_ns < 1_000_000 {
             return err("export_period_ns", "must be at least 1 ms");
         }
+        if self.progress_period_ns != 0 && self.progress_period_ns < MIN_PROGRESS_PERIOD_NS {
+            return err("progress_period_ns", "must be 0 (with exports only) or at least 100 ms");
+        }
         if self.max_delay_ns >= self.export_period_ns {
             return err("max_delay_ns", "must be shorter than export_period_ns");
         }
@@ -404,6 +416,10 @@ impl FleetProfile {
                 .periods
                 .clamp(1, u32::try_from(max_periods).unwrap_or(u32::MAX).max(1)),
             export_period_ns,
+            progress_period_ns: match self.progress_period_ns {
+                0 => 0,
+                period => period.max(MIN_PROGRESS_PERIOD_NS),
+            },
             max_delay_ns: self.max_delay_ns.min(export_period_ns - 1),
             start_time_ns,
             batch_records: self.batch_records.clamp(1, 100_000),

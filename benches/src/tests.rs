@@ -83,7 +83,17 @@ fn out_of_range_profiles_are_clamped_not_fatal() {
     assert!(wild.validate().is_err());
     let s = summary(&wild, 1);
     assert_eq!(s.agents, 1);
-    assert_eq!(s.progress, 3);
+    // One report per export (3), and nine between each export and the next (10 s, 1 s); one
+    // agent, so none after its last export (the stream's end).
+    assert_eq!(s.progress, 3 + 2 * 9);
+    // A progress period under 100 ms is an error, and clamped to 100 ms; 0 turns reports
+    // between exports off.
+    let hasty = FleetProfile { progress_period_ns: 1, ..FleetProfile::default() };
+    assert!(hasty.validate().is_err());
+    assert_eq!(hasty.clamped().progress_period_ns, 100_000_000);
+    let quiet = FleetProfile { progress_period_ns: 0, periods: 3, ..FleetProfile::default() };
+    assert!(quiet.validate().is_ok());
+    assert_eq!(summary(&quiet, 1).progress, 3 * u64::from(quiet.nodes));
 }
 
 #[test]
@@ -179,20 +189,38 @@ fn every_agent_reports_progress_every_period() {
         }
     }
     assert_eq!(progress.len(), profile.nodes as usize);
+    let (export, report) = (profile.export_period_ns, profile.progress_period_ns);
+    assert!(report > 0 && report < export, "the smoke profile reports between exports");
+    let reports_between = (export - 1) / report;
+    // An agent's exports are its reports a whole number of periods after its first.
+    let exports_of = |times: &[u64]| -> Vec<u64> { times.iter().copied().filter(|t| (t - times[0]) % export == 0).collect() };
+    let stream_end = (1..=profile.nodes)
+        .map(|asid| *exports_of(&progress[&format!("agent-{asid}")]).last().unwrap())
+        .max()
+        .unwrap();
     for asid in 1..=profile.nodes {
         let times = &progress[&format!("agent-{asid}")];
-        assert_eq!(times.len(), profile.periods as usize);
-        for pair in times.windows(2) {
-            assert_eq!(pair[1] - pair[0], profile.export_period_ns);
+        let exports = exports_of(times);
+        assert_eq!(exports.len(), profile.periods as usize);
+        for pair in exports.windows(2) {
+            assert_eq!(pair[1] - pair[0], export);
         }
+        // Between two exports, one report every progress period; after the last export, the
+        // same until the stream's end (the fleet's last export).
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap == report || gap == export - reports_between * report, "agent {asid}: reports {pair:?}");
+        }
+        let last = *times.last().unwrap();
+        assert!(last == stream_end || (last < stream_end && last + report >= stream_end), "agent {asid} stops at {last}");
         let start = profile.start_time_ns;
-        assert!(times[0] >= start && times[0] < start + profile.export_period_ns);
+        assert!(times[0] >= start && times[0] < start + export);
         // Samples are stamped at the agent's export instants, each covered by its progress.
         for t in sample_times.get(&asid).into_iter().flatten() {
-            assert!(times.binary_search(t).is_ok(), "agent {asid} sample at {t}");
+            assert!(exports.binary_search(t).is_ok(), "agent {asid} sample at {t}");
         }
-        // Nothing of an agent arrives after its progress for that time.
     }
+    // Nothing of an agent arrives after its progress for that time.
     let mut watermark: BTreeMap<u32, u64> = BTreeMap::new();
     for record in &records {
         let asid = match record {
