@@ -105,6 +105,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         })
     };
 
+    // Connected before the publication, so the reports after it go out on time.
+    let tail_producer = crate::output::producer(&kafka)?;
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
     let published = publish(&args.input, &kafka, &input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
@@ -112,12 +114,13 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         reports.observe(record);
     })?;
     // Live agents keep reporting progress after their last export; a recording just ends.
-    // Without the next report, the records of the last export would wait for the pipeline's
-    // idle exit, and that wait (a harness artifact, seconds long) would be the p99.
+    // Without their next reports, the records of the last export would wait for the
+    // pipeline's idle exit, and that wait (a harness artifact, seconds long) would be the p99.
     if let Some(&(origin, started)) = sent.first() {
         let due = |time: u64| started + Duration::from_secs_f64(time.saturating_sub(origin) as f64 / 1e9 / speed);
-        let tail = reports.next_reports().into_iter().map(|record| (due(record.time()), record)).collect();
-        publish_at(&kafka, &input, tail)?;
+        let end = sent.iter().map(|&(time, _)| time).max().unwrap_or(origin);
+        let tail: Vec<(Instant, Record)> = reports.next_reports(end).into_iter().map(|record| (due(record.time()), record)).collect();
+        publish_at(&tail_producer, &input, tail)?;
     }
     let status = pipeline.wait()?;
     done.store(true, Ordering::Relaxed);
@@ -128,18 +131,23 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
 
     let marks = marks.lock().expect("marks lock").clone();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    // The same per tenth of the records in the order they were sent: start-up (progress
+    // counts only after a partition has spanned the lateness) and catching up show here.
+    let mut tenths = vec![histogram.clone(); 10];
     let mut unreflected = 0u64;
-    for (time, queued) in &sent {
+    for (index, (time, queued)) in sent.iter().enumerate() {
         // The first mark after the record's time: its transaction holds the record's effect.
         let at = marks.partition_point(|(p, _)| p <= time);
         match marks.get(at) {
             Some((_, visible)) => {
-                let micros = visible.saturating_duration_since(*queued).as_micros() as u64;
-                histogram.record(micros.max(1))?;
+                let micros = (visible.saturating_duration_since(*queued).as_micros() as u64).max(1);
+                histogram.record(micros)?;
+                tenths[index * 10 / sent.len()].record(micros)?;
             }
             None => unreflected += 1,
         }
     }
+    let tenth_ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let offered = published.records as f64 / published.seconds;
     println!("published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)", published.records, published.seconds, offered, speed);
@@ -148,6 +156,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
         ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, args.lateness, args.progress_interval
     );
+    let along: Vec<String> = tenths.iter().map(|h| format!("{:.0}/{:.0}", tenth_ms(h, 0.5), tenth_ms(h, 0.99))).collect();
+    println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
     if let Some(path) = &args.json {
         let figures = serde_json::json!({
             "records": published.records, "publish_seconds": published.seconds,
@@ -155,6 +165,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "lateness": args.lateness, "progress_interval": args.progress_interval,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected,
+            "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": tenth_ms(h, 0.5), "p99": tenth_ms(h, 0.99)})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
     }
@@ -223,16 +234,21 @@ impl ProgressReports {
         }
     }
 
-    /// One more report per source, one period (its last gap) after its last, in time order.
-    fn next_reports(&self) -> Vec<Record> {
-        let mut reports: Vec<Record> = self
-            .sources
-            .iter()
-            .filter_map(|(source, &(previous, last))| {
-                let period = last - previous?;
-                Some(Record::Progress(Progress { time_: last + period, source: source.clone(), losses: Default::default() }))
-            })
-            .collect();
+    /// The reports each source would send next, every period (its last gap) after its last,
+    /// up to the first past `end` (the recording's last event time), in time order.
+    fn next_reports(&self, end: u64) -> Vec<Record> {
+        let mut reports = Vec::new();
+        for (source, &(previous, last)) in &self.sources {
+            let Some(period) = previous.map(|previous| last - previous) else { continue };
+            let mut time = last;
+            loop {
+                time += period;
+                reports.push(Record::Progress(Progress { time_: time, source: source.clone(), losses: Default::default() }));
+                if time > end {
+                    break;
+                }
+            }
+        }
         reports.sort_by_key(Record::time);
         reports
     }
@@ -263,12 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn each_source_reports_again_one_period_after_its_last_report() {
+    fn each_source_reports_every_period_until_past_the_end() {
         let mut reports = ProgressReports::default();
         for record in [progress("a", 10), progress("b", 13), progress("a", 20), progress("b", 18), progress("c", 5)] {
             reports.observe(&record);
         }
-        // b's period is 5 and a's 10; c reported once, so its period is unknown.
-        assert_eq!(reports.next_reports(), vec![progress("b", 23), progress("a", 30)]);
+        // b's period is 5 and a's 10; c reported once, so its period is unknown. Each goes on
+        // until past the end.
+        assert_eq!(reports.next_reports(30), vec![progress("b", 23), progress("b", 28), progress("a", 30), progress("b", 33), progress("a", 40)]);
+        assert_eq!(reports.next_reports(0), vec![progress("b", 23), progress("a", 30)]);
     }
 }

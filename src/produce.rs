@@ -5,7 +5,8 @@ use anyhow::bail;
 use flowgraph_config::KafkaConfig;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
-use rdkafka::producer::BaseRecord;
+use crate::output::DeliveryReport;
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use std::time::{Duration, Instant};
 
 /// Records per message at most. A message holds a run of consecutive records with one key,
@@ -179,11 +180,11 @@ pub fn publish(
 
 /// Sends `records` to `topic`, each no earlier than its instant (in the order given), keyed as
 /// [`publish`] keys them, and waits until they are acknowledged.
-pub fn publish_at(kafka: &KafkaConfig, topic: &str, records: Vec<(Instant, Record)>) -> anyhow::Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let producer = crate::output::producer(kafka)?;
+pub fn publish_at(
+    producer: &ThreadedProducer<DeliveryReport>,
+    topic: &str,
+    records: Vec<(Instant, Record)>,
+) -> anyhow::Result<()> {
     let mut frame = Vec::new();
     for (due, record) in records {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -192,7 +193,7 @@ pub fn publish_at(kafka: &KafkaConfig, topic: &str, records: Vec<(Instant, Recor
         frame.clear();
         binary::encode_frame(std::slice::from_ref(&record), &mut frame);
         let key = key_of(&record);
-        crate::output::send_waiting(&producer, BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&frame[..]))?;
+        crate::output::send_waiting(producer, BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&frame[..]))?;
     }
-    crate::output::flush_delivered(&producer, topic, Duration::from_secs(60))
+    crate::output::flush_delivered(producer, topic, Duration::from_secs(60))
 }
