@@ -166,13 +166,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 4. Latency at a fixed offered rate.
     eprintln!("bench: 4/4 latency at {} records/s offered", args.rate);
-    let latency = latency(&records, config.clone(), &args)?;
+    let latency_records = &records[..records.len().min(args.latency_records)];
+    let latency_lateness = match args.latency_lateness.as_str() {
+        "auto" => arrival_disorder(latency_records),
+        text => parse_duration_ns("--latency-lateness", text)?,
+    };
+    let (latency, latency_late) = latency(latency_records, config.clone(), latency_lateness, &args)?;
     let floor = arrival_floor(
-        &records[..records.len().min(args.latency_records)],
+        latency_records,
         args.rate,
-        parse_duration_ns("--latency-lateness", &args.latency_lateness)?,
+        latency_lateness,
         parse_duration_ns("--latency-progress-interval", &args.latency_progress_interval)?,
     )?;
+    let lateness_text = humantime::format_duration(Duration::from_millis(latency_lateness / 1_000_000)).to_string();
 
     let bytes_per_key = job_added as f64 / live_keys.max(1) as f64;
     let job_cpu_per_stream_second = job_cpu / stream_seconds.max(1e-9);
@@ -193,7 +199,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     table.add_row(["job / hash-map bound".to_string(), format!("{:.3}", job_rate / bound_rate)]);
     table.add_row([format!("recompute: CPU per refresh ({} refreshes)", refreshes), format!("{:.2} ms", recompute_cpu_per_refresh * 1e3)]);
     table.add_row(["recompute per refresh / job per stream second".to_string(), format!("{:.1}", recompute_cpu_per_refresh / job_cpu_per_stream_second.max(1e-12))]);
-    table.add_row([format!("latency at {} records/s offered: p50 / p99 / p99.9", args.rate), format!("{:.1} / {:.1} / {:.1} ms", ms(0.5), ms(0.99), ms(0.999))]);
+    table.add_row([
+        format!("latency at {} records/s offered (lateness {lateness_text}, {latency_late} records late): p50 / p99 / p99.9", args.rate),
+        format!("{:.1} / {:.1} / {:.1} ms", ms(0.5), ms(0.99), ms(0.999)),
+    ]);
     table.add_row([
         "  the same time model without computing (arrival alone): p50 / p99 / p99.9".to_string(),
         format!("{:.1} / {:.1} / {:.1} ms", floor_ms(0.5), floor_ms(0.99), floor_ms(0.999)),
@@ -214,8 +223,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         Verdict {
             target: "latency p99 <= 50 ms at 200,000 records/s offered".into(),
-            figure: format!("{:.1} ms at {}/s", ms(0.99), args.rate),
-            pass: (args.rate == 200_000 && medium).then_some(ms(0.99) <= 50.0),
+            figure: format!("{:.1} ms at {}/s, lateness {lateness_text}, {latency_late} records late", ms(0.99), args.rate),
+            // Records re-timed to the frontier are not reflected at their own time: a p99
+            // reached by making them late does not meet the target.
+            pass: (args.rate == 200_000 && medium).then_some(ms(0.99) <= 50.0 && latency_late == 0),
         },
         Verdict {
             target: "<= 300 bytes per live key (5m window, 10 s export)".into(),
@@ -252,6 +263,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "recompute": {"refreshes": refreshes, "cpu_seconds": recompute_cpu, "cpu_per_refresh": recompute_cpu_per_refresh},
             "latency_ms": {"offered_records_per_second": args.rate, "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
                            "max": latency.max() as f64 / 1000.0, "records": latency.len(),
+                           "lateness_ns": latency_lateness, "late_records": latency_late,
                            "arrival_floor": {"p50": floor_ms(0.5), "p99": floor_ms(0.99), "p999": floor_ms(0.999)}},
             "targets": verdicts.iter().map(|v| json!({"target": v.target, "figure": v.figure, "pass": v.pass})).collect::<Vec<_>>(),
         });
@@ -280,8 +292,24 @@ fn load(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
 
 /// Pushes the records at `args.rate` per wall-clock second (their own order) and measures,
 /// for each, the time until a progress mark past its event time is released.
-fn latency(records: &[Record], config: JobConfig, args: &crate::cli::BenchArgs) -> anyhow::Result<Histogram<u64>> {
-    let lateness = parse_duration_ns("--latency-lateness", &args.latency_lateness)?;
+/// The most any record arrives behind the largest event time before it: the least lateness
+/// with which no record of `records` is late.
+fn arrival_disorder(records: &[Record]) -> EventTime {
+    let (mut max_seen, mut disorder): (EventTime, EventTime) = (0, 0);
+    for record in records {
+        disorder = disorder.max(max_seen.saturating_sub(record.time()));
+        max_seen = max_seen.max(record.time());
+    }
+    disorder
+}
+
+/// Each record's latency at the offered rate, and how many records the job processed late.
+fn latency(
+    records: &[Record],
+    config: JobConfig,
+    lateness: EventTime,
+    args: &crate::cli::BenchArgs,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
     let interval = parse_duration_ns("--latency-progress-interval", &args.latency_progress_interval)?;
     let mut job = Job::new(JobConfig { lateness_ns: lateness, progress_interval_ns: interval, ..config })
         .map_err(anyhow::Error::msg)?;
@@ -291,8 +319,7 @@ fn latency(records: &[Record], config: JobConfig, args: &crate::cli::BenchArgs) 
     let mut outputs = Vec::new();
     let started = Instant::now();
     let per_record = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
-    let count = records.len().min(args.latency_records);
-    for (i, record) in records[..count].iter().enumerate() {
+    for (i, record) in records.iter().enumerate() {
         // Hold the offered rate: wait for the record's slot when ahead of it.
         let due = per_record * i as u32;
         if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -309,7 +336,7 @@ fn latency(records: &[Record], config: JobConfig, args: &crate::cli::BenchArgs) 
     job.finish();
     job.drain_into(&mut outputs);
     release(&mut outputs, &mut waiting, &mut histogram)?;
-    Ok(histogram)
+    Ok((histogram, job.stats().late))
 }
 
 /// The part of each record's latency that no job can remove: the job's time model run on the
