@@ -18,8 +18,9 @@ const BATCH: usize = 1000;
 const PACING_STEP: Duration = Duration::from_millis(5);
 
 /// The message key of a record: its agent, so one agent's records stay in order on one
-/// partition. Names and container metadata have no agent: they take the key of the batch
-/// they arrive in, and these keys ("names", "containers") only before any other record.
+/// partition. Names and container metadata have no agent: [`publish`] gives them the key of
+/// the next record that has one (they lead their agent's batch), and these keys ("names",
+/// "containers") only to those after the last such record.
 fn key_of(record: &Record) -> String {
     match record {
         Record::ConnStats(c) => format!("agent-{}", c.upid.asid),
@@ -109,6 +110,7 @@ pub fn publish(
     let started = Instant::now();
     let mut batch: Vec<Record> = Vec::new();
     let mut batch_key = String::new();
+    let mut unkeyed: Vec<Record> = Vec::new();
     let mut first_time: Option<u64> = None;
     let (mut records, mut messages, mut bad) = (0u64, 0u64, 0u64);
     let mut frame = Vec::new();
@@ -153,22 +155,35 @@ pub fn publish(
                 std::thread::sleep(wait);
             }
         }
-        let key = match &record {
-            // A name or container record rides with the records it was recorded among (an
-            // agent's DNS names are in that agent's batches): on that agent's partition it is
-            // covered by the agent's progress records. A key of its own would be a partition
-            // with no progress, holding the pipeline's frontier until its next record.
-            Record::Name(_) | Record::Container(_) if !batch_key.is_empty() => batch_key.clone(),
-            _ => key_of(&record),
-        };
-        if key != batch_key || batch.len() >= BATCH {
+        // A name or container record rides with the records it was recorded among: it leads
+        // its agent's batch, so it waits for the next record with a key and takes that one.
+        // On that agent's partition it is covered by the agent's progress. The key of the
+        // record before it could be another agent's, whose progress (sent every second
+        // between exports) may already be past the name's time: the name would be late. A
+        // key of its own would be a partition with no progress, holding the frontier.
+        if matches!(record, Record::Name(_) | Record::Container(_)) {
+            unkeyed.push(record);
+            continue;
+        }
+        let key = key_of(&record);
+        if key != batch_key {
             send(&batch_key, &mut batch)?;
             batch_key = key;
         }
-        on_queued(&record);
-        batch.push(record);
+        for held in unkeyed.drain(..).chain(std::iter::once(record)) {
+            if batch.len() >= BATCH {
+                send(&batch_key, &mut batch)?;
+            }
+            on_queued(&held);
+            batch.push(held);
+        }
     }
     send(&batch_key, &mut batch)?;
+    for held in std::mem::take(&mut unkeyed) {
+        let key = key_of(&held);
+        on_queued(&held);
+        send(&key, &mut vec![held])?;
+    }
     crate::output::flush_delivered(&producer, topic, Duration::from_secs(60))?;
     Ok(Published {
         records,
