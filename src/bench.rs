@@ -57,8 +57,10 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let mut pipeline = Command::new(std::env::current_exe()?)
         .args(["run", "--exit-when-idle", &idle_exit, "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        // Warnings, and run's own progress lines: the last one has its late-record count.
+        .env("RUST_LOG", "warn,flowgraph::run=info")
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("run.log")).context("creating the run's log")?)
         .spawn()
         .context("starting flowgraph run")?;
 
@@ -125,9 +127,15 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let status = pipeline.wait()?;
     done.store(true, Ordering::Relaxed);
     reader.join().map_err(|_| anyhow::anyhow!("the delta reader panicked"))??;
+    let run_log = std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
+    for line in run_log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
+        eprintln!("flowgraph run: {line}");
+    }
     if !status.success() {
         bail!("flowgraph run failed: {status}");
     }
+    let (pipeline_records, late) = run_counts(&run_log)
+        .context("no final progress line (records=, late=) in flowgraph run's log")?;
 
     let marks = marks.lock().expect("marks lock").clone();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
@@ -153,6 +161,10 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     println!("published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)", published.records, published.seconds, offered, speed);
     println!("progress marks readable: {}; records never reflected: {unreflected}", marks.len());
     println!(
+        "records late in the pipeline: {late} of {pipeline_records} (behind their partition's clock, \
+         processed at it: a lateness shorter than the stream's disorder makes them)"
+    );
+    println!(
         "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
         ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, args.lateness, args.progress_interval
     );
@@ -164,7 +176,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "offered_records_per_second": offered, "speed": speed,
             "lateness": args.lateness, "progress_interval": args.progress_interval,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
-            "progress_marks": marks.len(), "unreflected": unreflected,
+            "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": tenth_ms(h, 0.5), "p99": tenth_ms(h, 0.99)})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
@@ -217,6 +229,15 @@ fn progress_marks(payload: &[u8]) -> anyhow::Result<Vec<u64>> {
     Ok(found)
 }
 
+/// (records, late) from the last `flowgraph run: progress` line of run's log.
+fn run_counts(log: &str) -> Option<(u64, u64)> {
+    let line = log.lines().rev().find(|line| line.contains("flowgraph run: progress"))?;
+    let field = |name: &str| -> Option<u64> {
+        line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((field("records")?, field("late")?))
+}
+
 /// Each progress source's last two reports, to send the report that would follow them.
 #[derive(Default)]
 struct ProgressReports {
@@ -260,6 +281,16 @@ mod tests {
 
     fn progress(source: &str, time_: u64) -> Record {
         Record::Progress(Progress { time_, source: source.into(), losses: Default::default() })
+    }
+
+    #[test]
+    fn run_counts_come_from_the_last_progress_line() {
+        let log = "2026-12-04T00:00:00Z  INFO flowgraph run: progress worker=0 records=10 late=1 keyed_records=10\n\
+                   2026-12-04T00:00:01Z  WARN something\n\
+                   2026-12-04T00:00:02Z  INFO flowgraph run: progress worker=0 records=913412 late=13418 keyed_records=913412\n\
+                   2026-12-04T00:00:03Z  INFO flowgraph run: stopped last_progress=Some(5)\n";
+        assert_eq!(run_counts(log), Some((913_412, 13_418)));
+        assert_eq!(run_counts("no progress here"), None);
     }
 
     #[test]
