@@ -155,8 +155,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             None => unreflected += 1,
         }
     }
-    let tenth_ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| quantile_ms(&histogram, q);
     let offered = published.records as f64 / published.seconds;
     println!("published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)", published.records, published.seconds, offered, speed);
     println!("progress marks readable: {}; records never reflected: {unreflected}", marks.len());
@@ -168,7 +167,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
         ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, args.lateness, args.progress_interval
     );
-    let along: Vec<String> = tenths.iter().map(|h| format!("{:.0}/{:.0}", tenth_ms(h, 0.5), tenth_ms(h, 0.99))).collect();
+    let along: Vec<String> = tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
     println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
     if let Some(path) = &args.json {
         let figures = serde_json::json!({
@@ -177,7 +176,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "lateness": args.lateness, "progress_interval": args.progress_interval,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
-            "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": tenth_ms(h, 0.5), "p99": tenth_ms(h, 0.99)})).collect::<Vec<_>>(),
+            "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
     }
@@ -212,21 +211,25 @@ impl Drop for RunTopics {
 /// update line too cost this reader seconds of CPU per medium run, on the two cores the
 /// pipeline it measures runs on.
 fn progress_marks(payload: &[u8]) -> anyhow::Result<Vec<u64>> {
-    let marks = |outputs: Vec<Output>| {
-        outputs.into_iter().filter_map(|o| match o {
-            Output::Progress(p) => Some(p),
-            Output::Update { .. } => None,
-        })
+    let outputs = if payload.starts_with(&flowgraph_sinks::kafka::BINCODE_MAGIC) {
+        flowgraph_sinks::kafka::decode(payload).map_err(anyhow::Error::msg)?
+    } else {
+        let text = std::str::from_utf8(payload).context("a delta message that is not UTF-8")?;
+        text.lines()
+            .filter(|line| line.starts_with("{\"progress\":"))
+            .map(flowgraph_sinks::deltas::from_line)
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?
     };
-    if payload.starts_with(&flowgraph_sinks::kafka::BINCODE_MAGIC) {
-        return Ok(marks(flowgraph_sinks::kafka::decode(payload).map_err(anyhow::Error::msg)?).collect());
-    }
-    let text = std::str::from_utf8(payload).context("a delta message that is not UTF-8")?;
-    let mut found = Vec::new();
-    for line in text.lines().filter(|line| line.starts_with("{\"progress\":")) {
-        found.extend(marks(vec![flowgraph_sinks::deltas::from_line(line).map_err(anyhow::Error::msg)?]));
-    }
-    Ok(found)
+    Ok(outputs.into_iter().filter_map(|o| match o {
+        Output::Progress(p) => Some(p),
+        Output::Update { .. } => None,
+    }).collect())
+}
+
+/// A histogram's quantile `q`, recorded in microseconds, in milliseconds.
+fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    histogram.value_at_quantile(q) as f64 / 1000.0
 }
 
 /// (records, late) from the last `flowgraph run: progress` line of run's log.

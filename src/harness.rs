@@ -290,8 +290,6 @@ fn load(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
     Ok(records)
 }
 
-/// Pushes the records at `args.rate` per wall-clock second (their own order) and measures,
-/// for each, the time until a progress mark past its event time is released.
 /// The most any record arrives behind the largest event time before it: the least lateness
 /// with which no record of `records` is late.
 fn arrival_disorder(records: &[Record]) -> EventTime {
@@ -303,7 +301,9 @@ fn arrival_disorder(records: &[Record]) -> EventTime {
     disorder
 }
 
-/// Each record's latency at the offered rate, and how many records the job processed late.
+/// Pushes the records at `args.rate` per wall-clock second (their own order) and measures,
+/// for each, the time until a progress mark past its event time is released; returns the
+/// histogram and how many records the job processed late.
 fn latency(
     records: &[Record],
     config: JobConfig,
