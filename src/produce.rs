@@ -118,11 +118,7 @@ pub fn publish(
         if batch.is_empty() {
             return Ok(());
         }
-        frame.clear();
-        binary::encode_frame(batch, &mut frame);
-        // Stamped with the wall clock, not the recording's event time: a broker deletes
-        // messages older than its retention, and a recording's times may be months old.
-        crate::output::send_waiting(&producer, BaseRecord::<str, [u8]>::to(topic).key(key).payload(&frame[..]))?;
+        send_frame(&producer, topic, key, batch, &mut frame)?;
         messages += 1;
         batch.clear();
         Ok(())
@@ -178,12 +174,17 @@ pub fn publish(
             batch.push(held);
         }
     }
-    send(&batch_key, &mut batch)?;
+    // Names after the last record with a key: their own keys.
     for held in std::mem::take(&mut unkeyed) {
         let key = key_of(&held);
+        if key != batch_key || batch.len() >= BATCH {
+            send(&batch_key, &mut batch)?;
+            batch_key = key;
+        }
         on_queued(&held);
-        send(&key, &mut vec![held])?;
+        batch.push(held);
     }
+    send(&batch_key, &mut batch)?;
     crate::output::flush_delivered(&producer, topic, Duration::from_secs(60))?;
     Ok(Published {
         records,
@@ -205,10 +206,22 @@ pub fn publish_at(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        frame.clear();
-        binary::encode_frame(std::slice::from_ref(&record), &mut frame);
-        let key = key_of(&record);
-        crate::output::send_waiting(producer, BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&frame[..]))?;
+        send_frame(producer, topic, &key_of(&record), std::slice::from_ref(&record), &mut frame)?;
     }
     crate::output::flush_delivered(producer, topic, Duration::from_secs(60))
+}
+
+/// Sends `records` as one binary frame keyed `key` (`frame` is reused scratch space). Stamped
+/// with the wall clock, not the recording's event time: a broker deletes messages older than
+/// its retention, and a recording's times may be months old.
+fn send_frame(
+    producer: &ThreadedProducer<DeliveryReport>,
+    topic: &str,
+    key: &str,
+    records: &[Record],
+    frame: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    frame.clear();
+    binary::encode_frame(records, frame);
+    crate::output::send_waiting(producer, BaseRecord::<str, [u8]>::to(topic).key(key).payload(&frame[..]))
 }
