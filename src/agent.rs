@@ -17,7 +17,7 @@ use crate::output::{self, RecordOutput};
 use flowgraph_schema::Record;
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
-use flowgraph_sources_ebpf::{Agent, AgentOptions};
+use flowgraph_sources_ebpf::{Agent, AgentOptions, LossCounters};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +80,17 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Takes the watermark (now) and the loss counters, then appends the names read since the
+/// last call. The watermark first, then the names: a name is stamped when its answer was
+/// read, so every name drained here is newer than the last watermark, and the caller puts
+/// its progress record for `now` after them.
+fn watermark_and_names(agent: &Agent, dns: &mut Dns, records: &mut Vec<Record>) -> anyhow::Result<(u64, LossCounters)> {
+    let mut loss = agent.loss_counters()?;
+    let now = now_ns();
+    loss.dns = dns.drain(records);
+    Ok((now, loss))
+}
+
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let period = Duration::from_nanos(parse_duration_ns("--export-period", &args.export_period)?);
     if period < Duration::from_secs(1) {
@@ -125,14 +136,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping && Instant::now() < next {
             if Instant::now() >= next_progress {
-                // Progress on its own, ordered as in an export: the names read since the last
-                // report first (stamped when read: those read before `now` must precede the
-                // watermark), then the watermark.
+                // Progress on its own: the names read since the last report, then the mark.
                 next_progress += progress_period;
                 records.clear();
-                let mut loss = agent.loss_counters()?;
-                let now = now_ns();
-                loss.dns = dns.drain(&mut records);
+                let (now, loss) = watermark_and_names(&agent, &mut dns, &mut records)?;
                 records.push(exporter.progress(now, &loss));
                 output.write(&records)?;
                 records_out += records.len() as u64;
@@ -147,11 +154,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         samples.clear();
         records.clear();
         agent.collect(&mut samples)?;
-        let mut loss = agent.loss_counters()?;
-        // The watermark first, then the names: a name is stamped when its answer was read, so
-        // every name drained here is newer than the last period's watermark.
-        let now = now_ns();
-        loss.dns = dns.drain(&mut records);
+        let (now, loss) = watermark_and_names(&agent, &mut dns, &mut records)?;
         exporter.export(&samples, now, &|pid, start| agent.process(pid, start), &loss, &mut records);
         output.write(&records)?;
         records_out += records.len() as u64;
