@@ -329,6 +329,9 @@ pub struct Generator {
     ingress_clients: Vec<IpAddr>,
     heap: BinaryHeap<Reverse<(u64, u32)>>,
     buf: VecDeque<Record>,
+    /// The fleet's last export instant, the stream's last event time: agents report progress
+    /// after their own last export until then.
+    end_ns: u64,
 }
 
 /// exp(mu + sigma·N(0,1)).
@@ -378,6 +381,7 @@ impl Generator {
             ingress_clients,
             heap: BinaryHeap::new(),
             buf: VecDeque::new(),
+            end_ns: 0,
         };
         g.build_agents();
         g.build_externals();
@@ -385,6 +389,7 @@ impl Generator {
         g.build_pods();
         g.build_targets();
         g.build_names();
+        g.end_ns = (0..g.agents.len()).map(|a| g.export_time(a, g.p.periods - 1)).max().unwrap_or(0);
         for a in 0..g.agents.len() {
             let arrival = g.export_time(a, 0) + g.rng.random_range(0..=g.p.max_delay_ns / 2);
             g.heap.push(Reverse((arrival, a as u32)));
@@ -1561,7 +1566,7 @@ impl Generator {
         let next = self.agents[a].next_report + self.p.progress_period_ns;
         let until = match self.agents[a].next_period < self.p.periods {
             true => self.export_time(a, self.agents[a].next_period),
-            false => (0..self.agents.len()).map(|b| self.export_time(b, self.p.periods - 1)).max().unwrap_or(0),
+            false => self.end_ns,
         };
         if next < until {
             self.agents[a].next_report = next;
