@@ -251,7 +251,8 @@ impl KafkaSink {
         if let Some(progress) = open {
             let committing = Instant::now();
             let committed = flush_promptly(&self.producer).and_then(|()| self.producer.commit_transaction(TIMEOUT));
-            self.stats.committing += committing.elapsed();
+            let commit_time = committing.elapsed();
+            self.stats.committing += commit_time;
             if let Err(source) = committed {
                 self.abort(progress, &source);
                 return Err(KafkaSinkError::Transaction { progress, error: source });
@@ -261,7 +262,7 @@ impl KafkaSink {
                 updates = published,
                 state_writes,
                 sending_ms = committing.duration_since(started).as_millis() as u64,
-                committing_ms = committing.elapsed().as_millis() as u64,
+                committing_ms = commit_time.as_millis() as u64,
                 "transaction committed"
             );
             self.stats.transactions += 1;
