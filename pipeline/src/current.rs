@@ -362,7 +362,10 @@ pub(crate) fn rows<'s>(
                     for (time, changes) in complete {
                         state.advance(time, changes, &mut out);
                     }
-                    output.session(&capability).give_iterator(out.drain(..));
+                    // The buffer itself goes downstream: kept here, it would hold the
+                    // capacity of the largest burst for good.
+                    output.session(&capability).give_container(&mut out);
+                    out.clear();
                 }
                 pending.downgrade();
             }
@@ -434,7 +437,10 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
                             }
                         }
                     }
-                    output.session(&capability).give_iterator(out.drain(..));
+                    // The buffer itself goes downstream: kept here, it would hold the
+                    // capacity of the largest burst for good.
+                    output.session(&capability).give_container(&mut out);
+                    out.clear();
                 }
                 pending.downgrade();
             }
