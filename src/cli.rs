@@ -127,8 +127,10 @@ pub struct BenchKafkaArgs {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
-    /// The pipeline's lateness (event time).
-    #[arg(long, default_value = "1s")]
+    /// The pipeline's lateness (event time): `auto` is the recording's own arrival disorder
+    /// (the most a record arrives behind a later-stamped one before it); a shorter one makes
+    /// records late by construction (counted and printed).
+    #[arg(long, default_value = "auto")]
     pub lateness: String,
     /// The pipeline's progress interval (event time).
     #[arg(long, default_value = "100ms")]
@@ -403,6 +405,10 @@ pub struct GenerateArgs {
     /// Output file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Export periods (10 s each) instead of the size's own: a stream longer than the
+    /// window (5 min: more than 30 periods) reaches the steady state where keys expire.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub periods: Option<u32>,
     /// binary or jsonl.
     #[arg(long, default_value = "binary")]
     pub format: String,

@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn the_bundled_recording_is_what_the_generator_writes() {
         let mut regenerated = Vec::new();
-        crate::generate::write_recording(Size::Demo, DEMO_SEED, false, &mut regenerated).unwrap();
+        crate::generate::write_recording(&Size::Demo.profile(), DEMO_SEED, false, &mut regenerated).unwrap();
         assert!(
             regenerated == DEMO_RECORDING,
             "data/demo.fgb is stale: regenerate it with \

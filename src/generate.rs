@@ -2,7 +2,7 @@
 
 use crate::cli::GenerateArgs;
 use anyhow::{bail, Context};
-use flowgraph_benches::Size;
+use flowgraph_benches::{FleetProfile, Size};
 use flowgraph_schema::{binary, json, Record};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,14 +19,24 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let file = File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
-    let count = write_recording(size, args.seed, jsonl, &mut out)?;
+    let mut profile = size.profile();
+    if let Some(periods) = args.periods {
+        profile.periods = periods;
+    }
+    let count = write_recording(&profile, args.seed, jsonl, &mut out)?;
     out.flush()?;
-    eprintln!("wrote {count} records ({size}, seed {}) to {}", args.seed, args.out.display());
+    let span_s = u64::from(profile.periods) * profile.export_period_ns / 1_000_000_000;
+    eprintln!(
+        "wrote {count} records ({size}, {} periods: {span_s} s of event time, seed {}) to {}",
+        profile.periods,
+        args.seed,
+        args.out.display()
+    );
     Ok(())
 }
 
 /// Writes a generated recording; returns the number of records.
-pub fn write_recording(size: Size, seed: u64, jsonl: bool, out: &mut impl Write) -> anyhow::Result<u64> {
+pub fn write_recording(profile: &FleetProfile, seed: u64, jsonl: bool, out: &mut impl Write) -> anyhow::Result<u64> {
     let mut batch: Vec<Record> = Vec::with_capacity(FRAME_RECORDS);
     let mut frame = Vec::new();
     let mut count = 0u64;
@@ -45,7 +55,7 @@ pub fn write_recording(size: Size, seed: u64, jsonl: bool, out: &mut impl Write)
         batch.clear();
         Ok(())
     };
-    flowgraph_benches::generate(&size.profile(), seed, |record| {
+    flowgraph_benches::generate(profile, seed, |record| {
         count += 1;
         batch.push(record);
         if batch.len() == FRAME_RECORDS && result.is_ok() {
