@@ -188,5 +188,5 @@ fn without_privilege_the_agent_explains_and_the_demo_falls_back_to_the_recording
     let stdout = String::from_utf8_lossy(&demo.stdout);
     assert!(demo.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&demo.stderr));
     assert!(stdout.contains("live capture is not possible here"), "{stdout}");
-    assert!(stdout.contains("18392 records read"), "the fallback did not replay the recording:\n{stdout}");
+    assert!(stdout.contains("18407 records read"), "the fallback did not replay the recording:\n{stdout}");
 }

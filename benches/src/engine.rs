@@ -7,7 +7,8 @@
 //! queued. Then the batch streams out in chunks: pending process/name records, one conn_stats
 //! per live key (read lazily from the key table, so no period is ever materialised), progress.
 //! Chunks of all agents merge by arrival time in a binary heap, so records interleave as a
-//! Kafka consumer would see them and lag their event time by at most `max_delay_ns`. Between
+//! Kafka consumer would see them and lag their event time by at most `max_delay_ns`. Before
+//! its first export (the fleet was running before the recording began) and between
 //! exports an agent reports progress every `progress_period_ns` (as the agent does), each
 //! report arriving at its time or after the export's last chunk, whichever is later, and after
 //! its last export until the fleet's last (the stream's end, so the end time is unchanged);
@@ -393,6 +394,7 @@ impl Generator {
         for a in 0..g.agents.len() {
             let arrival = g.export_time(a, 0) + g.rng.random_range(0..=g.p.max_delay_ns / 2);
             g.heap.push(Reverse((arrival, a as u32)));
+            g.schedule_first_report(a);
         }
         g
     }
@@ -1571,6 +1573,24 @@ impl Generator {
         if next < until {
             self.agents[a].next_report = next;
             self.heap.push(Reverse((next.max(arrival), a as u32 | REPORT)));
+        }
+    }
+
+    /// A recording starts with the fleet already running, so every agent has been reporting
+    /// progress: its reports before its first export start within one progress period of the
+    /// stream's start, on the cadence that leads to that export. (Without them an agent whose
+    /// export phase is late in the period is first heard from up to a period in, and a Kafka
+    /// partition whose clock already runs takes its first batch as a newcomer's, late.)
+    fn schedule_first_report(&mut self, a: usize) {
+        let period = self.p.progress_period_ns;
+        if period == 0 {
+            return;
+        }
+        let first_export = self.export_time(a, 0);
+        let reports_before = (first_export - self.p.start_time_ns) / period;
+        if reports_before > 0 {
+            self.agents[a].next_report = first_export - reports_before * period;
+            self.heap.push(Reverse((self.agents[a].next_report, a as u32 | REPORT)));
         }
     }
 

@@ -237,8 +237,10 @@ pub struct FleetProfile {
     pub export_period_ns: u64,
     /// How often each agent reports progress between its exports, as `flowgraph agent
     /// --progress-period` does (0: with exports only; at least 100 ms otherwise). The reports
-    /// of a period follow its export's last record; after an agent's last export they go on
-    /// until the fleet's last export, the stream's last event time.
+    /// of a period follow its export's last record; before an agent's first export they start
+    /// within one progress period of the stream's start (the fleet was already running);
+    /// after its last export they go on until the fleet's last export, the stream's last
+    /// event time.
     pub progress_period_ns: u64,
     /// Largest arrival delay of a record after its event time: the stream's disorder bound.
     pub max_delay_ns: u64,

@@ -192,15 +192,20 @@ fn every_agent_reports_progress_every_period() {
     let (export, report) = (profile.export_period_ns, profile.progress_period_ns);
     assert!(report > 0 && report < export, "the smoke profile reports between exports");
     let reports_between = (export - 1) / report;
-    // An agent's exports are its reports a whole number of periods after its first.
-    let exports_of = |times: &[u64]| -> Vec<u64> { times.iter().copied().filter(|t| (t - times[0]) % export == 0).collect() };
+    // An agent's exports are its reports a whole number of periods after its first export,
+    // the time of its first samples (its reports before that are the fleet running before
+    // the recording began).
+    let exports_of = |asid: u32, times: &[u64]| -> Vec<u64> {
+        let first = *sample_times[&asid].first().unwrap();
+        times.iter().copied().filter(|t| *t >= first && (t - first) % export == 0).collect()
+    };
     let stream_end = (1..=profile.nodes)
-        .map(|asid| *exports_of(&progress[&format!("agent-{asid}")]).last().unwrap())
+        .map(|asid| *exports_of(asid, &progress[&format!("agent-{asid}")]).last().unwrap())
         .max()
         .unwrap();
     for asid in 1..=profile.nodes {
         let times = &progress[&format!("agent-{asid}")];
-        let exports = exports_of(times);
+        let exports = exports_of(asid, times);
         assert_eq!(exports.len(), profile.periods as usize);
         for pair in exports.windows(2) {
             assert_eq!(pair[1] - pair[0], export);
@@ -213,8 +218,11 @@ fn every_agent_reports_progress_every_period() {
         }
         let last = *times.last().unwrap();
         assert!(last == stream_end || (last < stream_end && last + report >= stream_end), "agent {asid} stops at {last}");
+        // Heard from within one progress period of the stream's start, before its first
+        // export, on the cadence that leads to it.
         let start = profile.start_time_ns;
-        assert!(times[0] >= start && times[0] < start + export);
+        assert!(times[0] >= start && times[0] < start + report, "agent {asid} first heard at {}", times[0] - start);
+        assert!(exports[0] - times[0] < export && (exports[0] - times[0]) % report == 0);
         // Samples are stamped at the agent's export instants, each covered by its progress.
         for t in sample_times.get(&asid).into_iter().flatten() {
             assert!(exports.binary_search(t).is_ok(), "agent {asid} sample at {t}");
