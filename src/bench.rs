@@ -88,6 +88,14 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The latency of a running service: publication starts once the pipeline consumes (its
+    // transactional producer initialised, its partitions assigned), not while it starts up.
+    while !std::fs::read_to_string(dir.join("run.log")).unwrap_or_default().contains("flowgraph run: consuming") {
+        if Instant::now() > deadline || pipeline.try_wait()?.is_some() {
+            bail!("flowgraph run did not start consuming within 60 s (its log: {})", dir.join("run.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&deltas, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
