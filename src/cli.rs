@@ -139,9 +139,13 @@ pub struct BenchKafkaArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Keep the run's topics (bench-PID.*) on the broker; by default they are deleted at the
-    /// end (the medium stream leaves ~170 MB to ~1 GB on the broker per run).
+    /// end (the medium stream leaves ~170 MB to ~1 GB on the broker per run and phase).
     #[arg(long)]
     pub keep_topics: bool,
+    /// Measure latency only, not also throughput (the whole recording queued, then a
+    /// pipeline at full speed).
+    #[arg(long)]
+    pub no_throughput: bool,
 }
 
 /// Where and how the live view is served.

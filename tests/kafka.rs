@@ -330,10 +330,16 @@ fn kafka_path_equals_the_in_process_replay() {
     assert_eq!(state_topic_graph(b, "garbage.state"), reference_state, "garbage changed the result");
 
     // 4. The end-to-end harness (`bench-kafka`, smoke size: it must keep working; nothing is
-    //    asserted about speed): every record reflected by a readable mark, and its topics
-    //    deleted afterwards.
+    //    asserted about speed): every record reflected by a readable mark, the throughput
+    //    phase through to the end, and its topics deleted afterwards.
     let out = flowgraph(&dir, &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x"]);
     assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
+    // Its throughput phase ran the whole recording through a second pipeline to the end.
+    let count = |prefix: &str| -> u64 {
+        let line = out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}"));
+        line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert_eq!(count("throughput: "), count("published "), "{out}");
     let deleted = out.lines().find_map(|l| l.strip_prefix("deleted topics ")).unwrap_or_else(|| panic!("{out}"));
     let admin: rdkafka::consumer::BaseConsumer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
