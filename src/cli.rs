@@ -35,7 +35,8 @@ pub enum Command {
     /// recomputation in the same run: throughput, memory per key, latency; targets PASS/FAIL.
     Bench(BenchArgs),
     /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
-    /// and report throughput and produce-to-readable latency percentiles.
+    /// (produce-to-readable latency percentiles), then queue it whole and time a run through
+    /// it (throughput); prints the Kafka targets PASS or FAIL.
     BenchKafka(BenchKafkaArgs),
     /// Say how an address is named: which source named it, since when, and the alternatives;
     /// from a recording (--input) or a running live view (--url).

@@ -25,9 +25,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let count = write_recording(&profile, args.seed, jsonl, &mut out)?;
     out.flush()?;
+    let profile = profile.clamped();
     let span_s = u64::from(profile.periods) * profile.export_period_ns / 1_000_000_000;
     eprintln!(
-        "wrote {count} records ({size}, {} periods: {span_s} s of event time, seed {}) to {}",
+        "wrote {count} records ({size}, {} export periods: about {span_s} s of event time, seed {}) to {}",
         profile.periods,
         args.seed,
         args.out.display()

@@ -310,7 +310,8 @@ struct Agent {
     node_exporter: ProcId,
     next_period: u32,
     batch: Option<Batch>,
-    /// Event time of the agent's next progress report between exports.
+    /// Event time of the agent's last scheduled progress report, or of its last export
+    /// (the next report follows one progress period later).
     next_report: u64,
 }
 

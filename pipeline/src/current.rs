@@ -362,10 +362,10 @@ pub(crate) fn rows<'s>(
                     for (time, changes) in complete {
                         state.advance(time, changes, &mut out);
                     }
-                    // The buffer itself goes downstream: kept here, it would hold the
-                    // capacity of the largest burst for good.
-                    output.session(&capability).give_container(&mut out);
-                    out.clear();
+                    // The buffer itself goes downstream, and whatever a pusher hands back
+                    // (on a cluster, a drained buffer at full capacity) is dropped: kept
+                    // here, it would hold the capacity of the largest burst for good.
+                    output.session(&capability).give_container(&mut std::mem::take(&mut out));
                 }
                 pending.downgrade();
             }
@@ -437,10 +437,10 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
                             }
                         }
                     }
-                    // The buffer itself goes downstream: kept here, it would hold the
-                    // capacity of the largest burst for good.
-                    output.session(&capability).give_container(&mut out);
-                    out.clear();
+                    // The buffer itself goes downstream, and whatever a pusher hands back
+                    // (on a cluster, a drained buffer at full capacity) is dropped: kept
+                    // here, it would hold the capacity of the largest burst for good.
+                    output.session(&capability).give_container(&mut std::mem::take(&mut out));
                 }
                 pending.downgrade();
             }
