@@ -212,6 +212,8 @@ struct Phase {
     deltas: String,
     config: std::path::PathBuf,
     log: std::path::PathBuf,
+    /// The run's `--status-file`.
+    status: std::path::PathBuf,
     brokers: String,
 }
 
@@ -229,7 +231,15 @@ impl Phase {
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
-        Ok(Phase { name: prefix.to_string(), input, deltas, config, log: dir.join(format!("{prefix}.log")), brokers: args.brokers.clone() })
+        Ok(Phase {
+            name: prefix.to_string(),
+            input,
+            deltas,
+            config,
+            log: dir.join(format!("{prefix}.log")),
+            status: dir.join(format!("{prefix}.status.jsonl")),
+            brokers: args.brokers.clone(),
+        })
     }
 }
 
@@ -240,6 +250,7 @@ struct PipelineRun {
     child: std::process::Child,
     name: String,
     log: std::path::PathBuf,
+    status: std::path::PathBuf,
     marks: Arc<Mutex<Vec<(u64, Instant)>>>,
     done: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -270,7 +281,9 @@ impl PipelineRun {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["run", "--exit-when-idle", idle_exit, "--config"])
             .arg(&phase.config)
-            // Warnings, and run's own progress lines: the last one has its late-record count.
+            .arg("--status-file")
+            .arg(&phase.status)
+            // Warnings, printed at the end; run's own progress lines, for a person reading it.
             .env("RUST_LOG", "warn,flowgraph::run=info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&phase.log).context("creating the run's log")?)
@@ -301,7 +314,8 @@ impl PipelineRun {
             std::thread::sleep(Duration::from_millis(100));
         }
         let consuming = loop {
-            if std::fs::read_to_string(&phase.log).unwrap_or_default().contains("flowgraph run: consuming") {
+            let status = std::fs::read_to_string(&phase.status).unwrap_or_default();
+            if status_events(&status, "consuming").next().is_some() {
                 break Instant::now();
             }
             not_ready("started consuming")?;
@@ -335,7 +349,15 @@ impl PipelineRun {
                 }
             })
         };
-        let run = PipelineRun { child, name: phase.name.clone(), log: phase.log.clone(), marks, done, reader: Some(reader) };
+        let run = PipelineRun {
+            child,
+            name: phase.name.clone(),
+            log: phase.log.clone(),
+            status: phase.status.clone(),
+            marks,
+            done,
+            reader: Some(reader),
+        };
         Ok((run, consuming))
     }
 
@@ -352,8 +374,9 @@ impl PipelineRun {
         if !status.success() {
             bail!("{}: flowgraph run failed: {status} (its log: {})", self.name, self.log.display());
         }
-        let (records, late) = run_counts(&run_log).with_context(|| {
-            format!("{}: no final progress line (records=, late=) in flowgraph run's log {}", self.name, self.log.display())
+        let status = std::fs::read_to_string(&self.status).unwrap_or_default();
+        let (records, late) = stopped_counts(&status).with_context(|| {
+            format!("{}: no \"stopped\" event with records and late in the run's status file {}", self.name, self.status.display())
         })?;
         let marks = self.marks.lock().expect("marks lock").clone();
         Ok(Finished { marks, records, late })
@@ -408,13 +431,23 @@ fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
     histogram.value_at_quantile(q) as f64 / 1000.0
 }
 
-/// (records, late) from the last `flowgraph run: progress` line of run's log.
-fn run_counts(log: &str) -> Option<(u64, u64)> {
-    let line = log.lines().rev().find(|line| line.contains("flowgraph run: progress"))?;
-    let field = |name: &str| -> Option<u64> {
-        line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-    };
-    Some((field("records")?, field("late")?))
+/// The events named `event` of a run's `--status-file` (complete lines only).
+fn status_events<'a>(status: &'a str, event: &'a str) -> impl Iterator<Item = serde_json::Value> + 'a {
+    status
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(move |value| value["event"] == event)
+}
+
+/// (records, late) summed over the workers' "stopped" events; `None` without any, or if one
+/// lacks a count.
+fn stopped_counts(status: &str) -> Option<(u64, u64)> {
+    let mut counts = None;
+    for event in status_events(status, "stopped") {
+        let (records, late) = counts.unwrap_or((0, 0));
+        counts = Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?));
+    }
+    counts
 }
 
 /// Each progress source's last two reports, to send the report that would follow them.
@@ -463,13 +496,16 @@ mod tests {
     }
 
     #[test]
-    fn run_counts_come_from_the_last_progress_line() {
-        let log = "2026-12-04T00:00:00Z  INFO flowgraph run: progress worker=0 records=10 late=1 keyed_records=10\n\
-                   2026-12-04T00:00:01Z  WARN something\n\
-                   2026-12-04T00:00:02Z  INFO flowgraph run: progress worker=0 records=913412 late=13418 keyed_records=913412\n\
-                   2026-12-04T00:00:03Z  INFO flowgraph run: stopped last_progress=Some(5)\n";
-        assert_eq!(run_counts(log), Some((913_412, 13_418)));
-        assert_eq!(run_counts("no progress here"), None);
+    fn counts_are_summed_over_the_workers_stopped_events() {
+        let status = "{\"event\":\"consuming\",\"worker\":0,\"workers\":2,\"partitions\":[0,2]}\n\
+                      {\"event\":\"consuming\",\"worker\":1,\"workers\":2,\"partitions\":[1,3]}\n\
+                      {\"event\":\"stopped\",\"worker\":1,\"records\":400,\"late\":3}\n\
+                      {\"event\":\"stopped\",\"worker\":0,\"records\":513412,\"late\":13415}\n\
+                      {\"event\":\"stopp";
+        assert_eq!(status_events(status, "consuming").count(), 2);
+        assert_eq!(stopped_counts(status), Some((513_812, 13_418)));
+        assert_eq!(stopped_counts("{\"event\":\"consuming\"}\n"), None);
+        assert_eq!(stopped_counts("{\"event\":\"stopped\",\"records\":1}\n"), None, "a missing count passed");
     }
 
     #[test]

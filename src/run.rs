@@ -48,6 +48,35 @@ struct Service {
     stop: Arc<AtomicBool>,
     /// Process 0's sink, taken by worker 0.
     sink: Mutex<Option<KafkaSink>>,
+    /// `--status-file`: status events for programs that drive the run.
+    status: Option<StatusFile>,
+}
+
+/// JSON Lines of status events, one line per event, written whole and flushed at once, so a
+/// reader polling the file sees complete lines.
+struct StatusFile {
+    path: std::path::PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl StatusFile {
+    fn create(path: &Path) -> anyhow::Result<StatusFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("--status-file: cannot open {}", path.display()))?;
+        Ok(StatusFile { path: path.to_path_buf(), file: Mutex::new(file) })
+    }
+
+    fn write(&self, event: serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write;
+        let line = format!("{event}\n");
+        let mut file = self.file.lock().expect("status file lock");
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("--status-file: writing {}", self.path.display()))
+    }
 }
 
 /// In a process other than 0: the mark process 0 resumes after, once it has set up the
@@ -118,7 +147,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, sink: Mutex::new(sink) });
+    let status = args.status_file.as_deref().map(StatusFile::create).transpose()?;
+    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, sink: Mutex::new(sink), status });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
         let index = worker.index();
@@ -242,6 +272,9 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
         _ => None,
     };
     tracing::info!(worker = index, workers = peers, partitions = ?source.partitions(), "flowgraph run: consuming");
+    if let Some(status) = &service.status {
+        status.write(serde_json::json!({"event": "consuming", "worker": index, "workers": peers, "partitions": source.partitions()}))?;
+    }
     let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     // Each worker names the addresses of its own partitions' records; the names are routed
     // to the worker that owns the address like any other record.
@@ -328,6 +361,15 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     source.flush();
     report(index, &job, &source, sink.as_ref());
+    if let Some(status) = &service.status {
+        let (j, s, k) = (job.stats(), source.stats(), sink.as_ref().map(SinkThread::stats));
+        status.write(serde_json::json!({
+            "event": "stopped", "worker": index, "records": s.records, "late": s.late,
+            "keyed_records": j.records, "rejected": j.rejected, "decode_errors": s.decode_errors,
+            "dead_letters": s.dead_letters, "updates_out": k.as_ref().map(|k| k.updates),
+            "transactions": k.as_ref().map(|k| k.transactions), "last_progress": last_progress,
+        }))?;
+    }
     if index == 0 {
         tracing::info!(last_progress = ?last_progress, "flowgraph run: stopped");
     }
