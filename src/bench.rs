@@ -278,6 +278,13 @@ impl PipelineRun {
     /// initialised and its partitions assigned), with the instant that was seen: the harness
     /// measures a running service, not its start-up.
     fn start(phase: &Phase, idle_exit: &str) -> anyhow::Result<(PipelineRun, Instant)> {
+        // An earlier bench's file (a reused pid) must not be read as this run's.
+        match std::fs::remove_file(&phase.status) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e).context(format!("removing {}", phase.status.display())))
+            }
+            _ => {}
+        }
         let mut child = Command::new(std::env::current_exe()?)
             .args(["run", "--exit-when-idle", idle_exit, "--config"])
             .arg(&phase.config)
@@ -315,7 +322,7 @@ impl PipelineRun {
         }
         let consuming = loop {
             let status = std::fs::read_to_string(&phase.status).unwrap_or_default();
-            if status_events(&status, "consuming").next().is_some() {
+            if every_worker(&status, "consuming").is_some() {
                 break Instant::now();
             }
             not_ready("started consuming")?;
@@ -376,7 +383,11 @@ impl PipelineRun {
         }
         let status = std::fs::read_to_string(&self.status).unwrap_or_default();
         let (records, late) = stopped_counts(&status).with_context(|| {
-            format!("{}: no \"stopped\" event with records and late in the run's status file {}", self.name, self.status.display())
+            format!(
+                "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker",
+                self.name,
+                self.status.display()
+            )
         })?;
         let marks = self.marks.lock().expect("marks lock").clone();
         Ok(Finished { marks, records, late })
@@ -439,15 +450,25 @@ fn status_events<'a>(status: &'a str, event: &'a str) -> impl Iterator<Item = se
         .filter(move |value| value["event"] == event)
 }
 
-/// (records, late) summed over the workers' "stopped" events; `None` without any, or if one
-/// lacks a count.
-fn stopped_counts(status: &str) -> Option<(u64, u64)> {
-    let mut counts = None;
-    for event in status_events(status, "stopped") {
-        let (records, late) = counts.unwrap_or((0, 0));
-        counts = Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?));
+/// The `event` of every worker, by worker, once each of the `workers` (the count the events
+/// carry) has written one; `None` before that. (A process writes its own workers' events:
+/// the bench runs one process.)
+fn every_worker(status: &str, event: &str) -> Option<Vec<serde_json::Value>> {
+    let mut by_worker = std::collections::BTreeMap::new();
+    let mut workers = None;
+    for value in status_events(status, event) {
+        workers = value["workers"].as_u64();
+        by_worker.insert(value["worker"].as_u64()?, value);
     }
-    counts
+    (by_worker.len() as u64 == workers?).then(|| by_worker.into_values().collect())
+}
+
+/// (records, late) summed over every worker's "stopped" event; `None` if a worker's is
+/// missing or lacks a count.
+fn stopped_counts(status: &str) -> Option<(u64, u64)> {
+    every_worker(status, "stopped")?
+        .iter()
+        .try_fold((0, 0), |(records, late), event| Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?)))
 }
 
 /// Each progress source's last two reports, to send the report that would follow them.
@@ -496,16 +517,19 @@ mod tests {
     }
 
     #[test]
-    fn counts_are_summed_over_the_workers_stopped_events() {
-        let status = "{\"event\":\"consuming\",\"worker\":0,\"workers\":2,\"partitions\":[0,2]}\n\
-                      {\"event\":\"consuming\",\"worker\":1,\"workers\":2,\"partitions\":[1,3]}\n\
-                      {\"event\":\"stopped\",\"worker\":1,\"records\":400,\"late\":3}\n\
-                      {\"event\":\"stopped\",\"worker\":0,\"records\":513412,\"late\":13415}\n\
-                      {\"event\":\"stopp";
-        assert_eq!(status_events(status, "consuming").count(), 2);
-        assert_eq!(stopped_counts(status), Some((513_812, 13_418)));
-        assert_eq!(stopped_counts("{\"event\":\"consuming\"}\n"), None);
-        assert_eq!(stopped_counts("{\"event\":\"stopped\",\"records\":1}\n"), None, "a missing count passed");
+    fn counts_are_summed_over_every_workers_stopped_event() {
+        let consuming = "{\"event\":\"consuming\",\"worker\":0,\"workers\":2,\"partitions\":[0,2]}\n\
+                         {\"event\":\"consuming\",\"worker\":1,\"workers\":2,\"partitions\":[1,3]}\n";
+        let stopped_1 = "{\"event\":\"stopped\",\"worker\":1,\"workers\":2,\"records\":400,\"late\":3}\n";
+        let stopped_0 = "{\"event\":\"stopped\",\"worker\":0,\"workers\":2,\"records\":513412,\"late\":13415}\n";
+        assert!(every_worker(&consuming[..consuming.len() / 2], "consuming").is_none(), "one of two workers was enough");
+        assert_eq!(every_worker(consuming, "consuming").map(|events| events.len()), Some(2));
+        // A worker's event written twice counts once; a cut-off last line is not an event.
+        let status = format!("{consuming}{stopped_1}{stopped_1}{stopped_0}{{\"event\":\"stopp");
+        assert_eq!(stopped_counts(&status), Some((513_812, 13_418)));
+        assert_eq!(stopped_counts(&format!("{consuming}{stopped_1}")), None, "a missing worker passed");
+        let countless = "{\"event\":\"stopped\",\"worker\":0,\"workers\":1,\"records\":1}\n";
+        assert_eq!(stopped_counts(countless), None, "a missing count passed");
     }
 
     #[test]

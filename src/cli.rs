@@ -299,9 +299,10 @@ pub struct RunArgs {
     /// The cluster's addresses: one host:port per line, line i for process i.
     #[arg(long)]
     pub hosts: Option<PathBuf>,
-    /// Append the run's status here as JSON Lines, for programs that drive it: each worker's
-    /// {"event":"consuming",...} once its partitions are assigned (and, on worker 0, the
-    /// sink's transactions initialised), and {"event":"stopped",...} with its counters.
+    /// Write the run's status here as JSON Lines (truncated at start), for programs that
+    /// drive it: each of this process's workers' {"event":"consuming",...} once it reads (its
+    /// partitions assigned, the sink's transactions initialised), and {"event":"stopped",...}
+    /// with its counters.
     #[arg(long)]
     pub status_file: Option<PathBuf>,
 }

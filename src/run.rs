@@ -53,7 +53,8 @@ struct Service {
 }
 
 /// JSON Lines of status events, one line per event, written whole and flushed at once, so a
-/// reader polling the file sees complete lines.
+/// reader polling the file sees complete lines. Truncated when the run opens it: the file
+/// describes one run. A failed write stops the worker, like any other output failure.
 struct StatusFile {
     path: std::path::PathBuf,
     file: Mutex<std::fs::File>,
@@ -61,10 +62,7 @@ struct StatusFile {
 
 impl StatusFile {
     fn create(path: &Path) -> anyhow::Result<StatusFile> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = std::fs::File::create(path)
             .with_context(|| format!("--status-file: cannot open {}", path.display()))?;
         Ok(StatusFile { path: path.to_path_buf(), file: Mutex::new(file) })
     }
@@ -105,6 +103,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|d| parse_duration_ns("--exit-when-idle", d).map(Duration::from_nanos))
         .transpose()?;
     let communication = cluster(&args)?;
+    // Opened before the sink fences a previous incarnation, so a bad path stops nothing.
+    let status = args.status_file.as_deref().map(StatusFile::create).transpose()?;
 
     crate::telemetry::serve(args.metrics_addr.as_deref())?;
     let stop = stop_flag()?;
@@ -147,7 +147,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let status = args.status_file.as_deref().map(StatusFile::create).transpose()?;
     let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, sink: Mutex::new(sink), status });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
@@ -364,7 +363,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     if let Some(status) = &service.status {
         let (j, s, k) = (job.stats(), source.stats(), sink.as_ref().map(SinkThread::stats));
         status.write(serde_json::json!({
-            "event": "stopped", "worker": index, "records": s.records, "late": s.late,
+            "event": "stopped", "worker": index, "workers": peers, "records": s.records, "late": s.late,
             "keyed_records": j.records, "rejected": j.rejected, "decode_errors": s.decode_errors,
             "dead_letters": s.dead_letters, "updates_out": k.as_ref().map(|k| k.updates),
             "transactions": k.as_ref().map(|k| k.transactions), "last_progress": last_progress,

@@ -187,10 +187,33 @@ fn kafka_path_equals_the_in_process_replay() {
 
     // 1. Straight through: same updates at every time, same final graph, same state topic.
     let config = run_config(&dir, b, "straight");
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "straight.in", "--partitions", "1", "--brokers", b]);
-    let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
+    let replayed = flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "straight.in", "--partitions", "1", "--brokers", b]);
+    let status_file = dir.join("straight.status.jsonl");
+    let log = flowgraph(
+        &dir,
+        &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s", "--status-file", status_file.to_str().unwrap()],
+    );
     assert!(log.contains("late=0"), "records were late through Kafka:\n{log}");
     let published = delta_topic_outputs(b, "straight.deltas");
+    // The status file, for programs that drive `run`: the worker started consuming, then
+    // stopped having read every record published, none late, at the last mark published.
+    let status: Vec<serde_json::Value> = std::fs::read_to_string(&status_file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let events: Vec<&str> = status.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["consuming", "stopped"], "{status:?}");
+    let records_published: u64 = replayed
+        .split("published ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{replayed}"));
+    let stopped = &status[1];
+    assert_eq!((stopped["worker"].as_u64(), stopped["workers"].as_u64()), (Some(0), Some(1)), "{stopped}");
+    assert_eq!((stopped["records"].as_u64(), stopped["late"].as_u64()), (Some(records_published), Some(0)), "{stopped}");
+    let last_mark = published.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    assert_eq!(stopped["last_progress"].as_u64(), last_mark, "{stopped}");
     assert_same_deltas(&published, &reference, "straight run");
     assert_marks_cover(&published, "straight run");
     assert_eq!(state_topic_graph(b, "straight.state"), reference_state, "state topic differs");
