@@ -206,6 +206,7 @@ struct Throughput {
 }
 
 /// One phase's topics (`{name}.in`, `.deltas`, `.state`, `.dead`) and the config of its run.
+#[derive(Clone)]
 struct Phase {
     name: String,
     input: String,
@@ -248,9 +249,7 @@ impl Phase {
 /// running on the cores the next measurement needs.
 struct PipelineRun {
     child: std::process::Child,
-    name: String,
-    log: std::path::PathBuf,
-    status: std::path::PathBuf,
+    phase: Phase,
     marks: Arc<Mutex<Vec<(u64, Instant)>>>,
     done: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -316,10 +315,8 @@ impl PipelineRun {
             let _ = child.wait();
             bail!("{}: flowgraph run {why} before it {what} (its log: {})", phase.name, phase.log.display())
         };
-        while consumer.fetch_watermarks(&phase.deltas, 0, Duration::from_secs(1)).is_err() {
-            not_ready(&format!("created {}", phase.deltas))?;
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // Process 0 creates the topics before any worker starts, so the delta topic exists
+        // once the workers consume.
         let consuming = loop {
             let status = std::fs::read_to_string(&phase.status).unwrap_or_default();
             if every_worker(&status, "consuming").is_some() {
@@ -356,15 +353,7 @@ impl PipelineRun {
                 }
             })
         };
-        let run = PipelineRun {
-            child,
-            name: phase.name.clone(),
-            log: phase.log.clone(),
-            status: phase.status.clone(),
-            marks,
-            done,
-            reader: Some(reader),
-        };
+        let run = PipelineRun { child, phase: phase.clone(), marks, done, reader: Some(reader) };
         Ok((run, consuming))
     }
 
@@ -373,20 +362,20 @@ impl PipelineRun {
         let status = self.child.wait()?;
         self.done.store(true, Ordering::Relaxed);
         let reader = self.reader.take().expect("joined once");
-        reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.name))??;
-        let run_log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))??;
+        let run_log = std::fs::read_to_string(&self.phase.log).unwrap_or_default();
         for line in run_log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
-            eprintln!("flowgraph run ({}): {line}", self.name);
+            eprintln!("flowgraph run ({}): {line}", self.phase.name);
         }
         if !status.success() {
-            bail!("{}: flowgraph run failed: {status} (its log: {})", self.name, self.log.display());
+            bail!("{}: flowgraph run failed: {status} (its log: {})", self.phase.name, self.phase.log.display());
         }
-        let status = std::fs::read_to_string(&self.status).unwrap_or_default();
+        let status = std::fs::read_to_string(&self.phase.status).unwrap_or_default();
         let (records, late) = stopped_counts(&status).with_context(|| {
             format!(
                 "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker",
-                self.name,
-                self.status.display()
+                self.phase.name,
+                self.phase.status.display()
             )
         })?;
         let marks = self.marks.lock().expect("marks lock").clone();
