@@ -336,6 +336,11 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 state.present = false;
             }
         }
+        if state.pending.is_empty() && state.pending.spilled() {
+            // A key that went quiet gives its spilled buffer back: it may be kept for
+            // `max_window` (an hour by default) after it expires.
+            state.pending = SmallVec::new();
+        }
         let Some(window) = self.window else { return };
         let Some((time, _)) = &state.settled else { return };
         if !state.present && state.pending.is_empty() && time.saturating_add(self.max_window) < to {
