@@ -66,7 +66,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace");
     let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &lateness)?;
     ensure_topic(&kafka, &phase.input, args.partitions)?;
-    let (run, _) = PipelineRun::start(&phase, &format!("{:.3}s", 3.0 + 60.0 / speed))?;
+    let (run, _) = PipelineRun::start(&phase, Duration::from_secs_f64(3.0 + 60.0 / speed))?;
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
     let published = publish(&args.input, &kafka, &phase.input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
@@ -137,7 +137,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let tail: Vec<(Instant, Record)> = reports.next_reports(end).into_iter().map(|r| (now, r)).collect();
             let tail_reports = tail.len();
             publish_at(&tail_producer, &phase.input, tail)?;
-            let (run, consuming) = PipelineRun::start(&phase, "3s")?;
+            let (run, consuming) = PipelineRun::start(&phase, Duration::from_secs(3))?;
             let finished = run.finish()?;
             let Some(&(mark, done)) = finished.marks.iter().find(|(mark, _)| *mark > end) else {
                 bail!("{}: the pipeline never made a mark past the recording's last event time readable", phase.name);
@@ -244,12 +244,19 @@ impl Phase {
     }
 }
 
+/// How long a run may go without releasing a progress mark, beyond its idle exit, once the
+/// bench waits for its exit, before it is taken for stuck. A running pipeline releases one
+/// every progress interval of event time (1 s).
+const STALLED_AFTER: Duration = Duration::from_secs(120);
+
 /// A `flowgraph run` child and the reader of its delta topic's progress marks. Dropped before
 /// [`PipelineRun::finish`] (the bench failed), it stops the child, so that nothing keeps
 /// running on the cores the next measurement needs.
 struct PipelineRun {
     child: std::process::Child,
     phase: Phase,
+    /// The run's `--exit-when-idle`.
+    idle_exit: Duration,
     marks: Arc<Mutex<Vec<(u64, Instant)>>>,
     done: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -276,7 +283,7 @@ impl PipelineRun {
     /// Starts the pipeline and returns once it consumes (its transactional producer
     /// initialised and its partitions assigned), with the instant that was seen: the harness
     /// measures a running service, not its start-up.
-    fn start(phase: &Phase, idle_exit: &str) -> anyhow::Result<(PipelineRun, Instant)> {
+    fn start(phase: &Phase, idle_exit: Duration) -> anyhow::Result<(PipelineRun, Instant)> {
         // An earlier bench's file (a reused pid) must not be read as this run's.
         match std::fs::remove_file(&phase.status) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -285,7 +292,7 @@ impl PipelineRun {
             _ => {}
         }
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["run", "--exit-when-idle", idle_exit, "--config"])
+            .args(["run", "--exit-when-idle", &format!("{}ms", idle_exit.as_millis()), "--config"])
             .arg(&phase.config)
             .arg("--status-file")
             .arg(&phase.status)
@@ -353,13 +360,35 @@ impl PipelineRun {
                 }
             })
         };
-        let run = PipelineRun { child, phase: phase.clone(), marks, done, reader: Some(reader) };
+        let run = PipelineRun { child, phase: phase.clone(), idle_exit, marks, done, reader: Some(reader) };
         Ok((run, consuming))
     }
 
-    /// Waits for the pipeline's idle exit and for its last marks to be read.
+    /// Waits for the pipeline's idle exit and for its last marks to be read. A run that
+    /// neither exits nor releases a mark for its idle exit plus [`STALLED_AFTER`] is stuck
+    /// (say, a worker of a cluster died and its peers wait for it): it is killed and the
+    /// bench fails.
     fn finish(mut self) -> anyhow::Result<Finished> {
-        let status = self.child.wait()?;
+        let waiting_since = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            let last_mark = self.marks.lock().expect("marks lock").last().map(|(_, read)| *read);
+            let quiet = last_mark.unwrap_or(waiting_since).max(waiting_since).elapsed();
+            let stalled_after = self.idle_exit + STALLED_AFTER;
+            if quiet > stalled_after {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "{}: flowgraph run released no progress mark for {} s and did not exit: killed (its log: {})",
+                    self.phase.name,
+                    stalled_after.as_secs(),
+                    self.phase.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         self.done.store(true, Ordering::Relaxed);
         let reader = self.reader.take().expect("joined once");
         reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))??;
