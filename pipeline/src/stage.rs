@@ -110,6 +110,9 @@ pub(crate) trait StageValue: Clone + Ord {
 /// An update for the dataflow: key, value, event time, +1 or -1.
 pub(crate) type StageUpdate<K, V> = (K, V, EventTime, isize);
 
+/// `KeyState::expiry_wake` of a key with no entry in `Stage::expiries`.
+const NO_WAKE: EventTime = EventTime::MAX;
+
 struct KeyState<V> {
     /// The latest sample with time before the frontier, kept after it expires (for a window
     /// change) until `max_window` has passed.
@@ -119,7 +122,8 @@ struct KeyState<V> {
     /// Samples at or after the frontier, sorted by (time, value): a list in `Stage::pending`.
     pending: SampleList,
     /// The time of this key's earliest entry in `expiries`, if it has one.
-    expiry_wake: Option<EventTime>,
+    /// [`NO_WAKE`] if none. (Not an `Option`: 8 bytes a key less.)
+    expiry_wake: EventTime,
 }
 
 /// The staging state of one input.
@@ -225,7 +229,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                     settled: None,
                     present: false,
                     pending: SampleList::EMPTY,
-                    expiry_wake: None,
+                    expiry_wake: NO_WAKE,
                 };
                 let slot = match self.free.pop() {
                     Some(slot) => {
@@ -271,8 +275,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         for (time, slots) in self.expiries.take_before(to) {
             for slot in slots {
                 if let Some((_, state)) = self.slots[slot as usize].as_mut() {
-                    if state.expiry_wake == Some(time) {
-                        state.expiry_wake = None;
+                    if state.expiry_wake == time {
+                        state.expiry_wake = NO_WAKE;
                     }
                 }
                 self.settle(slot, to, out);
@@ -478,9 +482,10 @@ fn schedule_expiry<V>(
         // A pending sample will settle (and schedule) first.
         return;
     };
-    if state.expiry_wake.is_none_or(|wake| due < wake) {
+    // Also false for a due time of NO_WAKE itself: no frontier ever reaches it.
+    if due < state.expiry_wake {
         expiries.push(due, slot);
-        state.expiry_wake = Some(due);
+        state.expiry_wake = due;
     }
 }
 
