@@ -66,7 +66,9 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace");
     let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &lateness)?;
     ensure_topic(&kafka, &phase.input, args.partitions)?;
-    let (run, _) = PipelineRun::start(&phase, Duration::from_secs_f64(3.0 + 60.0 / speed))?;
+    let idle_exit = Duration::try_from_secs_f64(3.0 + 60.0 / speed)
+        .map_err(|_| anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {} s)", 3.0 + 60.0 / speed))?;
+    let (run, _) = PipelineRun::start(&phase, idle_exit)?;
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
     let published = publish(&args.input, &kafka, &phase.input, args.partitions, Pacing { rate: None, speed: Some(speed) }, &mut |record| {
@@ -246,7 +248,7 @@ impl Phase {
 
 /// How long a run may go without releasing a progress mark, beyond its idle exit, once the
 /// bench waits for its exit, before it is taken for stuck. A running pipeline releases one
-/// every progress interval of event time (1 s).
+/// every `--progress-interval` of event time it completes.
 const STALLED_AFTER: Duration = Duration::from_secs(120);
 
 /// A `flowgraph run` child and the reader of its delta topic's progress marks. Dropped before
@@ -265,11 +267,16 @@ struct PipelineRun {
 impl Drop for PipelineRun {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            kill(&mut self.child);
         }
         self.done.store(true, Ordering::Relaxed);
     }
+}
+
+/// Stops a child and reaps it; a child that already exited is only reaped.
+fn kill(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// What a finished run left: its marks as they became readable, and its record counts.
@@ -318,8 +325,7 @@ impl PipelineRun {
                 None if Instant::now() > deadline => "took more than 60 s".to_string(),
                 None => return Ok(()),
             };
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
             bail!("{}: flowgraph run {why} before it {what} (its log: {})", phase.name, phase.log.display())
         };
         // Process 0 creates the topics before any worker starts, so the delta topic exists
@@ -366,20 +372,29 @@ impl PipelineRun {
 
     /// Waits for the pipeline's idle exit and for its last marks to be read. A run that
     /// neither exits nor releases a mark for its idle exit plus [`STALLED_AFTER`] is stuck
-    /// (say, a worker of a cluster died and its peers wait for it): it is killed and the
-    /// bench fails.
+    /// (a sink or broker that hangs, a deadlock): it is killed and the bench fails.
     fn finish(mut self) -> anyhow::Result<Finished> {
         let waiting_since = Instant::now();
+        let stalled_after = self.idle_exit.saturating_add(STALLED_AFTER);
         let status = loop {
             if let Some(status) = self.child.try_wait()? {
                 break status;
             }
+            // A reader that stopped (a Kafka or decoding error) reads no more marks: its
+            // error is the news, not the quiet that follows.
+            if self.reader.as_ref().is_some_and(|reader| reader.is_finished()) {
+                let reader = self.reader.take().expect("checked");
+                reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))??;
+                bail!("{}: the delta reader stopped before the run exited", self.phase.name);
+            }
             let last_mark = self.marks.lock().expect("marks lock").last().map(|(_, read)| *read);
             let quiet = last_mark.unwrap_or(waiting_since).max(waiting_since).elapsed();
-            let stalled_after = self.idle_exit + STALLED_AFTER;
             if quiet > stalled_after {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                // It may have exited since the last look.
+                if let Some(status) = self.child.try_wait()? {
+                    break status;
+                }
+                kill(&mut self.child);
                 bail!(
                     "{}: flowgraph run released no progress mark for {} s and did not exit: killed (its log: {})",
                     self.phase.name,

@@ -119,7 +119,7 @@ struct KeyState<V> {
     settled: Option<(EventTime, V)>,
     /// Whether `settled` is in the dataflow's collection now.
     present: bool,
-    /// Samples at or after the frontier, sorted by (time, value): a list in `Stage::pending`.
+    /// Samples at or after the frontier, sorted by (time, value): a list in `Stage::sample_arena`.
     pending: SampleList,
     /// The time of this key's earliest entry in `expiries`, if it has one.
     /// [`NO_WAKE`] if none. (Not an `Option`: 8 bytes a key less.)
@@ -136,9 +136,9 @@ pub(crate) struct Stage<K, V> {
     frontier: EventTime,
     slots: Vec<Option<(K, KeyState<V>)>>,
     free: Vec<u32>,
-    /// Every key's pending samples, in one arena: a key holds about lateness / export period
-    /// of them, and a per-key buffer spilled each to a heap allocation of its own.
-    pending: SampleArena<V>,
+    /// Every key's pending samples (about lateness / export period of them a key), in one
+    /// arena: no heap allocation per key.
+    sample_arena: SampleArena<V>,
     /// Slot ids by their key's hash: the key itself lives only in its slot (compared there),
     /// so a key is stored once, not twice.
     index: HashTable<u32>,
@@ -187,7 +187,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             frontier: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            pending: SampleArena::default(),
+            sample_arena: SampleArena::default(),
             index: HashTable::new(),
             hasher: FxBuildHasher,
             samples: TimeQueue::default(),
@@ -212,14 +212,14 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         self.index.len()
     }
 
-    /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
-    /// the caller). Rejects a sample that cannot follow its neighbours in time.
     /// The slot of `key`, if it is tracked.
     fn find(&self, key: &K) -> Option<u32> {
         let slots = &self.slots;
         self.index.find(self.hasher.hash_one(key), |&slot| key_of(slots, slot) == key).copied()
     }
 
+    /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
+    /// the caller). Rejects a sample that cannot follow its neighbours in time.
     pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
         debug_assert!(time >= self.frontier, "sample before the frontier");
         let slot = match self.find(&key) {
@@ -247,18 +247,18 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             }
         };
         let (_, state) = self.slots[slot as usize].as_mut().expect("indexed slot");
-        let (before, after) = self.pending.neighbours(&state.pending, time, &value);
+        let (before, after) = self.sample_arena.neighbours(&state.pending, time, &value);
         let earlier = match before {
-            Some(entry) => Some(&self.pending.entries[entry as usize].value),
+            Some(entry) => Some(&self.sample_arena.entries[entry as usize].value),
             None => state.settled.as_ref().map(|(_, v)| v),
         };
         if let Some(earlier) = earlier {
             V::check_order(earlier, &value)?;
         }
         if let Some(entry) = after {
-            V::check_order(&value, &self.pending.entries[entry as usize].value)?;
+            V::check_order(&value, &self.sample_arena.entries[entry as usize].value)?;
         }
-        self.pending.insert_after(&mut state.pending, before, time, value);
+        self.sample_arena.insert_after(&mut state.pending, before, time, value);
         self.samples.push(time, slot);
         Ok(())
     }
@@ -310,7 +310,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             return;
         };
         loop {
-            let next_sample = self.pending.first_time(&state.pending).filter(|t| *t < to);
+            let next_sample = self.sample_arena.first_time(&state.pending).filter(|t| *t < to);
             let expiry = match (&state.settled, self.window) {
                 (Some((t, _)), Some(window)) if state.present => {
                     Some(t + window).filter(|e| *e < to)
@@ -325,7 +325,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 (None, Some(_)) => false,
             };
             if take_sample {
-                let (time, value) = self.pending.pop_first(&mut state.pending);
+                let (time, value) = self.sample_arena.pop_first(&mut state.pending);
                 if state.present {
                     let (_, old) = state.settled.take().expect("present implies settled");
                     out.push((key.clone(), old, time, -1));
@@ -381,7 +381,8 @@ struct SampleEntry<V> {
 
 /// The pending samples of every key of a stage, in one vector: 32 bytes a connection sample
 /// and no allocation of its own. A freed entry keeps its stale value until it is reused (a
-/// clone went out; the values are small, their text interned for good anyway).
+/// clone went out: a copy for bytes, reference counts for a process's texts, which the
+/// interner keeps anyway).
 struct SampleArena<V> {
     entries: Vec<SampleEntry<V>>,
     free: u32,
@@ -427,6 +428,7 @@ impl<V: StageValue> SampleArena<V> {
         };
         let entry = SampleEntry { time, value, next };
         let id = if self.free == SampleList::NONE {
+            debug_assert!(self.entries.len() < SampleList::NONE as usize, "sample arena full");
             self.entries.push(entry);
             (self.entries.len() - 1) as u32
         } else {
