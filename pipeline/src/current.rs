@@ -70,8 +70,8 @@ impl<V: PartialEq> Multiset<V> {
     }
 
     /// Moves a multiset that spilled to the heap (two values at once) back inline once it
-    /// holds one again. A SmallVec keeps its heap buffer otherwise, and nearly every key
-    /// passes through two values at some time: ~60 bytes per live connection key.
+    /// holds one again. A SmallVec keeps its heap buffer otherwise: a peer that once had two
+    /// keys in force, or a label that once changed, would hold one for good.
     fn compact(&mut self) {
         if self.0.spilled() && self.0.len() <= 1 {
             self.0.shrink_to_fit();
