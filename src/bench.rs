@@ -383,8 +383,7 @@ impl PipelineRun {
             // A reader that stopped (a Kafka or decoding error) reads no more marks: its
             // error is the news, not the quiet that follows.
             if self.reader.as_ref().is_some_and(|reader| reader.is_finished()) {
-                let reader = self.reader.take().expect("checked");
-                reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))??;
+                self.join_reader()?;
                 bail!("{}: the delta reader stopped before the run exited", self.phase.name);
             }
             let last_mark = self.marks.lock().expect("marks lock").last().map(|(_, read)| *read);
@@ -405,8 +404,7 @@ impl PipelineRun {
             std::thread::sleep(Duration::from_millis(50));
         };
         self.done.store(true, Ordering::Relaxed);
-        let reader = self.reader.take().expect("joined once");
-        reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))??;
+        self.join_reader()?;
         let run_log = std::fs::read_to_string(&self.phase.log).unwrap_or_default();
         for line in run_log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
             eprintln!("flowgraph run ({}): {line}", self.phase.name);
@@ -424,6 +422,12 @@ impl PipelineRun {
         })?;
         let marks = self.marks.lock().expect("marks lock").clone();
         Ok(Finished { marks, records, late })
+    }
+
+    /// Waits for the delta reader to end and returns its error, if it had one.
+    fn join_reader(&mut self) -> anyhow::Result<()> {
+        let reader = self.reader.take().expect("the reader is joined once");
+        reader.join().map_err(|_| anyhow::anyhow!("{}: the delta reader panicked", self.phase.name))?
     }
 }
 
