@@ -175,6 +175,12 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
     (records.len() as u64, bad)
 }
 
+/// The number right after the first `marker` in a command's output.
+fn number_after(output: &str, marker: &str) -> u64 {
+    let at = output.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{output}")) + marker.len();
+    output[at..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{output}"))
+}
+
 #[test]
 fn kafka_path_equals_the_in_process_replay() {
     let broker = Broker::start("path", false);
@@ -204,11 +210,7 @@ fn kafka_path_equals_the_in_process_replay() {
         .collect();
     let events: Vec<&str> = status.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["consuming", "stopped"], "{status:?}");
-    let records_published: u64 = replayed
-        .split("published ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{replayed}"));
+    let records_published = number_after(&replayed, "published ");
     let stopped = &status[1];
     assert_eq!((stopped["worker"].as_u64(), stopped["workers"].as_u64()), (Some(0), Some(1)), "{stopped}");
     assert_eq!((stopped["records"].as_u64(), stopped["late"].as_u64()), (Some(records_published), Some(0)), "{stopped}");
@@ -360,13 +362,9 @@ fn kafka_path_equals_the_in_process_replay() {
     // Its throughput phase ran the whole recording (and the sources' next reports) through a
     // second pipeline, which read every record of it; the smoke stream is too small for the
     // targets, which say so.
-    let number_after = |marker: &str| -> u64 {
-        let at = out.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{out}")) + marker.len();
-        out[at..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
-    };
-    let published = number_after("published ");
-    assert_eq!(number_after("throughput: "), published, "{out}");
-    assert_eq!(number_after("the pipeline read "), published + number_after("these and "), "{out}");
+    let published = number_after(&out, "published ");
+    assert_eq!(number_after(&out, "throughput: "), published, "{out}");
+    assert_eq!(number_after(&out, "the pipeline read "), published + number_after(&out, "these and "), "{out}");
     assert!(out.contains("n/a   Kafka (one local broker) >= 300,000 records/s") && out.contains("n/a   Kafka p99"), "{out}");
     let deleted = out.lines().find_map(|l| l.strip_prefix("deleted topics ")).unwrap_or_else(|| panic!("{out}"));
     let admin: rdkafka::consumer::BaseConsumer =
