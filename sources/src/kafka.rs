@@ -19,6 +19,7 @@
 //! counts only once a partition has carried `lateness` of event time: before that, a source
 //! the partition has not heard from yet may still come.
 
+use crate::clock::SourceClock;
 use flowgraph_schema::binary::{self, MAGIC};
 use flowgraph_schema::{json, EventTime, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, TopicResult};
@@ -66,51 +67,6 @@ pub struct KafkaSourceConfig {
     /// whose sources send no progress still moves, and one read ahead of the others (a
     /// backlog) does not make their records late.
     pub lateness_ns: EventTime,
-}
-
-/// Event-time position of one partition.
-#[derive(Debug, Default)]
-struct PartitionClock {
-    /// Latest progress time per source seen on the partition.
-    progress: BTreeMap<String, EventTime>,
-    /// The least of `progress`, kept as progress arrives: the watermark is asked for every
-    /// record, progress records are a few per export period.
-    least_progress: EventTime,
-    /// Event time of the partition's first record.
-    first_seen: Option<EventTime>,
-    /// Largest event time of any record on the partition.
-    max_seen: EventTime,
-}
-
-impl PartitionClock {
-    /// Takes in one record of the partition, in the partition's order.
-    fn observe(&mut self, record: &Record) {
-        let time = record.time();
-        self.first_seen.get_or_insert(time);
-        self.max_seen = self.max_seen.max(time);
-        if let Record::Progress(p) = record {
-            let latest = self.progress.entry(p.source.clone()).or_insert(0);
-            *latest = (*latest).max(p.time_);
-            self.least_progress = self.progress.values().min().copied().unwrap_or(0);
-        }
-    }
-
-    /// max(the least latest progress over its sources, its largest event time - lateness),
-    /// counting progress only once the partition has carried `lateness` of event time.
-    ///
-    /// Progress speaks only for the sources that sent it. Until the partition has spanned
-    /// `lateness`, a source not heard from yet may still come with records up to `lateness`
-    /// behind (every agent sends at least once per export period): at start, the first
-    /// agent's progress would otherwise make the next agents' first batches late. After
-    /// that, a source new to the partition is a joiner, and its first records may be late.
-    fn watermark(&self, lateness: EventTime) -> EventTime {
-        let by_lateness = self.max_seen.saturating_sub(lateness);
-        let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
-        if spanned < lateness {
-            return by_lateness;
-        }
-        self.least_progress.max(by_lateness)
-    }
 }
 
 /// Errors that stop the source (bad input never does).
@@ -182,7 +138,7 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
     /// Event-time position per partition that has carried records.
-    clocks: BTreeMap<i32, PartitionClock>,
+    clocks: BTreeMap<i32, SourceClock>,
     partitions: Vec<i32>,
     /// Next offset to read per partition (last message read + 1).
     positions: BTreeMap<i32, i64>,
@@ -309,7 +265,7 @@ impl KafkaSource {
                     .fetch_watermarks(&config.topic, p, Duration::from_secs(10))
                     .map_err(|source| KafkaSourceError::Assign { topic: config.topic.clone(), source })?;
                 if high > low {
-                    clocks.insert(p, PartitionClock::default());
+                    clocks.insert(p, SourceClock::default());
                 }
             }
         }
@@ -554,33 +510,6 @@ pub fn decode_message<'a>(payload: &'a [u8], out: &mut Vec<Record>, bad: &mut Ve
 mod tests {
     use super::*;
     use flowgraph_schema::Progress;
-
-    const SECOND: EventTime = 1_000_000_000;
-
-    fn progress(source: &str, time_: EventTime) -> Record {
-        Record::Progress(Progress {
-            time_,
-            source: source.into(),
-            losses: Default::default(),
-        })
-    }
-
-    #[test]
-    fn progress_moves_a_partition_clock_only_after_lateness_of_event_time() {
-        let lateness = 30 * SECOND;
-        let mut clock = PartitionClock::default();
-        assert_eq!(clock.watermark(lateness), 0);
-        // At start, agent a's progress arrives before agent b's first batch, which is older:
-        // b is not known yet, so a's progress must not let the clock pass b's records.
-        clock.observe(&progress("agent-a", 100 * SECOND));
-        assert_eq!(clock.watermark(lateness), 70 * SECOND, "lateness alone while warming up");
-        clock.observe(&progress("agent-b", 99 * SECOND));
-        // Once the partition spans lateness, the least progress over its sources leads.
-        clock.observe(&progress("agent-a", 130 * SECOND));
-        assert_eq!(clock.watermark(lateness), 100 * SECOND);
-        clock.observe(&progress("agent-b", 128 * SECOND));
-        assert_eq!(clock.watermark(lateness), 128 * SECOND);
-    }
 
     #[test]
     fn json_messages_keep_their_good_lines() {

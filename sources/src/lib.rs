@@ -5,6 +5,9 @@
 //! oversized frame) is an item of its own that names where it is; the reader goes on after it,
 //! so the valid data around it is never lost.
 //!
+//! [`clock`]: how far a stream of records from several agents has got in event time, from
+//! their progress records (a Kafka partition's, a recording's).
+//!
 //! [`names_file`]: the operator's static names (address or CIDR -> name), longest prefix
 //! first, reloaded when the file changes.
 //!
@@ -13,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod kafka;
 pub mod names_file;
 pub mod recording;

@@ -1,0 +1,98 @@
+//! Event-time position of one ordered stream of records from several sources (a Kafka
+//! partition, a recording): how far its agents' progress records say it has got.
+//!
+//! An agent sends a progress record every export period, even when idle: "nothing older than
+//! this time will come from me". The least latest progress over the sources heard from is
+//! how far the stream is complete; its largest event time minus lateness is a floor, so a
+//! stream whose sources send no progress still moves. The Kafka source keeps one clock per
+//! partition and hands the job their minimum; an in-process replay keeps one for its file.
+
+use flowgraph_schema::{EventTime, Record};
+use std::collections::BTreeMap;
+
+/// How far one stream of records has got in event time (see the module docs).
+#[derive(Debug, Default)]
+pub struct SourceClock {
+    /// Latest progress time per source seen on the stream.
+    progress: BTreeMap<String, EventTime>,
+    /// The least of `progress`, kept as progress arrives: the watermark is asked for every
+    /// record, progress records are a few per export period.
+    least_progress: EventTime,
+    /// Event time of the stream's first record.
+    first_seen: Option<EventTime>,
+    /// Largest event time of any record on the stream.
+    max_seen: EventTime,
+}
+
+impl SourceClock {
+    /// Takes in one record of the stream, in the stream's order.
+    pub fn observe(&mut self, record: &Record) {
+        self.observe_time(record.time());
+        if let Record::Progress(p) = record {
+            match self.progress.get_mut(&p.source) {
+                Some(latest) => *latest = (*latest).max(p.time_),
+                None => {
+                    self.progress.insert(p.source.clone(), p.time_);
+                }
+            }
+            self.least_progress = self.progress.values().min().copied().unwrap_or(0);
+        }
+    }
+
+    /// Takes in the event time of one record of the stream, in the stream's order, without
+    /// the record (for a caller that only learns after handing it on whether it counts).
+    pub fn observe_time(&mut self, time: EventTime) {
+        self.first_seen.get_or_insert(time);
+        self.max_seen = self.max_seen.max(time);
+    }
+
+    /// max(the least latest progress over its sources, its largest event time - lateness),
+    /// counting progress only once the stream has carried `lateness` of event time.
+    ///
+    /// Progress speaks only for the sources that sent it. Until the stream has spanned
+    /// `lateness`, a source not heard from yet may still come with records up to `lateness`
+    /// behind (every agent sends at least once per export period): at start, the first
+    /// agent's progress would otherwise make the next agents' first batches late. After
+    /// that, a source new to the stream is a joiner, and its first records may be late.
+    pub fn watermark(&self, lateness: EventTime) -> EventTime {
+        let by_lateness = self.max_seen.saturating_sub(lateness);
+        let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
+        if spanned < lateness {
+            return by_lateness;
+        }
+        self.least_progress.max(by_lateness)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgraph_schema::Progress;
+
+    const SECOND: EventTime = 1_000_000_000;
+
+    fn progress(source: &str, time_: EventTime) -> Record {
+        Record::Progress(Progress {
+            time_,
+            source: source.into(),
+            losses: Default::default(),
+        })
+    }
+
+    #[test]
+    fn progress_moves_the_clock_only_after_lateness_of_event_time() {
+        let lateness = 30 * SECOND;
+        let mut clock = SourceClock::default();
+        assert_eq!(clock.watermark(lateness), 0);
+        // At start, agent a's progress arrives before agent b's first batch, which is older:
+        // b is not known yet, so a's progress must not let the clock pass b's records.
+        clock.observe(&progress("agent-a", 100 * SECOND));
+        assert_eq!(clock.watermark(lateness), 70 * SECOND, "lateness alone while warming up");
+        clock.observe(&progress("agent-b", 99 * SECOND));
+        // Once the stream spans lateness, the least progress over its sources leads.
+        clock.observe(&progress("agent-a", 130 * SECOND));
+        assert_eq!(clock.watermark(lateness), 100 * SECOND);
+        clock.observe(&progress("agent-b", 128 * SECOND));
+        assert_eq!(clock.watermark(lateness), 128 * SECOND);
+    }
+}
