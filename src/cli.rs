@@ -322,7 +322,8 @@ pub struct QueryArgs {
     /// Graph node: pod, service, namespace, node, container, host or process.
     #[arg(long)]
     pub group_by: Option<String>,
-    /// How far the frontier trails the largest event time seen, e.g. 30s.
+    /// How far the frontier trails the largest event time seen, e.g. 30s, at most: it moves
+    /// sooner once every agent's progress records have passed a time.
     #[arg(long)]
     pub lateness: Option<String>,
     /// Release completed results each time the frontier moves this far (event time).

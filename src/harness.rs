@@ -18,7 +18,7 @@
 //! `flowgraph bench-kafka`.
 
 use crate::cli::BenchArgs;
-use crate::replay::job_config;
+use crate::replay::{job_config, push_followed};
 use crate::report::human;
 use anyhow::{bail, Context};
 use comfy_table::{presets::UTF8_FULL, Table};
@@ -27,6 +27,7 @@ use flowgraph_sinks::graph::GraphState;
 use flowgraph_config::parse_duration_ns;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{EventTime, Record};
+use flowgraph_sources::clock::SourceClock;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::cmp::Reverse;
@@ -90,9 +91,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut job = Job::new(config.clone()).map_err(anyhow::Error::msg)?;
     let mut outputs = Vec::new();
     let mut updates = 0u64;
+    let mut clock = SourceClock::default();
     for record in &records {
         // Rejections are counted by the job; the harness measures, it does not judge input.
-        let _ = job.push(record.clone());
+        let _ = push_followed(&mut job, &mut clock, record.clone());
         job.drain_into(&mut outputs);
         updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
         outputs.clear();
@@ -363,6 +365,7 @@ fn latency(
     // Records not yet reflected, earliest event time first.
     let mut waiting: BinaryHeap<Reverse<(EventTime, Instant)>> = BinaryHeap::new();
     let mut outputs = Vec::new();
+    let mut clock = SourceClock::default();
     let started = Instant::now();
     let per_record = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     for (i, record) in records.iter().enumerate() {
@@ -375,7 +378,7 @@ fn latency(
         }
         let arrived = Instant::now();
         waiting.push(Reverse((record.time(), arrived)));
-        let _ = job.push(record.clone());
+        let _ = push_followed(&mut job, &mut clock, record.clone());
         job.drain_into(&mut outputs);
         release(&mut outputs, &mut waiting, &mut histogram)?;
     }
@@ -387,13 +390,15 @@ fn latency(
 
 /// The part of each record's latency that no job can remove: the job's time model run on the
 /// same records at `rate`, without computing anything. A record is reflected at the first
-/// progress mark past its event time, and a mark moves only when a record at least
-/// `lateness + interval` later has arrived; until then its latency is arrival time alone.
+/// progress mark past its event time, and a mark moves only once the frontier has moved
+/// `interval` past the last: the frontier is the newest record's time minus `lateness`, or
+/// where the agents' progress records say the stream has got if that is further (as
+/// `push_followed` moves the job's); until then its latency is arrival time alone.
 fn arrival_floor(records: &[Record], rate: u64, lateness: u64, interval: u64) -> anyhow::Result<Histogram<u64>> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let micros_per_record = 1e6 / rate.max(1) as f64;
     let mut waiting: BinaryHeap<Reverse<(EventTime, usize)>> = BinaryHeap::new();
-    let (mut max_seen, mut mark) = (0, 0);
+    let mut mark = 0;
     let mut reflect = |waiting: &mut BinaryHeap<Reverse<(EventTime, usize)>>, mark: EventTime, now: usize| {
         while let Some(Reverse((time, arrived))) = waiting.peek().copied() {
             if time >= mark {
@@ -404,10 +409,11 @@ fn arrival_floor(records: &[Record], rate: u64, lateness: u64, interval: u64) ->
         }
         anyhow::Ok(())
     };
+    let mut clock = SourceClock::default();
     for (i, record) in records.iter().enumerate() {
         waiting.push(Reverse((record.time(), i)));
-        max_seen = max_seen.max(record.time());
-        let frontier = max_seen.saturating_sub(lateness);
+        clock.observe(record);
+        let frontier = clock.watermark(lateness);
         if frontier >= mark + interval {
             mark = frontier;
             reflect(&mut waiting, mark, i)?;
@@ -452,8 +458,9 @@ fn resident_bytes() -> u64 {
 fn final_graph_of_job(records: &[Record], config: JobConfig) -> anyhow::Result<Graph> {
     let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
     let (mut outputs, mut state) = (Vec::new(), GraphState::default());
+    let mut clock = SourceClock::default();
     for record in records {
-        let _ = job.push(record.clone());
+        let _ = push_followed(&mut job, &mut clock, record.clone());
         job.drain_into(&mut outputs);
         outputs.drain(..).for_each(|o| state.apply(&o));
     }

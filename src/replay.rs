@@ -5,7 +5,9 @@ use crate::naming::Naming;
 use crate::report;
 use anyhow::{bail, Context};
 use flowgraph_config::{ConfigFile, QueryConfig};
-use flowgraph_pipeline::{Admission, Job, JobConfig, Output};
+use flowgraph_pipeline::{Admission, Job, JobConfig, Output, Rejection};
+use flowgraph_schema::Record;
+use flowgraph_sources::clock::SourceClock;
 use flowgraph_sinks::deltas::DeltaWriter;
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::recording::{self, Format, RecordingReader};
@@ -111,6 +113,26 @@ pub struct ReplaySummary {
     pub tracked_keys: usize,
 }
 
+/// Pushes one record of a recorded or live stream into `job`, and moves the job's watermark
+/// to where the stream's agents say it has got (`clock`, fed only records the job accepted).
+/// The frontier then follows the agents' progress records, as the Kafka source's does per
+/// partition, instead of trailing the newest record by the whole lateness: a time completes
+/// once every agent has moved past it, and the job holds about one progress period of
+/// pending samples per key instead of a lateness's worth.
+pub(crate) fn push_followed(job: &mut Job, clock: &mut SourceClock, record: Record) -> Result<Admission, Rejection> {
+    let (time, progress) = (record.time(), matches!(record, Record::Progress(_)));
+    if progress {
+        // Progress is never rejected, and the clock needs its source.
+        clock.observe(&record);
+    }
+    let admission = job.push(record)?;
+    if !progress {
+        clock.observe_time(time);
+    }
+    job.advance_watermark(clock.watermark(job.lateness_ns()));
+    Ok(admission)
+}
+
 /// Called after each progress mark with the graph complete at that mark.
 pub type OnProgress<'a> = &'a mut dyn FnMut(&GraphState);
 
@@ -134,6 +156,7 @@ pub fn replay_stream<R: BufRead>(
     let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
     let mut problems = ProblemLog::new(source);
     let mut describe = |what: String| problems.report(what);
+    let mut clock = SourceClock::default();
     loop {
         let item = reader
             .next_item()
@@ -149,7 +172,7 @@ pub fn replay_stream<R: BufRead>(
                         let _ = job.push(name);
                     }
                 }
-                match job.push(record) {
+                match push_followed(job, &mut clock, record) {
                     Ok(Admission::OnTime) | Ok(Admission::Late { .. }) => {}
                     Err(rejection) => {
                         if strict {
@@ -270,4 +293,47 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgraph_schema::json::decode_line;
+
+    const SECOND: u64 = 1_000_000_000;
+    const START: u64 = 1_700_000_000 * SECOND;
+
+    fn conn(seconds: u64, pid: u32, bytes: u64) -> Record {
+        let line = format!(
+            r#"{{"type":"conn_stats","time_":{},"upid":"1:{pid}:1","remote_addr":"10.0.0.7","remote_port":6379,"trace_role":1,"bytes_sent":{bytes},"bytes_recv":{bytes}}}"#,
+            START + seconds * SECOND
+        );
+        decode_line(&line).expect("valid record")
+    }
+
+    fn progress(seconds: u64, agent: &str) -> Record {
+        decode_line(&format!(r#"{{"type":"progress","time_":{},"source":"{agent}"}}"#, START + seconds * SECOND))
+            .expect("valid record")
+    }
+
+    #[test]
+    fn the_frontier_follows_the_agents_progress_not_only_lateness() {
+        let config = JobConfig { lateness_ns: 30 * SECOND, ..JobConfig::default() };
+        let (mut job, mut clock) = (Job::new(config).unwrap(), SourceClock::default());
+        let mut push = |job: &mut Job, record| push_followed(job, &mut clock, record);
+        push(&mut job, progress(0, "agent-a")).unwrap();
+        push(&mut job, progress(0, "agent-b")).unwrap();
+        push(&mut job, conn(5, 1, 100)).unwrap();
+        push(&mut job, progress(40, "agent-a")).unwrap();
+        // agent-b has not passed 40 s: the least progress (0) leads nothing, lateness does.
+        assert_eq!(job.frontier(), START + 10 * SECOND);
+        push(&mut job, progress(39, "agent-b")).unwrap();
+        assert_eq!(job.frontier(), START + 39 * SECOND, "the least progress over the agents");
+        // A rejected record (a counter going down) does not move the clock, however late in
+        // event time it claims to be.
+        assert!(push(&mut job, conn(1_000, 1, 50)).is_err());
+        assert_eq!(job.frontier(), START + 39 * SECOND);
+        push(&mut job, conn(41, 1, 200)).unwrap();
+        assert_eq!(job.stats().late, 0);
+    }
 }

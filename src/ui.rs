@@ -16,6 +16,7 @@ use flowgraph_schema::{EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sinks::kafka::{decode, decode_state_value, last_progress, state_entry};
 use flowgraph_sources::kafka::{committed_reader, read_to_end};
+use flowgraph_sources::clock::SourceClock;
 use flowgraph_sources::recording::{Item, RecordingReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -109,6 +110,8 @@ pub struct LiveJob {
     outputs: Vec<Output>,
     progress_interval_ns: u64,
     input_ended: bool,
+    /// How far the input's agents have got (`crate::replay::push_followed`).
+    clock: SourceClock,
 }
 
 impl LiveJob {
@@ -128,6 +131,7 @@ impl LiveJob {
             outputs: Vec::new(),
             progress_interval_ns,
             input_ended: false,
+            clock: SourceClock::default(),
         };
         Ok((job, ParamsControl::Editable(sender)))
     }
@@ -147,7 +151,7 @@ impl LiveJob {
             self.naming.observe(&record, self.job.frontier(), &mut self.names);
             self.push_names();
         }
-        self.job.push(record)
+        crate::replay::push_followed(&mut self.job, &mut self.clock, record)
     }
 
     /// Pushes the names that arrived since the last call (reverse DNS, a reloaded names

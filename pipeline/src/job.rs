@@ -148,8 +148,9 @@ impl StageValue for Text {
 /// One net-flow-graph job: by default on a timely worker of its own in the calling thread
 /// (`Job::new`), or on one worker of a cluster (`Job::in_worker`, see `crate::cluster`).
 ///
-/// Time model: the frontier trails the largest event time seen by `lateness`; a record older
-/// than the frontier is processed at the frontier. Whenever the frontier has moved by
+/// Time model: the frontier trails the largest event time seen by `lateness`, or is the
+/// sources' watermark ([`Job::advance_watermark`]) if that is further; a record older than
+/// the frontier is processed at the frontier. Whenever the frontier has moved by
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
 /// dataflow has caught up, and the updates of every completed time are released, sorted,
 /// followed by a progress mark. The updates of each time are a function of the input alone;
@@ -315,6 +316,11 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if frontier >= self.input_frontier.saturating_add(self.config.progress_interval_ns) {
             self.advance(frontier);
         }
+    }
+
+    /// How far the frontier trails the largest event time seen (ns).
+    pub fn lateness_ns(&self) -> EventTime {
+        self.config.lateness_ns
     }
 
     /// The worker the job runs on (a cluster steps it between polls of its input).
