@@ -283,6 +283,10 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             }
         }
         self.frontier = self.frontier.max(to);
+        if self.sample_arena.mostly_free() {
+            let lists = self.slots.iter_mut().flatten().map(|(_, state)| &mut state.pending);
+            self.sample_arena.compact(lists.filter(|list| !list.is_empty()));
+        }
     }
 
     /// Changes the window from the frontier on (call [`Stage::advance`] to the change time
@@ -386,13 +390,19 @@ struct SampleEntry<V> {
 struct SampleArena<V> {
     entries: Vec<SampleEntry<V>>,
     free: u32,
+    /// Entries in some key's list (the rest are on the free list).
+    live: usize,
 }
 
 impl<V> Default for SampleArena<V> {
     fn default() -> Self {
-        SampleArena { entries: Vec::new(), free: SampleList::NONE }
+        SampleArena { entries: Vec::new(), free: SampleList::NONE, live: 0 }
     }
 }
+
+/// An arena holding fewer live samples than a quarter of its entries, and at least this many
+/// entries, is rebuilt at their size (see [`SampleArena::compact`]).
+const COMPACT_ARENA_FROM: usize = 4096;
 
 impl<V: StageValue> SampleArena<V> {
     fn first_time(&self, list: &SampleList) -> Option<EventTime> {
@@ -427,6 +437,7 @@ impl<V: StageValue> SampleArena<V> {
             None => list.head,
         };
         let entry = SampleEntry { time, value, next };
+        self.live += 1;
         let id = if self.free == SampleList::NONE {
             debug_assert!(self.entries.len() < SampleList::NONE as usize, "sample arena full");
             self.entries.push(entry);
@@ -457,7 +468,35 @@ impl<V: StageValue> SampleArena<V> {
         }
         entry.next = self.free;
         self.free = id;
+        self.live -= 1;
         sample
+    }
+
+    /// Whether most of the arena is free: after a burst (a start-up holds `lateness` of
+    /// samples per key, a following frontier about one), the vector would otherwise keep the
+    /// burst's capacity for good.
+    fn mostly_free(&self) -> bool {
+        self.entries.len() >= COMPACT_ARENA_FROM && self.live * 4 < self.entries.len()
+    }
+
+    /// Moves every list into a new vector of their size, in list order, and frees the old
+    /// one. `lists` must be every non-empty list of the arena; O(live samples).
+    fn compact<'a>(&mut self, lists: impl Iterator<Item = &'a mut SampleList>) {
+        let mut entries = Vec::with_capacity(self.live * 2);
+        for list in lists {
+            let mut at = list.head;
+            list.head = entries.len() as u32;
+            while at != SampleList::NONE {
+                let entry = &self.entries[at as usize];
+                at = entry.next;
+                let next = if at == SampleList::NONE { SampleList::NONE } else { entries.len() as u32 + 1 };
+                entries.push(SampleEntry { time: entry.time, value: entry.value.clone(), next });
+            }
+            list.tail = entries.len() as u32 - 1;
+        }
+        debug_assert_eq!(entries.len(), self.live, "lists missed by the compaction");
+        self.entries = entries;
+        self.free = SampleList::NONE;
     }
 }
 
@@ -569,6 +608,44 @@ mod tests {
         }
         let live: usize = expected.iter().map(Vec::len).sum();
         assert!(arena.entries.len() < live + 100, "freed entries not reused: {} for {live}", arena.entries.len());
+    }
+
+    #[test]
+    fn a_mostly_free_arena_is_rebuilt_with_its_lists_intact() {
+        // A burst (lateness of samples per key, as at start-up) then most of them settled.
+        let mut arena: SampleArena<Counter> = SampleArena::default();
+        let mut lists = vec![SampleList::EMPTY; 2_000];
+        for (key, list) in lists.iter_mut().enumerate() {
+            for sample in 0..3u64 {
+                let (before, _) = arena.neighbours(list, sample * 10, &Counter(key as u64 + sample));
+                arena.insert_after(list, before, sample * 10, Counter(key as u64 + sample));
+            }
+        }
+        assert!(!arena.mostly_free());
+        for list in lists.iter_mut() {
+            arena.pop_first(list);
+            arena.pop_first(list);
+        }
+        for list in lists.iter_mut().step_by(2) {
+            arena.pop_first(list);
+        }
+        assert!(arena.mostly_free(), "{} live of {}", arena.live, arena.entries.len());
+        arena.compact(lists.iter_mut().filter(|list| !list.is_empty()));
+        assert_eq!(arena.entries.len(), 1_000);
+        assert!(arena.entries.capacity() <= 2_000);
+        for (key, list) in lists.iter_mut().enumerate() {
+            if key % 2 == 0 {
+                assert!(list.is_empty());
+                continue;
+            }
+            // The list still ends at its tail: a later sample appends there.
+            let (before, after) = arena.neighbours(list, 30, &Counter(0));
+            assert_eq!((before, after), (Some(list.tail), None));
+            arena.insert_after(list, before, 30, Counter(0));
+            assert_eq!(arena.pop_first(list), (20, Counter(key as u64 + 2)));
+            assert_eq!(arena.pop_first(list), (30, Counter(0)));
+            assert!(list.is_empty());
+        }
     }
 
     #[test]
