@@ -136,7 +136,9 @@ pub(crate) struct Stage<K, V> {
     frontier: EventTime,
     slots: Vec<Option<(K, KeyState<V>)>>,
     free: Vec<u32>,
-    /// Every key's pending samples (about lateness / export period of them a key), in one
+    /// Every key's pending samples (those between the frontier and the newest record: a
+    /// lateness's worth while the frontier trails by lateness, less once it follows the
+    /// agents' progress), in one
     /// arena: no heap allocation per key.
     sample_arena: SampleArena<V>,
     /// Slot ids by their key's hash: the key itself lives only in its slot (compared there),
@@ -285,7 +287,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         self.frontier = self.frontier.max(to);
         if self.sample_arena.mostly_free() {
             let lists = self.slots.iter_mut().flatten().map(|(_, state)| &mut state.pending);
-            self.sample_arena.compact(lists.filter(|list| !list.is_empty()));
+            self.sample_arena.compact(lists);
         }
     }
 
@@ -401,7 +403,7 @@ impl<V> Default for SampleArena<V> {
 }
 
 /// An arena holding fewer live samples than a quarter of its entries, and at least this many
-/// entries, is rebuilt at their size (see [`SampleArena::compact`]).
+/// entries, is rebuilt at twice their number (see [`SampleArena::compact`]).
 const COMPACT_ARENA_FROM: usize = 4096;
 
 impl<V: StageValue> SampleArena<V> {
@@ -479,11 +481,12 @@ impl<V: StageValue> SampleArena<V> {
         self.entries.len() >= COMPACT_ARENA_FROM && self.live * 4 < self.entries.len()
     }
 
-    /// Moves every list into a new vector of their size, in list order, and frees the old
-    /// one. `lists` must be every non-empty list of the arena; O(live samples).
+    /// Moves every list into a new vector with room for twice their entries, in list order,
+    /// and frees the old one. `lists` must include every non-empty list of the arena (empty
+    /// ones are skipped); O(lists + live samples).
     fn compact<'a>(&mut self, lists: impl Iterator<Item = &'a mut SampleList>) {
         let mut entries = Vec::with_capacity(self.live * 2);
-        for list in lists {
+        for list in lists.filter(|list| !list.is_empty()) {
             let mut at = list.head;
             list.head = entries.len() as u32;
             while at != SampleList::NONE {
@@ -612,40 +615,69 @@ mod tests {
 
     #[test]
     fn a_mostly_free_arena_is_rebuilt_with_its_lists_intact() {
-        // A burst (lateness of samples per key, as at start-up) then most of them settled.
+        // A burst (a lateness's worth of samples per key, as at start-up), then most settled:
+        // an eighth of the keys keep two samples, an eighth one, the rest none.
         let mut arena: SampleArena<Counter> = SampleArena::default();
         let mut lists = vec![SampleList::EMPTY; 2_000];
+        let mut expected: Vec<Vec<(EventTime, u64)>> = vec![Vec::new(); lists.len()];
         for (key, list) in lists.iter_mut().enumerate() {
             for sample in 0..3u64 {
-                let (before, _) = arena.neighbours(list, sample * 10, &Counter(key as u64 + sample));
-                arena.insert_after(list, before, sample * 10, Counter(key as u64 + sample));
+                let (time, value) = (sample * 10, key as u64 + sample);
+                let (before, _) = arena.neighbours(list, time, &Counter(value));
+                arena.insert_after(list, before, time, Counter(value));
+                expected[key].push((time, value));
             }
         }
         assert!(!arena.mostly_free());
-        for list in lists.iter_mut() {
-            arena.pop_first(list);
-            arena.pop_first(list);
-        }
-        for list in lists.iter_mut().step_by(2) {
-            arena.pop_first(list);
+        for (key, list) in lists.iter_mut().enumerate() {
+            let settled = [1, 2, 3, 3, 3, 3, 3, 3][key % 8];
+            for _ in 0..settled {
+                let (time, value) = arena.pop_first(list);
+                assert_eq!((time, value.0), expected[key].remove(0));
+            }
         }
         assert!(arena.mostly_free(), "{} live of {}", arena.live, arena.entries.len());
-        arena.compact(lists.iter_mut().filter(|list| !list.is_empty()));
-        assert_eq!(arena.entries.len(), 1_000);
-        assert!(arena.entries.capacity() <= 2_000);
+        arena.compact(lists.iter_mut());
+        assert_eq!(arena.entries.len(), 750);
+        assert!(arena.entries.capacity() <= 1_500);
         for (key, list) in lists.iter_mut().enumerate() {
-            if key % 2 == 0 {
-                assert!(list.is_empty());
-                continue;
-            }
             // The list still ends at its tail: a later sample appends there.
-            let (before, after) = arena.neighbours(list, 30, &Counter(0));
-            assert_eq!((before, after), (Some(list.tail), None));
-            arena.insert_after(list, before, 30, Counter(0));
-            assert_eq!(arena.pop_first(list), (20, Counter(key as u64 + 2)));
-            assert_eq!(arena.pop_first(list), (30, Counter(0)));
-            assert!(list.is_empty());
+            if !list.is_empty() {
+                let (before, after) = arena.neighbours(list, 30, &Counter(0));
+                assert_eq!((before, after), (Some(list.tail), None));
+                arena.insert_after(list, before, 30, Counter(0));
+                expected[key].push((30, 0));
+            }
+            let mut held = Vec::new();
+            while !list.is_empty() {
+                let (time, value) = arena.pop_first(list);
+                held.push((time, value.0));
+            }
+            assert_eq!(held, expected[key], "key {key}");
         }
+        assert_eq!(arena.live, 0);
+    }
+
+    #[test]
+    fn advancing_past_a_burst_compacts_the_arena_and_loses_no_sample() {
+        let mut stage: Stage<u32, Counter> = Stage::new(Some(1_000), 10_000);
+        for key in 0..2_000u32 {
+            for sample in 0..5u64 {
+                stage.insert(key, sample * 10, Counter(sample)).unwrap();
+            }
+        }
+        assert_eq!(stage.sample_arena.entries.len(), 10_000);
+        let mut out = Vec::new();
+        stage.advance(35, &mut out);
+        assert_eq!(stage.sample_arena.entries.len(), 2_000, "the arena was not rebuilt");
+        out.clear();
+        stage.advance(45, &mut out);
+        out.sort();
+        let mut expected: Vec<_> = (0..2_000u32)
+            .flat_map(|key| [(key, Counter(3), 40, -1), (key, Counter(4), 40, 1)])
+            .collect();
+        expected.sort();
+        assert_eq!(out, expected, "each key: its last sample replaces the one before at 40");
     }
 
     #[test]
