@@ -99,8 +99,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
         outputs.clear();
     }
-    // Steady state: every record in, the last `lateness` of them staged, as in a running
-    // service. (After `finish` the job has also computed that last stretch at once, a
+    // Steady state: every record in, those past the frontier staged (where the agents'
+    // progress put it, or the last `lateness` of them), as in a running service. (After `finish` the job has also computed that last stretch at once, a
     // replay's end, not a service's steady state; printed too.)
     let job_added = resident_bytes().saturating_sub(resident_before);
     let tracked_keys = job.tracked_connection_keys();

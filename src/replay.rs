@@ -116,9 +116,10 @@ pub struct ReplaySummary {
 /// Pushes one record of a recorded or live stream into `job`, and moves the job's watermark
 /// to where the stream's agents say it has got (`clock`, fed only records the job accepted).
 /// The frontier then follows the agents' progress records, as the Kafka source's does per
-/// partition, instead of trailing the newest record by the whole lateness: a time completes
-/// once every agent has moved past it, and the job holds about one progress period of
-/// pending samples per key instead of a lateness's worth.
+/// partition (there, over every decoded record; here, over one clock for the whole input),
+/// instead of trailing the newest record by the whole lateness: a time completes once every
+/// agent heard from has moved past it, and the job holds one progress period of pending
+/// samples instead of a lateness's worth. docs/ARCHITECTURE.md "Time model" has the caveats.
 pub(crate) fn push_followed(job: &mut Job, clock: &mut SourceClock, record: Record) -> Result<Admission, Rejection> {
     let (time, progress) = (record.time(), matches!(record, Record::Progress(_)));
     if progress {
