@@ -100,8 +100,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         outputs.clear();
     }
     // Steady state: every record in, those past the frontier staged (where the agents'
-    // progress put it, or the last `lateness` of them), as in a running service. (After `finish` the job has also computed that last stretch at once, a
-    // replay's end, not a service's steady state; printed too.)
+    // progress put it, or the last `lateness` of them), as in a running service. (After
+    // `finish` the job has also computed that last stretch at once, a replay's end, not a
+    // service's steady state; printed too.)
     let job_added = resident_bytes().saturating_sub(resident_before);
     let tracked_keys = job.tracked_connection_keys();
     job.finish();
@@ -393,7 +394,8 @@ fn latency(
 /// progress mark past its event time, and a mark moves only once the frontier has moved
 /// `interval` past the last: the frontier is the newest record's time minus `lateness`, or
 /// where the agents' progress records say the stream has got if that is further (as
-/// `push_followed` moves the job's); until then its latency is arrival time alone.
+/// `push_followed` moves the job's, except that here every record counts, rejected or not);
+/// until then its latency is arrival time alone.
 fn arrival_floor(records: &[Record], rate: u64, lateness: u64, interval: u64) -> anyhow::Result<Histogram<u64>> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let micros_per_record = 1e6 / rate.max(1) as f64;

@@ -326,7 +326,7 @@ mod tests {
         push(&mut job, progress(0, "agent-b")).unwrap();
         push(&mut job, conn(5, 1, 100)).unwrap();
         push(&mut job, progress(40, "agent-a")).unwrap();
-        // agent-b has not passed 40 s: the least progress (0) leads nothing, lateness does.
+        // agent-b's progress is still at 0 s, behind the lateness floor (40 - 30 s), which leads.
         assert_eq!(job.frontier(), START + 10 * SECOND);
         push(&mut job, progress(39, "agent-b")).unwrap();
         assert_eq!(job.frontier(), START + 39 * SECOND, "the least progress over the agents");

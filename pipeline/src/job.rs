@@ -245,7 +245,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     }
 
     /// Feeds one record. The frontier (largest event time seen minus lateness, or the
-    /// sources' watermark) may move, and completed times are computed; their outputs wait for [`Job::drain_into`].
+    /// sources' watermark) may move, and completed times are computed; their outputs wait
+    /// for [`Job::drain_into`].
     pub fn push(&mut self, record: Record) -> Result<Admission, Rejection> {
         self.stats.records += 1;
         let frontier = self.frontier();
@@ -419,9 +420,9 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Closes every time before `to`, computes them, and releases their outputs.
     ///
     /// The work goes through the dataflow in slices of at most one progress interval of busy
-    /// event time, each released as soon as it is computed, so a long jump of the frontier (the
-    /// end of a replay completes everything past the frontier at once) holds one slice's changes in memory, not
-    /// all of them. Only the last slice ends with a progress mark.
+    /// event time, each released as soon as it is computed, so a long jump of the frontier
+    /// (the end of a replay completes everything past the frontier at once) holds one slice's
+    /// changes in memory, not all of them. Only the last slice ends with a progress mark.
     fn advance(&mut self, to: EventTime) {
         let due: Vec<(EventTime, Params)> = {
             let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);

@@ -136,10 +136,9 @@ pub(crate) struct Stage<K, V> {
     frontier: EventTime,
     slots: Vec<Option<(K, KeyState<V>)>>,
     free: Vec<u32>,
-    /// Every key's pending samples (those between the frontier and the newest record: a
-    /// lateness's worth while the frontier trails by lateness, less once it follows the
-    /// agents' progress), in one
-    /// arena: no heap allocation per key.
+    /// Every key's pending samples, in one arena: no heap allocation per key. They are the
+    /// samples past the frontier: a lateness's worth while the frontier trails by lateness,
+    /// fewer once it follows the agents' progress.
     sample_arena: SampleArena<V>,
     /// Slot ids by their key's hash: the key itself lives only in its slot (compared there),
     /// so a key is stored once, not twice.
@@ -474,9 +473,9 @@ impl<V: StageValue> SampleArena<V> {
         sample
     }
 
-    /// Whether most of the arena is free: after a burst (a start-up holds `lateness` of
-    /// samples per key, a following frontier about one), the vector would otherwise keep the
-    /// burst's capacity for good.
+    /// Whether most of the arena is free: after a burst (at start-up a key holds a lateness's
+    /// worth of samples, later, with the frontier following the agents, a fraction of one),
+    /// the vector would otherwise keep the burst's capacity for good.
     fn mostly_free(&self) -> bool {
         self.entries.len() >= COMPACT_ARENA_FROM && self.live * 4 < self.entries.len()
     }

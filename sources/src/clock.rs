@@ -2,9 +2,10 @@
 //! partition, a recording): how far its agents' progress records say it has got.
 //!
 //! An agent sends a progress record every progress period (1 s by default; at least once an
-//! export period), even when idle: "nothing older than this time will come from me". The least latest progress over the sources heard from is
-//! how far the stream is complete; its largest event time minus lateness is a floor, so a
-//! stream whose sources send no progress still moves. The Kafka source keeps one clock per
+//! export period), even when idle: "nothing older than this time will come from me". The
+//! least latest progress over the sources heard from is how far the stream is complete; its
+//! largest event time minus lateness is a floor, so a stream whose sources send no progress
+//! still moves. The Kafka source keeps one clock per
 //! partition and hands the job their minimum; an in-process replay keeps one for its file.
 
 use flowgraph_schema::{EventTime, Record};
