@@ -66,8 +66,9 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace");
     let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &lateness)?;
     ensure_topic(&kafka, &phase.input, args.partitions)?;
-    let idle_exit = Duration::try_from_secs_f64(3.0 + 60.0 / speed)
-        .map_err(|_| anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {} s)", 3.0 + 60.0 / speed))?;
+    let idle_exit_secs = 3.0 + 60.0 / speed;
+    let idle_exit = Duration::try_from_secs_f64(idle_exit_secs)
+        .map_err(|_| anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {idle_exit_secs} s)"))?;
     let (run, _) = PipelineRun::start(&phase, idle_exit)?;
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
@@ -266,9 +267,8 @@ struct PipelineRun {
 
 impl Drop for PipelineRun {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            kill(&mut self.child);
-        }
+        // A child `finish` already waited for is left alone by `kill` (std keeps its status).
+        kill(&mut self.child);
         self.done.store(true, Ordering::Relaxed);
     }
 }
