@@ -57,6 +57,15 @@ pub enum Admission {
 #[error("{0}")]
 pub struct Rejection(pub String);
 
+/// The most busy event time one pass through the dataflow covers, whatever the progress
+/// interval. Every buffer between the stage and the released outputs (the stage's changes,
+/// the operators' inputs and outputs, the release's sort) holds one slice's worth at a time,
+/// and the allocator keeps their peak resident between slices. At the default 1 s interval,
+/// 100 ms slices took the job from ~773 to ~670 bytes per live key on the 400 s medium stream
+/// at the same speed (docs/BENCHMARKS.md, item 15). Shorter slices only add dataflow steps;
+/// the updates and their times are the same.
+const MAX_COMPUTE_SLICE_NS: u64 = 100_000_000;
+
 /// Counters of what the job has seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobStats {
@@ -417,12 +426,19 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         self.conns.keys()
     }
 
+    /// How much busy event time one pass through the dataflow covers: the progress interval,
+    /// or [`MAX_COMPUTE_SLICE_NS`] if that is shorter.
+    fn compute_slice_ns(&self) -> u64 {
+        self.config.progress_interval_ns.min(MAX_COMPUTE_SLICE_NS)
+    }
+
     /// Closes every time before `to`, computes them, and releases their outputs.
     ///
-    /// The work goes through the dataflow in slices of at most one progress interval of busy
-    /// event time, each released as soon as it is computed, so a long jump of the frontier
-    /// (the end of a replay completes everything past the frontier at once) holds one slice's
-    /// changes in memory, not all of them. Only the last slice ends with a progress mark.
+    /// The work goes through the dataflow in slices of at most [`Job::compute_slice_ns`] of
+    /// busy event time, each released as soon as it is computed, so a long jump of the
+    /// frontier (the end of a replay completes everything past the frontier at once) holds one
+    /// slice's changes in memory, not all of them. Only the last slice ends with a progress
+    /// mark, so the slices do not show in the output.
     fn advance(&mut self, to: EventTime) {
         let due: Vec<(EventTime, Params)> = {
             let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);
@@ -443,9 +459,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             .flatten()
             .min()
             .unwrap_or(to);
-            let slice_end = to.min(
-                self.input_frontier.max(next_event).saturating_add(self.config.progress_interval_ns),
-            );
+            let slice_end =
+                to.min(self.input_frontier.max(next_event).saturating_add(self.compute_slice_ns()));
             while let Some((at, params)) = due.next_if(|(at, _)| *at < slice_end) {
                 self.stage_until(at);
                 self.apply_params(at, params);
