@@ -96,29 +96,124 @@ enum Change {
     Label(Label, isize),
 }
 
+/// The processes (or the addresses) the rows operator knows, each under a dense u32 id while
+/// it has labels or peers: the per-peer map and the indexes of who a label change touches
+/// hold two 4-byte ids per peer instead of a 16-byte upid and a 17-byte address (the 400 s
+/// medium stream: 670 -> 600 bytes per live key; docs/BENCHMARKS.md, item 16).
+#[derive(Debug)]
+struct Sides<K, L> {
+    ids: FxHashMap<K, u32>,
+    slots: Vec<Side<K, L>>,
+    /// Ids whose slot is unused, to hand out again.
+    free: Vec<u32>,
+    /// Ids that may have lost their last label or peer during the current time; released
+    /// only at its end, so that ids held across the time stay the same side.
+    maybe_unused: Vec<u32>,
+}
+
+/// One process (its (from_entity, cmdline)) or address (its name), and its peers by the
+/// other side's id.
+#[derive(Debug)]
+struct Side<K, L> {
+    key: K,
+    labels: Multiset<L>,
+    peers: FxHashSet<u32>,
+}
+
+impl<K, L> Default for Sides<K, L> {
+    fn default() -> Self {
+        Sides { ids: FxHashMap::default(), slots: Vec::new(), free: Vec::new(), maybe_unused: Vec::new() }
+    }
+}
+
+impl<K: Hash + Eq + Copy, L: PartialEq> Sides<K, L> {
+    fn id(&self, key: &K) -> Option<u32> {
+        self.ids.get(key).copied()
+    }
+
+    /// The key's id, given a fresh one (and remembered as maybe unused) if it had none.
+    fn intern(&mut self, key: K) -> u32 {
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        let side = Side { key, labels: Multiset::default(), peers: FxHashSet::default() };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = side;
+                id
+            }
+            None => {
+                self.slots.push(side);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 processes or addresses")
+            }
+        };
+        self.ids.insert(key, id);
+        self.maybe_unused.push(id);
+        id
+    }
+
+    fn side(&self, id: u32) -> &Side<K, L> {
+        &self.slots[id as usize]
+    }
+
+    fn update_labels(&mut self, key: K, labels: L, diff: isize) {
+        let id = self.intern(key);
+        let side = &mut self.slots[id as usize];
+        side.labels.update(labels, diff);
+        side.labels.compact();
+        self.maybe_unused.push(id);
+    }
+
+    fn add_peer(&mut self, id: u32, peer: u32) {
+        self.slots[id as usize].peers.insert(peer);
+    }
+
+    fn remove_peer(&mut self, id: u32, peer: u32) {
+        let peers = &mut self.slots[id as usize].peers;
+        peers.remove(&peer);
+        if peers.is_empty() {
+            // A set keeps its capacity when emptied: dropped, as the index entry was before.
+            *peers = FxHashSet::default();
+        }
+        self.maybe_unused.push(id);
+    }
+
+    /// Releases the ids, among those that may be, whose side has no labels and no peers.
+    fn release_unused(&mut self) {
+        for id in std::mem::take(&mut self.maybe_unused) {
+            let side = &mut self.slots[id as usize];
+            if side.labels.is_empty() && side.peers.is_empty() && self.ids.remove(&side.key).is_some() {
+                side.labels = Multiset::default();
+                self.free.push(id);
+            }
+        }
+    }
+}
+
 /// The join of bytes, process labels and address names, as of the last completed time.
 #[derive(Default)]
 struct RowState {
-    /// Per peer, its connection keys in force with their bytes: one entry per peer holds both
-    /// the max's inputs and what the join needs (a single look-up per changed peer).
-    bytes: FxHashMap<(Upid, IpAddr), PeerKeys>,
-    processes: FxHashMap<Upid, Multiset<(Text, Text)>>,
-    addresses: FxHashMap<IpAddr, Multiset<Text>>,
-    /// The peers with bytes, by process and by address: who a label change touches.
-    peers_of_process: FxHashMap<Upid, FxHashSet<IpAddr>>,
-    peers_of_address: FxHashMap<IpAddr, FxHashSet<Upid>>,
+    /// Per peer (process id, address id), its connection keys in force with their bytes: one
+    /// entry per peer holds both the max's inputs and what the join needs (a single look-up
+    /// per changed peer).
+    bytes: FxHashMap<(u32, u32), PeerKeys>,
+    /// Processes with their labels and their peers' address ids: who a label change touches.
+    processes: Sides<Upid, (Text, Text)>,
+    /// Addresses with their names and their peers' process ids.
+    addresses: Sides<IpAddr, Text>,
 }
 
 impl RowState {
     /// The rows of one peer now, with their counts.
-    fn rows_of(&self, peer: (Upid, IpAddr), out: &mut SmallVec<[(Row, isize); 1]>) {
-        rows_from(peer, self.bytes.get(&peer), self.processes.get(&peer.0), self.addresses.get(&peer.1), out);
+    fn rows_of(&self, peer: (u32, u32), out: &mut SmallVec<[(Row, isize); 1]>) {
+        let (process, address) = (self.processes.side(peer.0), self.addresses.side(peer.1));
+        rows_from((process.key, address.key), self.bytes.get(&peer), &process.labels, &address.labels, out);
     }
 
     fn apply_label(&mut self, label: Label, diff: isize) {
         match label {
-            Label::Process(upid, labels) => update_entry(&mut self.processes, upid, labels, diff),
-            Label::Address(addr, name) => update_entry(&mut self.addresses, addr, name, diff),
+            Label::Process(upid, labels) => self.processes.update_labels(upid, labels, diff),
+            Label::Address(addr, name) => self.addresses.update_labels(addr, name, diff),
         }
     }
 
@@ -138,16 +233,20 @@ impl RowState {
                 Change::Label(label, diff) => labels.push((label, diff)),
             }
         }
-        let mut relabeled: Vec<(Upid, IpAddr)> = Vec::new();
+        let mut relabeled: Vec<(u32, u32)> = Vec::new();
         for (label, _) in &labels {
             match label {
                 Label::Process(upid, _) => {
-                    let peers = self.peers_of_process.get(upid).into_iter().flatten();
-                    relabeled.extend(peers.map(|addr| (*upid, *addr)));
+                    if let Some(process) = self.processes.id(upid) {
+                        let peers = &self.processes.side(process).peers;
+                        relabeled.extend(peers.iter().map(|address| (process, *address)));
+                    }
                 }
                 Label::Address(addr, _) => {
-                    let peers = self.peers_of_address.get(addr).into_iter().flatten();
-                    relabeled.extend(peers.map(|upid| (*upid, *addr)));
+                    if let Some(address) = self.addresses.id(addr) {
+                        let peers = &self.addresses.side(address).peers;
+                        relabeled.extend(peers.iter().map(|process| (*process, address)));
+                    }
                 }
             }
         }
@@ -171,35 +270,36 @@ impl RowState {
         bytes.sort_unstable_by_key(|(peer, _, diff)| (*peer, *diff));
         let (mut before, mut after) = (SmallVec::new(), SmallVec::new());
         for group in bytes.chunk_by(|a, b| a.0 == b.0) {
-            let peer = group[0].0;
-            let emit_here = relabeled.binary_search(&peer).is_err();
-            let process = self.processes.get(&peer.0);
-            let address = self.addresses.get(&peer.1);
-            let entry = self.bytes.entry(peer).or_default();
+            let (upid, addr) = group[0].0;
+            let ids = (self.processes.intern(upid), self.addresses.intern(addr));
+            let emit_here = relabeled.binary_search(&ids).is_err();
+            let process = &self.processes.side(ids.0).labels;
+            let address = &self.addresses.side(ids.1).labels;
+            let entry = self.bytes.entry(ids).or_default();
             let was_empty = entry.is_empty();
             if emit_here {
-                rows_from(peer, Some(&*entry), process, address, &mut before);
+                rows_from((upid, addr), Some(&*entry), process, address, &mut before);
             }
             for (_, value, diff) in group {
                 entry.update(*value, *diff);
             }
             if emit_here {
-                rows_from(peer, Some(&*entry), process, address, &mut after);
+                rows_from((upid, addr), Some(&*entry), process, address, &mut after);
             }
             let is_empty = entry.is_empty();
             if is_empty {
-                self.bytes.remove(&peer);
+                self.bytes.remove(&ids);
             } else {
                 entry.compact();
             }
             match (was_empty, is_empty) {
                 (true, false) => {
-                    self.peers_of_process.entry(peer.0).or_default().insert(peer.1);
-                    self.peers_of_address.entry(peer.1).or_default().insert(peer.0);
+                    self.processes.add_peer(ids.0, ids.1);
+                    self.addresses.add_peer(ids.1, ids.0);
                 }
                 (false, true) => {
-                    remove_from_index(&mut self.peers_of_process, &peer.0, &peer.1);
-                    remove_from_index(&mut self.peers_of_address, &peer.1, &peer.0);
+                    self.processes.remove_peer(ids.0, ids.1);
+                    self.addresses.remove_peer(ids.1, ids.0);
                 }
                 _ => {}
             }
@@ -212,6 +312,8 @@ impl RowState {
             self.rows_of(peer, &mut after);
             emit_changed(time, &mut before, &mut after, out);
         }
+        self.processes.release_unused();
+        self.addresses.release_unused();
     }
 }
 
@@ -220,12 +322,12 @@ impl RowState {
 fn rows_from(
     (upid, addr): (Upid, IpAddr),
     members: Option<&PeerKeys>,
-    process: Option<&Multiset<(Text, Text)>>,
-    address: Option<&Multiset<Text>>,
+    process: &Multiset<(Text, Text)>,
+    address: &Multiset<Text>,
     out: &mut SmallVec<[(Row, isize); 1]>,
 ) {
     out.clear();
-    let (Some(members), Some(process), Some(address)) = (members, process, address) else {
+    let Some(members) = members else {
         return;
     };
     // The peer's bytes: the max over its connection keys in force, each counter on its own.
@@ -263,26 +365,6 @@ fn emit_changed(
     }
     out.extend(before.drain(..).map(|(row, count)| (row, time, -count)));
     out.extend(after.drain(..).map(|(row, count)| (row, time, count)));
-}
-
-/// Updates `key`'s multiset in `map`, leaving no empty entry behind.
-fn update_entry<K: Hash + Eq + Copy, V: PartialEq>(map: &mut FxHashMap<K, Multiset<V>>, key: K, value: V, diff: isize) {
-    let entry = map.entry(key).or_default();
-    entry.update(value, diff);
-    if entry.is_empty() {
-        map.remove(&key);
-    } else {
-        entry.compact();
-    }
-}
-
-fn remove_from_index<K: Hash + Eq, V: Hash + Eq>(index: &mut FxHashMap<K, FxHashSet<V>>, key: &K, value: &V) {
-    if let Some(set) = index.get_mut(key) {
-        set.remove(value);
-        if set.is_empty() {
-            index.remove(key);
-        }
-    }
 }
 
 /// Changes waiting for their time to complete, by time, and the capabilities to emit their
@@ -462,4 +544,35 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
             }
         })
         .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_side_keeps_its_id_while_it_has_labels_or_peers_and_the_id_is_reused_after() {
+        let mut sides: Sides<u64, &str> = Sides::default();
+        let (a, b) = (sides.intern(10), sides.intern(20));
+        assert_ne!(a, b);
+        assert_eq!(sides.intern(10), a, "a known key keeps its id");
+
+        sides.update_labels(10, "ten", 1);
+        sides.add_peer(b, 7);
+        sides.release_unused();
+        assert_eq!((sides.id(&10), sides.id(&20)), (Some(a), Some(b)), "labels or a peer keep a side");
+
+        // Ids held across a time stay valid until its end, even once unused.
+        sides.update_labels(10, "ten", -1);
+        assert_eq!(sides.side(a).key, 10);
+        sides.remove_peer(b, 7);
+        sides.release_unused();
+        assert_eq!((sides.id(&10), sides.id(&20)), (None, None), "neither labels nor peers: released");
+
+        let c = sides.intern(30);
+        assert!(c == a || c == b, "a released id is handed out again");
+        let side = sides.side(c);
+        assert!(side.key == 30 && side.labels.is_empty() && side.peers.is_empty());
+        assert_eq!(sides.ids.len(), 1);
+    }
 }
