@@ -4,17 +4,18 @@ use flowgraph_schema::{EventTime, Upid};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// Shared, immutable text: clones are reference-count bumps, so rows and edges move through
-/// the dataflow's joins without copying their strings.
-pub type Text = Arc<str>;
+/// the dataflow without copying their strings. A thin pointer (8 bytes; the length lives
+/// with the bytes), where `Arc<str>` is 16: every key, row and label holding text is smaller
+/// (docs/BENCHMARKS.md, item 17).
+pub type Text = arcstr::ArcStr;
 
 /// Orders text by content, first checking whether both are the same allocation: the job
-/// interns its text, so equal strings are usually one `Arc`, and sorting the output (rows
+/// interns its text, so equal strings are usually one allocation, and sorting the output (rows
 /// sharing their entities) then skips comparing their bytes.
 fn text_cmp(a: &Text, b: &Text) -> Ordering {
-    if Arc::ptr_eq(a, b) { Ordering::Equal } else { a.cmp(b) }
+    if Text::ptr_eq(a, b) { Ordering::Equal } else { a.cmp(b) }
 }
 
 /// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window. Ordered
