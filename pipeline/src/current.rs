@@ -161,7 +161,9 @@ impl<K: Hash + Eq + Copy, L: PartialEq> Sides<K, L> {
         let side = &mut self.slots[id as usize];
         side.labels.update(labels, diff);
         side.labels.compact();
-        self.maybe_unused.push(id);
+        if side.labels.is_empty() {
+            self.maybe_unused.push(id);
+        }
     }
 
     fn add_peer(&mut self, id: u32, peer: u32) {
@@ -174,16 +176,16 @@ impl<K: Hash + Eq + Copy, L: PartialEq> Sides<K, L> {
         if peers.is_empty() {
             // A set keeps its capacity when emptied: dropped, as the index entry was before.
             *peers = FxHashSet::default();
+            self.maybe_unused.push(id);
         }
-        self.maybe_unused.push(id);
     }
 
-    /// Releases the ids, among those that may be, whose side has no labels and no peers.
+    /// Releases the ids, among those that may be, whose side has no labels and no peers (the
+    /// slot is overwritten when its id is handed out again).
     fn release_unused(&mut self) {
         for id in std::mem::take(&mut self.maybe_unused) {
-            let side = &mut self.slots[id as usize];
+            let side = &self.slots[id as usize];
             if side.labels.is_empty() && side.peers.is_empty() && self.ids.remove(&side.key).is_some() {
-                side.labels = Multiset::default();
                 self.free.push(id);
             }
         }
