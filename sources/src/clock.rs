@@ -31,12 +31,22 @@ impl SourceClock {
         self.observe_time(record.time());
         if let Record::Progress(p) = record {
             match self.progress.get_mut(&p.source) {
-                Some(latest) => *latest = (*latest).max(p.time_),
+                Some(latest) if p.time_ > *latest => {
+                    let was_least = *latest == self.least_progress;
+                    *latest = p.time_;
+                    // Only a source at the minimum can raise it: one scan per round of
+                    // reports, not one per report (a partition may carry a thousand agents).
+                    if was_least {
+                        self.least_progress = self.progress.values().min().copied().unwrap_or(0);
+                    }
+                }
+                Some(_) => {}
                 None => {
+                    let least = if self.progress.is_empty() { p.time_ } else { self.least_progress.min(p.time_) };
+                    self.least_progress = least;
                     self.progress.insert(p.source.clone(), p.time_);
                 }
             }
-            self.least_progress = self.progress.values().min().copied().unwrap_or(0);
         }
     }
 
@@ -95,5 +105,19 @@ mod tests {
         assert_eq!(clock.watermark(lateness), 100 * SECOND);
         clock.observe(&progress("agent-b", 128 * SECOND));
         assert_eq!(clock.watermark(lateness), 128 * SECOND);
+    }
+
+    #[test]
+    fn the_least_progress_kept_as_reports_arrive_is_the_least_over_the_sources() {
+        let mut clock = SourceClock::default();
+        // Sources joining, reporting out of order, repeating and tying at the minimum.
+        for round in 0..50u64 {
+            for source in 0..7u64 {
+                let time = (round * 3 + (source * 5 + round) % 7) * SECOND;
+                clock.observe(&progress(&format!("agent-{}", (source + round) % (2 + round.min(5))), time));
+                let least = clock.progress.values().min().copied().unwrap_or(0);
+                assert_eq!(clock.least_progress, least, "round {round}, source {source}");
+            }
+        }
     }
 }
