@@ -11,6 +11,7 @@ mod current;
 mod dataflow;
 mod explain;
 mod graph;
+mod ids;
 mod job;
 mod params;
 mod stage;

@@ -110,10 +110,13 @@ pub(crate) trait StageValue: Clone + Ord {
 /// An update for the dataflow: key, value, event time, +1 or -1.
 pub(crate) type StageUpdate<K, V> = (K, V, EventTime, isize);
 
-/// `KeyState::expiry_wake` of a key with no entry in `Stage::expiries`.
+/// `KeySlot::expiry_wake` of a key with no entry in `Stage::expiries`.
 const NO_WAKE: EventTime = EventTime::MAX;
 
-struct KeyState<V> {
+/// A tracked key and its state, in one struct so that the compiler can pack the key's fields
+/// with the state's (a slot of the connection stage is 64 bytes; docs/BENCHMARKS.md, item 18).
+struct KeySlot<K, V> {
+    key: K,
     /// The latest sample with time before the frontier, kept after it expires (for a window
     /// change) until `max_window` has passed.
     settled: Option<(EventTime, V)>,
@@ -134,8 +137,11 @@ pub(crate) struct Stage<K, V> {
     max_window: EventTime,
     /// Everything before this time has been emitted.
     frontier: EventTime,
-    slots: Vec<Option<(K, KeyState<V>)>>,
+    slots: Vec<Option<KeySlot<K, V>>>,
     free: Vec<u32>,
+    /// Keys no longer tracked, since [`Stage::drain_forgotten`] last took them. Only a stage
+    /// with a window forgets keys; its owner must drain them.
+    forgotten: Vec<K>,
     /// Every key's pending samples, in one arena: no heap allocation per key. They are the
     /// samples past the frontier: a lateness's worth while the frontier trails by lateness,
     /// fewer once it follows the agents' progress.
@@ -188,6 +194,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             frontier: 0,
             slots: Vec::new(),
             free: Vec::new(),
+            forgotten: Vec::new(),
             sample_arena: SampleArena::default(),
             index: HashTable::new(),
             hasher: FxBuildHasher,
@@ -199,7 +206,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     /// The value in force just before the frontier, with its time, if any.
     pub(crate) fn settled(&self, key: &K) -> Option<(EventTime, &V)> {
         let slot = self.find(key)?;
-        let (_, state) = self.slots[slot as usize].as_ref()?;
+        let state = self.slots[slot as usize].as_ref()?;
         state.settled.as_ref().map(|(time, value)| (*time, value))
     }
 
@@ -213,6 +220,11 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         self.index.len()
     }
 
+    /// Takes the keys forgotten (no longer tracked) since the last call.
+    pub(crate) fn drain_forgotten(&mut self) -> std::vec::Drain<'_, K> {
+        self.forgotten.drain(..)
+    }
+
     /// The slot of `key`, if it is tracked.
     fn find(&self, key: &K) -> Option<u32> {
         let slots = &self.slots;
@@ -220,13 +232,16 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     }
 
     /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
-    /// the caller). Rejects a sample that cannot follow its neighbours in time.
-    pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
+    /// the caller). Rejects a sample that cannot follow its neighbours in time (never the
+    /// first sample of a key). `Ok(true)` if the key was not tracked before.
+    pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<bool, String> {
         debug_assert!(time >= self.frontier, "sample before the frontier");
-        let slot = match self.find(&key) {
-            Some(slot) => slot,
+        let (slot, new_key) = match self.find(&key) {
+            Some(slot) => (slot, false),
             None => {
-                let state = KeyState {
+                let hash = self.hasher.hash_one(&key);
+                let state = KeySlot {
+                    key,
                     settled: None,
                     present: false,
                     pending: SampleList::EMPTY,
@@ -234,20 +249,20 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 };
                 let slot = match self.free.pop() {
                     Some(slot) => {
-                        self.slots[slot as usize] = Some((key.clone(), state));
+                        self.slots[slot as usize] = Some(state);
                         slot
                     }
                     None => {
-                        self.slots.push(Some((key.clone(), state)));
+                        self.slots.push(Some(state));
                         (self.slots.len() - 1) as u32
                     }
                 };
                 let (slots, hasher) = (&self.slots, &self.hasher);
-                self.index.insert_unique(hasher.hash_one(&key), slot, |&slot| hasher.hash_one(key_of(slots, slot)));
-                slot
+                self.index.insert_unique(hash, slot, |&slot| hasher.hash_one(key_of(slots, slot)));
+                (slot, true)
             }
         };
-        let (_, state) = self.slots[slot as usize].as_mut().expect("indexed slot");
+        let state = self.slots[slot as usize].as_mut().expect("indexed slot");
         let (before, after) = self.sample_arena.neighbours(&state.pending, time, &value);
         let earlier = match before {
             Some(entry) => Some(&self.sample_arena.entries[entry as usize].value),
@@ -261,7 +276,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         }
         self.sample_arena.insert_after(&mut state.pending, before, time, value);
         self.samples.push(time, slot);
-        Ok(())
+        Ok(new_key)
     }
 
     /// Emits every change with time in [frontier, to) and moves the frontier to `to`.
@@ -275,7 +290,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         }
         for (time, slots) in self.expiries.take_before(to) {
             for slot in slots {
-                if let Some((_, state)) = self.slots[slot as usize].as_mut() {
+                if let Some(state) = self.slots[slot as usize].as_mut() {
                     if state.expiry_wake == time {
                         state.expiry_wake = NO_WAKE;
                     }
@@ -285,7 +300,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         }
         self.frontier = self.frontier.max(to);
         if self.sample_arena.mostly_free() {
-            let lists = self.slots.iter_mut().flatten().map(|(_, state)| &mut state.pending);
+            let lists = self.slots.iter_mut().flatten().map(|state| &mut state.pending);
             self.sample_arena.compact(lists);
         }
     }
@@ -296,13 +311,13 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         let now = self.frontier;
         self.window = Some(window);
         for (slot, entry) in self.slots.iter_mut().enumerate() {
-            let Some((key, state)) = entry else { continue };
+            let Some(state) = entry else { continue };
             let Some((time, value)) = &state.settled else { continue };
             let should_be_present = time + window > now;
             if state.present && !should_be_present {
-                out.push((key.clone(), value.clone(), now, -1));
+                out.push((state.key.clone(), value.clone(), now, -1));
             } else if !state.present && should_be_present {
-                out.push((key.clone(), value.clone(), now, 1));
+                out.push((state.key.clone(), value.clone(), now, 1));
             }
             state.present = should_be_present;
             schedule_expiry(&mut self.expiries, slot as u32, state, window, self.max_window);
@@ -311,7 +326,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 
     /// Applies a key's events before `to`, in time order.
     fn settle(&mut self, slot: u32, to: EventTime, out: &mut Vec<StageUpdate<K, V>>) {
-        let Some((key, state)) = self.slots[slot as usize].as_mut() else {
+        let Some(state) = self.slots[slot as usize].as_mut() else {
             return;
         };
         loop {
@@ -333,26 +348,27 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 let (time, value) = self.sample_arena.pop_first(&mut state.pending);
                 if state.present {
                     let (_, old) = state.settled.take().expect("present implies settled");
-                    out.push((key.clone(), old, time, -1));
+                    out.push((state.key.clone(), old, time, -1));
                 }
-                out.push((key.clone(), value.clone(), time, 1));
+                out.push((state.key.clone(), value.clone(), time, 1));
                 state.settled = Some((time, value));
                 state.present = true;
             } else {
                 let expiry = expiry.expect("no sample taken means an expiry is due");
                 let (_, old) = state.settled.as_ref().expect("present implies settled");
-                out.push((key.clone(), old.clone(), expiry, -1));
+                out.push((state.key.clone(), old.clone(), expiry, -1));
                 state.present = false;
             }
         }
         let Some(window) = self.window else { return };
         let Some((time, _)) = &state.settled else { return };
         if !state.present && state.pending.is_empty() && time.saturating_add(self.max_window) < to {
-            let hash = self.hasher.hash_one(&*key);
+            let hash = self.hasher.hash_one(&state.key);
             if let Ok(entry) = self.index.find_entry(hash, |&indexed| indexed == slot) {
                 entry.remove();
             }
-            self.slots[slot as usize] = None;
+            let forgotten = self.slots[slot as usize].take().expect("the slot settled above");
+            self.forgotten.push(forgotten.key);
             self.free.push(slot);
         } else {
             schedule_expiry(&mut self.expiries, slot, state, window, self.max_window);
@@ -502,17 +518,23 @@ impl<V: StageValue> SampleArena<V> {
     }
 }
 
+/// The bytes of one slot of a stage, for a layout test.
+#[cfg(test)]
+pub(crate) fn slot_bytes<K, V>() -> usize {
+    std::mem::size_of::<Option<KeySlot<K, V>>>()
+}
+
 /// The key of an indexed slot (the index only ever holds slots in use).
-fn key_of<K, V>(slots: &[Option<(K, KeyState<V>)>], slot: u32) -> &K {
-    &slots[slot as usize].as_ref().expect("indexed slot").0
+fn key_of<K, V>(slots: &[Option<KeySlot<K, V>>], slot: u32) -> &K {
+    &slots[slot as usize].as_ref().expect("indexed slot").key
 }
 
 /// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
 /// than it is due; an earlier entry already there will reschedule when it comes due.
-fn schedule_expiry<V>(
+fn schedule_expiry<K, V>(
     expiries: &mut TimeQueue,
     slot: u32,
-    state: &mut KeyState<V>,
+    state: &mut KeySlot<K, V>,
     window: EventTime,
     max_window: EventTime,
 ) {
@@ -561,6 +583,21 @@ mod tests {
         stage.insert(1, 8, Counter(3)).unwrap();
         assert_eq!(run(&mut stage, 30), vec![(1, 1, 5, 1), (1, 1, 8, -1), (1, 3, 8, 1), (1, 3, 18, -1)]);
         assert!(stage.insert(1, 40, Counter(2)).is_err(), "decrease accepted");
+    }
+
+    #[test]
+    fn a_key_is_new_once_and_reported_forgotten_once_after_max_window() {
+        let mut stage = Stage::new(Some(10), 100);
+        assert_eq!(stage.insert(1, 5, Counter(1)), Ok(true), "first sample of key 1");
+        assert_eq!(stage.insert(1, 8, Counter(3)), Ok(false));
+        assert_eq!(stage.insert(2, 50, Counter(1)), Ok(true));
+        run(&mut stage, 100);
+        assert_eq!(stage.drain_forgotten().count(), 0, "expired at 18, kept for a window change");
+        run(&mut stage, 120);
+        assert_eq!(stage.drain_forgotten().collect::<Vec<_>>(), vec![1], "8 + max_window has passed");
+        assert_eq!(stage.drain_forgotten().count(), 0, "taken once");
+        assert_eq!(stage.keys(), 1);
+        assert_eq!(stage.insert(1, 130, Counter(4)), Ok(true), "tracked again, as a new key");
     }
 
     #[test]

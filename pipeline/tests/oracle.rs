@@ -31,7 +31,11 @@ use std::net::IpAddr;
 const SEC: u64 = 1_000_000_000;
 /// Generator time granularity: 100 ms, coarse enough that equal times happen often.
 const UNIT: u64 = 100_000_000;
-const MAX_WINDOW_NS: u64 = 600 * SEC;
+/// The longest window the streams ask for (`WINDOWS_S`): the job then forgets a key soon
+/// after it expires (a key is kept for `max_window` for a window change), so streams also
+/// check that forgetting a key and tracking it (or its process and address) again loses
+/// nothing.
+const MAX_WINDOW_NS: u64 = 60 * SEC;
 
 // ---------------------------------------------------------------------------------------------
 // Lateness rules
