@@ -87,6 +87,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // 1. The job at full speed, and the memory it holds at the end.
     eprintln!("bench: 1/4 the job at full speed");
     let resident_before = resident_bytes();
+    let heap_before = heap_usage();
     let started = (Instant::now(), cpu_time::ThreadTime::now());
     let mut job = Job::new(config.clone()).map_err(anyhow::Error::msg)?;
     let mut outputs = Vec::new();
@@ -104,6 +105,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // `finish` the job has also computed that last stretch at once, a replay's end, not a
     // service's steady state; printed too.)
     let job_added = resident_bytes().saturating_sub(resident_before);
+    let heap_added = heap_before.zip(heap_usage()).map(|(before, now)| now.since(&before));
     let tracked_keys = job.tracked_connection_keys();
     job.finish();
     job.drain_into(&mut outputs);
@@ -219,6 +221,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tracked_keys.to_string(),
     ]);
     table.add_row(["job: bytes per live key".to_string(), format!("{bytes_per_key:.0}")]);
+    let per_key = |bytes: i64| format!("{:.0}", bytes as f64 / live_keys.max(1) as f64);
+    match &heap_added {
+        Some(heap) => {
+            table.add_row(["job: heap in use added, per live key (state and buffers, untouched capacity included)".to_string(), per_key(heap.in_use)]);
+            table.add_row(["job: free heap glibc keeps, added, per live key (resident where touched before)".to_string(), per_key(heap.free)]);
+        }
+        None => {
+            table.add_row(["job: heap in use / free heap glibc keeps".to_string(), "n/a (glibc's malloc_info failed)".to_string()]);
+        }
+    }
     table.add_row(["hash-map bound: records/s".to_string(), format!("{bound_rate:.0}")]);
     table.add_row(["job / hash-map bound".to_string(), format!("{:.3}", job_rate / bound_rate)]);
     table.add_row([format!("recompute: CPU per refresh ({} refreshes)", refreshes), format!("{:.2} ms", recompute_cpu_per_refresh * 1e3)]);
@@ -286,7 +298,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "lateness_ns": config.lateness_ns, "refresh_ns": refresh_ns,
             "job": {"records_per_second": job_rate, "wall_seconds": job_wall, "cpu_seconds": job_cpu,
                     "cpu_per_stream_second": job_cpu_per_stream_second, "updates": updates,
-                    "resident_bytes_added": job_added, "resident_bytes_added_after_finish": job_added_after_finish, "bytes_per_live_key": bytes_per_key},
+                    "resident_bytes_added": job_added, "resident_bytes_added_after_finish": job_added_after_finish, "bytes_per_live_key": bytes_per_key,
+                    "heap_in_use_bytes_added": heap_added.as_ref().map(|h| h.in_use),
+                    "heap_free_bytes_added": heap_added.as_ref().map(|h| h.free)},
             "live_keys": live_keys, "tracked_keys": tracked_keys, "steady_state": steady_state,
             "hash_map_bound": {"records_per_second": bound_rate, "wall_seconds": bound_wall},
             "recompute": {"refreshes": refreshes, "cpu_seconds": recompute_cpu, "cpu_per_refresh": recompute_cpu_per_refresh},
@@ -446,6 +460,37 @@ fn release(
 }
 
 /// This process's resident memory now (VmRSS).
+/// glibc's heap: bytes allocated and not freed (mapped blocks included), and bytes free in its
+/// arenas, which it keeps (resident once touched) for later allocations.
+#[derive(Debug, Clone, Copy)]
+struct HeapUsage {
+    in_use: i64,
+    free: i64,
+}
+
+impl HeapUsage {
+    fn since(&self, before: &HeapUsage) -> HeapUsage {
+        HeapUsage { in_use: self.in_use - before.in_use, free: self.free - before.free }
+    }
+}
+
+/// The heap's figures now, from glibc's `malloc_info` (totals over its arenas); `None` if the
+/// call fails (logged), so the bench reports it instead of stopping.
+fn heap_usage() -> Option<HeapUsage> {
+    use malloc_info::info::{SystemType, TotalType};
+    let info = match malloc_info::malloc_info() {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::warn!(%error, "glibc's malloc_info failed: the heap figures are left out");
+            return None;
+        }
+    };
+    let total = |kind: TotalType| info.total.iter().filter(|t| t.r#type == kind).map(|t| t.size as i64).sum::<i64>();
+    let system = info.system.iter().filter(|s| s.r#type == SystemType::Current).map(|s| s.size as i64).sum::<i64>();
+    let free = total(TotalType::Fast) + total(TotalType::Rest);
+    Some(HeapUsage { in_use: system - free + total(TotalType::Mmap), free })
+}
+
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
