@@ -25,7 +25,7 @@ use std::hash::{BuildHasher, Hash};
 
 /// A process description with its text interned. Fields are in `Process`'s order, so the
 /// derived `Ord` breaks ties between records at one time exactly as `Process`'s does.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct ProcessInfo {
     pub(crate) cmdline: Text,
     pub(crate) comm: Text,
@@ -39,7 +39,7 @@ pub(crate) struct ProcessInfo {
 
 /// What the Kubernetes API says about a container, text interned. An empty `pod` is a
 /// withdrawal: the container's processes keep only their own fields.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct ContainerInfo {
     pub(crate) pod: Text,
     pub(crate) service: Text,
@@ -101,8 +101,9 @@ impl Interner {
 }
 
 /// A value a stage can hold: ordered (ties at equal time go to the greatest value) and able
-/// to say whether a later sample may follow an earlier one.
-pub(crate) trait StageValue: Clone + Ord {
+/// to say whether a later sample may follow an earlier one. (`Default` fills the slot of a key
+/// with no settled sample.)
+pub(crate) trait StageValue: Clone + Ord + Default {
     /// `Err` explains why `later` cannot follow `earlier` (say, a counter went down).
     fn check_order(earlier: &Self, later: &Self) -> Result<(), String>;
 }
@@ -113,20 +114,40 @@ pub(crate) type StageUpdate<K, V> = (K, V, EventTime, isize);
 /// `KeySlot::expiry_wake` of a key with no entry in `Stage::expiries`.
 const NO_WAKE: EventTime = EventTime::MAX;
 
+/// `KeySlot::settled_time` of a key with no settled sample. No sample settles at it: a sample
+/// settles once the frontier is past its time, and no frontier is past the largest time.
+const NOT_SETTLED: EventTime = EventTime::MAX;
+
 /// A tracked key and its state, in one struct so that the compiler can pack the key's fields
-/// with the state's (a slot of the connection stage is 64 bytes; docs/BENCHMARKS.md, item 18).
+/// with the state's (a slot of the connection stage is 56 bytes; docs/BENCHMARKS.md, items 18
+/// and 19).
 struct KeySlot<K, V> {
     key: K,
     /// The latest sample with time before the frontier, kept after it expires (for a window
-    /// change) until `max_window` has passed.
-    settled: Option<(EventTime, V)>,
-    /// Whether `settled` is in the dataflow's collection now.
+    /// change) until `max_window` has passed: its time, [`NOT_SETTLED`] if there is none (not
+    /// an `Option`: 8 bytes a key less), and its value (`V::default()` if none).
+    settled_time: EventTime,
+    settled_value: V,
+    /// Whether the settled sample is in the dataflow's collection now.
     present: bool,
     /// Samples at or after the frontier, sorted by (time, value): a list in `Stage::sample_arena`.
     pending: SampleList,
     /// The time of this key's earliest entry in `expiries`, if it has one.
     /// [`NO_WAKE`] if none. (Not an `Option`: 8 bytes a key less.)
     expiry_wake: EventTime,
+}
+
+impl<K, V: Default> KeySlot<K, V> {
+    fn settled(&self) -> Option<(EventTime, &V)> {
+        (self.settled_time != NOT_SETTLED).then_some((self.settled_time, &self.settled_value))
+    }
+
+    /// Replaces the settled sample, returning the one it replaces.
+    fn replace_settled(&mut self, time: EventTime, value: V) -> Option<(EventTime, V)> {
+        let old_time = std::mem::replace(&mut self.settled_time, time);
+        let old_value = std::mem::replace(&mut self.settled_value, value);
+        (old_time != NOT_SETTLED).then_some((old_time, old_value))
+    }
 }
 
 /// The staging state of one input.
@@ -207,7 +228,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     pub(crate) fn settled(&self, key: &K) -> Option<(EventTime, &V)> {
         let slot = self.find(key)?;
         let state = self.slots[slot as usize].as_ref()?;
-        state.settled.as_ref().map(|(time, value)| (*time, value))
+        state.settled()
     }
 
     /// The earliest time something may happen to a key (a sample, an expiry), if any.
@@ -242,7 +263,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 let hash = self.hasher.hash_one(&key);
                 let state = KeySlot {
                     key,
-                    settled: None,
+                    settled_time: NOT_SETTLED,
+                    settled_value: V::default(),
                     present: false,
                     pending: SampleList::EMPTY,
                     expiry_wake: NO_WAKE,
@@ -266,7 +288,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         let (before, after) = self.sample_arena.neighbours(&state.pending, time, &value);
         let earlier = match before {
             Some(entry) => Some(&self.sample_arena.entries[entry as usize].value),
-            None => state.settled.as_ref().map(|(_, v)| v),
+            None => state.settled().map(|(_, v)| v),
         };
         if let Some(earlier) = earlier {
             V::check_order(earlier, &value)?;
@@ -312,7 +334,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         self.window = Some(window);
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(state) = entry else { continue };
-            let Some((time, value)) = &state.settled else { continue };
+            let Some((time, value)) = state.settled() else { continue };
             let should_be_present = time + window > now;
             if state.present && !should_be_present {
                 out.push((state.key.clone(), value.clone(), now, -1));
@@ -331,7 +353,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         };
         loop {
             let next_sample = self.sample_arena.first_time(&state.pending).filter(|t| *t < to);
-            let expiry = match (&state.settled, self.window) {
+            let expiry = match (state.settled(), self.window) {
                 (Some((t, _)), Some(window)) if state.present => {
                     Some(t + window).filter(|e| *e < to)
                 }
@@ -346,22 +368,22 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             };
             if take_sample {
                 let (time, value) = self.sample_arena.pop_first(&mut state.pending);
+                let old = state.replace_settled(time, value.clone());
                 if state.present {
-                    let (_, old) = state.settled.take().expect("present implies settled");
+                    let (_, old) = old.expect("present implies settled");
                     out.push((state.key.clone(), old, time, -1));
                 }
-                out.push((state.key.clone(), value.clone(), time, 1));
-                state.settled = Some((time, value));
+                out.push((state.key.clone(), value, time, 1));
                 state.present = true;
             } else {
                 let expiry = expiry.expect("no sample taken means an expiry is due");
-                let (_, old) = state.settled.as_ref().expect("present implies settled");
+                let (_, old) = state.settled().expect("present implies settled");
                 out.push((state.key.clone(), old.clone(), expiry, -1));
                 state.present = false;
             }
         }
         let Some(window) = self.window else { return };
-        let Some((time, _)) = &state.settled else { return };
+        let Some((time, _)) = state.settled() else { return };
         if !state.present && state.pending.is_empty() && time.saturating_add(self.max_window) < to {
             let hash = self.hasher.hash_one(&state.key);
             if let Ok(entry) = self.index.find_entry(hash, |&indexed| indexed == slot) {
@@ -531,14 +553,14 @@ fn key_of<K, V>(slots: &[Option<KeySlot<K, V>>], slot: u32) -> &K {
 
 /// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
 /// than it is due; an earlier entry already there will reschedule when it comes due.
-fn schedule_expiry<K, V>(
+fn schedule_expiry<K, V: Default>(
     expiries: &mut TimeQueue,
     slot: u32,
     state: &mut KeySlot<K, V>,
     window: EventTime,
     max_window: EventTime,
 ) {
-    let Some((time, _)) = &state.settled else { return };
+    let Some((time, _)) = state.settled() else { return };
     let due = if state.present {
         time + window
     } else if state.pending.is_empty() {
@@ -558,7 +580,7 @@ fn schedule_expiry<K, V>(
 mod tests {
     use super::*;
 
-    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
     struct Counter(u64);
     impl StageValue for Counter {
         fn check_order(earlier: &Self, later: &Self) -> Result<(), String> {
