@@ -6,7 +6,6 @@ use crate::graph::{GraphRecord, Output};
 use crate::params::Params;
 use crate::graph::Text;
 use crate::dataflow::ConnData;
-use crate::ids::HeldIds;
 use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, StageValue};
 use differential_dataflow::input::InputSession;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
@@ -78,52 +77,13 @@ pub struct JobStats {
     pub rejected: u64,
 }
 
-/// A connection key: what one cumulative counter pair belongs to, as the connection stage
-/// holds it, with its process and address by their ids in [`ConnIds`]: 12 bytes where the
-/// upid and the address take 40, so a stage slot is 56 bytes instead of 96 (docs/BENCHMARKS.md,
-/// items 18 and 19).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A connection key: what one cumulative counter pair belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ConnKey {
-    process: u32,
-    addr: u32,
+    upid: Upid,
+    addr: IpAddr,
     port: u16,
     role: TraceRole,
-}
-
-/// The processes and addresses of the connection keys the stage tracks, under dense ids,
-/// each held by the keys that name it.
-#[derive(Debug, Default)]
-struct ConnIds {
-    processes: HeldIds<Upid>,
-    addrs: HeldIds<IpAddr>,
-}
-
-impl ConnIds {
-    /// The key of a connection, giving its process and address ids if they have none (held
-    /// by nothing until [`ConnIds::hold`]).
-    fn key(&mut self, upid: Upid, addr: IpAddr, port: u16, role: TraceRole) -> ConnKey {
-        ConnKey { process: self.processes.id(upid), addr: self.addrs.id(addr), port, role }
-    }
-
-    /// The key is tracked from now on: its ids stay until it is released.
-    fn hold(&mut self, key: ConnKey) {
-        self.processes.hold(key.process);
-        self.addrs.hold(key.addr);
-    }
-
-    /// The key is no longer tracked.
-    fn release(&mut self, key: ConnKey) {
-        self.processes.release(key.process);
-        self.addrs.release(key.addr);
-    }
-
-    fn upid(&self, key: &ConnKey) -> Upid {
-        self.processes.value(key.process)
-    }
-
-    fn addr(&self, key: &ConnKey) -> IpAddr {
-        self.addrs.value(key.addr)
-    }
 }
 
 /// A connection key's cumulative counters.
@@ -153,7 +113,6 @@ impl StageValue for Bytes {
 /// address set sees no bytes churn.
 fn feed_conns(
     changes: Vec<StageUpdate<ConnKey, Bytes>>,
-    ids: &ConnIds,
     conns: &mut InputSession<EventTime, ConnData, isize>,
     present: &mut InputSession<EventTime, IpAddr, isize>,
 ) {
@@ -163,18 +122,18 @@ fn feed_conns(
             && changes
                 .peek()
                 .is_some_and(|(next, _, next_time, next_diff)| *next_diff > 0 && *next_time == time && *next == key);
-        conns.update_at(conn_data(ids, &key, bytes), time, diff);
+        conns.update_at(conn_data(&key, bytes), time, diff);
         if superseded {
             let (key, bytes, time, diff) = changes.next().expect("peeked");
-            conns.update_at(conn_data(ids, &key, bytes), time, diff);
+            conns.update_at(conn_data(&key, bytes), time, diff);
         } else {
-            present.update_at(ids.addr(&key), time, diff);
+            present.update_at(key.addr, time, diff);
         }
     }
 }
 
-fn conn_data(ids: &ConnIds, key: &ConnKey, bytes: Bytes) -> ConnData {
-    ((ids.upid(key), ids.addr(key)), ((key.port, key.role), (bytes.sent, bytes.recv)))
+fn conn_data(key: &ConnKey, bytes: Bytes) -> ConnData {
+    ((key.upid, key.addr), ((key.port, key.role), (bytes.sent, bytes.recv)))
 }
 
 impl StageValue for ProcessInfo {
@@ -215,8 +174,6 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     probe: ProbeHandle<EventTime>,
     output: OutputBuffer,
     conns: Stage<ConnKey, Bytes>,
-    /// The processes and addresses of the keys `conns` tracks.
-    conn_ids: ConnIds,
     procs: Stage<Upid, ProcessInfo>,
     names: Stage<(IpAddr, NameSource), Text>,
     containers: Stage<Text, ContainerInfo>,
@@ -275,7 +232,6 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
         Ok(Job {
             conns: Stage::new(Some(config.params.window_ns), config.max_window_ns),
-            conn_ids: ConnIds::default(),
             procs: Stage::new(None, config.max_window_ns),
             names: Stage::new(None, config.max_window_ns),
             containers: Stage::new(None, config.max_window_ns),
@@ -315,25 +271,25 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         record.set_time(time);
         let inserted = match record {
             Record::ConnStats(c) => {
-                let key = self.conn_ids.key(c.upid, c.remote_addr, c.remote_port, c.trace_role);
+                let key = ConnKey {
+                    upid: c.upid,
+                    addr: c.remote_addr,
+                    port: c.remote_port,
+                    role: c.trace_role,
+                };
                 let bytes = Bytes {
                     sent: c.bytes_sent,
                     recv: c.bytes_recv,
                 };
-                // A key's first sample is never rejected, so every id given here gets held.
-                self.conns.insert(key, time, bytes).map(|new_key| {
-                    if new_key {
-                        self.conn_ids.hold(key);
-                    }
-                })
+                self.conns.insert(key, time, bytes)
             }
             Record::Process(p) => {
                 let info = self.interner.process(&p);
-                self.procs.insert(p.upid, time, info).map(drop)
+                self.procs.insert(p.upid, time, info)
             }
             Record::Name(n) => {
                 let name = self.interner.intern(&n.name);
-                self.names.insert((n.addr, n.source), time, name).map(drop)
+                self.names.insert((n.addr, n.source), time, name)
             }
             Record::Container(c) if c.container.is_empty() => {
                 Err("container record without a container id".to_string())
@@ -341,7 +297,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             Record::Container(c) => {
                 let id = self.interner.intern(&c.container);
                 let info = self.interner.container(&c);
-                self.containers.insert(id, time, info).map(drop)
+                self.containers.insert(id, time, info)
             }
             Record::Progress(_) => Ok(()),
         };
@@ -527,11 +483,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     fn stage_until(&mut self, to: EventTime) {
         let mut conns = Vec::new();
         self.conns.advance(to, &mut conns);
-        feed_conns(conns, &self.conn_ids, &mut self.inputs.conns, &mut self.inputs.present);
-        // After their last changes went out above: a forgotten key's ids may be reused now.
-        for key in self.conns.drain_forgotten() {
-            self.conn_ids.release(key);
-        }
+        feed_conns(conns, &mut self.inputs.conns, &mut self.inputs.present);
         let mut procs = Vec::new();
         self.procs.advance(to, &mut procs);
         for (upid, process, time, diff) in procs {
@@ -553,7 +505,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if params.window_ns != self.params.window_ns {
             let mut conns = Vec::new();
             self.conns.set_window(params.window_ns, &mut conns);
-            feed_conns(conns, &self.conn_ids, &mut self.inputs.conns, &mut self.inputs.present);
+            feed_conns(conns, &mut self.inputs.conns, &mut self.inputs.present);
         }
         if params.ips != self.params.ips {
             self.inputs.ips.update_at(self.params.ips.clone(), at, -1);
@@ -633,9 +585,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_connection_stage_slot_is_56_bytes() {
-        // docs/BENCHMARKS.md (items 18 and 19) counts on it; 96 with the full key.
-        assert_eq!(std::mem::size_of::<ConnKey>(), 12);
-        assert_eq!(crate::stage::slot_bytes::<ConnKey, Bytes>(), 56);
+    fn a_connection_stage_slot_is_88_bytes() {
+        // docs/BENCHMARKS.md (items 18 and 19) counts on it; 96 before them.
+        assert_eq!(crate::stage::slot_bytes::<ConnKey, Bytes>(), 88);
     }
 }

@@ -11,7 +11,6 @@ mod current;
 mod dataflow;
 mod explain;
 mod graph;
-mod ids;
 mod job;
 mod params;
 mod stage;

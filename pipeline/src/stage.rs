@@ -118,9 +118,8 @@ const NO_WAKE: EventTime = EventTime::MAX;
 /// settles once the frontier is past its time, and no frontier is past the largest time.
 const NOT_SETTLED: EventTime = EventTime::MAX;
 
-/// A tracked key and its state, in one struct so that the compiler can pack the key's fields
-/// with the state's (a slot of the connection stage is 56 bytes; docs/BENCHMARKS.md, items 18
-/// and 19).
+/// A tracked key and its state, in one struct (a slot of the connection stage is 88 bytes,
+/// was 96; docs/BENCHMARKS.md, items 18 and 19).
 struct KeySlot<K, V> {
     key: K,
     /// The latest sample with time before the frontier, kept after it expires (for a window
@@ -160,9 +159,6 @@ pub(crate) struct Stage<K, V> {
     frontier: EventTime,
     slots: Vec<Option<KeySlot<K, V>>>,
     free: Vec<u32>,
-    /// Keys no longer tracked, since [`Stage::drain_forgotten`] last took them. Only a stage
-    /// with a window forgets keys; its owner must drain them.
-    forgotten: Vec<K>,
     /// Every key's pending samples, in one arena: no heap allocation per key. They are the
     /// samples past the frontier: a lateness's worth while the frontier trails by lateness,
     /// fewer once it follows the agents' progress.
@@ -215,7 +211,6 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             frontier: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            forgotten: Vec::new(),
             sample_arena: SampleArena::default(),
             index: HashTable::new(),
             hasher: FxBuildHasher,
@@ -241,11 +236,6 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         self.index.len()
     }
 
-    /// Takes the keys forgotten (no longer tracked) since the last call.
-    pub(crate) fn drain_forgotten(&mut self) -> std::vec::Drain<'_, K> {
-        self.forgotten.drain(..)
-    }
-
     /// The slot of `key`, if it is tracked.
     fn find(&self, key: &K) -> Option<u32> {
         let slots = &self.slots;
@@ -253,12 +243,11 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     }
 
     /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
-    /// the caller). Rejects a sample that cannot follow its neighbours in time (never the
-    /// first sample of a key). `Ok(true)` if the key was not tracked before.
-    pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<bool, String> {
+    /// the caller). Rejects a sample that cannot follow its neighbours in time.
+    pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
         debug_assert!(time >= self.frontier, "sample before the frontier");
-        let (slot, new_key) = match self.find(&key) {
-            Some(slot) => (slot, false),
+        let slot = match self.find(&key) {
+            Some(slot) => slot,
             None => {
                 let hash = self.hasher.hash_one(&key);
                 let state = KeySlot {
@@ -281,7 +270,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 };
                 let (slots, hasher) = (&self.slots, &self.hasher);
                 self.index.insert_unique(hash, slot, |&slot| hasher.hash_one(key_of(slots, slot)));
-                (slot, true)
+                slot
             }
         };
         let state = self.slots[slot as usize].as_mut().expect("indexed slot");
@@ -298,7 +287,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         }
         self.sample_arena.insert_after(&mut state.pending, before, time, value);
         self.samples.push(time, slot);
-        Ok(new_key)
+        Ok(())
     }
 
     /// Emits every change with time in [frontier, to) and moves the frontier to `to`.
@@ -389,8 +378,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             if let Ok(entry) = self.index.find_entry(hash, |&indexed| indexed == slot) {
                 entry.remove();
             }
-            let forgotten = self.slots[slot as usize].take().expect("the slot settled above");
-            self.forgotten.push(forgotten.key);
+            self.slots[slot as usize] = None;
             self.free.push(slot);
         } else {
             schedule_expiry(&mut self.expiries, slot, state, window, self.max_window);
@@ -608,18 +596,17 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_new_once_and_reported_forgotten_once_after_max_window() {
+    fn a_key_is_forgotten_max_window_after_it_expires_and_tracked_again_after() {
         let mut stage = Stage::new(Some(10), 100);
-        assert_eq!(stage.insert(1, 5, Counter(1)), Ok(true), "first sample of key 1");
-        assert_eq!(stage.insert(1, 8, Counter(3)), Ok(false));
-        assert_eq!(stage.insert(2, 50, Counter(1)), Ok(true));
+        stage.insert(1, 5, Counter(1)).unwrap();
+        stage.insert(1, 8, Counter(3)).unwrap();
+        stage.insert(2, 50, Counter(1)).unwrap();
         run(&mut stage, 100);
-        assert_eq!(stage.drain_forgotten().count(), 0, "expired at 18, kept for a window change");
+        assert_eq!(stage.keys(), 2, "1 expired at 18, kept for a window change");
         run(&mut stage, 120);
-        assert_eq!(stage.drain_forgotten().collect::<Vec<_>>(), vec![1], "8 + max_window has passed");
-        assert_eq!(stage.drain_forgotten().count(), 0, "taken once");
-        assert_eq!(stage.keys(), 1);
-        assert_eq!(stage.insert(1, 130, Counter(4)), Ok(true), "tracked again, as a new key");
+        assert_eq!(stage.keys(), 1, "8 + max_window has passed: 1 forgotten");
+        stage.insert(1, 130, Counter(2)).unwrap();
+        assert_eq!(run(&mut stage, 131), vec![(1, 2, 130, 1)], "tracked again, from nothing");
     }
 
     #[test]
