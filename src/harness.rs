@@ -459,7 +459,6 @@ fn release(
     Ok(())
 }
 
-/// This process's resident memory now (VmRSS).
 /// glibc's heap: bytes allocated and not freed (mapped blocks included), and bytes free in its
 /// arenas, which it keeps (resident once touched) for later allocations.
 #[derive(Debug, Clone, Copy)]
@@ -491,6 +490,7 @@ fn heap_usage() -> Option<HeapUsage> {
     Some(HeapUsage { in_use: system - free + total(TotalType::Mmap), free })
 }
 
+/// This process's resident memory now (VmRSS).
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
