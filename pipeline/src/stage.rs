@@ -238,18 +238,24 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
 
     /// The slot of `key`, if it is tracked.
     fn find(&self, key: &K) -> Option<u32> {
+        self.find_hashed(self.hasher.hash_one(key), key)
+    }
+
+    /// The slot of `key`, whose hash is `hash`, if it is tracked.
+    fn find_hashed(&self, hash: u64, key: &K) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(self.hasher.hash_one(key), |&slot| key_of(slots, slot) == key).copied()
+        self.index.find(hash, |&slot| key_of(slots, slot) == key).copied()
     }
 
     /// Adds a sample. `time` must be at or after the frontier (late records are re-timed by
     /// the caller). Rejects a sample that cannot follow its neighbours in time.
     pub(crate) fn insert(&mut self, key: K, time: EventTime, value: V) -> Result<(), String> {
         debug_assert!(time >= self.frontier, "sample before the frontier");
-        let slot = match self.find(&key) {
+        // Hashed once: for the look-up and, for a new key, the index entry.
+        let hash = self.hasher.hash_one(&key);
+        let slot = match self.find_hashed(hash, &key) {
             Some(slot) => slot,
             None => {
-                let hash = self.hasher.hash_one(&key);
                 let state = KeySlot {
                     key,
                     settled_time: NOT_SETTLED,
