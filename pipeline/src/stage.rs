@@ -136,7 +136,7 @@ struct KeySlot<K, V> {
     expiry_wake: EventTime,
 }
 
-impl<K, V: Default> KeySlot<K, V> {
+impl<K, V> KeySlot<K, V> {
     fn settled(&self) -> Option<(EventTime, &V)> {
         (self.settled_time != NOT_SETTLED).then_some((self.settled_time, &self.settled_value))
     }
@@ -547,7 +547,7 @@ fn key_of<K, V>(slots: &[Option<KeySlot<K, V>>], slot: u32) -> &K {
 
 /// Makes sure `expiries` holds an entry for the key's next expiry (or forgetting) no later
 /// than it is due; an earlier entry already there will reschedule when it comes due.
-fn schedule_expiry<K, V: Default>(
+fn schedule_expiry<K, V>(
     expiries: &mut TimeQueue,
     slot: u32,
     state: &mut KeySlot<K, V>,
