@@ -210,12 +210,12 @@ impl KafkaSink {
 
     /// Takes job outputs and publishes every completed batch (the updates before a progress
     /// mark, and the mark) in one transaction for the whole call: a caller that hands over
-    /// many marks at once (catching up) pays one commit, not one per mark.
+    /// many marks at once (catching up) pays one commit, not one per mark, and the state
+    /// topic gets one write per key for the whole transaction, its last value.
     pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
         let started = Instant::now();
-        let mut open: Option<EventTime> = None;
-        // What the open transaction wrote: updates, delta messages, state writes.
-        let (mut published, mut messages, mut state_writes) = (0u64, 0u64, 0u64);
+        // The completed batches: where each ends in `pending`, and its mark.
+        let mut batches: Vec<(usize, EventTime)> = Vec::new();
         for output in outputs {
             match output {
                 Output::Update { time, .. } => {
@@ -226,50 +226,50 @@ impl KafkaSink {
                     }
                 }
                 Output::Progress(progress) => {
-                    if self.resume_after.is_some_and(|p| progress <= p) {
-                        continue;
+                    if self.resume_after.is_none_or(|p| progress > p) {
+                        batches.push((self.pending.len(), progress));
                     }
-                    if open.is_none() {
-                        self.producer
-                            .begin_transaction()
-                            .map_err(|error| KafkaSinkError::Transaction { progress, error })?;
-                    }
-                    open = Some(progress);
-                    match self.send_batch(progress) {
-                        Ok((m, s)) => (messages, state_writes) = (messages + m, state_writes + s),
-                        Err(source) => {
-                            self.abort(progress, &source);
-                            return Err(KafkaSinkError::Transaction { progress, error: source });
-                        }
-                    }
-                    published += self.pending.len() as u64;
-                    self.pending.clear();
                 }
             }
         }
-        self.stats.sending += started.elapsed();
-        if let Some(progress) = open {
-            let committing = Instant::now();
-            let committed = flush_promptly(&self.producer).and_then(|()| self.producer.commit_transaction(TIMEOUT));
-            let commit_time = committing.elapsed();
-            self.stats.committing += commit_time;
-            if let Err(source) = committed {
+        let Some(&(published, progress)) = batches.last() else {
+            self.stats.sending += started.elapsed();
+            return Ok(());
+        };
+        let first = batches[0].1;
+        self.producer
+            .begin_transaction()
+            .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
+        let sent = self.send_transaction(&batches);
+        self.pending.drain(..published);
+        let (messages, state_writes) = match sent {
+            Ok(counts) => counts,
+            Err(source) => {
                 self.abort(progress, &source);
                 return Err(KafkaSinkError::Transaction { progress, error: source });
             }
-            tracing::debug!(
-                progress,
-                updates = published,
-                state_writes,
-                sending_ms = committing.duration_since(started).as_millis() as u64,
-                committing_ms = commit_time.as_millis() as u64,
-                "transaction committed"
-            );
-            self.stats.transactions += 1;
-            self.stats.updates += published;
-            self.stats.messages += messages;
-            self.stats.state_writes += state_writes;
+        };
+        self.stats.sending += started.elapsed();
+        let committing = Instant::now();
+        let committed = flush_promptly(&self.producer).and_then(|()| self.producer.commit_transaction(TIMEOUT));
+        let commit_time = committing.elapsed();
+        self.stats.committing += commit_time;
+        if let Err(source) = committed {
+            self.abort(progress, &source);
+            return Err(KafkaSinkError::Transaction { progress, error: source });
         }
+        tracing::debug!(
+            progress,
+            updates = published,
+            state_writes,
+            sending_ms = committing.duration_since(started).as_millis() as u64,
+            committing_ms = commit_time.as_millis() as u64,
+            "transaction committed"
+        );
+        self.stats.transactions += 1;
+        self.stats.updates += published as u64;
+        self.stats.messages += messages;
+        self.stats.state_writes += state_writes;
         Ok(())
     }
 
@@ -282,19 +282,13 @@ impl KafkaSink {
         }
     }
 
-    /// Sends the pending updates and the mark `progress` to the delta topic and their state
-    /// writes to the state topic; returns how many delta messages and state writes it sent.
-    fn send_batch(&mut self, progress: EventTime) -> Result<(u64, u64), KafkaError> {
-        // JSON lines embed each record's state value: where, so it is not encoded twice.
-        let mut spans = Vec::new();
-        let mut messages = split_messages(
-            self.config.format,
-            &self.pending,
-            self.config.max_updates_per_message.max(1),
-            MAX_MESSAGE_BYTES,
-            Some(&mut spans),
-        );
-        messages.push(encode(self.config.format, &[Output::Progress(progress)]));
+    /// Sends the open transaction's batches (`batches`: where each ends in `pending`, and its
+    /// mark) to the delta topic, each followed by its mark, and the state topic's writes: one
+    /// per key, its last update in the transaction, sent with the batch that holds it. Returns
+    /// how many delta messages and state writes it sent.
+    fn send_transaction(&self, batches: &[(usize, EventTime)]) -> Result<(u64, u64), KafkaError> {
+        let Some(&(end, _)) = batches.last() else { return Ok((0, 0)) };
+        let updates = &self.pending[..end];
         // Stamped with the wall clock, not the mark's event time: the broker rolls and deletes
         // segments by message timestamp, and a replayed recording's event times can be far
         // older than the retention, which had it delete deltas minutes after they were
@@ -302,24 +296,41 @@ impl KafkaSink {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for payload in &messages {
-            self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
+        let last = last_updates(updates);
+        let mut state_writes = last.iter().peekable();
+        let (mut messages_sent, mut start) = (0u64, 0usize);
+        let mut spans = Vec::new();
+        for &(end, progress) in batches {
+            // JSON lines embed each record's state value: where, so it is not encoded twice.
+            spans.clear();
+            let mut messages = split_messages(
+                self.config.format,
+                &updates[start..end],
+                self.config.max_updates_per_message.max(1),
+                MAX_MESSAGE_BYTES,
+                Some(&mut spans),
+            );
+            messages.push(encode(self.config.format, &[Output::Progress(progress)]));
+            for payload in &messages {
+                self.send(&self.config.deltas_topic, None, Some(payload), timestamp)?;
+            }
+            messages_sent += messages.len() as u64;
+            while let Some(&(position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
+                let key = state_key(record);
+                let encoded;
+                let value = match (present, spans[position - start]) {
+                    (false, _) => None,
+                    (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
+                    (true, None) => {
+                        encoded = state_value(record);
+                        Some(encoded.as_bytes())
+                    }
+                };
+                self.send(&self.config.state_topic, Some(&key), value, timestamp)?;
+            }
+            start = end;
         }
-        let last = last_updates(&self.pending);
-        for &(position, record, present) in &last {
-            let key = state_key(record);
-            let encoded;
-            let value = match (present, spans.get(position).copied().flatten()) {
-                (false, _) => None,
-                (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
-                (true, None) => {
-                    encoded = state_value(record);
-                    Some(encoded.as_bytes())
-                }
-            };
-            self.send(&self.config.state_topic, Some(&key), value, timestamp)?;
-        }
-        Ok((messages.len() as u64, last.len() as u64))
+        Ok((messages_sent, last.len() as u64))
     }
 
     fn send(
