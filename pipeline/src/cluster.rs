@@ -26,9 +26,12 @@ use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Exchange, Probe};
 use timely::dataflow::operators::vec::input::Handle as InputHandle;
-use timely::dataflow::operators::vec::{Input, Map};
+use timely::dataflow::operators::vec::Input;
 use timely::worker::Worker;
 
 /// What travels on the routing dataflow.
@@ -36,8 +39,9 @@ use timely::worker::Worker;
 enum Routed {
     /// A record, for the worker that owns its key.
     Record(Record),
-    /// A worker's largest event time read, for every worker (the common end of a finite run).
-    MaxSeen(EventTime),
+    /// A worker's largest event time read, sent to every worker `to` (the common end of a
+    /// finite run).
+    MaxSeen { to: usize, time: EventTime },
 }
 
 /// A fixed hash of a key (every process of a cluster agrees), to route it to a worker.
@@ -92,15 +96,16 @@ impl<'w> ClusterJob<'w> {
         let peers = worker.peers();
         let (routes, routed) = worker.dataflow_named::<EventTime, _, _>("route_records", move |scope| {
             let (routes, records) = scope.new_input::<Routed>();
+            // Moved into `arrived`, not copied (a record with its strings); the probe after it
+            // passes a time only once every record before it has arrived.
             let (routed, _) = records
-                .flat_map(move |item| -> Vec<(usize, Routed)> {
-                    match item {
-                        Routed::Record(record) => vec![(owner(&record, peers), Routed::Record(record))],
-                        Routed::MaxSeen(t) => (0..peers).map(|w| (w, Routed::MaxSeen(t))).collect(),
-                    }
+                .exchange(move |item| match item {
+                    Routed::Record(record) => owner(record, peers) as u64,
+                    Routed::MaxSeen { to, .. } => *to as u64,
                 })
-                .exchange(|(worker, _)| *worker as u64)
-                .inspect(move |(_, item)| sink.borrow_mut().push(item.clone()))
+                .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Arrive", move |_, _| {
+                    move |input, _| input.for_each(|_, items| sink.borrow_mut().append(items))
+                })
                 .probe();
             (routes, routed)
         });
@@ -161,8 +166,8 @@ impl<'w> ClusterJob<'w> {
                         self.rejections.push(rejection);
                     }
                 }
-                Routed::MaxSeen(t) => {
-                    self.cluster_max_seen = Some(self.cluster_max_seen.map_or(t, |m| m.max(t)));
+                Routed::MaxSeen { time, .. } => {
+                    self.cluster_max_seen = Some(self.cluster_max_seen.map_or(time, |m| m.max(time)));
                 }
             }
         }
@@ -183,9 +188,12 @@ impl<'w> ClusterJob<'w> {
     /// This worker has read all it will: tells the others how far it read and stops routing.
     /// Keep calling [`ClusterJob::step`] until [`ClusterJob::finished`].
     pub fn close(&mut self) {
+        let peers = self.job.worker().peers();
         if let Some(mut routes) = self.routes.take() {
-            if let Some(max) = self.max_read {
-                routes.send(Routed::MaxSeen(max));
+            if let Some(time) = self.max_read {
+                for to in 0..peers {
+                    routes.send(Routed::MaxSeen { to, time });
+                }
             }
             routes.close();
         }
