@@ -2,13 +2,14 @@
 //!
 //! ```text
 //!  job outputs ── updates of completed times ──┐
-//!              └─ Progress(P) ─────────────────┤ one transaction per progress mark:
-//!                                              ├─ deltas topic: update batches, then {"progress":P}
-//!                                              └─ state topic:  key -> current value | tombstone
+//!              └─ Progress(P) ─────────────────┤ one transaction per hand-over, ending on a mark:
+//!                                              ├─ deltas topic: update batches, each then {"progress":P}
+//!                                              └─ state topic:  key -> last value | tombstone
 //! ```
 //!
 //! Data and its progress mark commit together, so a `read_committed` consumer never sees a
-//! mark without every update before it, nor updates of a batch that was aborted.
+//! mark without every update before it, nor updates of a batch that was aborted. The state
+//! topic gets one write per key per transaction: its value after the transaction's last mark.
 //!
 //! Restart: the sink reads the last committed progress mark P0 from the delta topic and
 //! publishes nothing with a time below P0 (the job recomputes those times while it rebuilds its
