@@ -89,9 +89,11 @@ pub fn producer_from(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<D
 }
 
 /// Waits up to `timeout` for every message to `topic` to be acknowledged, and fails if any
-/// was not delivered (each failure was logged and counted as it happened).
+/// was not delivered (each failure was logged and counted as it happened). Returns as soon as
+/// they are: rdkafka's own flush took 100 ms steps (`flush_promptly`), which held
+/// `bench-kafka`'s progress reports after a recording ~0.2 s.
 pub fn flush_delivered(producer: &ThreadedProducer<DeliveryReport>, topic: &str, timeout: Duration) -> anyhow::Result<()> {
-    producer.flush(timeout).with_context(|| format!("flushing to {topic}"))?;
+    flowgraph_sinks::kafka::flush_promptly(producer, timeout).with_context(|| format!("flushing to {topic}"))?;
     let failed = producer.context().failed();
     if failed > 0 {
         anyhow::bail!("{failed} messages to {topic} were not delivered (see the errors above)");

@@ -26,7 +26,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -148,15 +148,15 @@ fn client(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits until every message sent is acknowledged, looking every millisecond.
+/// Waits up to `timeout` until every message sent is acknowledged, looking every millisecond.
 ///
-/// rdkafka's `commit_transaction` flushes first, but its flush waits for events in steps of
-/// up to 100 ms, and on a `ThreadedProducer` the events go to the producer's own polling
-/// thread, so every step ran its full 100 ms: each commit took >= 100 ms however little it
-/// sent (measured: 101-107 ms per transaction, docs/KAFKA.md). Flushed here, the commit finds
-/// nothing outstanding and returns as soon as the coordinator answers.
-fn flush_promptly(producer: &ThreadedProducer<DefaultProducerContext>) -> KafkaResult<()> {
-    let deadline = Instant::now() + TIMEOUT;
+/// rdkafka's flush waits for events in steps of up to 100 ms, and on a `ThreadedProducer` the
+/// events go to the producer's own polling thread, so every step runs its full 100 ms. The
+/// sink's commits (whose `commit_transaction` flushes first) took >= 100 ms however little
+/// they sent (measured: 101-107 ms per transaction, docs/KAFKA.md); flushed here, a commit
+/// finds nothing outstanding and returns as soon as the coordinator answers.
+pub fn flush_promptly<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, timeout: Duration) -> KafkaResult<()> {
+    let deadline = Instant::now() + timeout;
     loop {
         match producer.flush(Duration::from_millis(1)) {
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {}
@@ -265,7 +265,7 @@ impl KafkaSink {
         };
         self.stats.sending += started.elapsed();
         let committing = Instant::now();
-        let committed = flush_promptly(&self.producer).and_then(|()| self.producer.commit_transaction(TIMEOUT));
+        let committed = flush_promptly(&self.producer, TIMEOUT).and_then(|()| self.producer.commit_transaction(TIMEOUT));
         let commit_time = committing.elapsed();
         self.stats.committing += commit_time;
         if let Err(source) = committed {
