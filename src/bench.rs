@@ -59,6 +59,11 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     };
     // Connected before any publication, so the reports after one go out on time.
     let tail_producer = crate::output::producer(&kafka)?;
+    // The reports after a recording go on until every source is a progress interval past its
+    // end: the job completes time in steps of at least the interval, so a frontier that
+    // stopped less than one past its last step would hold the last records until the idle
+    // exit (seen: 8.7 s for the last 1% of records once the reports went out promptly).
+    let interval_ns = flowgraph_config::parse_duration_ns("--progress-interval", &args.progress_interval)?;
 
     // 1. Latency: the recording published at its own pace times `speed` into a running
     //    pipeline. Idle exit only after the sources' next progress reports (below), for
@@ -82,7 +87,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     if let Some(&(origin, started)) = sent.first() {
         let due = |time: u64| started + Duration::from_secs_f64(time.saturating_sub(origin) as f64 / 1e9 / speed);
         let end = sent.iter().map(|&(time, _)| time).max().unwrap_or(origin);
-        let tail: Vec<(Instant, Record)> = reports.next_reports(end).into_iter().map(|record| (due(record.time()), record)).collect();
+        let tail: Vec<(Instant, Record)> =
+            reports.next_reports(end + interval_ns).into_iter().map(|record| (due(record.time()), record)).collect();
         publish_at(&tail_producer, &phase.input, tail)?;
     }
     let finished = run.finish()?;
@@ -137,7 +143,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                 end = end.max(record.time());
             })?;
             let now = Instant::now();
-            let tail: Vec<(Instant, Record)> = reports.next_reports(end).into_iter().map(|r| (now, r)).collect();
+            let tail: Vec<(Instant, Record)> = reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
             let tail_reports = tail.len();
             publish_at(&tail_producer, &phase.input, tail)?;
             let (run, consuming) = PipelineRun::start(&phase, Duration::from_secs(3))?;
