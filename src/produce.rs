@@ -127,9 +127,9 @@ pub fn publish_on(
     let speed = pacing.speed;
     let mut reader = recording::open(input)?;
     ensure_topic(kafka, topic, partitions)?;
-    // Connected, with the topic's leaders known, before the first record is paced: a live
-    // agent's producer is, and `bench-kafka` counted this start-up (~0.7 s on a fresh run)
-    // in the latency of the first records.
+    // Connected, with the topic's leaders known, before the first record is paced, as a live
+    // agent's producer is: `bench-kafka` counted the client's start-up in the latency of the
+    // first records (with the producer id, above: 0.5-0.7 s).
     producer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(30))
