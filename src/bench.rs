@@ -20,7 +20,7 @@
 
 use crate::cli::BenchKafkaArgs;
 use crate::harness::Verdict;
-use crate::produce::{ensure_topic, paced_producer, parse_speed, publish, publish_at, publish_on, Pacing};
+use crate::produce::{ensure_topic, paced_producer, parse_speed, publish, publish_at, Pacing};
 use anyhow::{bail, Context};
 use flowgraph_pipeline::Output;
 use flowgraph_schema::{Progress, Record};
@@ -60,7 +60,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     // Connected before any publication, so the reports after one go out on time, and the
     // paced records too (a producer's first messages wait for its producer id).
     let tail_producer = crate::output::producer(&kafka)?;
-    let paced_producer = paced_producer(&kafka)?;
+    let paced = paced_producer(&kafka)?;
     // The reports after a recording go on until every source is a progress interval past its
     // end: the job completes time in steps of at least the interval, so a frontier that
     // stopped less than one past its last step would hold the last records until the idle
@@ -80,7 +80,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
     let pacing = Pacing { rate: None, speed: Some(speed) };
-    let published = publish_on(&paced_producer, &args.input, &kafka, &phase.input, args.partitions, pacing, &mut |record| {
+    let published = publish(&paced, &args.input, &kafka, &phase.input, args.partitions, pacing, &mut |record| {
         sent.push((record.time(), Instant::now()));
         reports.observe(record);
     })?;
@@ -141,7 +141,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let phase = Phase::new(&args, &dir, &format!("{tag}.throughput"), &lateness)?;
             let mut reports = ProgressReports::default();
             let mut end = 0;
-            let queued = publish(&args.input, &kafka, &phase.input, args.partitions, Pacing::default(), &mut |record| {
+            let queued = publish(&paced_producer(&kafka)?, &args.input, &kafka, &phase.input, args.partitions, Pacing::default(), &mut |record| {
                 reports.observe(record);
                 end = end.max(record.time());
             })?;

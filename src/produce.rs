@@ -59,7 +59,7 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
         },
     };
     let kafka = crate::replay::kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
-    let published = publish(&args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
+    let published = publish(&paced_producer(&kafka)?, &args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
     println!(
         "published {} records in {} messages to {topic} on {} in {:.2} s ({:.0} records/s); {} bad input skipped",
         published.records,
@@ -94,28 +94,17 @@ pub struct Published {
     pub seconds: f64,
 }
 
-/// Publishes a recording to `topic` (created with `partitions` if missing); `on_queued` sees
-/// each record as it is queued for sending.
-pub fn publish(
-    input: &std::path::Path,
-    kafka: &KafkaConfig,
-    topic: &str,
-    partitions: i32,
-    pacing: Pacing,
-    on_queued: &mut dyn FnMut(&Record),
-) -> anyhow::Result<Published> {
-    publish_on(&paced_producer(kafka)?, input, kafka, topic, partitions, pacing, on_queued)
-}
-
 /// The producer [`publish`] sends with.
 pub fn paced_producer(kafka: &KafkaConfig) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
     crate::output::producer_from(crate::output::producer_config(kafka).set("linger.ms", "10"))
 }
 
-/// [`publish`] on a producer made earlier with [`paced_producer`]. A new idempotent producer
-/// holds its first messages until the broker gives it a producer id, which took 500 ms (a
-/// retry) in four `bench-kafka` runs of five; a live agent's producer has one already.
-pub fn publish_on(
+/// Publishes a recording to `topic` (created with `partitions` if missing) on `producer` (see
+/// [`paced_producer`]); `on_queued` sees each record as it is queued for sending. A new
+/// idempotent producer holds its first messages until the broker gives it a producer id,
+/// which took 500 ms (a retry) in four `bench-kafka` runs of five: a caller that paces for a
+/// measurement makes it early, as a live agent's producer has its id already.
+pub fn publish(
     producer: &ThreadedProducer<DeliveryReport>,
     input: &std::path::Path,
     kafka: &KafkaConfig,
