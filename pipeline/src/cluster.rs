@@ -15,8 +15,10 @@
 //! frontier is the minimum of every worker's watermark: once it passes T, every record before T
 //! has reached its owner, and each worker's [`Job`] may complete the times before T. The
 //! dataflow gathers all outputs on worker 0, which alone releases updates and progress marks.
-//! One worker, several threads and several processes publish the same updates at every time;
-//! the marks between them fall wherever the cluster's frontier happened to be.
+//! Every worker completes times at multiples of the progress interval, so that all complete
+//! the same times whenever each sees the frontier (see [`ClusterJob::step`]). One worker,
+//! several threads and several processes publish the same updates at every time; the marks
+//! between them fall wherever the cluster's frontier was when it crossed an interval.
 
 use crate::job::{Job, JobConfig, JobStats, Rejection};
 use crate::graph::Output;
@@ -75,6 +77,8 @@ pub struct ClusterJob<'w> {
     cluster_max_seen: Option<EventTime>,
     /// Largest event time this worker has read.
     max_read: Option<EventTime>,
+    /// The job completes times at multiples of this (see [`ClusterJob::step`]).
+    progress_interval_ns: EventTime,
     rejections: Vec<Rejection>,
     finished: bool,
 }
@@ -109,6 +113,7 @@ impl<'w> ClusterJob<'w> {
                 .probe();
             (routes, routed)
         });
+        let progress_interval_ns = config.progress_interval_ns;
         let job = Job::in_worker(worker, JobConfig { lateness_ns: u64::MAX, ..config })?;
         Ok(ClusterJob {
             job,
@@ -117,6 +122,7 @@ impl<'w> ClusterJob<'w> {
             arrived,
             cluster_max_seen: None,
             max_read: None,
+            progress_interval_ns,
             rejections: Vec::new(),
             finished: false,
         })
@@ -172,7 +178,12 @@ impl<'w> ClusterJob<'w> {
             }
         }
         match self.routed.with_frontier(|f| f.first().copied()) {
-            Some(frontier) => self.job.advance_watermark(frontier),
+            // Rounded down to the progress interval, so that every worker completes the same
+            // times whenever it happens to see the watermark. A job waits inside its advance
+            // until every worker's job reaches that time; if each completed wherever its own
+            // view crossed an interval, one could wait for a time that another would start
+            // only once the first moved its watermark, and neither would (seen in CI).
+            Some(frontier) => self.job.advance_watermark(frontier - frontier % self.progress_interval_ns),
             None if !self.finished => {
                 // Every worker has closed its routes: every MaxSeen has arrived, so all agree
                 // on the end.

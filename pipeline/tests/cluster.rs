@@ -114,6 +114,88 @@ fn two_and_three_workers_publish_what_one_job_does() {
         let outputs = cluster(records.clone(), workers, chunk);
         assert!(outputs[1..].iter().all(Vec::is_empty), "{workers} workers: only worker 0 releases");
         check_marks(&outputs[0], end);
+        let marks = outputs[0].iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+        let unaligned: Vec<EventTime> = marks.filter(|p| *p != end && p % config().progress_interval_ns != 0).collect();
+        assert!(unaligned.is_empty(), "{workers} workers: marks between intervals: {unaligned:?}");
         assert!(updates(&outputs[0]) == updates(&reference), "{workers} workers: different updates");
     }
+}
+
+/// Workers see the cluster's watermark at different moments. If each completed times wherever
+/// its own view of the watermark happened to cross a progress interval, two workers' job
+/// frontiers could drift apart, and one could wait inside its job for a time the other would
+/// start only once the first moved its watermark: a deadlock (seen in CI). This drives three
+/// workers, in a fixed order, into exactly those views; they must all finish.
+#[test]
+fn workers_that_see_the_watermark_at_different_moments_complete_the_same_times() {
+    const S: EventTime = 1_000_000_000;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let guards = timely::execute(timely::Config::process(3), move |worker| {
+            let index = worker.index();
+            let mut job = ClusterJob::new(worker, config()).unwrap();
+            let step_until = |job: &mut ClusterJob, frontier: EventTime| {
+                while job.frontier() < frontier {
+                    job.step();
+                }
+            };
+            let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+            // Workers 0 and 1 at 1.5 s, worker 2 (holding the cluster back) at 0.
+            if index < 2 {
+                job.advance_watermark(3 * S / 2);
+            }
+            (0..10).for_each(|_| job.step());
+            barrier.wait();
+            match index {
+                // Sees 1.0 s and completes it, waiting for the others' jobs to get there.
+                0 => step_until(&mut job, S),
+                // Steps only after worker 2 has moved twice: sees 1.2 s, never 1.0 s.
+                1 => {
+                    pause(600);
+                    step_until(&mut job, S);
+                }
+                _ => {
+                    job.advance_watermark(S);
+                    job.step();
+                    pause(300);
+                    job.advance_watermark(6 * S / 5);
+                    step_until(&mut job, S);
+                }
+            }
+            barrier.wait();
+            if index > 0 {
+                // Worker 1 at 2.1 s and worker 2 at 3 s, while worker 0 stays at 1.5 s.
+                job.advance_watermark(if index == 1 { 21 * S / 10 } else { 3 * S });
+            }
+            (0..10).for_each(|_| job.step());
+            barrier.wait();
+            if index == 0 {
+                // Sees 2.1 s: an interval past its own frontier, not past worker 1's.
+                job.advance_watermark(43 * S / 20);
+                step_until(&mut job, 2 * S);
+            } else {
+                pause(300);
+                job.advance_watermark(5 * S);
+                (0..10).for_each(|_| job.step());
+            }
+            job.close();
+            let mut outputs = Vec::new();
+            while !job.finished() {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
+            outputs
+        })
+        .unwrap();
+        let outputs: Vec<Vec<Output>> = guards.join().into_iter().map(Result::unwrap).collect();
+        let _ = done.send(outputs);
+    });
+    let outputs = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the workers did not finish in 60 s: they wait for each other");
+    let marks: Vec<EventTime> = outputs[0].iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
+    assert!(marks.starts_with(&[S, 2 * S]), "worker 0's marks: {marks:?}");
+    assert!(marks.iter().all(|m| m % S == 0) && marks.is_sorted(), "worker 0's marks: {marks:?}");
+    assert!(outputs[1..].iter().all(Vec::is_empty), "only worker 0 releases");
 }
