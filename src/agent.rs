@@ -33,7 +33,7 @@ fn default_agent_id() -> u32 {
 enum Dns {
     Off,
     Unavailable,
-    On(DnsNames, DnsCounters),
+    On(Box<DnsNames>, DnsCounters),
 }
 
 impl Dns {
@@ -44,7 +44,7 @@ impl Dns {
         match DnsNames::start(&DnsOptions::default()) {
             Ok(names) => {
                 tracing::info!("DNS names: watching DNS answers (UDP from port 53) on this host");
-                Dns::On(names, DnsCounters::default())
+                Dns::On(Box::new(names), DnsCounters::default())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "DNS names unavailable; the agent goes on without them");

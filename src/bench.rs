@@ -371,10 +371,10 @@ impl PipelineRun {
                             let found = progress_marks(message.payload().unwrap_or_default())?;
                             marks.lock().expect("marks lock").extend(found.into_iter().map(|p| (p, now)));
                         }
-                        None if done.load(Ordering::Relaxed) => {
-                            if quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
-                                return Ok(());
-                            }
+                        None if done.load(Ordering::Relaxed)
+                            && quiet_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) =>
+                        {
+                            return Ok(());
                         }
                         None => {}
                     }

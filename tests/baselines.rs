@@ -326,8 +326,8 @@ fn hand_made_stream_every_instant() {
         process(0, 1, "ns/a-1", "ns/a"),
         process(0, 2, "ns/a-2", "ns/a"),
         process(0, 3, "", ""), // a host process: no pod, dropped
-        conn(1 * s, 1, "10.0.0.9", 6379, 100, 10),
-        conn(1 * s, 1, "10.0.0.9", 6380, 50, 70), // another port of the same (upid, addr)
+        conn(s, 1, "10.0.0.9", 6379, 100, 10),
+        conn(s, 1, "10.0.0.9", 6380, 50, 70), // another port of the same (upid, addr)
         conn(2 * s, 2, "10.0.0.9", 6379, 5, 5),
         conn(2 * s, 3, "10.0.0.9", 6379, 9, 9),
         conn(3 * s, 4, "10.0.0.8", 80, 9, 9), // no process record yet

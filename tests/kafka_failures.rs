@@ -134,7 +134,7 @@ impl Reference {
             _ => None,
         });
         let first = marks.next().expect("the reference has progress marks");
-        (first, marks.last().unwrap_or(first))
+        (first, marks.next_back().unwrap_or(first))
     }
 
     /// The event time (s) at `fraction` of the stream.

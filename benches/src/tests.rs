@@ -197,7 +197,7 @@ fn every_agent_reports_progress_every_period() {
     // the recording began).
     let exports_of = |asid: u32, times: &[u64]| -> Vec<u64> {
         let first = *sample_times[&asid].first().unwrap();
-        times.iter().copied().filter(|t| *t >= first && (t - first) % export == 0).collect()
+        times.iter().copied().filter(|t| *t >= first && (t - first).is_multiple_of(export)).collect()
     };
     let stream_end = (1..=profile.nodes)
         .map(|asid| *exports_of(asid, &progress[&format!("agent-{asid}")]).last().unwrap())
@@ -222,7 +222,7 @@ fn every_agent_reports_progress_every_period() {
         // export, on the cadence that leads to it.
         let start = profile.start_time_ns;
         assert!(times[0] >= start && times[0] < start + report, "agent {asid} first heard at {}", times[0] - start);
-        assert!(exports[0] - times[0] < export && (exports[0] - times[0]) % report == 0);
+        assert!(exports[0] - times[0] < export && (exports[0] - times[0]).is_multiple_of(report));
         // Samples are stamped at the agent's export instants, each covered by its progress.
         for t in sample_times.get(&asid).into_iter().flatten() {
             assert!(exports.binary_search(t).is_ok(), "agent {asid} sample at {t}");

@@ -648,7 +648,7 @@ mod tests {
         for step in 0..3_000u64 {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let key = (state >> 33) as usize % 3;
-            if (state >> 40) % 3 == 0 && !lists[key].is_empty() {
+            if (state >> 40).is_multiple_of(3) && !lists[key].is_empty() {
                 let (time, value) = arena.pop_first(&mut lists[key]);
                 assert_eq!((time, value.0), expected[key].remove(0), "step {step}");
             } else {

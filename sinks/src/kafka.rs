@@ -685,6 +685,130 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Output>, String> {
         .collect()
 }
 
+/// Waits until the brokers answer a metadata request, up to `TIMEOUT`, and fails at once on
+/// an authentication error. librdkafka treats a rejected login (wrong SASL password, ...) like
+/// a network error: every call retries until its own timeout and ends in a generic "timed out"
+/// or "transport failure", and the admin client never says why. Its error events do: a
+/// consumer with a group id receives them from `poll`.
+fn check_access(brokers: &str, options: &BTreeMap<String, String>) -> Result<(), String> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let mut config = client(brokers, &BTreeMap::new());
+    config.set("group.id", "flowgraph-access-check").set("enable.auto.commit", "false");
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| format!("cannot create a client: {e}"))?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        while let Some(event) = consumer.poll(Duration::from_millis(100)) {
+            if let Err(e) = event {
+                if matches!(e.rdkafka_error_code(), Some(Code::Authentication | Code::SaslAuthenticationFailed)) {
+                    return Err(format!("authentication failed (check the sasl.* options): {e}"));
+                }
+            }
+        }
+        match consumer.fetch_metadata(None, Duration::from_millis(500)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("no broker answered within {}s: {e}", TIMEOUT.as_secs()))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(&config.brokers, &config.options)
+        .create()
+        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let deltas = NewTopic::new(&config.deltas_topic, 1, TopicReplication::Fixed(1));
+    let state = NewTopic::new(&config.state_topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    let runtime = futures_executor::block_on(admin.create_topics(
+        [&deltas, &state],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .map_err(|e| format!("cannot create topics: {e}"))?;
+    for result in runtime {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the delta topic's last committed progress mark (what a restarted sink resumes after,
+/// and the time of a consumer that bootstraps from the state topic).
+pub fn last_progress(
+    brokers: &str,
+    deltas_topic: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Option<EventTime>, String> {
+    let consumer: BaseConsumer = {
+        let mut c = client(brokers, &BTreeMap::new());
+        c.set("group.id", format!("flowgraph-resume-{deltas_topic}"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+        for (key, value) in options {
+            c.set(key, value);
+        }
+        c.create().map_err(|e| format!("cannot create consumer: {e}"))?
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let (low, high) = loop {
+        use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+        match consumer.fetch_watermarks(deltas_topic, 0, TIMEOUT) {
+            Ok(watermarks) => break watermarks,
+            // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
+            // in CI as "NotLeaderForPartition" right after the sink created the topics.
+            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable))
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot read offsets of {}: {e}", deltas_topic)),
+        }
+    };
+    let mut start = high;
+    let mut step = 64;
+    while start > low {
+        start = (start - step).max(low);
+        step *= 4;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(deltas_topic, 0, Offset::Offset(start))
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        let mut last = None;
+        loop {
+            match consumer.poll(TIMEOUT) {
+                Some(Ok(message)) => {
+                    if let Some(payload) = message.payload() {
+                        for output in decode(payload)? {
+                            if let Output::Progress(p) = output {
+                                last = Some(p);
+                            }
+                        }
+                    }
+                    if message.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(format!("reading {}: {e}", deltas_topic)),
+                None => return Err(format!("timed out reading {}", deltas_topic)),
+            }
+        }
+        if last.is_some() {
+            return Ok(last);
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,128 +936,4 @@ mod tests {
         assert_eq!(key, r#"["row","ns/a\"quoted\"","1:2:3","redis-server *:6379","2001:db8::1"]"#);
         assert_eq!(value.as_deref(), deltas::to_line(&updates[2]).split_once(r#""row":"#).unwrap().1.strip_suffix('}'));
     }
-}
-
-/// Waits until the brokers answer a metadata request, up to `TIMEOUT`, and fails at once on
-/// an authentication error. librdkafka treats a rejected login (wrong SASL password, ...) like
-/// a network error: every call retries until its own timeout and ends in a generic "timed out"
-/// or "transport failure", and the admin client never says why. Its error events do: a
-/// consumer with a group id receives them from `poll`.
-fn check_access(brokers: &str, options: &BTreeMap<String, String>) -> Result<(), String> {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    let mut config = client(brokers, &BTreeMap::new());
-    config.set("group.id", "flowgraph-access-check").set("enable.auto.commit", "false");
-    for (key, value) in options {
-        config.set(key, value);
-    }
-    let consumer: BaseConsumer = config.create().map_err(|e| format!("cannot create a client: {e}"))?;
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        while let Some(event) = consumer.poll(Duration::from_millis(100)) {
-            if let Err(e) = event {
-                if matches!(e.rdkafka_error_code(), Some(Code::Authentication | Code::SaslAuthenticationFailed)) {
-                    return Err(format!("authentication failed (check the sasl.* options): {e}"));
-                }
-            }
-        }
-        match consumer.fetch_metadata(None, Duration::from_millis(500)) {
-            Ok(_) => return Ok(()),
-            Err(e) if std::time::Instant::now() >= deadline => {
-                return Err(format!("no broker answered within {}s: {e}", TIMEOUT.as_secs()))
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client(&config.brokers, &config.options)
-        .create()
-        .map_err(|e| format!("cannot create admin client: {e}"))?;
-    let deltas = NewTopic::new(&config.deltas_topic, 1, TopicReplication::Fixed(1));
-    let state = NewTopic::new(&config.state_topic, 1, TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact");
-    let runtime = futures_executor::block_on(admin.create_topics(
-        [&deltas, &state],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
-    .map_err(|e| format!("cannot create topics: {e}"))?;
-    for result in runtime {
-        match result {
-            Ok(_) => {}
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
-        }
-    }
-    Ok(())
-}
-
-/// Reads the delta topic's last committed progress mark (what a restarted sink resumes after,
-/// and the time of a consumer that bootstraps from the state topic).
-pub fn last_progress(
-    brokers: &str,
-    deltas_topic: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<Option<EventTime>, String> {
-    let consumer: BaseConsumer = {
-        let mut c = client(brokers, &BTreeMap::new());
-        c.set("group.id", format!("flowgraph-resume-{deltas_topic}"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true");
-        for (key, value) in options {
-            c.set(key, value);
-        }
-        c.create().map_err(|e| format!("cannot create consumer: {e}"))?
-    };
-    let deadline = Instant::now() + TIMEOUT;
-    let (low, high) = loop {
-        use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
-        match consumer.fetch_watermarks(deltas_topic, 0, TIMEOUT) {
-            Ok(watermarks) => break watermarks,
-            // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
-            // in CI as "NotLeaderForPartition" right after the sink created the topics.
-            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable))
-                if Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(format!("cannot read offsets of {}: {e}", deltas_topic)),
-        }
-    };
-    let mut start = high;
-    let mut step = 64;
-    while start > low {
-        start = (start - step).max(low);
-        step *= 4;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(deltas_topic, 0, Offset::Offset(start))
-            .map_err(|e| e.to_string())?;
-        consumer.assign(&assignment).map_err(|e| e.to_string())?;
-        let mut last = None;
-        loop {
-            match consumer.poll(TIMEOUT) {
-                Some(Ok(message)) => {
-                    if let Some(payload) = message.payload() {
-                        for output in decode(payload)? {
-                            if let Output::Progress(p) = output {
-                                last = Some(p);
-                            }
-                        }
-                    }
-                    if message.offset() + 1 >= high {
-                        break;
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("reading {}: {e}", deltas_topic)),
-                None => return Err(format!("timed out reading {}", deltas_topic)),
-            }
-        }
-        if last.is_some() {
-            return Ok(last);
-        }
-    }
-    Ok(None)
 }

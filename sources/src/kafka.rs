@@ -467,11 +467,15 @@ fn check_topic_results(
 
 fn is_transient(error: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    match error.rdkafka_error_code() {
-        Some(Code::UnknownTopicOrPartition) | Some(Code::TopicAuthorizationFailed) => false,
-        Some(Code::SaslAuthenticationFailed) | Some(Code::Authentication) => false,
-        _ => true,
-    }
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::UnknownTopicOrPartition
+                | Code::TopicAuthorizationFailed
+                | Code::SaslAuthenticationFailed
+                | Code::Authentication
+        )
+    )
 }
 
 /// Decodes one message: a binary frame (whole message), or JSON Lines (each line on its own,
@@ -503,38 +507,6 @@ pub fn decode_message<'a>(payload: &'a [u8], out: &mut Vec<Record>, bad: &mut Ve
             Ok(record) => out.push(record),
             Err(e) => bad.push((format!("line {}: {e}", index + 1), line)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flowgraph_schema::Progress;
-
-    #[test]
-    fn json_messages_keep_their_good_lines() {
-        let payload = b"{\"type\":\"progress\",\"time_\":5}\ngarbage\n{\"type\":\"progress\",\"time_\":6}\n";
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        decode_message(payload, &mut out, &mut bad);
-        assert_eq!(out.len(), 2);
-        assert_eq!(bad.len(), 1);
-        assert!(bad[0].0.starts_with("line 2:"), "{}", bad[0].0);
-    }
-
-    #[test]
-    fn binary_messages_are_one_frame() {
-        let mut payload = Vec::new();
-        let record = Record::Progress(Progress { time_: 1, source: "a".into(), losses: Default::default() });
-        binary::encode_frame(std::slice::from_ref(&record), &mut payload);
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        decode_message(&payload, &mut out, &mut bad);
-        assert_eq!(out, vec![record]);
-        assert!(bad.is_empty());
-        payload.truncate(payload.len() - 1);
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        decode_message(&payload, &mut out, &mut bad);
-        assert!(out.is_empty());
-        assert!(bad[0].0.contains("truncated"), "{}", bad[0].0);
     }
 }
 
@@ -636,4 +608,36 @@ pub fn read_to_end(
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgraph_schema::Progress;
+
+    #[test]
+    fn json_messages_keep_their_good_lines() {
+        let payload = b"{\"type\":\"progress\",\"time_\":5}\ngarbage\n{\"type\":\"progress\",\"time_\":6}\n";
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(payload, &mut out, &mut bad);
+        assert_eq!(out.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].0.starts_with("line 2:"), "{}", bad[0].0);
+    }
+
+    #[test]
+    fn binary_messages_are_one_frame() {
+        let mut payload = Vec::new();
+        let record = Record::Progress(Progress { time_: 1, source: "a".into(), losses: Default::default() });
+        binary::encode_frame(std::slice::from_ref(&record), &mut payload);
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(&payload, &mut out, &mut bad);
+        assert_eq!(out, vec![record]);
+        assert!(bad.is_empty());
+        payload.truncate(payload.len() - 1);
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        decode_message(&payload, &mut out, &mut bad);
+        assert!(out.is_empty());
+        assert!(bad[0].0.contains("truncated"), "{}", bad[0].0);
+    }
 }
