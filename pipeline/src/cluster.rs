@@ -159,7 +159,8 @@ impl<'w> ClusterJob<'w> {
     }
 
     /// Runs the worker a little: routed records go into this worker's job, and the job
-    /// completes every time the whole cluster's watermark has passed.
+    /// completes every time before the whole cluster's watermark rounded down to the progress
+    /// interval.
     pub fn step(&mut self) {
         if let Some(routes) = self.routes.as_mut() {
             routes.flush();

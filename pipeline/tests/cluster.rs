@@ -39,11 +39,32 @@ fn one_job(records: &[Record]) -> Vec<Output> {
     outputs
 }
 
+/// Runs `work` on a thread of its own and returns its result, failing the test if it takes
+/// longer than `limit`: workers that wait for each other for good would otherwise hang the
+/// suite without a word.
+fn within<T: Send + 'static>(limit: std::time::Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the workers did not finish in {limit:?}: they wait for each other")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("a worker failed (its panic is above)"),
+    }
+}
+
 /// `workers` threads; worker w reads the records of "partitions" p with p % workers == w, where
 /// a record's partition is its agent (as `flowgraph agent` keys its messages), each at its
 /// own pace.
 fn cluster(records: Vec<Record>, workers: usize, chunk: usize) -> Vec<Vec<Output>> {
     let records = std::sync::Arc::new(records);
+    within(std::time::Duration::from_secs(120), move || cluster_on_threads(records, workers, chunk))
+}
+
+fn cluster_on_threads(records: std::sync::Arc<Vec<Record>>, workers: usize, chunk: usize) -> Vec<Vec<Output>> {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
@@ -130,8 +151,7 @@ fn two_and_three_workers_publish_what_one_job_does() {
 fn workers_that_see_the_watermark_at_different_moments_complete_the_same_times() {
     const S: EventTime = 1_000_000_000;
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let outputs = within(std::time::Duration::from_secs(60), move || {
         let guards = timely::execute(timely::Config::process(3), move |worker| {
             let index = worker.index();
             let mut job = ClusterJob::new(worker, config()).unwrap();
@@ -188,12 +208,8 @@ fn workers_that_see_the_watermark_at_different_moments_complete_the_same_times()
             outputs
         })
         .unwrap();
-        let outputs: Vec<Vec<Output>> = guards.join().into_iter().map(Result::unwrap).collect();
-        let _ = done.send(outputs);
+        guards.join().into_iter().map(Result::unwrap).collect::<Vec<Vec<Output>>>()
     });
-    let outputs = finished
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the workers did not finish in 60 s: they wait for each other");
     let marks: Vec<EventTime> = outputs[0].iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
     assert!(marks.starts_with(&[S, 2 * S]), "worker 0's marks: {marks:?}");
     assert!(marks.iter().all(|m| m % S == 0) && marks.is_sorted(), "worker 0's marks: {marks:?}");
