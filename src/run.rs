@@ -46,6 +46,9 @@ struct Service {
     /// The pipeline's own name sources (names file, reverse DNS), one set per worker.
     naming: flowgraph_config::NamingSettings,
     stop: Arc<AtomicBool>,
+    /// A process other than process 0 of a multi-process cluster: on a stop its workers exit
+    /// the process rather than leave the cluster (see [`leave_early`]).
+    remote_process: bool,
     /// Process 0's sink, taken by worker 0.
     sink: Mutex<Option<KafkaSink>>,
     /// `--status-file`: status events for programs that drive the run.
@@ -147,11 +150,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, sink: Mutex::new(sink), status });
+    let remote_process = args.processes > 1 && !first_process;
+    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, remote_process, sink: Mutex::new(sink), status });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
-        let index = worker.index();
-        run_worker(worker, &service).map_err(|e| format!("worker {index}: {e:#}"))
+        let (index, peers) = (worker.index(), worker.peers());
+        run_worker(worker, &service).map_err(|error| {
+            // An error before its job was built (the others would wait for its dataflows for
+            // good) or after its loop; one in the loop has left already.
+            if peers > 1 {
+                leave_early(index, Some(&error));
+            }
+            format!("worker {index}: {error:#}")
+        })
     })
     .map_err(|e| anyhow::anyhow!("starting the timely cluster: {e}"))?;
     let mut failures = Vec::new();
@@ -165,6 +176,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// A worker of a cluster leaves before the job finished: on an error (`Some`), or stopped in a
+/// process other than process 0. Dropping its job would release its times, so the others
+/// (worker 0 publishing) could complete them without its records. It exits the process at
+/// once instead: its peers' next progress waits for it, the cluster breaks (the other
+/// processes exit, code 3), process 0's open transaction is aborted, and a restart resumes
+/// after the last committed progress mark. A stop in process 0 needs none of this: worker 0
+/// publishes nothing computed after the stop.
+fn leave_early(index: usize, error: Option<&anyhow::Error>) -> ! {
+    match error {
+        Some(error) => {
+            eprintln!("error: worker {index}: {error:#}; exiting at once, as the other workers cannot finish without it");
+            std::process::exit(1);
+        }
+        None => {
+            eprintln!("flowgraph run: stopped; this process leaves the cluster by exiting, so that no time is completed without it");
+            std::process::exit(0);
+        }
+    }
 }
 
 /// timely cannot carry on without a peer: when a process of the cluster dies, the others'
@@ -274,10 +305,11 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     if let Some(status) = &service.status {
         status.write(serde_json::json!({"event": "consuming", "worker": index, "workers": peers, "partitions": source.partitions()}))?;
     }
-    let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     // Each worker names the addresses of its own partitions' records; the names are routed
     // to the worker that owns the address like any other record.
     let mut naming = crate::naming::Naming::start(&service.naming, service.config.lateness_ns)?;
+    // Nothing after this may return early while the job is alive (see `leave_early`).
+    let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     let mut names = Vec::new();
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
     let mut rejected = 0u64;
@@ -291,66 +323,87 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     let mut last_report = Instant::now();
     let mut last_progress = None;
-    loop {
-        if service.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if !closed {
-            source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
-            if records.is_empty() {
-                idle_since.get_or_insert_with(Instant::now);
-            } else {
-                idle_since = None;
+    // The loop runs in a closure so that an error leaves the cluster before the job is dropped.
+    let outcome = (|| -> anyhow::Result<()> {
+        loop {
+            if service.stop.load(Ordering::SeqCst) {
+                break;
             }
-            for record in records.drain(..) {
+            if !closed {
+                source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
+                if records.is_empty() {
+                    idle_since.get_or_insert_with(Instant::now);
+                } else {
+                    idle_since = None;
+                }
+                for record in records.drain(..) {
+                    if naming.is_active() {
+                        naming.observe(&record, job.watermark(), &mut names);
+                        names.drain(..).for_each(|name| job.push(name));
+                    }
+                    job.push(record);
+                }
                 if naming.is_active() {
-                    naming.observe(&record, job.watermark(), &mut names);
+                    naming.poll(job.watermark(), &mut names);
                     names.drain(..).for_each(|name| job.push(name));
                 }
-                job.push(record);
+                if let Some(watermark) = source.watermark() {
+                    job.advance_watermark(watermark);
+                }
+                let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
+                if service.idle_exit.is_some_and(idle) {
+                    tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
+                    job.close();
+                    closed = true;
+                }
             }
-            if naming.is_active() {
-                naming.poll(job.watermark(), &mut names);
-                names.drain(..).for_each(|name| job.push(name));
+            job.step();
+            if service.stop.load(Ordering::SeqCst) {
+                // Another worker of this process may have stopped and dropped its job, which
+                // lets this step complete times without that worker's records: nothing computed
+                // in this step is published.
+                break;
             }
-            if let Some(watermark) = source.watermark() {
-                job.advance_watermark(watermark);
+            for rejection in job.take_rejections() {
+                rejected += 1;
+                if rejected <= 10 {
+                    tracing::warn!(worker = index, error = %rejection, "record rejected");
+                }
             }
-            let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
-            if service.idle_exit.is_some_and(idle) {
-                tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
-                job.close();
-                closed = true;
+            if let Some(sink) = sink.as_mut() {
+                job.drain_into(&mut outputs);
+                if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
+                    last_progress = Some(p);
+                }
+                // The sink thread publishes it while this worker goes on.
+                let published = if outputs.is_empty() { Ok(()) } else { sink.publish(std::mem::take(&mut outputs)) };
+                // Every pass, not only on a hand-over: a commit finishes after its hand-over, and
+                // an idle pipeline's metrics would otherwise miss its last transaction.
+                crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
+                published?;
+            }
+            crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                report(index, &job, &source, sink.as_ref());
+                crate::telemetry::lag(&source.lag());
+                last_report = Instant::now();
+            }
+            if closed && job.finished() {
+                break;
             }
         }
-        job.step();
-        for rejection in job.take_rejections() {
-            rejected += 1;
-            if rejected <= 10 {
-                tracing::warn!(worker = index, error = %rejection, "record rejected");
-            }
+        Ok(())
+    })();
+    if let Err(error) = outcome {
+        if peers > 1 {
+            leave_early(index, Some(&error));
         }
-        if let Some(sink) = sink.as_mut() {
-            job.drain_into(&mut outputs);
-            if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
-                last_progress = Some(p);
-            }
-            // The sink thread publishes it while this worker goes on.
-            let published = if outputs.is_empty() { Ok(()) } else { sink.publish(std::mem::take(&mut outputs)) };
-            // Every pass, not only on a hand-over: a commit finishes after its hand-over, and
-            // an idle pipeline's metrics would otherwise miss its last transaction.
-            crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
-            published?;
-        }
-        crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            report(index, &job, &source, sink.as_ref());
-            crate::telemetry::lag(&source.lag());
-            last_report = Instant::now();
-        }
-        if closed && job.finished() {
-            break;
-        }
+        return Err(error);
+    }
+    if !job.finished() && service.remote_process {
+        // Stopped: dropping the job would let process 0 complete times without this
+        // process's records, and publish them.
+        leave_early(index, None);
     }
     if let Some(sink) = sink.as_mut() {
         // Every batch handed over is committed before the run reports that it stopped.

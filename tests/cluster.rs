@@ -2,8 +2,8 @@
 //! topic, computed by one worker, by two worker threads in one process, and by two processes
 //! of one worker each over timely's TCP communication, gives the same updates at every time,
 //! byte-identical final snapshots, and the same state topic as the in-process replay. Killing
-//! one process of a two-process run in mid-stream and restarting both recovers to the same
-//! answer, with no update repeated or missing on the delta topic.
+//! one process of a two-process run in mid-stream (SIGKILL, then SIGTERM) and restarting both
+//! recovers to the same answer, with no update repeated or missing on the delta topic.
 
 mod common;
 use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, spawn_flowgraph, Broker, Proc};
@@ -16,6 +16,18 @@ fn wait_ok(proc: &mut Proc, dir: &Path, log: &str) {
     let status = proc.0.wait().unwrap();
     let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
     assert!(status.success(), "{log}: {status}\n{text}");
+}
+
+/// Waits up to `limit` for a process to exit by itself; its status.
+fn exits_within(proc: &mut Proc, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn config(dir: &Path, bootstrap: &str, name: &str, input: &str) -> PathBuf {
@@ -125,18 +137,34 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     second.0.kill().unwrap();
     second.0.wait().unwrap();
     // The survivor loses its peer: it says so and exits by itself, for a restart of both.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = first.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "process 0 kept running without its peer");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exits_within(&mut first, Duration::from_secs(10), "process 0 without its peer");
     let log = std::fs::read_to_string(dir.join("crash-0.log")).unwrap();
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(log.contains("the timely cluster broke"), "{log}");
+
+    // Both restarted, then process 1 stopped with SIGTERM once both consume: it leaves by
+    // exiting (code 0), without releasing its times, so process 0 cannot complete one without
+    // its records; process 0 finds the cluster broken (code 3).
+    let mut first = spawn_flowgraph(&dir, "stop-0.log", &cluster("0", false));
+    let mut second = spawn_flowgraph(&dir, "stop-1.log", &cluster("1", false));
+    let consuming = |log: &str| std::fs::read_to_string(dir.join(log)).unwrap_or_default().contains("flowgraph run: consuming");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(consuming("stop-0.log") && consuming("stop-1.log")) {
+        assert!(Instant::now() < deadline, "the restarted two-process run did not start consuming in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let status = std::process::Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = exits_within(&mut second, Duration::from_secs(10), "process 1 after SIGTERM");
+    let log = std::fs::read_to_string(dir.join("stop-1.log")).unwrap();
+    assert!(status.success() && log.contains("leaves the cluster by exiting"), "process 1 after SIGTERM: {status}\n{log}");
+    let status = exits_within(&mut first, Duration::from_secs(10), "process 0 after process 1's stop");
+    let log = std::fs::read_to_string(dir.join("stop-0.log")).unwrap();
+    assert!(status.code() == Some(3) && log.contains("the timely cluster broke"), "process 0 after process 1's stop: {status}\n{log}");
     let before = delta_topic_outputs(b, "crash.deltas");
+    assert_marks_cover(&before, "two processes, one stopped");
+
     wait_ok(&mut producer, &dir, "producer.log");
     let mut first = spawn_flowgraph(&dir, "restart-0.log", &cluster("0", true));
     let mut second = spawn_flowgraph(&dir, "restart-1.log", &cluster("1", true));
@@ -151,9 +179,9 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
         "the restarted cluster published nothing: {} outputs before the restart (last mark {:?}), {} after (last mark {:?})",
         before.len(), last_mark(&before), published.len(), last_mark(&published)
     );
-    assert_marks_cover(&published, "two processes, one killed, both restarted");
-    assert_same_deltas(&published, &reference, "two processes, one killed, both restarted");
-    assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the crash");
-    assert!(final_snapshot(&published) == reference_snapshot, "final snapshot after the crash");
+    assert_marks_cover(&published, "two processes after a kill and a stop, both restarted");
+    assert_same_deltas(&published, &reference, "two processes after a kill and a stop, both restarted");
+    assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the kill and the stop");
+    assert!(final_snapshot(&published) == reference_snapshot, "final snapshot after the kill and the stop");
     let _ = std::fs::remove_dir_all(&dir);
 }
