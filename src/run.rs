@@ -46,6 +46,9 @@ struct Service {
     /// The pipeline's own name sources (names file, reverse DNS), one set per worker.
     naming: flowgraph_config::NamingSettings,
     stop: Arc<AtomicBool>,
+    /// Several processes (`--processes`): a stopped process exits rather than wait in timely
+    /// for its peers' dataflows, which a stopped peer never releases (see [`leave_early`]).
+    multi_process: bool,
     /// A process other than process 0 of a multi-process cluster: on a stop its workers exit
     /// the process rather than leave the cluster (see [`leave_early`]).
     remote_process: bool,
@@ -150,8 +153,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let remote_process = args.processes > 1 && !first_process;
-    let service = Arc::new(Service { config, kafka, start, idle_exit, naming, stop, remote_process, sink: Mutex::new(sink), status });
+    let multi_process = args.processes > 1;
+    let remote_process = multi_process && !first_process;
+    let service = Arc::new(Service {
+        config, kafka, start, idle_exit, naming, stop, multi_process, remote_process, sink: Mutex::new(sink), status,
+    });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -182,9 +188,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// process other than process 0. Dropping its job would release its times, so the others
 /// (worker 0 publishing) could complete them without its records. It exits the process at
 /// once instead: its peers' next progress waits for it, the cluster breaks (the other
-/// processes exit, code 3), process 0's open transaction is aborted, and a restart resumes
-/// after the last committed progress mark. A stop in process 0 needs none of this: worker 0
-/// publishes nothing computed after the stop.
+/// processes exit, code 3), and a restart resumes after the last committed progress mark.
+/// Process 0's open transaction is never committed: the restarted sink fences it, or the
+/// broker's transaction timeout aborts it. A stop in process 0 needs none of
+/// this: worker 0 publishes nothing computed after the stop, commits, and exits.
 fn leave_early(index: usize, error: Option<&anyhow::Error>) -> ! {
     match error {
         Some(error) => {
@@ -308,7 +315,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     // Each worker names the addresses of its own partitions' records; the names are routed
     // to the worker that owns the address like any other record.
     let mut naming = crate::naming::Naming::start(&service.naming, service.config.lateness_ns)?;
-    // Nothing after this may return early while the job is alive (see `leave_early`).
+    // From here, an error leaves the cluster before this worker steps again (see `leave_early`).
     let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     let mut names = Vec::new();
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
@@ -402,7 +409,8 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     if !job.finished() && service.remote_process {
         // Stopped: dropping the job would let process 0 complete times without this
-        // process's records, and publish them.
+        // process's records, and publish them. Its dead letters go out first.
+        source.flush();
         leave_early(index, None);
     }
     if let Some(sink) = sink.as_mut() {
@@ -424,6 +432,11 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     if index == 0 {
         tracing::info!(last_progress = ?last_progress, "flowgraph run: stopped");
+        if !job.finished() && service.multi_process {
+            // Stopped, with every batch handed over committed. timely would wait for the other
+            // processes' dataflows, which a stopped process never releases (it exits).
+            std::process::exit(0);
+        }
     }
     Ok(())
 }
