@@ -190,8 +190,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// once instead: its peers' next progress waits for it, the cluster breaks (the other
 /// processes exit, code 3), and a restart resumes after the last committed progress mark.
 /// Process 0's open transaction is never committed: the restarted sink fences it, or the
-/// broker's transaction timeout aborts it. A stop in process 0 needs none of
-/// this: worker 0 publishes nothing computed after the stop, commits, and exits.
+/// broker's transaction timeout aborts it. A stop in process 0 needs none of this: worker 0
+/// publishes nothing computed after the stop, commits, and exits.
 fn leave_early(index: usize, error: Option<&anyhow::Error>) -> ! {
     match error {
         Some(error) => {
