@@ -46,12 +46,10 @@ struct Service {
     /// The pipeline's own name sources (names file, reverse DNS), one set per worker.
     naming: flowgraph_config::NamingSettings,
     stop: Arc<AtomicBool>,
-    /// Several processes (`--processes`): a stopped process exits rather than wait in timely
-    /// for its peers' dataflows, which a stopped peer never releases (see [`leave_early`]).
-    multi_process: bool,
-    /// A process other than process 0 of a multi-process cluster: on a stop its workers exit
-    /// the process rather than leave the cluster (see [`leave_early`]).
-    remote_process: bool,
+    /// This process's id in a multi-process cluster (`--processes` 2 or more), `None` in one
+    /// process. A stopped process of several exits rather than wait in timely for its peers'
+    /// dataflows, which a stopped peer never releases (see [`leave_early`]).
+    cluster_process: Option<usize>,
     /// Process 0's sink, taken by worker 0.
     sink: Mutex<Option<KafkaSink>>,
     /// `--status-file`: status events for programs that drive the run.
@@ -153,17 +151,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.processes > 1 {
         exit_when_the_cluster_breaks();
     }
-    let multi_process = args.processes > 1;
-    let remote_process = multi_process && !first_process;
+    let cluster_process = (args.processes > 1).then(|| args.process_id.unwrap_or(0));
     let service = Arc::new(Service {
-        config, kafka, start, idle_exit, naming, stop, multi_process, remote_process, sink: Mutex::new(sink), status,
+        config, kafka, start, idle_exit, naming, stop, cluster_process, sink: Mutex::new(sink), status,
     });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         run_worker(worker, &service).map_err(|error| {
-            // An error before its job was built (the others would wait for its dataflows for
-            // good) or after its loop; one in the loop has left already.
+            // Its job is dropped by now, but what that releases reaches the peers only when
+            // this worker steps again, which it never does. Before its job was built, the
+            // others would wait for its dataflows for good.
             if peers > 1 {
                 leave_early(index, Some(&error));
             }
@@ -185,9 +183,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// A worker of a cluster leaves before the job finished: on an error (`Some`), or stopped in a
-/// process other than process 0. Dropping its job would release its times, so the others
-/// (worker 0 publishing) could complete them without its records. It exits the process at
-/// once instead: its peers' next progress waits for it, the cluster breaks (the other
+/// process other than process 0. Leaving the cluster cleanly (dropping its job, then stepping
+/// until timely is done) would release its times, so the others (worker 0 publishing) could
+/// complete them without its records. It exits the process at once instead, before it steps
+/// again (a dropped job's release is local until then): its peers' next progress waits for it, the cluster breaks (the other
 /// processes exit, code 3), and a restart resumes after the last committed progress mark.
 /// Process 0's open transaction is never committed: the restarted sink fences it, or the
 /// broker's transaction timeout aborts it. A stop in process 0 needs none of this: worker 0
@@ -312,11 +311,10 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     if let Some(status) = &service.status {
         status.write(serde_json::json!({"event": "consuming", "worker": index, "workers": peers, "partitions": source.partitions()}))?;
     }
+    let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     // Each worker names the addresses of its own partitions' records; the names are routed
     // to the worker that owns the address like any other record.
     let mut naming = crate::naming::Naming::start(&service.naming, service.config.lateness_ns)?;
-    // From here, an error leaves the cluster before this worker steps again (see `leave_early`).
-    let mut job = ClusterJob::new(worker, service.config.clone()).map_err(anyhow::Error::msg)?;
     let mut names = Vec::new();
     let (mut records, mut outputs) = (Vec::new(), Vec::new());
     let mut rejected = 0u64;
@@ -330,84 +328,74 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     let mut last_report = Instant::now();
     let mut last_progress = None;
-    // The loop runs in a closure so that an error leaves the cluster before the job is dropped.
-    let outcome = (|| -> anyhow::Result<()> {
-        loop {
-            if service.stop.load(Ordering::SeqCst) {
-                break;
+    loop {
+        if service.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if !closed {
+            source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
+            if records.is_empty() {
+                idle_since.get_or_insert_with(Instant::now);
+            } else {
+                idle_since = None;
             }
-            if !closed {
-                source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
-                if records.is_empty() {
-                    idle_since.get_or_insert_with(Instant::now);
-                } else {
-                    idle_since = None;
-                }
-                for record in records.drain(..) {
-                    if naming.is_active() {
-                        naming.observe(&record, job.watermark(), &mut names);
-                        names.drain(..).for_each(|name| job.push(name));
-                    }
-                    job.push(record);
-                }
+            for record in records.drain(..) {
                 if naming.is_active() {
-                    naming.poll(job.watermark(), &mut names);
+                    naming.observe(&record, job.watermark(), &mut names);
                     names.drain(..).for_each(|name| job.push(name));
                 }
-                if let Some(watermark) = source.watermark() {
-                    job.advance_watermark(watermark);
-                }
-                let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
-                if service.idle_exit.is_some_and(idle) {
-                    tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
-                    job.close();
-                    closed = true;
-                }
+                job.push(record);
             }
-            job.step();
-            if service.stop.load(Ordering::SeqCst) {
-                // Another worker of this process may have stopped and dropped its job, which
-                // lets this step complete times without that worker's records: nothing computed
-                // in this step is published.
-                break;
+            if naming.is_active() {
+                naming.poll(job.watermark(), &mut names);
+                names.drain(..).for_each(|name| job.push(name));
             }
-            for rejection in job.take_rejections() {
-                rejected += 1;
-                if rejected <= 10 {
-                    tracing::warn!(worker = index, error = %rejection, "record rejected");
-                }
+            if let Some(watermark) = source.watermark() {
+                job.advance_watermark(watermark);
             }
-            if let Some(sink) = sink.as_mut() {
-                job.drain_into(&mut outputs);
-                if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
-                    last_progress = Some(p);
-                }
-                // The sink thread publishes it while this worker goes on.
-                let published = if outputs.is_empty() { Ok(()) } else { sink.publish(std::mem::take(&mut outputs)) };
-                // Every pass, not only on a hand-over: a commit finishes after its hand-over, and
-                // an idle pipeline's metrics would otherwise miss its last transaction.
-                crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
-                published?;
-            }
-            crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
-            if last_report.elapsed() >= Duration::from_secs(10) {
-                report(index, &job, &source, sink.as_ref());
-                crate::telemetry::lag(&source.lag());
-                last_report = Instant::now();
-            }
-            if closed && job.finished() {
-                break;
+            let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
+            if service.idle_exit.is_some_and(idle) {
+                tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
+                job.close();
+                closed = true;
             }
         }
-        Ok(())
-    })();
-    if let Err(error) = outcome {
-        if peers > 1 {
-            leave_early(index, Some(&error));
+        job.step();
+        if service.stop.load(Ordering::SeqCst) {
+            // Another worker of this process may have stopped and dropped its job, which
+            // lets this step complete times without that worker's records: nothing computed
+            // in this step is published.
+            break;
         }
-        return Err(error);
+        for rejection in job.take_rejections() {
+            rejected += 1;
+            if rejected <= 10 {
+                tracing::warn!(worker = index, error = %rejection, "record rejected");
+            }
+        }
+        if let Some(sink) = sink.as_mut() {
+            job.drain_into(&mut outputs);
+            if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
+                last_progress = Some(p);
+            }
+            // The sink thread publishes it while this worker goes on.
+            let published = if outputs.is_empty() { Ok(()) } else { sink.publish(std::mem::take(&mut outputs)) };
+            // Every pass, not only on a hand-over: a commit finishes after its hand-over, and
+            // an idle pipeline's metrics would otherwise miss its last transaction.
+            crate::telemetry::sink(&sink.stats(), sink.handoff_wait());
+            published?;
+        }
+        crate::telemetry::worker(index, job.stats(), source.stats(), job.frontier());
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            report(index, &job, &source, sink.as_ref());
+            crate::telemetry::lag(&source.lag());
+            last_report = Instant::now();
+        }
+        if closed && job.finished() {
+            break;
+        }
     }
-    if !job.finished() && service.remote_process {
+    if !job.finished() && service.cluster_process.is_some_and(|process| process != 0) {
         // Stopped: dropping the job would let process 0 complete times without this
         // process's records, and publish them. Its dead letters go out first.
         source.flush();
@@ -432,7 +420,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     if index == 0 {
         tracing::info!(last_progress = ?last_progress, "flowgraph run: stopped");
-        if !job.finished() && service.multi_process {
+        if !job.finished() && service.cluster_process.is_some() {
             // Stopped, with every batch handed over committed. timely would wait for the other
             // processes' dataflows, which a stopped process never releases (it exits).
             std::process::exit(0);
