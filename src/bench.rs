@@ -98,7 +98,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let marks = finished.marks;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     // The same per tenth of the records in the order they were sent: start-up (progress
-    // counts only after a partition has spanned the lateness) and catching up show here.
+    // counts only after a partition has spanned the lateness and an agent progress period) and
+    // catching up show here.
     let mut tenths = vec![histogram.clone(); 10];
     let mut unreflected = 0u64;
     for (index, (time, queued)) in sent.iter().enumerate() {

@@ -11,6 +11,11 @@
 use flowgraph_schema::{EventTime, Record};
 use std::collections::BTreeMap;
 
+/// The agents' progress period (`flowgraph agent --progress-period`, 1 s by default): every
+/// running agent sends a record at least this often, so within this much event time of a
+/// stream's start every agent on it has sent one (arriving up to `lateness` later).
+pub const AGENT_PROGRESS_PERIOD_NS: EventTime = 1_000_000_000;
+
 /// How far one stream of records has got in event time (see the module docs).
 #[derive(Debug, Default)]
 pub struct SourceClock {
@@ -58,17 +63,20 @@ impl SourceClock {
     }
 
     /// max(the least latest progress over its sources, its largest event time - lateness),
-    /// counting progress only once the stream has carried `lateness` of event time.
+    /// counting progress only once the stream has carried one agent progress period plus
+    /// `lateness` of event time.
     ///
-    /// Progress speaks only for the sources that sent it. Until the stream has spanned
-    /// `lateness`, a source not heard from yet may still come with records up to `lateness`
-    /// behind (every agent sends at least once per export period): at start, the first
-    /// agent's progress would otherwise make the next agents' first batches late. After
-    /// that, a source new to the stream is a joiner, and its first records may be late.
+    /// Progress speaks only for the sources that sent it. A running agent's first record on
+    /// the stream is at most one progress period ([`AGENT_PROGRESS_PERIOD_NS`]) past the
+    /// stream's start, and arrives at most `lateness` behind the stream's newest record; until
+    /// the stream has spanned both, an agent not heard from yet may still come, and the first
+    /// agents' progress would make its first batch late. After that, a source new to the
+    /// stream is a joiner (an agent started since, or one with a longer progress period), and
+    /// its first records may be late.
     pub fn watermark(&self, lateness: EventTime) -> EventTime {
         let by_lateness = self.max_seen.saturating_sub(lateness);
         let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
-        if spanned < lateness {
+        if spanned < lateness.saturating_add(AGENT_PROGRESS_PERIOD_NS) {
             return by_lateness;
         }
         self.least_progress.max(by_lateness)
@@ -91,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn progress_moves_the_clock_only_after_lateness_of_event_time() {
+    fn progress_moves_the_clock_only_after_lateness_and_a_progress_period_of_event_time() {
         let lateness = 30 * SECOND;
         let mut clock = SourceClock::default();
         assert_eq!(clock.watermark(lateness), 0);
@@ -100,11 +108,21 @@ mod tests {
         clock.observe(&progress("agent-a", 100 * SECOND));
         assert_eq!(clock.watermark(lateness), 70 * SECOND, "lateness alone while warming up");
         clock.observe(&progress("agent-b", 99 * SECOND));
-        // Once the stream spans lateness, the least progress over its sources leads.
         clock.observe(&progress("agent-a", 130 * SECOND));
-        assert_eq!(clock.watermark(lateness), 100 * SECOND);
-        clock.observe(&progress("agent-b", 128 * SECOND));
-        assert_eq!(clock.watermark(lateness), 128 * SECOND);
+        clock.observe(&progress("agent-b", 129 * SECOND));
+        assert_eq!(clock.watermark(lateness), 100 * SECOND, "lateness alone at 30 s spanned");
+        // Agent c's first record is a progress period into the stream, and arrives `lateness`
+        // behind the stream's newest record: it is not late.
+        let c_first = 100 * SECOND + AGENT_PROGRESS_PERIOD_NS - 1;
+        clock.observe(&progress("agent-a", c_first + lateness));
+        assert!(clock.watermark(lateness) <= c_first);
+        clock.observe(&progress("agent-c", c_first));
+        // Once the stream spans lateness and a progress period, the least progress over its
+        // sources leads.
+        for source in ["agent-a", "agent-b", "agent-c"] {
+            clock.observe(&progress(source, 131 * SECOND));
+        }
+        assert_eq!(clock.watermark(lateness), 131 * SECOND);
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! further. The frontier is the minimum over partitions, so a partition read ahead of the
 //! others (a backlog) does not make their records late. A partition that held data when the
 //! source started holds the frontier until it delivers; one that was empty does not. Progress
-//! counts only once a partition has carried `lateness` of event time: before that, a source
-//! the partition has not heard from yet may still come.
+//! counts only once a partition has carried `lateness` plus one agent progress period of event
+//! time: before that, a source the partition has not heard from yet may still come
+//! (`crate::clock`).
 
 use crate::clock::SourceClock;
 use flowgraph_schema::binary::{self, MAGIC};
