@@ -302,14 +302,14 @@ fn conn(time: u64, pid: u32, addr: &str, port: u16, sent: u64, recv: u64) -> Rec
 }
 
 fn process(time: u64, pid: u32, pod: &str, service: &str) -> Record {
-    Record::Process(Process {
+    Record::Process(Box::new(Process {
         time_: time,
         upid: upid(pid),
         cmdline: format!("app-{pid}"),
         pod: pod.into(),
         service: service.into(),
         ..Process::default()
-    })
+    }))
 }
 
 fn name(time: u64, addr: &str, text: &str) -> Record {

@@ -1015,8 +1015,8 @@ impl RecomputeQuery {
             Record::Process(p) => {
                 let history = self.procs.entry(p.upid).or_default();
                 // Process's Ord starts with (time_, upid): for one upid, (time, value) order.
-                let at = history.partition_point(|q| q <= p);
-                history.insert(at, p.clone());
+                let at = history.partition_point(|q| q <= &**p);
+                history.insert(at, (**p).clone());
                 prune(history, self.refreshed, |q| q.time_);
             }
             Record::Name(n) => {

@@ -921,7 +921,7 @@ impl Generator {
             }
             _ => (String::new(), String::new(), String::new()),
         };
-        Record::Process(Process {
+        Record::Process(Box::new(Process {
             time_: 0,
             upid: proc_.upid,
             cmdline: proc_.cmdline.to_string(),
@@ -932,7 +932,7 @@ impl Generator {
             service,
             namespace,
             node: agent.node.clone(),
-        })
+        }))
     }
 
     // ---------------------------------------------------------------- keys and connections

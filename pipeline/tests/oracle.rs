@@ -237,10 +237,10 @@ impl Oracle {
                     record.set_time(*eff);
                     match record {
                         Record::ConnStats(c) => oracle.conns.push(c),
-                        Record::Process(p) => oracle.procs.entry(p.upid).or_default().push(p),
+                        Record::Process(p) => oracle.procs.entry(p.upid).or_default().push(*p),
                         Record::Name(n) => oracle.names.entry(n.addr).or_default().push(n),
                         Record::Container(c) => {
-                            oracle.containers.entry(c.container.clone()).or_default().push(c)
+                            oracle.containers.entry(c.container.clone()).or_default().push(*c)
                         }
                         Record::Progress(_) => {}
                     }
@@ -1070,18 +1070,18 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                 } else {
                     agent_time(g, upid.asid, jitter)
                 };
-                Some(Record::Process(describe(t, upid, slot, v)))
+                Some(Record::Process(Box::new(describe(t, upid, slot, v))))
             }
             AOp::Restart { slot, announce, .. } => {
                 generation[slot as usize] += 1;
                 let upid = upid_of(slot, &generation);
                 match (announce, variant[slot as usize]) {
-                    (true, Some(v)) => Some(Record::Process(describe(
+                    (true, Some(v)) => Some(Record::Process(Box::new(describe(
                         agent_time(g, upid.asid, 0),
                         upid,
                         slot,
                         v,
-                    ))),
+                    )))),
                     _ => None,
                 }
             }
@@ -1110,7 +1110,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                 let t = if late { late_time(&clock, v) } else { g };
                 // Container ids as `describe` makes them (even variants); pod 0 withdraws.
                 let ns = format!("kns{}", pod % 2);
-                Some(Record::Container(Container {
+                Some(Record::Container(Box::new(Container {
                     time_: t,
                     container: format!("ctr-{slot}-{}", 2 * v),
                     pod: if pod == 0 { String::new() } else { format!("{ns}/kpod-{slot}-{pod}") },
@@ -1121,7 +1121,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                     },
                     namespace: if pod == 0 { String::new() } else { ns },
                     node: format!("knode-{}", pod % 2),
-                }))
+                })))
             }
             AOp::Progress { agent, .. } => {
                 let agent = u32::from(agent) % agents;
@@ -1274,14 +1274,14 @@ fn upid(asid: u32, pid: u32, start_ticks: u64) -> Upid {
 }
 
 fn proc_rec(t: u64, upid: Upid, cmdline: &str, pod: &str, service: &str) -> Op {
-    Op::Push(Record::Process(Process {
+    Op::Push(Record::Process(Box::new(Process {
         time_: t,
         upid,
         cmdline: cmdline.into(),
         pod: pod.into(),
         service: service.into(),
         ..Process::default()
-    }))
+    })))
 }
 
 fn conn(t: u64, upid: Upid, addr: &str, port: u16, sent: u64, recv: u64) -> Op {
@@ -1509,8 +1509,8 @@ fn a_late_process_record_ties_at_the_frontier_by_record_order() {
                 proc_rec(10 * SEC, u, "app", "ns/a", ""),
                 conn(10 * SEC, u, "10.0.0.1", 80, 10, 1),
                 progress(20 * SEC),
-                Op::Push(Record::Process(first)),
-                Op::Push(Record::Process(second)),
+                Op::Push(Record::Process(Box::new(first))),
+                Op::Push(Record::Process(Box::new(second))),
                 progress(21 * SEC),
             ],
         );
@@ -1696,26 +1696,26 @@ fn container_metadata_fills_the_pod_from_its_time_and_ip_reuse_moves_the_edge() 
     let server_ip = "10.244.1.7";
     let ctr = "3f2a9c";
     let container = |t: u64, pod: &str, service: &str| {
-        Op::Push(Record::Container(Container {
+        Op::Push(Record::Container(Box::new(Container {
             time_: t,
             container: ctr.into(),
             pod: pod.into(),
             service: service.into(),
             namespace: "shop".into(),
             node: "node-1".into(),
-        }))
+        })))
     };
     let sc = Scenario::from_ops(
         cfg(params_of(60, GroupBy::Service), SEC),
         0,
         vec![
-            Op::Push(Record::Process(Process {
+            Op::Push(Record::Process(Box::new(Process {
                 time_: 10 * SEC,
                 upid: client,
                 cmdline: "web".into(),
                 container: ctr.into(),
                 ..Process::default()
-            })),
+            }))),
             conn(10 * SEC, client, server_ip, 6379, 5, 6),
             named_by(10 * SEC, server_ip, "shop/redis-a", NameSource::Kubernetes),
             // The pod is behind two services: one entity naming both.

@@ -187,7 +187,7 @@ mod v1 {
         fn from(record: Record) -> crate::Record {
             match record {
                 Record::ConnStats(r) => crate::Record::ConnStats(r),
-                Record::Process(r) => crate::Record::Process(r),
+                Record::Process(r) => crate::Record::Process(Box::new(r)),
                 Record::Name(n) => crate::Record::Name(crate::Name {
                     time_: n.time_,
                     addr: n.addr,
@@ -220,21 +220,21 @@ mod tests {
                 bytes_sent: 5,
                 bytes_recv: 6,
             }),
-            Record::Process(Process { time_: 9, upid, cmdline: "curl x".into(), ..Default::default() }),
+            Record::Process(Box::new(Process { time_: 9, upid, cmdline: "curl x".into(), ..Default::default() })),
             Record::Name(Name {
                 time_: 11,
                 addr: "10.0.0.1".parse().unwrap(),
                 name: "db".into(),
                 source: NameSource::Dns,
             }),
-            Record::Container(Container {
+            Record::Container(Box::new(Container {
                 time_: 12,
                 container: "c0ffee".into(),
                 pod: "shop/web-1".into(),
                 service: "shop/web,shop/web-canary".into(),
                 namespace: "shop".into(),
                 node: "n1".into(),
-            }),
+            })),
             Record::Progress(Progress {
                 time_: 12,
                 source: "agent-1".into(),

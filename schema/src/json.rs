@@ -60,10 +60,10 @@ pub fn decode_line(line: &str) -> Result<Record, JsonError> {
     })?;
     let mut record = match tagged {
         Tagged::ConnStats(r) => Record::ConnStats(r),
-        Tagged::Process(r) => Record::Process(r),
+        Tagged::Process(r) => Record::Process(Box::new(r)),
         Tagged::Name(r) => Record::Name(r),
         Tagged::Progress(r) => Record::Progress(r),
-        Tagged::Container(r) => Record::Container(r),
+        Tagged::Container(r) => Record::Container(Box::new(r)),
     };
     record.validate().map_err(JsonError::OutOfBounds)?;
     Ok(record)
@@ -73,10 +73,10 @@ pub fn decode_line(line: &str) -> Result<Record, JsonError> {
 pub fn encode_line(record: &Record) -> String {
     let tagged = match record.clone() {
         Record::ConnStats(r) => Tagged::ConnStats(r),
-        Record::Process(r) => Tagged::Process(r),
+        Record::Process(r) => Tagged::Process(*r),
         Record::Name(r) => Tagged::Name(r),
         Record::Progress(r) => Tagged::Progress(r),
-        Record::Container(r) => Tagged::Container(r),
+        Record::Container(r) => Tagged::Container(*r),
     };
     serde_json::to_string(&tagged).expect("records always serialize to JSON")
 }

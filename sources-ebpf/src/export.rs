@@ -155,7 +155,7 @@ impl Exporter {
                 .or_insert_with(|| describe_process(upid, &self.host, &self.node, kernel));
             let mut record = process.clone();
             record.time_ = now;
-            out.push(Record::Process(record));
+            out.push(Record::Process(Box::new(record)));
         }
         for key in reported {
             let state = &self.keys[&key];

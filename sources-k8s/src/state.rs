@@ -593,7 +593,7 @@ impl MetadataState {
                     Container { time_: now, container: id, ..Default::default() }
                 }
             };
-            out.push(Record::Container(record));
+            out.push(Record::Container(Box::new(record)));
         }
         out
     }
@@ -612,14 +612,14 @@ impl MetadataState {
             })
             .collect();
         out.extend(containers.into_iter().map(|(id, v)| {
-            Record::Container(Container {
+            Record::Container(Box::new(Container {
                 time_: now,
                 container: id.clone(),
                 pod: v.pod.clone(),
                 service: v.service.clone(),
                 namespace: v.namespace.clone(),
                 node: v.node.clone(),
-            })
+            }))
         }));
         out
     }

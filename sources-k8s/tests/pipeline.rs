@@ -92,7 +92,7 @@ fn the_edge_moves_to_the_new_pod_exactly_from_the_reuse_time_on() {
     let upid = Upid { asid: 7, pid: 4242, start_ticks: 99_000 };
     let start = reuse - 20 * SEC;
     let end = old_deleted + 20 * SEC;
-    let mut agent = vec![Record::Process(Process {
+    let mut agent = vec![Record::Process(Box::new(Process {
         time_: start,
         upid,
         cmdline: "/app/checkout --listen :5050".into(),
@@ -100,7 +100,7 @@ fn the_edge_moves_to_the_new_pod_exactly_from_the_reuse_time_on() {
         container: checkout_container,
         host: "node-b".into(),
         ..Default::default()
-    })];
+    }))];
     for (i, t) in (start..=end).step_by(SEC as usize).enumerate() {
         agent.push(Record::ConnStats(ConnStats {
             time_: t,

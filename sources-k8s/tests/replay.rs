@@ -62,7 +62,7 @@ impl Observed {
         let mut out: BTreeMap<String, Vec<Container>> = BTreeMap::new();
         for r in &self.records {
             if let Record::Container(c) = r {
-                out.entry(c.container.clone()).or_default().push(c.clone());
+                out.entry(c.container.clone()).or_default().push((**c).clone());
             }
         }
         out

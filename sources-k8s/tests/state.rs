@@ -67,14 +67,14 @@ fn name(time_: u64, addr: &str, name: &str) -> Record {
 
 fn container(time_: u64, id: &str, pod: &str, service: &str) -> Record {
     let (namespace, node) = if pod.is_empty() { ("", "") } else { ("shop", "node-a") };
-    Record::Container(Container {
+    Record::Container(Box::new(Container {
         time_,
         container: id.into(),
         pod: pod.into(),
         service: service.into(),
         namespace: namespace.into(),
         node: node.into(),
-    })
+    }))
 }
 
 #[test]
