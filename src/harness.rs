@@ -506,9 +506,9 @@ fn resident_bytes() -> u64 {
 
 /// The connection samples of `records`, copied out before the job's measurement so that the
 /// job is handed them by value, as a source hands it the records it decoded. Cloning each one
-/// out of the recording inside the timed loop was ~15% of the job's figure (a 216-byte copy
-/// read from a recording of hundreds of megabytes, a cache miss each time), a cost the
-/// hash-map bound, which reads the records by reference, never paid. Records that own text
+/// out of the recording inside the timed loop was counted as the job's (5-12% of its figure
+/// when a record was 216 bytes; docs/BENCHMARKS.md, item 20), a cost the hash-map bound,
+/// which reads the records by reference, never paid. Records that own text
 /// (processes, names) are still cloned in the loop: were they copied here, the job would free
 /// their text during the measurement, and reuse that resident memory for its own state.
 fn owned_connection_samples(records: &[Record]) -> Vec<Option<ConnStats>> {
