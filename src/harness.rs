@@ -508,8 +508,8 @@ fn resident_bytes() -> u64 {
 /// job is handed them by value, as a source hands it the records it decoded. Cloning each one
 /// out of the recording inside the timed loop was counted as the job's (5-12% of its figure
 /// when a record was 216 bytes; docs/BENCHMARKS.md, item 20), a cost the hash-map bound,
-/// which reads the records by reference, never paid. Records that own text
-/// (processes, names) are still cloned in the loop: were they copied here, the job would free
+/// which reads the records by reference, never paid. Records that own text (processes, names,
+/// progress reports) are still cloned in the loop: were they copied here, the job would free
 /// their text during the measurement, and reuse that resident memory for its own state.
 fn owned_connection_samples(records: &[Record]) -> Vec<Option<ConnStats>> {
     records

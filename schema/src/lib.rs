@@ -235,10 +235,11 @@ pub struct Progress {
 /// Any record of a flowgraph stream.
 ///
 /// Processes and containers (eight and five strings) are boxed: they are a few records in a
-/// thousand, and unboxed they made every record 216 bytes; boxed, a record is a connection sample's 88.
-/// Records move by value from the decoder to the job, and whole recordings are held in memory
-/// (`bench`, the oracle), so the common case pays for the size (docs/BENCHMARKS.md, item 21).
-/// Serialized, a box is its contents: the encodings are unchanged.
+/// thousand, and unboxed they made every record 216 bytes; boxed, a record is the 88 bytes of
+/// a connection sample. Records move by value from the decoder to the job, and whole
+/// recordings are held in memory (`bench`, the oracle), so the common case pays for the size
+/// (docs/BENCHMARKS.md, item 21). Serialized, a box is its contents: the encodings are
+/// unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Record {
     /// A connection sample.
