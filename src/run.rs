@@ -186,8 +186,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// process other than process 0. Leaving the cluster cleanly (dropping its job, then stepping
 /// until timely is done) would release its times, so the others (worker 0 publishing) could
 /// complete them without its records. It exits the process at once instead, before it steps
-/// again (a dropped job's release is local until then): its peers' next progress waits for it, the cluster breaks (the other
-/// processes exit, code 3), and a restart resumes after the last committed progress mark.
+/// again (a dropped job's release is local until then): its peers' next progress waits for
+/// it, the cluster breaks (the other processes exit, code 3), and a restart resumes after the
+/// last committed progress mark.
 /// Process 0's open transaction is never committed: the restarted sink fences it, or the
 /// broker's transaction timeout aborts it. A stop in process 0 needs none of this: worker 0
 /// publishes nothing computed after the stop, commits, and exits.
