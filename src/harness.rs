@@ -147,9 +147,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 3. Pixie's way: the whole window recomputed every refresh.
     eprintln!(
-        "bench: 3/4 recomputing the window every {} of event time ({:.0} refreshes)",
+        "bench: 3/4 recomputing the window every {} of event time ({:.0} refreshes; bound: {bound_rate:.0} \
+         records/s, job / bound {:.1}%)",
         humantime::format_duration(Duration::from_nanos(refresh_ns)),
-        stream_seconds * 1e9 / refresh_ns as f64
+        stream_seconds * 1e9 / refresh_ns as f64,
+        100.0 * job_rate / bound_rate
     );
     let started = cpu_time::ThreadTime::now();
     let mut recompute = RecomputeQuery::new(params);

@@ -123,6 +123,48 @@ pub enum GraphRecord {
     Edge(Edge),
 }
 
+/// Where a record goes among the updates of its time: an XXH3 hash of its content (the
+/// release sorts by it, then by content where two hashes are equal, which in practice only
+/// equal records' are). A deterministic order that is cheap to sort by: sorting by content
+/// compared rows field by field, entity names with long common prefixes, and was a fifth of
+/// the job's instructions (docs/BENCHMARKS.md, item 22). XXH3 is a specified algorithm, fed
+/// little-endian bytes, so the order is the same on every platform and toolchain.
+pub fn release_order(record: &GraphRecord) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64;
+    let mut bytes = [0u8; 73];
+    let mut at = 0;
+    let mut put = |field: &[u8]| {
+        bytes[at..at + field.len()].copy_from_slice(field);
+        at += field.len();
+    };
+    let text = |text: &Text| xxh3_64(text.as_bytes()).to_le_bytes();
+    match record {
+        GraphRecord::Row(row) => {
+            put(&[0]);
+            put(&text(&row.from_entity));
+            put(&row.upid.asid.to_le_bytes());
+            put(&row.upid.pid.to_le_bytes());
+            put(&row.upid.start_ticks.to_le_bytes());
+            put(&text(&row.cmdline));
+            match row.remote_addr {
+                IpAddr::V4(addr) => put(&addr.octets()),
+                IpAddr::V6(addr) => put(&addr.octets()),
+            }
+            put(&text(&row.to_entity));
+            put(&row.bytes_sent.to_le_bytes());
+            put(&row.bytes_recv.to_le_bytes());
+        }
+        GraphRecord::Edge(edge) => {
+            put(&[1]);
+            put(&text(&edge.from_entity));
+            put(&text(&edge.to_entity));
+            put(&edge.bytes_sent.to_le_bytes());
+            put(&edge.bytes_recv.to_le_bytes());
+        }
+    }
+    xxh3_64(&bytes[..at])
+}
+
 /// One output of the job, in the order a consumer must apply them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Output {

@@ -2,7 +2,7 @@
 
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::explain::{NameCandidate, NameExplanation, NamedBy};
-use crate::graph::{GraphRecord, Output};
+use crate::graph::{release_order, GraphRecord, Output};
 use crate::params::Params;
 use crate::graph::Text;
 use crate::dataflow::ConnData;
@@ -161,8 +161,8 @@ impl StageValue for Text {
 /// sources' watermark ([`Job::advance_watermark`]) if that is further; a record older than
 /// the frontier is processed at the frontier. Whenever the frontier has moved by
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
-/// dataflow has caught up, and the updates of every completed time are released, sorted,
-/// followed by a progress mark. The updates of each time are a function of the input alone;
+/// dataflow has caught up, and the updates of every completed time are released, in release
+/// order ([`release_order`]), followed by a progress mark. The updates of each time are a function of the input alone;
 /// where the marks fall depends on how the input arrived (batches, polls, workers); on a
 /// cluster, at multiples of `progress_interval` (see `crate::cluster`).
 ///
@@ -537,9 +537,9 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             self.held = later;
             due
         };
-        // By (time, record), so equal updates are adjacent and add up; then, in a time,
-        // retractions first, then insertions, each in record order, so runs are identical.
-        due.sort_unstable_by(|(a, ta, _), (b, tb, _)| ta.cmp(tb).then_with(|| a.cmp(b)));
+        // By (time, release order), so equal updates are adjacent and add up; then, in a time,
+        // retractions first, then insertions, each in release order, so runs are identical.
+        sort_for_release(&mut due);
         due.dedup_by(|(record, time, diff), (kept_record, kept_time, kept_diff)| {
             let same = time == kept_time && record == kept_record;
             if same {
@@ -581,6 +581,31 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     }
 }
 
+/// Sorts updates by time, then by [`release_order`], then by content and diff (where two
+/// orders are equal: equal records, or a hash collision). The keys are computed once and
+/// sorted on their own, and the updates then moved into place along the permutation's cycles,
+/// as `sort_by_cached_key` does; comparing keys touches no record unless two are equal.
+fn sort_for_release(updates: &mut [(GraphRecord, EventTime, isize)]) {
+    let mut keys: Vec<(EventTime, u64, usize)> = updates
+        .iter()
+        .enumerate()
+        .map(|(index, (record, time, _))| (*time, release_order(record), index))
+        .collect();
+    keys.sort_unstable_by(|a, b| {
+        let (a_update, b_update) = (&updates[a.2], &updates[b.2]);
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| (&a_update.0, a_update.2).cmp(&(&b_update.0, b_update.2)))
+    });
+    for position in 0..keys.len() {
+        // Follow the cycle to where the update now at `position` was moved to.
+        let mut index = keys[position].2;
+        while index < position {
+            index = keys[index].2;
+        }
+        keys[position].2 = index;
+        updates.swap(position, index);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,5 +614,53 @@ mod tests {
     fn a_connection_stage_slot_is_88_bytes() {
         // docs/BENCHMARKS.md (items 18 and 19) counts on it; 96 before them.
         assert_eq!(crate::stage::slot_bytes::<ConnKey, Bytes>(), 88);
+    }
+
+    #[test]
+    fn the_release_order_does_not_depend_on_arrival_and_keeps_equal_updates_adjacent() {
+        use crate::graph::{Edge, Row};
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let text = |s: &str| Text::from(s);
+        let row = |entity: &str, pid: u32, sent: u64| {
+            GraphRecord::Row(Row {
+                from_entity: text(entity),
+                upid: Upid { asid: 1, pid, start_ticks: 7 },
+                cmdline: text("redis-server"),
+                remote_addr: "10.0.0.7".parse().unwrap(),
+                to_entity: text("shop/redis"),
+                bytes_sent: sent,
+                bytes_recv: 0,
+            })
+        };
+        let edge = |sent: u64| {
+            GraphRecord::Edge(Edge { from_entity: text("shop/web"), to_entity: text("shop/redis"), bytes_sent: sent, bytes_recv: 0 })
+        };
+        let mut updates = Vec::new();
+        for time in [20, 10] {
+            for pid in 0..50 {
+                updates.push((row("shop/web", pid, 100 + pid as u64), time, 1));
+                updates.push((row("shop/web", pid, 90), time, -1));
+            }
+            // An edge whose row count changed but not its bytes: -e +e, which must meet.
+            updates.push((edge(5), time, -1));
+            updates.push((edge(5), time, 1));
+        }
+        let mut expected = updates.clone();
+        sort_for_release(&mut expected);
+        for seed in 0..20 {
+            let mut shuffled = updates.clone();
+            shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            sort_for_release(&mut shuffled);
+            assert!(shuffled == expected, "the order depends on the arrival order (seed {seed})");
+        }
+        assert!(expected.is_sorted_by_key(|(record, time, _)| (*time, release_order(record))));
+        let (first, second) = expected.split_at(expected.len() / 2);
+        assert!(first.iter().all(|(_, time, _)| *time == 10) && second.iter().all(|(_, time, _)| *time == 20));
+        for (record, time, _) in &expected {
+            let copies = expected.iter().filter(|(r, t, _)| r == record && t == time).count();
+            let run = expected.iter().skip_while(|(r, t, _)| !(r == record && t == time)).take(copies);
+            assert!(run.clone().all(|(r, t, _)| r == record && t == time), "equal updates are not adjacent");
+        }
     }
 }
