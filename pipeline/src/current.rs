@@ -6,8 +6,8 @@
 //! as of the frontier is all the last two steps of the query need: [`rows`] keeps, per peer
 //! (upid, addr), its connection keys in force and their bytes, folds their max (step 3 of the
 //! query: max over cumulative counters is each key's latest sample) and joins it with its
-//! process's labels and its address's name, all in hash maps; [`edges`] keeps each edge's
-//! sums. Both buffer their input until its time is complete at both inputs, then apply the
+//! process's labels and its address's name, all in hash maps; [`rows_and_edges`] keeps each
+//! edge's sums and passes the rows on. Both buffer their input until its time is complete at both inputs, then apply the
 //! times in order and emit, per time, what changed (`-old`, `+new`), like
 //! differential's `count_total` does for totally ordered times.
 //!
@@ -17,11 +17,11 @@
 //! the difference against the joins and `count_total` these replace.
 
 use crate::dataflow::{ConnData, Member};
-use crate::graph::{Edge, Row, Text};
+use crate::graph::{Edge, GraphRecord, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
 use crate::cluster::route;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::hash_map::Entry;
@@ -476,14 +476,35 @@ pub(crate) fn rows<'s>(
 /// Per edge: (rows, bytes sent, bytes received), summed over its rows.
 type EdgeSums = (isize, i64, i64);
 
-/// The graph edges: rows summed per (from_entity, to_entity). An edge is present while its
-/// sums are not all zero (its row count keeps an edge of zero-byte rows present).
-pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
+/// An edge's key borrowed from a row: looks up `(Text, Text)` keys without cloning the text.
+/// Hashes as the tuple does (its fields in order).
+#[derive(Hash)]
+struct EdgeOf<'a>(&'a Text, &'a Text);
+
+impl hashbrown::Equivalent<(Text, Text)> for EdgeOf<'_> {
+    fn equivalent(&self, key: &(Text, Text)) -> bool {
+        *self.0 == key.0 && *self.1 == key.1
+    }
+}
+
+impl From<&EdgeOf<'_>> for (Text, Text) {
+    fn from(edge: &EdgeOf<'_>) -> Self {
+        (edge.0.clone(), edge.1.clone())
+    }
+}
+
+/// The graph: the rows, passed on, and the edges, rows summed per (from_entity, to_entity).
+/// An edge is present while its sums are not all zero (its row count keeps an edge of
+/// zero-byte rows present). The rows go on from here, rather than from a second consumer of
+/// the rows' stream, which would have timely clone every batch of rows for it.
+pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
     rows.inner
         .exchange(|(row, _, _)| route(&(&row.from_entity, &row.to_entity)))
         .unary_frontier(Pipeline, "Edges", |_, _| {
             let mut pending = Pending::<(Row, isize)>::new();
             let mut sums: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
+            // One time's changes per edge, kept (small: a time's edges) and drained each time.
+            let mut changed: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
             let mut out = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
@@ -493,14 +514,14 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
                 if let Some(earliest) = complete.keys().next() {
                     let capability = pending.capabilities.delayed(earliest);
                     for (time, rows) in complete {
-                        let mut changed: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
-                        for (row, diff) in rows {
-                            let delta = changed.entry((row.from_entity, row.to_entity)).or_default();
+                        for (row, diff) in &rows {
+                            let delta = changed.entry_ref(&EdgeOf(&row.from_entity, &row.to_entity)).or_default();
                             delta.0 += diff;
-                            delta.1 += diff as i64 * row.bytes_sent as i64;
-                            delta.2 += diff as i64 * row.bytes_recv as i64;
+                            delta.1 += *diff as i64 * row.bytes_sent as i64;
+                            delta.2 += *diff as i64 * row.bytes_recv as i64;
                         }
-                        for (edge, delta) in changed {
+                        out.extend(rows.into_iter().map(|(row, diff)| (GraphRecord::Row(row), time, diff)));
+                        for (edge, delta) in changed.drain() {
                             if delta == (0, 0, 0) {
                                 continue;
                             }
@@ -523,11 +544,13 @@ pub(crate) fn edges(rows: Coll<'_, Row>) -> Coll<'_, Edge> {
                                     ((0, 0, 0), delta)
                                 }
                             };
-                            let edge_of = |(_, sent, recv): EdgeSums| Edge {
-                                from_entity: from_entity.clone(),
-                                to_entity: to_entity.clone(),
-                                bytes_sent: sent as u64,
-                                bytes_recv: recv as u64,
+                            let edge_of = |(_, sent, recv): EdgeSums| {
+                                GraphRecord::Edge(Edge {
+                                    from_entity: from_entity.clone(),
+                                    to_entity: to_entity.clone(),
+                                    bytes_sent: sent as u64,
+                                    bytes_recv: recv as u64,
+                                })
                             };
                             if old != (0, 0, 0) {
                                 out.push((edge_of(old), time, -1));

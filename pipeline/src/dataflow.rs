@@ -9,7 +9,8 @@
 //!                                                                              cmdline) ──────┤
 //!  conns (upid, addr) -> ((port, role), (sent, recv)): conn keys in force, windowed by the stage ┤
 //!                                                                                             ▼
-//!   current::rows (max per (upid, addr), hash join as of the frontier) ──> rows ──> current::edges ──> edges
+//!   current::rows (max per (upid, addr), hash join as of the frontier) ──> rows ──>
+//!   current::rows_and_edges (sums per edge; the rows passed on) ──> rows and edges
 //! ```
 //!
 //! The labels (names, processes, parameters) are differential collections; the churn of bytes
@@ -91,15 +92,11 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
         let (group_by_in, group_by) = scope.new_collection::<GroupBy, isize>();
 
         let rows = rows(conns, present, procs, containers, names, ips, group_by);
-        let edges = crate::current::edges(rows.clone());
+        let graph = crate::current::rows_and_edges(rows);
 
         // Every output goes to worker 0, which releases and publishes them (one sink for a
         // cluster); on one worker this is a local hand-over.
-        let gathered = rows
-            .map(GraphRecord::Row)
-            .concat(edges.map(GraphRecord::Edge))
-            .inner
-            .exchange(|_| 0);
+        let gathered = graph.inner.exchange(|_| 0);
         // Moved into the job's buffer, not copied; the probe after it passes a time only once
         // every update before it is in the buffer.
         let (probe, _) = gathered
