@@ -7,9 +7,9 @@
 //! (upid, addr), its connection keys in force and their bytes, folds their max (step 3 of the
 //! query: max over cumulative counters is each key's latest sample) and joins it with its
 //! process's labels and its address's name, all in hash maps; [`rows_and_edges`] keeps each
-//! edge's sums and passes the rows on. Both buffer their input until its time is complete at both inputs, then apply the
-//! times in order and emit, per time, what changed (`-old`, `+new`), like
-//! differential's `count_total` does for totally ordered times.
+//! edge's sums and passes the rows on. Both buffer their input until its time is complete at
+//! every input, then apply the times in order and emit, per time, what changed (`-old`,
+//! `+new`), like differential's `count_total` does for totally ordered times.
 //!
 //! This is where the records' churn goes: every change of a peer's bytes passes here and
 //! nowhere else, while the labels (names, processes, parameters) stay in the differential
@@ -476,6 +476,9 @@ pub(crate) fn rows<'s>(
 /// Per edge: (rows, bytes sent, bytes received), summed over its rows.
 type EdgeSums = (isize, i64, i64);
 
+/// The most edges' changes whose room `rows_and_edges` keeps between times (~40 bytes each).
+const CHANGED_EDGES_KEPT: usize = 16_384;
+
 /// An edge's key borrowed from a row: looks up `(Text, Text)` keys without cloning the text.
 /// Hashes as the tuple does (its fields in order).
 #[derive(Hash)]
@@ -503,7 +506,10 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
         .unary_frontier(Pipeline, "Edges", |_, _| {
             let mut pending = Pending::<(Row, isize)>::new();
             let mut sums: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
-            // One time's changes per edge, kept (small: a time's edges) and drained each time.
+            // A time's change per edge: kept and drained each time (a new map per time left the
+            // bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and shrunk back
+            // after a time that changed more edges than `CHANGED_EDGES_KEPT` (a `group_by`
+            // change touches every edge), so it does not hold that capacity for good.
             let mut changed: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
             let mut out = Vec::new();
             move |(input, frontier), output| {
@@ -559,6 +565,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
                                 out.push((edge_of(new), time, 1));
                             }
                         }
+                        changed.shrink_to(CHANGED_EDGES_KEPT);
                     }
                     // The buffer itself goes downstream, and whatever a pusher hands back
                     // (on a cluster, a drained buffer at full capacity) is dropped: kept
