@@ -71,12 +71,14 @@ pub fn decode_line(line: &str) -> Result<Record, JsonError> {
 
 /// Encodes one record as a line (without the newline).
 pub fn encode_line(record: &Record) -> String {
-    let tagged = match record.clone() {
-        Record::ConnStats(r) => Tagged::ConnStats(r),
-        Record::Process(r) => Tagged::Process(*r),
-        Record::Name(r) => Tagged::Name(r),
-        Record::Progress(r) => Tagged::Progress(r),
-        Record::Container(r) => Tagged::Container(*r),
+    // The variant's contents cloned, not the record: a boxed process or container would be
+    // cloned into a new box only to be moved out of it.
+    let tagged = match record {
+        Record::ConnStats(r) => Tagged::ConnStats(r.clone()),
+        Record::Process(r) => Tagged::Process((**r).clone()),
+        Record::Name(r) => Tagged::Name(r.clone()),
+        Record::Progress(r) => Tagged::Progress(r.clone()),
+        Record::Container(r) => Tagged::Container((**r).clone()),
     };
     serde_json::to_string(&tagged).expect("records always serialize to JSON")
 }
