@@ -3,6 +3,7 @@
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::explain::{NameCandidate, NameExplanation, NamedBy};
 use crate::graph::{release_order, GraphRecord, Output};
+use crate::order::permute_into_key_order;
 use crate::params::Params;
 use crate::graph::Text;
 use crate::dataflow::ConnData;
@@ -584,8 +585,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 
 /// Sorts updates by time, then by [`release_order`], then by content and diff (where two
 /// orders are equal: equal records, or a hash collision). The keys are computed once and
-/// sorted on their own, and the updates then moved into place along the permutation's cycles,
-/// as `sort_by_cached_key` does; comparing keys touches no record unless two are equal.
+/// sorted on their own, and the updates then moved into place ([`permute_into_key_order`]);
+/// comparing keys touches no record unless two are equal.
 fn sort_for_release(updates: &mut [(GraphRecord, EventTime, isize)]) {
     let mut keys: Vec<(EventTime, u64, usize)> = updates
         .iter()
@@ -596,15 +597,7 @@ fn sort_for_release(updates: &mut [(GraphRecord, EventTime, isize)]) {
         let (a_update, b_update) = (&updates[a.2], &updates[b.2]);
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| (&a_update.0, a_update.2).cmp(&(&b_update.0, b_update.2)))
     });
-    for position in 0..keys.len() {
-        // Follow the cycle to where the update now at `position` was moved to.
-        let mut index = keys[position].2;
-        while index < position {
-            index = keys[index].2;
-        }
-        keys[position].2 = index;
-        updates.swap(position, index);
-    }
+    permute_into_key_order(updates, &mut keys, |key| &mut key.2);
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod dataflow;
 mod explain;
 mod graph;
 mod job;
+mod order;
 mod params;
 mod stage;
 
