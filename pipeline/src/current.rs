@@ -271,10 +271,19 @@ impl RowState {
         // peer with one key never spills its multiset to the heap. (Emptiness is judged
         // before and after the whole group, so a peer emptied midway stays indexed.)
         group_by_peer(&mut bytes);
-        let (mut before, mut after) = (SmallVec::new(), SmallVec::new());
+        // Each peer's ids, and its entry looked up in a loop of its own first: the look-ups
+        // are independent, so the CPU overlaps their cache misses, where the main loop's long
+        // body would take them one at a time (docs/BENCHMARKS.md, item 25).
+        let mut peers: Vec<(u32, u32)> = Vec::with_capacity(bytes.len());
         for group in bytes.chunk_by(|a, b| a.0 == b.0) {
             let (upid, addr) = group[0].0;
-            let ids = (self.processes.intern(upid), self.addresses.intern(addr));
+            peers.push((self.processes.intern(upid), self.addresses.intern(addr)));
+        }
+        let touched: usize = peers.iter().filter_map(|ids| self.bytes.get(ids)).map(|entry| entry.0.len()).sum();
+        std::hint::black_box(touched);
+        let (mut before, mut after) = (SmallVec::new(), SmallVec::new());
+        for (group, &ids) in bytes.chunk_by(|a, b| a.0 == b.0).zip(&peers) {
+            let (upid, addr) = group[0].0;
             let emit_here = relabeled.binary_search(&ids).is_err();
             let process = &self.processes.side(ids.0).labels;
             let address = &self.addresses.side(ids.1).labels;
