@@ -204,7 +204,14 @@ struct RowState {
     processes: Sides<Upid, (Text, Text)>,
     /// Addresses with their names and their peers' process ids.
     addresses: Sides<IpAddr, Text>,
+    /// The ids of a time's peers: kept between times (a new vector per time left the bench's
+    /// resident memory ~3% higher, docs/BENCHMARKS.md item 25), shrunk back after a time with
+    /// more than [`PEER_IDS_KEPT`] peers (a window change touches every peer).
+    peer_ids: Vec<(u32, u32)>,
 }
+
+/// The most peers' ids whose room `RowState` keeps between times (8 bytes each).
+const PEER_IDS_KEPT: usize = 16_384;
 
 impl RowState {
     /// The rows of one peer now, with their counts.
@@ -274,7 +281,7 @@ impl RowState {
         // Each peer's ids, and its entry looked up in a loop of its own first: the look-ups
         // are independent, so the CPU overlaps their cache misses, where the main loop's long
         // body would take them one at a time (docs/BENCHMARKS.md, item 25).
-        let mut peers: Vec<(u32, u32)> = Vec::with_capacity(bytes.len());
+        let mut peers = std::mem::take(&mut self.peer_ids);
         for group in bytes.chunk_by(|a, b| a.0 == b.0) {
             let (upid, addr) = group[0].0;
             peers.push((self.processes.intern(upid), self.addresses.intern(addr)));
@@ -326,6 +333,9 @@ impl RowState {
         }
         self.processes.release_unused();
         self.addresses.release_unused();
+        peers.clear();
+        peers.shrink_to(PEER_IDS_KEPT);
+        self.peer_ids = peers;
     }
 }
 
