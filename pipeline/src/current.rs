@@ -344,8 +344,8 @@ type BytesChange = ((Upid, IpAddr), (Member, (u64, u64)), isize);
 
 /// Orders a time's bytes changes so that each peer's are adjacent, its retractions first.
 /// Sorts a small key per change (its peer's hash, its sign, its index) and then moves the
-/// changes into place, rather than sorting the 80-byte changes by their peers: that
-/// sort was ~10% of the job's time on the 400 s medium stream (docs/BENCHMARKS.md, item 24).
+/// changes into place, rather than sorting the 72-byte changes by their peers: that sort
+/// was ~10% of the job's time on the 400 s medium stream (docs/BENCHMARKS.md, item 24).
 /// The order of the peers is the hashes', which nothing downstream depends on (a time's
 /// updates are released in release order).
 fn group_by_peer(bytes: &mut [BytesChange]) {

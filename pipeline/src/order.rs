@@ -3,7 +3,7 @@
 /// Moves `items` into the order of `keys`, which the caller has sorted: `source(key)` is the
 /// index in `items` of the item that belongs at that key's position. Each item moves along
 /// its permutation cycle, as std's `sort_by_cached_key` does internally, so a comparison sort
-/// touches only the keys. `source` is left pointing at where each item was swapped from.
+/// touches only the keys. The keys' indexes are overwritten on the way.
 pub(crate) fn permute_into_key_order<T, K>(items: &mut [T], keys: &mut [K], source: impl Fn(&mut K) -> &mut usize) {
     debug_assert_eq!(items.len(), keys.len());
     for position in 0..keys.len() {
