@@ -21,7 +21,7 @@ use crate::graph::{Edge, GraphRecord, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
 use crate::cluster::route;
-use crate::order::permute_into_key_order;
+use crate::order::sort_by_key_then;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -343,32 +343,20 @@ impl RowState {
 type BytesChange = ((Upid, IpAddr), (Member, (u64, u64)), isize);
 
 /// Orders a time's bytes changes so that each peer's are adjacent, its retractions first.
-/// Sorts a small key per change (its peer's hash, its sign, its index) and then moves the
-/// changes into place, rather than sorting the 72-byte changes by their peers: that sort
-/// was ~10% of the job's time on the 400 s medium stream (docs/BENCHMARKS.md, item 24).
-/// The order of the peers is the hashes', which nothing downstream depends on (a time's
-/// updates are released in release order).
+/// Sorts by the peer's hash, computed once per change, comparing the changes' peers and
+/// signs only where two hashes are equal ([`sort_by_key_then`]), rather than sorting the
+/// 72-byte changes by their peers: that sort was ~10% of the job's time on the 400 s medium
+/// stream (docs/BENCHMARKS.md, item 24). The order of the peers is the hashes', which nothing
+/// downstream depends on (a time's updates are released in release order).
 fn group_by_peer(bytes: &mut [BytesChange]) {
     group_by_peer_hash(bytes, |peer| FxBuildHasher.hash_one(peer));
 }
 
 /// [`group_by_peer`] with the peer's hash given (a test forces collisions).
 fn group_by_peer_hash(bytes: &mut [BytesChange], hash: impl Fn(&(Upid, IpAddr)) -> u64) {
-    let mut keys: Vec<(u64, bool, usize)> =
-        bytes.iter().enumerate().map(|(index, (peer, _, diff))| (hash(peer), *diff > 0, index)).collect();
-    keys.sort_unstable();
-    permute_into_key_order(bytes, &mut keys, |key| &mut key.2);
-    // Peers whose hashes collide share a run of one hash, interleaved: sorted apart by peer.
-    let mut start = 0;
-    while start < keys.len() {
-        let hash = keys[start].0;
-        let end = start + keys[start..].iter().take_while(|key| key.0 == hash).count();
-        let run = &mut bytes[start..end];
-        if run.iter().any(|(peer, _, _)| *peer != run[0].0) {
-            run.sort_unstable_by_key(|(peer, _, diff)| (*peer, *diff));
-        }
-        start = end;
-    }
+    sort_by_key_then(bytes, |(peer, _, _)| hash(peer), |(a, _, a_diff), (b, _, b_diff)| {
+        (a, *a_diff > 0).cmp(&(b, *b_diff > 0))
+    });
 }
 
 /// A peer's rows from its connection keys' bytes (their max), its process's labels and its

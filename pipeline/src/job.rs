@@ -3,7 +3,7 @@
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::explain::{NameCandidate, NameExplanation, NamedBy};
 use crate::graph::{release_order, GraphRecord, Output};
-use crate::order::permute_into_key_order;
+use crate::order::sort_by_key_then;
 use crate::params::Params;
 use crate::graph::Text;
 use crate::dataflow::ConnData;
@@ -584,20 +584,13 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 }
 
 /// Sorts updates by time, then by [`release_order`], then by content and diff (where two
-/// orders are equal: equal records, or a hash collision). The keys are computed once and
-/// sorted on their own, and the updates then moved into place ([`permute_into_key_order`]);
-/// comparing keys touches no record unless two are equal.
+/// orders are equal: equal records, or a hash collision), comparing records only there.
 fn sort_for_release(updates: &mut [(GraphRecord, EventTime, isize)]) {
-    let mut keys: Vec<(EventTime, u64, usize)> = updates
-        .iter()
-        .enumerate()
-        .map(|(index, (record, time, _))| (*time, release_order(record), index))
-        .collect();
-    keys.sort_unstable_by(|a, b| {
-        let (a_update, b_update) = (&updates[a.2], &updates[b.2]);
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| (&a_update.0, a_update.2).cmp(&(&b_update.0, b_update.2)))
-    });
-    permute_into_key_order(updates, &mut keys, |key| &mut key.2);
+    sort_by_key_then(
+        updates,
+        |(record, time, _)| (*time, release_order(record)),
+        |(a, _, a_diff), (b, _, b_diff)| (a, a_diff).cmp(&(b, b_diff)),
+    );
 }
 
 #[cfg(test)]

@@ -1,18 +1,27 @@
 //! Sorting large records by a small key computed once per record.
 
-/// Moves `items` into the order of `keys`, which the caller has sorted: `source(key)` is the
-/// index in `items` of the item that belongs at that key's position. Each item moves along
-/// its permutation cycle, as std's `sort_by_cached_key` does internally, so a comparison sort
-/// touches only the keys. The keys' indexes are overwritten on the way.
-pub(crate) fn permute_into_key_order<T, K>(items: &mut [T], keys: &mut [K], source: impl Fn(&mut K) -> &mut usize) {
-    debug_assert_eq!(items.len(), keys.len());
+use std::cmp::Ordering;
+
+/// Sorts `items` by `key`, computed once per item, and where two keys are equal by `tie`
+/// (which reads the items themselves: equal records, or a hash collision). The keys are
+/// sorted on their own, with the item's index, and the items then moved into place along the
+/// permutation's cycles, as std's `sort_by_cached_key` does internally: comparing keys
+/// touches no item unless two are equal. (std's version cannot be used: its key would have
+/// to hold the tie-break's fields, that is, a copy of every item.) Not stable.
+pub(crate) fn sort_by_key_then<T, K: Ord>(
+    items: &mut [T],
+    key: impl Fn(&T) -> K,
+    tie: impl Fn(&T, &T) -> Ordering,
+) {
+    let mut keys: Vec<(K, usize)> = items.iter().enumerate().map(|(index, item)| (key(item), index)).collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(&items[a.1], &items[b.1])));
     for position in 0..keys.len() {
         // Follow the cycle to where the item now at `position` was moved to.
-        let mut index = *source(&mut keys[position]);
+        let mut index = keys[position].1;
         while index < position {
-            index = *source(&mut keys[index]);
+            index = keys[index].1;
         }
-        *source(&mut keys[position]) = index;
+        keys[position].1 = index;
         items.swap(position, index);
     }
 }
@@ -24,15 +33,15 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn items_end_up_in_the_order_of_their_sorted_keys() {
+    fn items_end_up_sorted_by_key_then_by_the_tie_break() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for len in [0usize, 1, 2, 3, 10, 1_000] {
             let mut items: Vec<String> = (0..len).map(|i| format!("item {i:04}")).collect();
             items.shuffle(&mut rng);
-            let mut keys: Vec<(String, usize)> = items.iter().cloned().zip(0..).collect();
-            keys.sort();
-            permute_into_key_order(&mut items, &mut keys, |key| &mut key.1);
-            let expected: Vec<String> = (0..len).map(|i| format!("item {i:04}")).collect();
+            // A key that collides often (the item's last digit), so the tie-break decides most.
+            sort_by_key_then(&mut items, |item| item.as_bytes()[item.len() - 1], |a, b| a.cmp(b));
+            let mut expected: Vec<String> = (0..len).map(|i| format!("item {i:04}")).collect();
+            expected.sort_by_key(|item| (item.as_bytes()[item.len() - 1], item.clone()));
             assert_eq!(items, expected, "{len} items");
         }
     }
