@@ -2,19 +2,36 @@
 
 use std::cmp::Ordering;
 
+/// Below this many items a comparison sort is faster than radix sort's passes over its
+/// 256-bucket histograms.
+const RADIX_FROM: usize = 64;
+
 /// Sorts `items` by `key`, computed once per item, and where two keys are equal by `tie`
 /// (which reads the items themselves: equal records, or a hash collision). The keys are
 /// sorted on their own, with the item's index, and the items then moved into place along the
-/// permutation's cycles, as std's `sort_by_cached_key` does internally: comparing keys
+/// permutation's cycles, as std's `sort_by_cached_key` does internally: ordering the keys
 /// touches no item unless two are equal. (std's version cannot be used: its key would have
-/// to hold the tie-break's fields, that is, a copy of every item.) Not stable.
-pub(crate) fn sort_by_key_then<T, K: Ord>(
+/// to hold the tie-break's fields, that is, a copy of every item.) The keys are radix sorted
+/// (`radsort`, which skips the bytes all keys share, such as a slice's one time): linear in
+/// the items, where a comparison sort of hashes was ~15% of the job (docs/BENCHMARKS.md,
+/// item 27). Not stable.
+pub(crate) fn sort_by_key_then<T, K: radsort::Key + Ord>(
     items: &mut [T],
     key: impl Fn(&T) -> K,
     tie: impl Fn(&T, &T) -> Ordering,
 ) {
     let mut keys: Vec<(K, usize)> = items.iter().enumerate().map(|(index, item)| (key(item), index)).collect();
-    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(&items[a.1], &items[b.1])));
+    if keys.len() < RADIX_FROM {
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(&items[a.1], &items[b.1])));
+    } else {
+        radsort::sort_by_key(&mut keys, |(key, _)| *key);
+        // Equal keys are adjacent now; order each run of them by the tie-break.
+        for run in keys.chunk_by_mut(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                run.sort_unstable_by(|a, b| tie(&items[a.1], &items[b.1]));
+            }
+        }
+    }
     for position in 0..keys.len() {
         // Follow the cycle to where the item now at `position` was moved to.
         let mut index = keys[position].1;
@@ -35,7 +52,8 @@ mod tests {
     #[test]
     fn items_end_up_sorted_by_key_then_by_the_tie_break() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for len in [0usize, 1, 2, 3, 10, 1_000] {
+        // Both paths: below and above RADIX_FROM.
+        for len in [0usize, 1, 2, 3, 10, RADIX_FROM - 1, RADIX_FROM, 1_000] {
             let mut items: Vec<String> = (0..len).map(|i| format!("item {i:04}")).collect();
             items.shuffle(&mut rng);
             // A key that collides often (the item's last digit), so the tie-break decides most.
