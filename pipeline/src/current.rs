@@ -21,7 +21,7 @@ use crate::graph::{Edge, GraphRecord, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
 use crate::cluster::route;
-use crate::order::sort_by_key_then;
+use crate::order::{append_or_swap, sort_by_key_then};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -436,14 +436,14 @@ impl<C> Pending<C> {
                 Some((run_time, run)) if *run_time == time => run.push(change),
                 _ => {
                     if let Some((run_time, mut run)) = run.take() {
-                        self.changes.entry(run_time).or_default().append(&mut run);
+                        append_or_swap(self.changes.entry(run_time).or_default(), &mut run);
                     }
                     run = Some((time, vec![change]));
                 }
             }
         }
         if let Some((run_time, mut run)) = run {
-            self.changes.entry(run_time).or_default().append(&mut run);
+            append_or_swap(self.changes.entry(run_time).or_default(), &mut run);
         }
     }
 

@@ -20,6 +20,7 @@
 //! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
 
 use crate::graph::{GraphRecord, Row, Text};
+use crate::order::append_or_swap;
 use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
 use differential_dataflow::input::{Input, InputSession};
@@ -97,11 +98,12 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
         // Every output goes to worker 0, which releases and publishes them (one sink for a
         // cluster); on one worker this is a local hand-over.
         let gathered = graph.inner.exchange(|_| 0);
-        // Moved into the job's buffer, not copied; the probe after it passes a time only once
-        // every update before it is in the buffer.
+        // Moved into the job's buffer, not copied (a message into an empty buffer is swapped
+        // in whole); the probe after it passes a time only once every update before it is in
+        // the buffer.
         let (probe, _) = gathered
             .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Output", move |_, _| {
-                move |input, _| input.for_each(|_, updates| output.borrow_mut().append(updates))
+                move |input, _| input.for_each(|_, updates| append_or_swap(&mut output.borrow_mut(), updates))
             })
             .probe();
 

@@ -1,4 +1,5 @@
-//! Sorting large records by a small key computed once per record.
+//! Sorting and moving batches of large records (~100 bytes each) with as few copies of them
+//! as possible.
 
 use std::cmp::Ordering;
 
@@ -43,6 +44,17 @@ pub(crate) fn sort_by_key_then<T, K: radsort::Key + Ord>(
     }
 }
 
+/// Moves `batch` to the end of `into`, leaving it empty. When `into` is empty, the two swap,
+/// so the batch is not copied: the operators pass a slice's changes on in a few large
+/// messages (docs/BENCHMARKS.md, item 28).
+pub(crate) fn append_or_swap<T>(into: &mut Vec<T>, batch: &mut Vec<T>) {
+    if into.is_empty() {
+        std::mem::swap(into, batch);
+    } else {
+        into.append(batch);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +74,15 @@ mod tests {
             expected.sort_by_key(|item| (item.as_bytes()[item.len() - 1], item.clone()));
             assert_eq!(items, expected, "{len} items");
         }
+    }
+
+    #[test]
+    fn append_or_swap_keeps_every_item_in_order() {
+        let (mut into, mut batch) = (Vec::new(), vec![1, 2]);
+        append_or_swap(&mut into, &mut batch);
+        assert_eq!((into.as_slice(), batch.as_slice()), (&[1, 2][..], &[][..]));
+        let mut batch = vec![3];
+        append_or_swap(&mut into, &mut batch);
+        assert_eq!((into.as_slice(), batch.as_slice()), (&[1, 2, 3][..], &[][..]));
     }
 }
