@@ -20,12 +20,12 @@ use crate::dataflow::{ConnData, Member};
 use crate::graph::{Edge, GraphRecord, Row, Text};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
+use hashbrown::hash_map::EntryRef;
 use crate::cluster::route;
 use crate::order::{append_or_swap, sort_by_key_then};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
@@ -545,7 +545,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
         .exchange(|(row, _, _)| route(&(&row.from_entity, &row.to_entity)))
         .unary_frontier(Pipeline, "Edges", |_, _| {
             let mut pending = Pending::<(Row, isize)>::new();
-            let mut sums: FxHashMap<(Text, Text), EdgeSums> = FxHashMap::default();
+            let mut sums: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
             // A time's change per edge: kept and drained each time (a new map per time left the
             // bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and shrunk back
             // after a time that changed more edges than `CHANGED_EDGES_KEPT` (a `group_by`
@@ -571,11 +571,12 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
                             if delta == (0, 0, 0) {
                                 continue;
                             }
-                            let (from_entity, to_entity) = (edge.0.clone(), edge.1.clone());
                             // One look-up per changed edge: the entry is updated, created or
-                            // removed in place.
-                            let (old, new) = match sums.entry(edge) {
-                                Entry::Occupied(mut sum) => {
+                            // removed in place. The edge's texts are cloned only for a new entry
+                            // and a retraction; the insertion takes `edge`'s own (each clone is
+                            // an atomic count, docs/BENCHMARKS.md item 29).
+                            let (old, new) = match sums.entry_ref(&EdgeOf(&edge.0, &edge.1)) {
+                                EntryRef::Occupied(mut sum) => {
                                     let old = *sum.get();
                                     let new = (old.0 + delta.0, old.1 + delta.1, old.2 + delta.2);
                                     if new == (0, 0, 0) {
@@ -585,24 +586,24 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
                                     }
                                     (old, new)
                                 }
-                                Entry::Vacant(slot) => {
+                                EntryRef::Vacant(slot) => {
                                     slot.insert(delta);
                                     ((0, 0, 0), delta)
                                 }
                             };
-                            let edge_of = |(_, sent, recv): EdgeSums| {
+                            let edge_of = |(from_entity, to_entity): (Text, Text), (_, sent, recv): EdgeSums| {
                                 GraphRecord::Edge(Edge {
-                                    from_entity: from_entity.clone(),
-                                    to_entity: to_entity.clone(),
+                                    from_entity,
+                                    to_entity,
                                     bytes_sent: sent as u64,
                                     bytes_recv: recv as u64,
                                 })
                             };
                             if old != (0, 0, 0) {
-                                out.push((edge_of(old), time, -1));
+                                out.push((edge_of(edge.clone(), old), time, -1));
                             }
                             if new != (0, 0, 0) {
-                                out.push((edge_of(new), time, 1));
+                                out.push((edge_of(edge, new), time, 1));
                             }
                         }
                         changed.shrink_to(CHANGED_EDGES_KEPT);
