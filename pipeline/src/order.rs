@@ -3,8 +3,9 @@
 
 use std::cmp::Ordering;
 
-/// Below this many items a comparison sort is faster than radix sort's passes over its
-/// 256-bucket histograms.
+/// Below this many items the keys are compared instead: radix sort's passes over 256-bucket
+/// histograms cost more than a comparison sort on short slices (radsort's documentation; the
+/// threshold itself was not measured here).
 const RADIX_FROM: usize = 64;
 
 /// Sorts `items` by `key`, computed once per item, and where two keys are equal by `tie`
@@ -14,8 +15,8 @@ const RADIX_FROM: usize = 64;
 /// touches no item unless two are equal. (std's version cannot be used: its key would have
 /// to hold the tie-break's fields, that is, a copy of every item.) The keys are radix sorted
 /// (`radsort`, which skips the bytes all keys share, such as a slice's one time): linear in
-/// the items, where a comparison sort of hashes was ~15% of the job (docs/BENCHMARKS.md,
-/// item 27). Not stable.
+/// the items, where a comparison sort of hashes was ~18% of the job's time
+/// (docs/BENCHMARKS.md, item 27). Not stable.
 pub(crate) fn sort_by_key_then<T, K: radsort::Key + Ord>(
     items: &mut [T],
     key: impl Fn(&T) -> K,
@@ -45,8 +46,7 @@ pub(crate) fn sort_by_key_then<T, K: radsort::Key + Ord>(
 }
 
 /// Moves `batch` to the end of `into`, leaving it empty. When `into` is empty, the two swap,
-/// so the batch is not copied: the operators pass a slice's changes on in a few large
-/// messages (docs/BENCHMARKS.md, item 28).
+/// so the batch's records are not copied (docs/BENCHMARKS.md, item 28).
 pub(crate) fn append_or_swap<T>(into: &mut Vec<T>, batch: &mut Vec<T>) {
     if into.is_empty() {
         std::mem::swap(into, batch);
