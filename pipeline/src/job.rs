@@ -3,7 +3,7 @@
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::explain::{NameCandidate, NameExplanation, NamedBy};
 use crate::graph::{release_order, GraphRecord, Output};
-use crate::order::sort_by_key_then;
+use crate::order::{append_or_swap, sort_by_key_then};
 use crate::params::Params;
 use crate::graph::Text;
 use crate::dataflow::ConnData;
@@ -370,15 +370,12 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
 
     /// Moves the outputs released so far into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<Output>) {
-        if out.is_empty() {
-            // Hand over the buffer itself (no copy) and drop the caller's empty one: a caller
-            // that clears and reuses its buffer would otherwise pass the capacity of its
-            // largest release back and forth with the job, holding it for good.
-            *out = std::mem::take(&mut self.released);
-        } else {
-            out.append(&mut self.released);
-            self.released = Vec::new();
-        }
+        // Into an empty `out`, the buffer itself is handed over (no copy). What comes back (the
+        // caller's empty buffer) is dropped: a caller that clears and reuses its buffer would
+        // otherwise pass the capacity of its largest release back and forth with the job,
+        // holding it for good.
+        append_or_swap(out, &mut self.released);
+        self.released = Vec::new();
     }
 
     /// Completes every time up to and including the largest event time seen, so the last
@@ -524,12 +521,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Releases the consolidated updates of every time before `upper`, in time order.
     fn release_updates(&mut self, upper: EventTime) {
         // Taken whole, so the dataflow's buffer does not keep the capacity of the largest slice.
-        let computed = std::mem::take(&mut *self.output.borrow_mut());
-        if self.held.is_empty() {
-            self.held = computed;
-        } else {
-            self.held.extend(computed);
-        }
+        let mut computed = std::mem::take(&mut *self.output.borrow_mut());
+        append_or_swap(&mut self.held, &mut computed);
         // The operators emit only at the times of their input, all before the slice's end, so
         // everything is usually due: take it whole rather than copy it out.
         let mut due = if self.held.iter().all(|(_, time, _)| *time < upper) {
