@@ -98,9 +98,9 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
         // Every output goes to worker 0, which releases and publishes them (one sink for a
         // cluster); on one worker this is a local hand-over.
         let gathered = graph.inner.exchange(|_| 0);
-        // Moved into the job's buffer, not copied (a message into an empty buffer is swapped
-        // in whole); the probe after it passes a time only once every update before it is in
-        // the buffer.
+        // Appended to the job's buffer: swapped in whole, not copied, when that is empty (as
+        // after every release). The probe after it passes a time only once every update
+        // before it is in the buffer.
         let (probe, _) = gathered
             .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Output", move |_, _| {
                 move |input, _| input.for_each(|_, updates| append_or_swap(&mut output.borrow_mut(), updates))
