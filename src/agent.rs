@@ -14,7 +14,7 @@ use crate::cli::AgentArgs;
 use anyhow::bail;
 use flowgraph_config::parse_duration_ns;
 use crate::output::{self, RecordOutput};
-use flowgraph_schema::Record;
+use flowgraph_schema::{Record, MIN_AGENT_PROGRESS_PERIOD_NS};
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::{Agent, AgentOptions, LossCounters};
@@ -97,8 +97,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         bail!("--export-period: must be at least 1s");
     }
     let progress_period = Duration::from_nanos(parse_duration_ns("--progress-period", &args.progress_period)?);
-    if progress_period < Duration::from_millis(100) {
-        bail!("--progress-period: must be at least 100ms");
+    if progress_period < Duration::from_nanos(MIN_AGENT_PROGRESS_PERIOD_NS) {
+        bail!("--progress-period: must be at least {:?}", Duration::from_nanos(MIN_AGENT_PROGRESS_PERIOD_NS));
     }
     let agent_id = args.agent_id.unwrap_or_else(default_agent_id);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -232,6 +232,8 @@ pub struct AgentArgs {
     /// How often the agent reports progress between exports (no records older than now will
     /// come), so the pipeline's frontier trails by this rather than by the export period.
     /// At least 100ms; at or above the export period, progress comes with exports only.
+    /// (The default is the one the pipeline's clock assumes: `AGENT_PROGRESS_PERIOD_NS`,
+    /// checked by a test below.)
     #[arg(long, default_value = "1s")]
     pub progress_period: String,
     /// jsonl, binary or kafka.
@@ -424,4 +426,19 @@ pub struct GenerateArgs {
     /// binary or jsonl.
     #[arg(long, default_value = "binary")]
     pub format: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap takes its default as text; the schema's constant is what the pipeline assumes.
+    #[test]
+    fn the_agents_default_progress_period_is_the_one_the_pipeline_assumes() {
+        let cli = Cli::try_parse_from(["flowgraph", "agent"]).expect("the agent's defaults parse");
+        let Command::Agent(args) = cli.command else { panic!("not the agent command") };
+        let period = flowgraph_config::parse_duration_ns("--progress-period", &args.progress_period)
+            .expect("the default progress period parses");
+        assert_eq!(period, flowgraph_schema::AGENT_PROGRESS_PERIOD_NS);
+    }
 }

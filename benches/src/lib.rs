@@ -37,7 +37,7 @@ mod engine;
 
 pub use engine::Generator;
 
-use flowgraph_schema::{EventTime, Record};
+use flowgraph_schema::{EventTime, Record, AGENT_PROGRESS_PERIOD_NS, MIN_AGENT_PROGRESS_PERIOD_NS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -276,7 +276,7 @@ impl Default for FleetProfile {
             name_lag_periods: 4,
             periods: 30,
             export_period_ns: EXPORT_PERIOD_NS,
-            progress_period_ns: 1_000_000_000,
+            progress_period_ns: AGENT_PROGRESS_PERIOD_NS,
             max_delay_ns: 3_000_000_000,
             // 2024-06-01T00:00:00Z
             start_time_ns: 1_717_200_000_000_000_000,
@@ -284,9 +284,6 @@ impl Default for FleetProfile {
         }
     }
 }
-
-/// The shortest progress period between exports (the agent's lower bound too).
-const MIN_PROGRESS_PERIOD_NS: u64 = 100_000_000;
 
 /// A profile value out of its range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,7 +366,7 @@ impl FleetProfile {
         if self.export_period_ns < 1_000_000 {
             return err("export_period_ns", "must be at least 1 ms");
         }
-        if self.progress_period_ns != 0 && self.progress_period_ns < MIN_PROGRESS_PERIOD_NS {
+        if self.progress_period_ns != 0 && self.progress_period_ns < MIN_AGENT_PROGRESS_PERIOD_NS {
             return err("progress_period_ns", "must be 0 (with exports only) or at least 100 ms");
         }
         if self.max_delay_ns >= self.export_period_ns {
@@ -420,7 +417,7 @@ impl FleetProfile {
             export_period_ns,
             progress_period_ns: match self.progress_period_ns {
                 0 => 0,
-                period => period.max(MIN_PROGRESS_PERIOD_NS),
+                period => period.max(MIN_AGENT_PROGRESS_PERIOD_NS),
             },
             max_delay_ns: self.max_delay_ns.min(export_period_ns - 1),
             start_time_ns,

@@ -215,6 +215,15 @@ pub struct Container {
     pub node: String,
 }
 
+/// How often an agent sends [`Progress`] by default (`flowgraph agent --progress-period`).
+/// Part of the contract: the pipeline's source clock assumes every running agent on a stream
+/// has sent one within this much event time of the stream's start, and the stream generator's
+/// fleet reports at this period.
+pub const AGENT_PROGRESS_PERIOD_NS: EventTime = 1_000_000_000;
+
+/// The shortest progress period an agent accepts (and the generator's fleet uses).
+pub const MIN_AGENT_PROGRESS_PERIOD_NS: EventTime = 100_000_000;
+
 /// A source's event-time watermark: it will send nothing with `time_` below this any more.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Progress {

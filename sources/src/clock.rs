@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 /// The agents' progress period (`flowgraph agent --progress-period`, 1 s by default): every
 /// running agent sends a record at least this often, so within this much event time of a
 /// stream's start every agent on it has sent one (arriving up to `lateness` later).
-pub const AGENT_PROGRESS_PERIOD_NS: EventTime = 1_000_000_000;
+pub use flowgraph_schema::AGENT_PROGRESS_PERIOD_NS;
 
 /// How far one stream of records has got in event time (see the module docs).
 #[derive(Debug, Default)]
