@@ -232,8 +232,8 @@ pub struct AgentArgs {
     /// How often the agent reports progress between exports (no records older than now will
     /// come), so the pipeline's frontier trails by this rather than by the export period.
     /// At least 100ms; at or above the export period, progress comes with exports only.
-    /// (The default is the one the pipeline's clock assumes: `AGENT_PROGRESS_PERIOD_NS`,
-    /// checked by a test below.)
+    // The default is the period the pipeline's clock assumes (the schema's
+    // `AGENT_PROGRESS_PERIOD_NS`; a test below checks that the two agree).
     #[arg(long, default_value = "1s")]
     pub progress_period: String,
     /// jsonl, binary or kafka.

@@ -499,9 +499,9 @@ fn heap_usage() -> Option<HeapUsage> {
 
 /// Returns the free heap's whole pages to the kernel (glibc's `malloc_trim`), so that the
 /// job's resident figure counts every page it touches: memory the loading of the recording
-/// left free but resident would otherwise be reused by the job without counting. With
-/// glibc's mmap threshold fixed at 32 MiB, that reuse showed as 376 B per live key on the
-/// 400 s medium stream, against 617 B measured after a trim (docs/BENCHMARKS.md, item 30).
+/// left free but resident would otherwise be reused by the job without counting. Under one
+/// set of glibc tunables, that reuse showed as 376 B per live key on the 400 s medium stream,
+/// against 617 B measured after a trim (docs/BENCHMARKS.md, item 30).
 fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes no pointer; it only hands free heap pages back to the kernel.

@@ -221,7 +221,7 @@ pub struct Container {
 /// fleet reports at this period.
 pub const AGENT_PROGRESS_PERIOD_NS: EventTime = 1_000_000_000;
 
-/// The shortest progress period an agent accepts (and the generator's fleet uses).
+/// The shortest progress period an agent accepts (the generator's fleet is held to it too).
 pub const MIN_AGENT_PROGRESS_PERIOD_NS: EventTime = 100_000_000;
 
 /// A source's event-time watermark: it will send nothing with `time_` below this any more.
