@@ -196,6 +196,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // 4. Latency at a fixed offered rate.
     eprintln!("bench: 4/4 latency at {} records/s offered", args.rate);
     let latency_records = &records[..records.len().min(args.latency_records)];
+    // A latency run over the first records only is a sample: its auto lateness is their
+    // disorder, not the stream's, so the target is not judged on it.
+    let latency_sampled = if latency_records.len() < records.len() {
+        format!(", the first {} records", latency_records.len())
+    } else {
+        String::new()
+    };
     let latency_lateness = match args.latency_lateness.as_str() {
         "auto" => arrival_disorder(latency_records.iter().map(Record::time)),
         text => parse_duration_ns("--latency-lateness", text)?,
@@ -243,7 +250,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     table.add_row([format!("recompute: CPU per refresh ({} refreshes)", refreshes), format!("{:.2} ms", recompute_cpu_per_refresh * 1e3)]);
     table.add_row(["recompute per refresh / job per stream second".to_string(), format!("{:.1}", recompute_cpu_per_refresh / job_cpu_per_stream_second.max(1e-12))]);
     table.add_row([
-        format!("latency at {} records/s offered (lateness {lateness_text}, {latency_late} records late): p50 / p99 / p99.9", args.rate),
+        format!("latency at {} records/s offered (lateness {lateness_text}, {latency_late} records late{latency_sampled}): p50 / p99 / p99.9", args.rate),
         format!("{:.1} / {:.1} / {:.1} ms", ms(0.5), ms(0.99), ms(0.999)),
     ]);
     table.add_row([
@@ -269,10 +276,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         Verdict {
             target: "latency p99 <= 50 ms at 200,000 records/s offered".into(),
-            figure: format!("{:.1} ms at {}/s, lateness {lateness_text}, {latency_late} records late", ms(0.99), args.rate),
-            // Records re-timed to the frontier are not reflected at their own time: a p99
-            // reached by making them late does not meet the target.
-            pass: (args.rate == 200_000 && medium).then_some(ms(0.99) <= 50.0 && latency_late == 0),
+            figure: format!("{:.1} ms at {}/s, lateness {lateness_text}, {latency_late} records late{latency_sampled}", ms(0.99), args.rate),
+            pass: latency_verdict(args.rate, medium, latency_sampled.is_empty(), ms(0.99), latency_late),
         },
         Verdict {
             target: "<= 300 bytes per live key at steady state (5m window, 10 s export)".into(),
@@ -369,6 +374,15 @@ pub(crate) fn recording_disorder(path: &std::path::Path) -> anyhow::Result<Event
         Some(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
         None => Ok(disorder),
     }
+}
+
+/// The latency target's verdict, `None` where it is not defined: judged at 200,000 records/s
+/// offered on a medium stream or larger, over the whole stream (a `--latency-records` prefix
+/// has its own disorder, so its auto lateness is not the stream's). Records re-timed to the
+/// frontier are not reflected at their own time, so a p99 reached by making them late does
+/// not meet the target.
+fn latency_verdict(rate: u64, medium: bool, whole_stream: bool, p99_ms: f64, late: u64) -> Option<bool> {
+    (rate == 200_000 && medium && whole_stream).then_some(p99_ms <= 50.0 && late == 0)
 }
 
 /// Pushes the records at `args.rate` per wall-clock second (their own order) and measures,
@@ -556,4 +570,19 @@ fn final_graph_of_job(records: &[Record], config: JobConfig) -> anyhow::Result<G
         bail!("the job's deltas are inconsistent ({} anomalies)", state.anomalies());
     }
     Ok(crate::plain_graph::plain_graph(&state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latency_verdict;
+
+    #[test]
+    fn the_latency_target_is_judged_only_on_the_whole_stream_at_its_rate_with_no_record_late() {
+        assert_eq!(latency_verdict(200_000, true, true, 40.0, 0), Some(true));
+        assert_eq!(latency_verdict(200_000, true, true, 60.0, 0), Some(false));
+        assert_eq!(latency_verdict(200_000, true, true, 40.0, 3), Some(false), "met by making records late");
+        assert_eq!(latency_verdict(200_000, true, false, 5.5, 0), None, "a --latency-records prefix");
+        assert_eq!(latency_verdict(100_000, true, true, 40.0, 0), None, "another rate");
+        assert_eq!(latency_verdict(200_000, false, true, 40.0, 0), None, "a smoke stream");
+    }
 }
