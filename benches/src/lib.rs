@@ -367,7 +367,8 @@ impl FleetProfile {
             return err("export_period_ns", "must be at least 1 ms");
         }
         if self.progress_period_ns != 0 && self.progress_period_ns < MIN_AGENT_PROGRESS_PERIOD_NS {
-            return err("progress_period_ns", "must be 0 (with exports only) or at least 100 ms");
+            let least_ms = MIN_AGENT_PROGRESS_PERIOD_NS / 1_000_000;
+            return err("progress_period_ns", &format!("must be 0 (with exports only) or at least {least_ms} ms"));
         }
         if self.max_delay_ns >= self.export_period_ns {
             return err("max_delay_ns", "must be shorter than export_period_ns");

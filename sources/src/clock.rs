@@ -8,13 +8,12 @@
 //! still moves. The Kafka source keeps one clock per
 //! partition and hands the job their minimum; an in-process replay keeps one for its file.
 
+// The agents' progress period (`flowgraph agent --progress-period`, 1 s by default): every
+// running agent sends a record at least this often, so within this much event time of a
+// stream's start every agent on it has sent one (arriving up to `lateness` later).
+use flowgraph_schema::AGENT_PROGRESS_PERIOD_NS;
 use flowgraph_schema::{EventTime, Record};
 use std::collections::BTreeMap;
-
-/// The agents' progress period (`flowgraph agent --progress-period`, 1 s by default): every
-/// running agent sends a record at least this often, so within this much event time of a
-/// stream's start every agent on it has sent one (arriving up to `lateness` later).
-pub use flowgraph_schema::AGENT_PROGRESS_PERIOD_NS;
 
 /// How far one stream of records has got in event time (see the module docs).
 #[derive(Debug, Default)]
