@@ -329,12 +329,14 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     let mut last_report = Instant::now();
     let mut last_progress = None;
+    // Whether this worker's watermark follows the others' (said once when it starts to).
+    let mut following = false;
     loop {
         if service.stop.load(Ordering::SeqCst) {
             break;
         }
         if !closed {
-            source.poll(Duration::from_millis(100), POLL_RECORDS, &mut records)?;
+            source.poll(Duration::from_millis(100), POLL_RECORDS, job.watermark(), &mut records)?;
             if records.is_empty() {
                 idle_since.get_or_insert_with(Instant::now);
             } else {
@@ -351,8 +353,21 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
                 naming.poll(job.watermark(), &mut names);
                 names.drain(..).for_each(|name| job.push(name));
             }
-            if let Some(watermark) = source.watermark() {
-                job.advance_watermark(watermark);
+            match source.watermark() {
+                Some(watermark) => {
+                    following = false;
+                    job.advance_watermark(watermark);
+                }
+                // None of this worker's partitions has carried a record: it must not hold the
+                // cluster's frontier at the start (an empty partition does not hold one
+                // worker's either), so it follows the workers whose partitions have.
+                None => {
+                    if !following && peers > 1 {
+                        tracing::info!(worker = index, partitions = ?source.partitions(), "no partition of this worker has carried a record: its watermark follows the other workers'");
+                    }
+                    following = true;
+                    job.follow_others();
+                }
             }
             let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
             if service.idle_exit.is_some_and(idle) {

@@ -4,7 +4,7 @@
 //! byte-identical final snapshots, and the same state topic as the in-process replay. Killing
 //! one process of a two-process run in mid-stream (SIGKILL), stopping each (SIGTERM) and
 //! restarting both recovers to the same answer, with no update repeated or missing on the
-//! delta topic.
+//! delta topic. A worker whose partition is empty does not hold a running cluster's frontier.
 
 mod common;
 use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, spawn_flowgraph, Broker, Proc};
@@ -107,6 +107,8 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
         assert!(*snapshot == reference_snapshot, "{name}: the final snapshot differs from the replay's");
     }
 
+    an_empty_partition_does_not_hold_a_running_cluster(b, &dir, &reference);
+
     // Two processes, one killed (SIGKILL) in mid-stream while the input is still arriving,
     // then both restarted: the delta topic continues without repeats or gaps.
     let config = config(&dir, b, "crash", "crash.in");
@@ -195,4 +197,74 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     assert_eq!(state_topic_graph(b, "crash.state"), reference_state, "state topic after the kill and the stops");
     assert!(final_snapshot(&published) == reference_snapshot, "final snapshot after the kill and the stops");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two worker threads, the input topic's records all on partition 0 and partition 1 empty
+/// (worker 1 reads only that). The running cluster publishes the stream's graph while it runs:
+/// before worker 1 followed the others' watermark, its empty partition held the cluster's
+/// frontier at 0, and nothing was published until the run ended. Old records arriving on
+/// partition 1 afterwards are counted late by worker 1.
+fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, reference: &[Output]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    flowgraph(dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "idle.in", "--partitions", "1", "--brokers", b]);
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
+    let added = futures_executor::block_on(admin.create_partitions([&NewPartitions::new("idle.in", 2)], &AdminOptions::new()));
+    assert!(added.is_ok_and(|results| results.iter().all(Result::is_ok)), "cannot add a second partition to idle.in");
+    let config = config(dir, b, "idle", "idle.in");
+    let mut run = spawn_flowgraph(dir, "idle.log", &["run", "--config", config.to_str().unwrap(), "--workers", "2"]);
+    let log = || std::fs::read_to_string(dir.join("idle.log")).unwrap_or_default();
+    // The last time the one-job replay completes, less the lateness the run holds back (30 s
+    // by default) and a progress period: where a running cluster's marks get to at least.
+    let end = reference.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).max().unwrap();
+    let reachable = end - 31_000_000_000;
+    let last_mark = |outputs: &[Output]| outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let published = loop {
+        let published = delta_topic_outputs(b, "idle.deltas");
+        if last_mark(&published).is_some_and(|mark| mark >= reachable) {
+            break published;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a running two-worker cluster with an empty partition got to mark {:?} in 60 s, not {reachable}\n{}",
+            last_mark(&published),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(log().contains("partitions=[1]"), "worker 1 does not read the empty partition alone:\n{}", log());
+    assert_marks_cover(&published, "an empty partition");
+    let mark = last_mark(&published).unwrap();
+    let before_mark = |outputs: &[Output]| -> Vec<Output> {
+        outputs.iter().filter(|o| matches!(o, Output::Update { time, .. } if *time < mark)).cloned().collect()
+    };
+    assert_same_deltas(&published, &before_mark(reference), "an empty partition, up to the last mark");
+
+    // Partition 1 delivers at last: the stream's first 50 data records, from long before the
+    // cluster's watermark. Worker 1 counts them late (re-stamped to its watermark, which
+    // followed worker 0's) and the run goes on.
+    let mut reader = flowgraph_sources::recording::open(&dir.join("smoke.fgb")).unwrap();
+    let mut old = Vec::new();
+    while old.len() < 50 {
+        let (_, record) = reader.next_item().unwrap().expect("the smoke stream has 50 data records").unwrap();
+        if !matches!(record, flowgraph_schema::Record::Progress(_)) {
+            old.push(record);
+        }
+    }
+    let mut frame = Vec::new();
+    flowgraph_schema::binary::encode_frame(&old, &mut frame);
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
+    producer.send(rdkafka::producer::BaseRecord::<str, [u8]>::to("idle.in").partition(1).key("late").payload(&frame)).unwrap();
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("worker=1 records=50 late=50 ") {
+        assert!(Instant::now() < deadline, "worker 1 did not report 50 late records in 30 s:\n{}", log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let pid = run.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = exits_within(&mut run, Duration::from_secs(20), "the run with an empty partition after SIGTERM");
+    assert!(status.success(), "the run with an empty partition after SIGTERM: {status}\n{}", log());
 }

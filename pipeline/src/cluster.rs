@@ -13,7 +13,9 @@
 //! that sends every record to the worker owning its key, so a key's stage (latest sample,
 //! window) sees all of the key's records wherever they were read. The routing dataflow's
 //! frontier is the minimum of every worker's watermark: once it passes T, every record before T
-//! has reached its owner, and each worker's [`Job`] may complete the times before T. The
+//! has reached its owner, and each worker's [`Job`] may complete the times before T (a worker
+//! whose sources have carried nothing follows the others' watermark, announced on the same
+//! dataflow, rather than hold it at its start: [`ClusterJob::follow_others`]). The
 //! dataflow gathers all outputs on worker 0, which alone releases updates and progress marks.
 //! Every worker completes times at multiples of the progress interval, so that all complete
 //! the same times whenever each sees the frontier (see [`ClusterJob::step`]). One worker,
@@ -44,6 +46,10 @@ enum Routed {
     /// A worker's largest event time read, sent to every worker `to` (the common end of a
     /// finite run).
     MaxSeen { to: usize, time: EventTime },
+    /// Worker `from`'s watermark, sent to every other worker `to` when it moves: `Some` while
+    /// its sources speak for themselves, `None` once they have nothing to say (see
+    /// [`ClusterJob::follow_others`]).
+    Watermark { from: usize, to: usize, time: Option<EventTime> },
 }
 
 /// A fixed hash of a key (every process of a cluster agrees), to route it to a worker.
@@ -77,6 +83,12 @@ pub struct ClusterJob<'w> {
     cluster_max_seen: Option<EventTime>,
     /// Largest event time this worker has read.
     max_read: Option<EventTime>,
+    /// The latest watermark each worker announced (this worker's own included): `None` for
+    /// one not heard from, or whose sources have nothing to say.
+    announced: Vec<Option<EventTime>>,
+    /// True while this worker's sources have nothing to say and its watermark follows the
+    /// others' ([`ClusterJob::follow_others`]).
+    following: bool,
     /// The job completes times at multiples of this (see [`ClusterJob::step`]).
     progress_interval_ns: EventTime,
     rejections: Vec<Rejection>,
@@ -105,7 +117,7 @@ impl<'w> ClusterJob<'w> {
             let (routed, _) = records
                 .exchange(move |item| match item {
                     Routed::Record(record) => owner(record, peers) as u64,
-                    Routed::MaxSeen { to, .. } => *to as u64,
+                    Routed::MaxSeen { to, .. } | Routed::Watermark { to, .. } => *to as u64,
                 })
                 .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Arrive", move |_, _| {
                     move |input, _| input.for_each(|_, items| sink.borrow_mut().append(items))
@@ -122,6 +134,8 @@ impl<'w> ClusterJob<'w> {
             arrived,
             cluster_max_seen: None,
             max_read: None,
+            announced: vec![None; peers],
+            following: false,
             progress_interval_ns,
             rejections: Vec::new(),
             finished: false,
@@ -151,9 +165,49 @@ impl<'w> ClusterJob<'w> {
 
     /// This worker's sources promise nothing before `watermark` will come.
     pub fn advance_watermark(&mut self, watermark: EventTime) {
+        self.following = false;
+        let Some(routes) = self.routes.as_mut() else { return };
+        let watermark = watermark.max(*routes.time());
+        // Announced before the routes move: moving them sends what was sent at the old time on
+        // to the other workers (timely's exchange holds a partial batch until then).
+        self.announce(Some(watermark));
         if let Some(routes) = self.routes.as_mut() {
-            if watermark > *routes.time() {
-                routes.advance_to(watermark);
+            routes.advance_to(watermark);
+        }
+    }
+
+    /// This worker's sources have nothing to say: none has carried a record (a worker whose
+    /// Kafka partitions are empty). Its watermark then follows the least watermark of the
+    /// workers whose sources speak (announced as they move), so that it does not hold the
+    /// cluster's frontier at its start for good; with none speaking, it stays where it is.
+    /// Records it reads later behind that watermark are late: its sources re-stamp them to
+    /// [`ClusterJob::watermark`]. Call it where [`ClusterJob::advance_watermark`] would be called; one call to that
+    /// ends following.
+    pub fn follow_others(&mut self) {
+        self.following = true;
+        self.announce(None);
+        self.follow();
+    }
+
+    /// Tells the other workers this worker's watermark, if it changed since last told.
+    fn announce(&mut self, time: Option<EventTime>) {
+        let (index, peers) = self.worker_index();
+        let Some(routes) = self.routes.as_mut() else { return };
+        if self.announced[index] != time {
+            self.announced[index] = time;
+            for to in (0..peers).filter(|to| *to != index) {
+                routes.send(Routed::Watermark { from: index, to, time });
+            }
+        }
+    }
+
+    /// While following: moves the routes to the least watermark of the workers whose sources
+    /// speak, if that is further.
+    fn follow(&mut self) {
+        let (Some(routes), true) = (self.routes.as_mut(), self.following) else { return };
+        if let Some(least) = self.announced.iter().flatten().min() {
+            if *least > *routes.time() {
+                routes.advance_to(*least);
             }
         }
     }
@@ -176,8 +230,10 @@ impl<'w> ClusterJob<'w> {
                 Routed::MaxSeen { time, .. } => {
                     self.cluster_max_seen = Some(self.cluster_max_seen.map_or(time, |m| m.max(time)));
                 }
+                Routed::Watermark { from, time, .. } => self.announced[from] = time,
             }
         }
+        self.follow();
         match self.routed.with_frontier(|f| f.first().copied()) {
             // Rounded down to the progress interval, so that every worker completes the same
             // times whenever it happens to see the watermark. A job waits inside its advance

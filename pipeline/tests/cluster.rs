@@ -215,3 +215,81 @@ fn workers_that_see_the_watermark_at_different_moments_complete_the_same_times()
     assert!(marks.iter().all(|m| m % S == 0) && marks.is_sorted(), "worker 0's marks: {marks:?}");
     assert!(outputs[1..].iter().all(Vec::is_empty), "only worker 0 releases");
 }
+
+/// A worker whose sources carry nothing (its Kafka partitions are empty) has no watermark of
+/// its own. It must not hold the cluster's frontier at the start for good: it follows the
+/// watermark of the worker that reads the stream, and the cluster completes the stream's
+/// times while running, before any worker closes. A record it reads later, behind that
+/// watermark, is re-stamped to it, and the run still finishes with it.
+#[test]
+fn a_worker_whose_sources_carry_nothing_does_not_hold_the_cluster_back() {
+    let records = stream(21);
+    let reference = one_job(&records);
+    let last = records.iter().map(Record::time).max().unwrap();
+    let interval = config().progress_interval_ns;
+    let target = last - last % interval;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A connection of a process the stream has not seen (a known key's first sample, re-stamped
+    // past its later ones, would be rejected: its counters would go backwards).
+    let mut straggler = records.iter().find(|r| matches!(r, Record::ConnStats(_))).unwrap().clone();
+    if let Record::ConnStats(c) = &mut straggler {
+        c.upid.pid = u32::MAX;
+    }
+    let results = within(std::time::Duration::from_secs(60), move || {
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let index = worker.index();
+            let mut job = ClusterJob::new(worker, config()).unwrap();
+            let mut outputs = Vec::new();
+            if index == 0 {
+                for chunk in records.chunks(500) {
+                    for record in chunk {
+                        job.push(record.clone());
+                    }
+                    job.advance_watermark(chunk.last().unwrap().time().saturating_sub(60 * interval));
+                    job.step();
+                    job.drain_into(&mut outputs);
+                }
+                // One last move, announced once: it must reach worker 1 although nothing else
+                // is sent after it (timely's exchange holds a partial batch until the sender's
+                // time moves on).
+                job.advance_watermark(last);
+                // Neither worker has closed: the frontier moves only if worker 1 follows.
+                while job.frontier() < target {
+                    job.step();
+                    job.drain_into(&mut outputs);
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            } else {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    job.follow_others();
+                    job.step();
+                }
+                // Its partition delivers at last: a record from the stream's start, late,
+                // re-stamped to this worker's watermark as its source does.
+                assert!(job.watermark() >= target, "worker 1 followed to {}, not {target}", job.watermark());
+                let mut straggler = straggler.clone();
+                straggler.set_time(job.watermark());
+                job.push(straggler);
+            }
+            let completed_while_running = job.frontier();
+            job.close();
+            while !job.finished() {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
+            assert!(job.take_rejections().is_empty());
+            (outputs, completed_while_running)
+        })
+        .unwrap();
+        guards.join().into_iter().map(Result::unwrap).collect::<Vec<_>>()
+    });
+    let (outputs, completed) = &results[0];
+    assert!(*completed >= target, "completed {completed} while running, the stream reaches {target}");
+    assert!(results[1].0.is_empty(), "only worker 0 releases");
+    // Every update before the straggler's re-stamped time is the one job's.
+    let before = |outputs: &[Output]| -> Vec<Output> {
+        outputs.iter().filter(|o| matches!(o, Output::Update { time, .. } if *time < target)).cloned().collect()
+    };
+    assert!(before(outputs) == before(&reference), "the cluster's updates before {target} differ from one job's");
+    check_marks(outputs, last + 1);
+}

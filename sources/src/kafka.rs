@@ -15,7 +15,9 @@
 //! sources that have sent progress on it, or its largest event time minus lateness if that is
 //! further. The frontier is the minimum over partitions, so a partition read ahead of the
 //! others (a backlog) does not make their records late. A partition that held data when the
-//! source started holds the frontier until it delivers; one that was empty does not. Progress
+//! source started holds the frontier until it delivers; one that was empty does not (a worker
+//! all of whose partitions are empty has no watermark, and follows the other workers': see
+//! `flowgraph_pipeline::ClusterJob::follow_others`). Progress
 //! counts only once a partition has carried `lateness` plus one agent progress period of event
 //! time: before that, a source the partition has not heard from yet may still come
 //! (`crate::clock`).
@@ -120,7 +122,8 @@ pub struct KafkaSourceStats {
     pub decode_errors: u64,
     /// Of those, the ones written to the dead-letter topic.
     pub dead_letters: u64,
-    /// Records older than their partition's watermark, re-stamped to it.
+    /// Records older than their partition's watermark (or the reader's, if further),
+    /// re-stamped to it.
     pub late: u64,
 }
 
@@ -289,10 +292,16 @@ impl KafkaSource {
     /// Waits up to `timeout` for messages and appends the decoded records to `out`, stopping
     /// once it holds `max_records` records or the queue is empty. Returns the dead letters of
     /// this call.
+    ///
+    /// `floor` is the reader's own watermark (what it has told the job): a record before it
+    /// is late too, whatever its partition's clock says. That happens only to the first
+    /// records of a partition that carried nothing until then, behind the others (or behind
+    /// the other workers', which a worker with no such partition follows).
     pub fn poll(
         &mut self,
         timeout: Duration,
         max_records: usize,
+        floor: EventTime,
         out: &mut Vec<Record>,
     ) -> Result<Vec<DeadLetter>, KafkaSourceError> {
         let mut dead = Vec::new();
@@ -337,7 +346,7 @@ impl KafkaSource {
                 let clock = self.clocks.entry(partition).or_default();
                 for record in &mut out[before..] {
                     clock.observe(record);
-                    let (time, watermark) = (record.time(), clock.watermark(lateness));
+                    let (time, watermark) = (record.time(), clock.watermark(lateness).max(floor));
                     if time < watermark && !matches!(record, Record::Progress(_)) {
                         tracing::debug!(partition, time, watermark, record = ?record, "late record");
                         record.set_time(watermark);
