@@ -65,6 +65,12 @@ impl SourceClock {
     /// counting progress only once the stream has carried one agent progress period plus
     /// `lateness` of event time.
     ///
+    /// A source whose latest progress trails the stream's largest event time by more than
+    /// `lateness` has gone quiet while others went on (an agent that left: its node drained,
+    /// its process stopped): it is forgotten here, so that it no longer holds the least
+    /// progress. Otherwise one departed agent would leave the stream a lateness behind for
+    /// good. Its records were already late by then; if it reports again, it joins anew.
+    ///
     /// Progress speaks only for the sources that sent it. A running agent's first record on
     /// the stream is at most one progress period ([`AGENT_PROGRESS_PERIOD_NS`]) past the
     /// stream's start, and arrives at most `lateness` behind the stream's newest record; until
@@ -72,8 +78,13 @@ impl SourceClock {
     /// agents' progress would make its first batch late. After that, a source new to the
     /// stream is a joiner (an agent started since, or one with a longer progress period), and
     /// its first records may be late.
-    pub fn watermark(&self, lateness: EventTime) -> EventTime {
+    pub fn watermark(&mut self, lateness: EventTime) -> EventTime {
         let by_lateness = self.max_seen.saturating_sub(lateness);
+        if self.least_progress < by_lateness && !self.progress.is_empty() {
+            // One scan when the least falls behind, then not again until another does.
+            self.progress.retain(|_, latest| *latest >= by_lateness);
+            self.least_progress = self.progress.values().min().copied().unwrap_or(0);
+        }
         let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
         if spanned < lateness.saturating_add(AGENT_PROGRESS_PERIOD_NS) {
             return by_lateness;
@@ -122,6 +133,30 @@ mod tests {
             clock.observe(&progress(source, 131 * SECOND));
         }
         assert_eq!(clock.watermark(lateness), 131 * SECOND);
+    }
+
+    #[test]
+    fn a_source_that_went_quiet_for_longer_than_lateness_no_longer_holds_the_clock() {
+        let lateness = 30 * SECOND;
+        let mut clock = SourceClock::default();
+        for second in 0..=35 {
+            clock.observe(&progress("agent-a", second * SECOND));
+            if second <= 5 {
+                clock.observe(&progress("agent-b", second * SECOND));
+            }
+        }
+        // b left at 5 s: until the stream is a lateness past it, it holds the clock.
+        assert_eq!(clock.watermark(lateness), 5 * SECOND, "b still holds the clock");
+        // Then it is gone, and a's progress leads (before: 36 - 30 = 6 s, a lateness behind,
+        // for as long as the stream ran).
+        clock.observe(&progress("agent-a", 36 * SECOND));
+        assert_eq!(clock.watermark(lateness), 36 * SECOND, "a departed agent holds the clock");
+        // b comes back: it joins anew, from its report on.
+        clock.observe(&progress("agent-b", 37 * SECOND));
+        clock.observe(&progress("agent-a", 38 * SECOND));
+        assert_eq!(clock.watermark(lateness), 37 * SECOND);
+        clock.observe(&progress("agent-b", 39 * SECOND));
+        assert_eq!(clock.watermark(lateness), 38 * SECOND);
     }
 
     #[test]

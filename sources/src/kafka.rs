@@ -398,8 +398,9 @@ impl KafkaSource {
     /// The input frontier: the minimum over the partitions that have carried records of
     /// each one's watermark, max(its sources' least progress, its largest event time -
     /// lateness); `None` before any record.
-    pub fn watermark(&self) -> Option<EventTime> {
-        self.clocks.values().map(|clock| clock.watermark(self.config.lateness_ns)).min()
+    pub fn watermark(&mut self) -> Option<EventTime> {
+        let lateness = self.config.lateness_ns;
+        self.clocks.values_mut().map(|clock| clock.watermark(lateness)).min()
     }
 
     /// Messages not read yet per partition (end offset - next offset), asking the broker.
