@@ -299,6 +299,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
         workers: peers,
         options: kafka.options.clone(),
         lateness_ns: service.config.lateness_ns,
+        idle_after: Some(kafka.idle_partition_after()?),
     })?;
     let mut sink = match index {
         0 => {
@@ -358,12 +359,12 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
                     following = false;
                     job.advance_watermark(watermark);
                 }
-                // None of this worker's partitions has carried a record: it must not hold the
-                // cluster's frontier at the start (an empty partition does not hold one
-                // worker's either), so it follows the workers whose partitions have.
+                // None of this worker's partitions has carried a record, or all are idle: it
+                // must not hold the cluster's frontier (such a partition does not hold one
+                // worker's either), so it follows the workers whose partitions speak.
                 None => {
                     if !following && peers > 1 {
-                        tracing::info!(worker = index, partitions = ?source.partitions(), "no partition of this worker has carried a record: its watermark follows the other workers'");
+                        tracing::info!(worker = index, partitions = ?source.partitions(), "every partition of this worker is empty or idle: its watermark follows the other workers'");
                     }
                     following = true;
                     job.follow_others();

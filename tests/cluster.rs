@@ -9,6 +9,7 @@
 mod common;
 use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, spawn_flowgraph, Broker, Proc};
 use flowgraph_pipeline::Output;
+use flowgraph_schema::Record;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,7 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     }
 
     an_empty_partition_does_not_hold_a_running_cluster(b, &dir, &reference);
+    a_quiet_partition_stops_holding_a_running_cluster(b, &dir, &reference);
 
     // Two processes, one killed (SIGKILL) in mid-stream while the input is still arriving,
     // then both restarted: the delta topic continues without repeats or gaps.
@@ -219,45 +221,16 @@ fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, refer
     // by default) and a progress period: where a running cluster's marks get to at least.
     let end = reference.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).max().unwrap();
     let reachable = end - 31_000_000_000;
-    let last_mark = |outputs: &[Output]| outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let published = loop {
-        let published = delta_topic_outputs(b, "idle.deltas");
-        if last_mark(&published).is_some_and(|mark| mark >= reachable) {
-            break published;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a running two-worker cluster with an empty partition got to mark {:?} in 60 s, not {reachable}\n{}",
-            last_mark(&published),
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let published = published_up_to(b, "idle.deltas", reachable, log);
     assert!(log().contains("partitions=[1]"), "worker 1 does not read the empty partition alone:\n{}", log());
     assert_marks_cover(&published, "an empty partition");
-    let mark = last_mark(&published).unwrap();
-    let before_mark = |outputs: &[Output]| -> Vec<Output> {
-        outputs.iter().filter(|o| matches!(o, Output::Update { time, .. } if *time < mark)).cloned().collect()
-    };
-    assert_same_deltas(&published, &before_mark(reference), "an empty partition, up to the last mark");
+    assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "an empty partition, up to the last mark");
 
     // Partition 1 delivers at last: the stream's first 50 data records, from long before the
     // cluster's watermark. Worker 1 counts them late (re-stamped to its watermark, which
     // followed worker 0's) and the run goes on.
-    let mut reader = flowgraph_sources::recording::open(&dir.join("smoke.fgb")).unwrap();
-    let mut old = Vec::new();
-    while old.len() < 50 {
-        let (_, record) = reader.next_item().unwrap().expect("the smoke stream has 50 data records").unwrap();
-        if !matches!(record, flowgraph_schema::Record::Progress(_)) {
-            old.push(record);
-        }
-    }
-    let mut frame = Vec::new();
-    flowgraph_schema::binary::encode_frame(&old, &mut frame);
-    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
-    producer.send(rdkafka::producer::BaseRecord::<str, [u8]>::to("idle.in").partition(1).key("late").payload(&frame)).unwrap();
-    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+    let old: Vec<Record> = smoke_records(dir).into_iter().filter(|r| !matches!(r, Record::Progress(_))).take(50).collect();
+    produce_to_partition(b, "idle.in", 1, &old);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log().contains("worker=1 records=50 late=50 ") {
         assert!(Instant::now() < deadline, "worker 1 did not report 50 late records in 30 s:\n{}", log());
@@ -267,4 +240,79 @@ fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, refer
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = exits_within(&mut run, Duration::from_secs(20), "the run with an empty partition after SIGTERM");
     assert!(status.success(), "the run with an empty partition after SIGTERM: {status}\n{}", log());
+}
+
+/// The smoke stream's records, in the recording's order.
+fn smoke_records(dir: &Path) -> Vec<Record> {
+    let mut reader = flowgraph_sources::recording::open(&dir.join("smoke.fgb")).unwrap();
+    let mut records = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        records.push(item.unwrap().1);
+    }
+    records
+}
+
+/// Sends `records` to one partition of `topic`, in order, as binary frames of up to 1,000.
+fn produce_to_partition(b: &str, topic: &str, partition: i32, records: &[Record]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
+    let mut frame = Vec::new();
+    for chunk in records.chunks(1000) {
+        frame.clear();
+        flowgraph_schema::binary::encode_frame(chunk, &mut frame);
+        producer.send(BaseRecord::<str, [u8]>::to(topic).partition(partition).key("test").payload(&frame)).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The reference's updates before the last mark `published` carries.
+fn updates_before_last_mark(published: &[Output], reference: &[Output]) -> Vec<Output> {
+    let mark = published.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).unwrap();
+    reference.iter().filter(|o| matches!(o, Output::Update { time, .. } if *time < mark)).cloned().collect()
+}
+
+/// Waits up to 60 s for the delta topic to carry a mark at or past `at`; what it holds then.
+fn published_up_to(b: &str, topic: &str, at: u64, log: impl Fn() -> String) -> Vec<Output> {
+    let last_mark = |outputs: &[Output]| outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let published = delta_topic_outputs(b, topic);
+        if last_mark(&published).is_some_and(|mark| mark >= at) {
+            return published;
+        }
+        assert!(Instant::now() < deadline, "{topic}: got to mark {:?} in 60 s, not {at}\n{}", last_mark(&published), log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Two worker threads; partition 1 carries 5 s of a quiet agent's progress and then nothing
+/// (its agent left), partition 0 the whole smoke stream. With `idle_partition_after = "2s"`,
+/// partition 1 stops holding the frontier once it has been quiet that long with nothing left
+/// to read, so the running cluster publishes the stream's graph; before, partition 1's clock
+/// held the cluster's frontier 5 s into the stream for good.
+fn a_quiet_partition_stops_holding_a_running_cluster(b: &str, dir: &Path, reference: &[Output]) {
+    let records = smoke_records(dir);
+    let first = records.iter().map(Record::time).min().unwrap();
+    flowgraph_sources::kafka::create_topic_if_missing(b, &Default::default(), "quiet.in", 2).unwrap();
+    let quiet: Vec<Record> = (0..=5)
+        .map(|s| Record::Progress(flowgraph_schema::Progress { time_: first + s * 1_000_000_000, source: "agent-quiet".into(), losses: Default::default() }))
+        .collect();
+    produce_to_partition(b, "quiet.in", 1, &quiet);
+    produce_to_partition(b, "quiet.in", 0, &records);
+    let config = config(dir, b, "quiet", "quiet.in");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("idle_partition_after = \"2s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut run = spawn_flowgraph(dir, "quiet.log", &["run", "--config", config.to_str().unwrap(), "--workers", "2"]);
+    let log = || std::fs::read_to_string(dir.join("quiet.log")).unwrap_or_default();
+    let end = reference.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).max().unwrap();
+    let published = published_up_to(b, "quiet.deltas", end - 31_000_000_000, log);
+    assert!(log().contains("partition idle") && log().contains("partition=1"), "partition 1 was not found idle:\n{}", log());
+    assert_marks_cover(&published, "a quiet partition");
+    assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "a quiet partition, up to the last mark");
+    let pid = run.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = exits_within(&mut run, Duration::from_secs(20), "the run with a quiet partition after SIGTERM");
+    assert!(status.success(), "the run with a quiet partition after SIGTERM: {status}\n{}", log());
 }

@@ -155,6 +155,12 @@ pub struct KafkaConfig {
     /// name records at least once per window, as the agent does every export period).
     #[serde(default = "default_rebuild_from")]
     pub rebuild_from: String,
+    /// A partition that has delivered nothing for this long (a duration: `10s`), with nothing
+    /// left to read on the broker, stops holding the frontier until it delivers again: its
+    /// agents left. Agents send progress every second, so a partition with one running agent
+    /// is never quiet that long.
+    #[serde(default = "default_idle_partition_after")]
+    pub idle_partition_after: String,
     /// Any librdkafka option, passed to every client (security.protocol, sasl.*, ssl.*, ...).
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, String>,
@@ -187,6 +193,9 @@ fn default_start() -> String {
 fn default_rebuild_from() -> String {
     "beginning".into()
 }
+fn default_idle_partition_after() -> String {
+    "10s".into()
+}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -200,6 +209,7 @@ impl Default for KafkaConfig {
             transactional_id: default_transactional_id(),
             start: default_start(),
             rebuild_from: default_rebuild_from(),
+            idle_partition_after: default_idle_partition_after(),
             options: Default::default(),
         }
     }
@@ -207,7 +217,20 @@ impl Default for KafkaConfig {
 
 
 impl KafkaConfig {
-    /// Checks the values that have a fixed set of choices; the error names the key.
+    /// `idle_partition_after`, parsed; it must be longer than zero.
+    pub fn idle_partition_after(&self) -> Result<Duration, ConfigError> {
+        let key = "kafka.idle_partition_after";
+        match parse_duration_ns(key, &self.idle_partition_after)? {
+            0 => Err(ConfigError {
+                file: None,
+                key: key.into(),
+                message: "must be longer than zero (a partition would be idle between two messages)".into(),
+            }),
+            ns => Ok(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Checks the values that have a fixed set of choices or a form; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let error = |key: &str, message: String| ConfigError {
             file: None,
@@ -223,6 +246,7 @@ impl KafkaConfig {
         if !matches!(self.rebuild_from.as_str(), "beginning" | "window") {
             return Err(error("rebuild_from", format!("unknown value {:?}; expected beginning or window", self.rebuild_from)));
         }
+        self.idle_partition_after()?;
         for (key, value) in [("brokers", &self.brokers), ("input_topic", &self.input_topic), ("deltas_topic", &self.deltas_topic), ("state_topic", &self.state_topic), ("transactional_id", &self.transactional_id)] {
             if value.trim().is_empty() {
                 return Err(error(key, "must not be empty".into()));
@@ -372,6 +396,19 @@ mod tests {
         assert!(bad(|c| c.window = "2h".into()).contains("max_window"));
         assert!(bad(|c| c.group_by = "planet".into()).starts_with("query.group_by: unknown value"));
         assert!(bad(|c| c.ips = vec!["10.0.0.0/40".into()]).starts_with("query.ips: invalid CIDR"));
+    }
+
+    #[test]
+    fn kafka_errors_name_the_key() {
+        let bad = |f: fn(&mut KafkaConfig)| {
+            let mut c = KafkaConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.idle_partition_after = "soon".into()).starts_with("kafka.idle_partition_after: invalid duration"));
+        assert!(bad(|c| c.idle_partition_after = "0s".into()).starts_with("kafka.idle_partition_after: must be longer than zero"));
+        assert!(bad(|c| c.rebuild_from = "yesterday".into()).starts_with("kafka.rebuild_from: unknown value"));
+        assert_eq!(KafkaConfig::default().idle_partition_after().unwrap(), Duration::from_secs(10));
     }
 
     #[test]

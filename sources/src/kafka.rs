@@ -15,9 +15,11 @@
 //! sources that have sent progress on it, or its largest event time minus lateness if that is
 //! further. The frontier is the minimum over partitions, so a partition read ahead of the
 //! others (a backlog) does not make their records late. A partition that held data when the
-//! source started holds the frontier until it delivers; one that was empty does not (a worker
-//! all of whose partitions are empty has no watermark, and follows the other workers': see
-//! `flowgraph_pipeline::ClusterJob::follow_others`). Progress
+//! source started holds the frontier until it delivers; one that was empty does not, nor does
+//! one that has gone idle: quiet for `idle_after` with nothing left to read (its agents left),
+//! until it delivers again. A worker all of whose partitions are empty or idle has no
+//! watermark, and follows the other workers' (`flowgraph_pipeline::ClusterJob::follow_others`).
+//! Progress
 //! counts only once a partition has carried `lateness` plus one agent progress period of event
 //! time: before that, a source the partition has not heard from yet may still come
 //! (`crate::clock`).
@@ -34,8 +36,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// Where a source starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,10 @@ pub struct KafkaSourceConfig {
     /// whose sources send no progress still moves, and one read ahead of the others (a
     /// backlog) does not make their records late.
     pub lateness_ns: EventTime,
+    /// A partition that has delivered nothing for this long, with nothing left to read on the
+    /// broker, is idle: it stops holding the frontier until it delivers again (its agents
+    /// left). `None`: never.
+    pub idle_after: Option<Duration>,
 }
 
 /// Errors that stop the source (bad input never does).
@@ -146,6 +152,12 @@ pub struct KafkaSource {
     partitions: Vec<i32>,
     /// Next offset to read per partition (last message read + 1).
     positions: BTreeMap<i32, i64>,
+    /// When each partition with a clock last delivered a message (or got its clock).
+    last_delivery: BTreeMap<i32, Instant>,
+    /// When each quiet partition was last asked whether it is caught up.
+    last_idle_check: BTreeMap<i32, Instant>,
+    /// Partitions with a clock that are idle (see [`KafkaSourceConfig::idle_after`]).
+    idle: BTreeSet<i32>,
     stats: KafkaSourceStats,
 }
 
@@ -273,9 +285,13 @@ impl KafkaSource {
                 }
             }
         }
+        let last_delivery = clocks.keys().map(|p| (*p, Instant::now())).collect();
         Ok(KafkaSource {
             clocks,
             positions: BTreeMap::new(),
+            last_delivery,
+            last_idle_check: BTreeMap::new(),
+            idle: BTreeSet::new(),
             partitions,
             config,
             consumer,
@@ -327,6 +343,10 @@ impl KafkaSource {
             self.stats.messages += 1;
             let partition = message.partition();
             self.positions.insert(partition, message.offset() + 1);
+            self.last_delivery.insert(partition, Instant::now());
+            if self.idle.remove(&partition) {
+                tracing::info!(topic = %self.config.topic, partition, "partition delivers again: it holds the frontier again");
+            }
             let origin = format!("{}/{}@{}", message.topic(), partition, message.offset());
             let payload = message.payload().unwrap_or_default();
             let before = out.len();
@@ -366,7 +386,35 @@ impl KafkaSource {
                 dead.push(letter);
             }
         }
+        self.find_idle_partitions();
         Ok(dead)
+    }
+
+    /// Marks idle the partitions that have delivered nothing for `idle_after` and have
+    /// nothing left to read on the broker (asked at most once per `idle_after` each). One
+    /// that cannot be asked (the broker is away) stays as it is: its backlog may be on the way.
+    fn find_idle_partitions(&mut self) {
+        let Some(idle_after) = self.config.idle_after else { return };
+        let quiet: Vec<i32> = self
+            .last_delivery
+            .iter()
+            .filter(|(p, delivered)| !self.idle.contains(p) && delivered.elapsed() >= idle_after)
+            .filter(|(p, _)| self.last_idle_check.get(p).is_none_or(|checked| checked.elapsed() >= idle_after))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in quiet {
+            self.last_idle_check.insert(partition, Instant::now());
+            let Ok((low, high)) = self.consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_secs(1)) else {
+                continue;
+            };
+            if self.positions.get(&partition).copied().unwrap_or(low) >= high {
+                tracing::info!(
+                    topic = %self.config.topic, partition, quiet_for = ?idle_after,
+                    "partition idle: nothing delivered and nothing left to read; it no longer holds the frontier until it delivers again"
+                );
+                self.idle.insert(partition);
+            }
+        }
     }
 
     fn send_dead_letter(&mut self, letter: &DeadLetter, payload: &[u8]) {
@@ -395,12 +443,18 @@ impl KafkaSource {
         }
     }
 
-    /// The input frontier: the minimum over the partitions that have carried records of
-    /// each one's watermark, max(its sources' least progress, its largest event time -
-    /// lateness); `None` before any record.
+    /// The input frontier: the minimum over the partitions that have carried records, and
+    /// are not idle, of each one's watermark, max(its sources' least progress, its largest
+    /// event time - lateness); `None` before any record, or while every such partition is
+    /// idle.
     pub fn watermark(&mut self) -> Option<EventTime> {
         let lateness = self.config.lateness_ns;
-        self.clocks.values_mut().map(|clock| clock.watermark(lateness)).min()
+        let idle = &self.idle;
+        self.clocks
+            .iter_mut()
+            .filter(|(p, _)| !idle.contains(p))
+            .map(|(_, clock)| clock.watermark(lateness))
+            .min()
     }
 
     /// Messages not read yet per partition (end offset - next offset), asking the broker.
