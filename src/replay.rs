@@ -325,16 +325,20 @@ mod tests {
         push(&mut job, progress(0, "agent-a")).unwrap();
         push(&mut job, progress(0, "agent-b")).unwrap();
         push(&mut job, conn(5, 1, 100)).unwrap();
+        push(&mut job, progress(15, "agent-b")).unwrap();
         push(&mut job, progress(40, "agent-a")).unwrap();
-        // agent-b's progress is still at 0 s, behind the lateness floor (40 - 30 s), which leads.
-        assert_eq!(job.frontier(), START + 10 * SECOND);
-        push(&mut job, progress(39, "agent-b")).unwrap();
-        assert_eq!(job.frontier(), START + 39 * SECOND, "the least progress over the agents");
+        // agent-b's progress (15 s) is behind agent-a's but ahead of the lateness floor
+        // (40 - 30 s): the least progress over the agents leads.
+        assert_eq!(job.frontier(), START + 15 * SECOND, "the least progress over the agents");
+        push(&mut job, progress(50, "agent-a")).unwrap();
+        // agent-b has been quiet for longer than the lateness (15 < 50 - 30 s): it left, and
+        // no longer holds the frontier.
+        assert_eq!(job.frontier(), START + 50 * SECOND, "an agent quiet for longer than lateness");
         // A rejected record (a counter going down) does not move the clock, however late in
         // event time it claims to be.
         assert!(push(&mut job, conn(1_000, 1, 50)).is_err());
-        assert_eq!(job.frontier(), START + 39 * SECOND);
-        push(&mut job, conn(41, 1, 200)).unwrap();
+        assert_eq!(job.frontier(), START + 50 * SECOND);
+        push(&mut job, conn(51, 1, 200)).unwrap();
         assert_eq!(job.stats().late, 0);
     }
 }
