@@ -451,7 +451,7 @@ fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&Si
     let millis = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         worker = index,
-        records = s.records, late = s.late, keyed_records = j.records, rejected = j.rejected,
+        records = s.records, late = s.late, idle_partitions = s.idle_partitions, keyed_records = j.records, rejected = j.rejected,
         decode_errors = s.decode_errors, dead_letters = s.dead_letters,
         updates_out = k.as_ref().map(|k| k.updates), transactions = k.as_ref().map(|k| k.transactions),
         aborts = k.as_ref().map(|k| k.aborts),

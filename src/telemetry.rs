@@ -56,6 +56,7 @@ fn describe() {
     describe_counter!("flowgraph_sink_handoff_wait_milliseconds_total", "Time worker 0 waited to hand outputs to a sink that was behind");
     describe_gauge!("flowgraph_frontier_seconds", "Event time before which every update is out");
     describe_gauge!("flowgraph_consumer_lag_messages", "Messages of a partition not read yet");
+    describe_gauge!("flowgraph_idle_partitions", "Partitions idle now: quiet, nothing left to read, not holding the frontier");
     describe_counter!("flowgraph_agent_records_out_total", "Records the agent exported");
     describe_gauge!("flowgraph_agent_connection_keys", "Connection keys the agent tracks");
     describe_counter!("flowgraph_agent_loss_total", "Events the kernel side lost or could not attribute");
@@ -78,6 +79,7 @@ pub fn worker(index: usize, job: &JobStats, source: &KafkaSourceStats, frontier:
     counter!("flowgraph_rejected_records_total", "worker" => worker.clone()).absolute(job.rejected);
     counter!("flowgraph_decode_errors_total", "worker" => worker.clone()).absolute(source.decode_errors);
     counter!("flowgraph_dead_letters_total", "worker" => worker.clone()).absolute(source.dead_letters);
+    gauge!("flowgraph_idle_partitions", "worker" => worker.clone()).set(source.idle_partitions as f64);
     gauge!("flowgraph_frontier_seconds", "worker" => worker).set(frontier as f64 / 1e9);
 }
 

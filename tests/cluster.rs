@@ -315,4 +315,7 @@ fn a_quiet_partition_stops_holding_a_running_cluster(b: &str, dir: &Path, refere
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = exits_within(&mut run, Duration::from_secs(20), "the run with a quiet partition after SIGTERM");
     assert!(status.success(), "the run with a quiet partition after SIGTERM: {status}\n{}", log());
+    // The last report: worker 1 read the quiet agent's 6 progress records, and its partition
+    // is idle.
+    assert!(log().contains("worker=1 records=6 late=0 idle_partitions=1 "), "worker 1's last report:\n{}", log());
 }

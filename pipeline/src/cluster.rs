@@ -14,8 +14,8 @@
 //! window) sees all of the key's records wherever they were read. The routing dataflow's
 //! frontier is the minimum of every worker's watermark: once it passes T, every record before T
 //! has reached its owner, and each worker's [`Job`] may complete the times before T (a worker
-//! whose sources have carried nothing follows the others' watermark, announced on the same
-//! dataflow, rather than hold it at its start: [`ClusterJob::follow_others`]). The
+//! whose sources have nothing to say, empty or idle, follows the others' watermark, announced
+//! on the same dataflow, rather than hold it: [`ClusterJob::follow_others`]). The
 //! dataflow gathers all outputs on worker 0, which alone releases updates and progress marks.
 //! Every worker completes times at multiples of the progress interval, so that all complete
 //! the same times whenever each sees the frontier (see [`ClusterJob::step`]). One worker,
@@ -176,13 +176,13 @@ impl<'w> ClusterJob<'w> {
         }
     }
 
-    /// This worker's sources have nothing to say: none has carried a record (a worker whose
-    /// Kafka partitions are empty). Its watermark then follows the least watermark of the
-    /// workers whose sources speak (announced as they move), so that it does not hold the
-    /// cluster's frontier at its start for good; with none speaking, it stays where it is.
-    /// Records it reads later behind that watermark are late: its sources re-stamp them to
-    /// [`ClusterJob::watermark`]. Call it where [`ClusterJob::advance_watermark`] would be called; one call to that
-    /// ends following.
+    /// This worker's sources have nothing to say: none has carried a record, or all have gone
+    /// idle (a worker whose Kafka partitions are empty, or whose agents left). Its watermark
+    /// then follows the least watermark of the workers whose sources speak (announced as they
+    /// move), so that it does not hold the cluster's frontier for good; with none speaking, it
+    /// stays where it is. Records it reads later behind that watermark are late: its sources
+    /// re-stamp them to [`ClusterJob::watermark`]. Call it where
+    /// [`ClusterJob::advance_watermark`] would be called; one call to that ends following.
     pub fn follow_others(&mut self) {
         self.following = true;
         self.announce(None);

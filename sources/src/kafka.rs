@@ -131,6 +131,8 @@ pub struct KafkaSourceStats {
     /// Records older than their partition's watermark (or the reader's, if further),
     /// re-stamped to it.
     pub late: u64,
+    /// Partitions idle now (see [`KafkaSourceConfig::idle_after`]).
+    pub idle_partitions: u64,
 }
 
 /// One undecodable message or line.
@@ -309,10 +311,11 @@ impl KafkaSource {
     /// once it holds `max_records` records or the queue is empty. Returns the dead letters of
     /// this call.
     ///
-    /// `floor` is the reader's own watermark (what it has told the job): a record before it
-    /// is late too, whatever its partition's clock says. That happens only to the first
-    /// records of a partition that carried nothing until then, behind the others (or behind
-    /// the other workers', which a worker with no such partition follows).
+    /// `floor` is the reader's own watermark (what it has promised the job): a record before
+    /// it is late too, whatever its partition's clock says. That happens to the first records
+    /// of a partition that was empty or idle while the others moved the watermark on (or the
+    /// other workers, whom a worker with no other partition follows), and to those of a source
+    /// that joins its partition behind the partition's clock.
     pub fn poll(
         &mut self,
         timeout: Duration,
@@ -345,6 +348,7 @@ impl KafkaSource {
             self.positions.insert(partition, message.offset() + 1);
             self.last_delivery.insert(partition, Instant::now());
             if self.idle.remove(&partition) {
+                self.stats.idle_partitions = self.idle.len() as u64;
                 tracing::info!(topic = %self.config.topic, partition, "partition delivers again: it holds the frontier again");
             }
             let origin = format!("{}/{}@{}", message.topic(), partition, message.offset());
@@ -413,6 +417,7 @@ impl KafkaSource {
                     "partition idle: nothing delivered and nothing left to read; it no longer holds the frontier until it delivers again"
                 );
                 self.idle.insert(partition);
+                self.stats.idle_partitions = self.idle.len() as u64;
             }
         }
     }
