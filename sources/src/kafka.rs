@@ -313,9 +313,10 @@ impl KafkaSource {
     ///
     /// `floor` is the reader's own watermark (what it has promised the job): a record before
     /// it is late too, whatever its partition's clock says. That happens to the first records
-    /// of a partition that was empty or idle while the others moved the watermark on (or the
-    /// other workers, whom a worker with no other partition follows), and to those of a source
-    /// that joins its partition behind the partition's clock.
+    /// of a partition that was empty or idle while the reader's other partitions moved its
+    /// watermark on (or the other workers did, when the reader had only such partitions and
+    /// followed them), and to those of a source that joins its partition behind the
+    /// partition's clock.
     pub fn poll(
         &mut self,
         timeout: Duration,
