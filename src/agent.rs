@@ -14,7 +14,7 @@ use crate::cli::AgentArgs;
 use anyhow::bail;
 use flowgraph_config::parse_duration_ns;
 use crate::output::{self, RecordOutput};
-use flowgraph_schema::{Record, MIN_AGENT_PROGRESS_PERIOD_NS};
+use flowgraph_schema::{Record, AGENT_SILENCE_LIMIT_NS, MIN_AGENT_PROGRESS_PERIOD_NS};
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::{Agent, AgentOptions, LossCounters};
@@ -99,6 +99,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let progress_period = Duration::from_nanos(parse_duration_ns("--progress-period", &args.progress_period)?);
     if progress_period < Duration::from_nanos(MIN_AGENT_PROGRESS_PERIOD_NS) {
         bail!("--progress-period: must be at least {:?}", Duration::from_nanos(MIN_AGENT_PROGRESS_PERIOD_NS));
+    }
+    // Progress comes every progress period, or with exports if those are more often.
+    let silence_limit = Duration::from_nanos(AGENT_SILENCE_LIMIT_NS);
+    if progress_period.min(period) > silence_limit {
+        bail!(
+            "--progress-period and --export-period: one must be at most {silence_limit:?} (the pipeline takes an agent \
+             silent for longer as gone)"
+        );
     }
     let agent_id = args.agent_id.unwrap_or_else(default_agent_id);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

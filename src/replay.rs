@@ -331,14 +331,18 @@ mod tests {
         // (40 - 30 s): the least progress over the agents leads.
         assert_eq!(job.frontier(), START + 15 * SECOND, "the least progress over the agents");
         push(&mut job, progress(50, "agent-a")).unwrap();
-        // agent-b has been quiet for longer than the lateness (15 < 50 - 30 s): it left, and
-        // no longer holds the frontier.
-        assert_eq!(job.frontier(), START + 50 * SECOND, "an agent quiet for longer than lateness");
+        // agent-b's progress is now behind the lateness floor (50 - 30 s), which leads.
+        assert_eq!(job.frontier(), START + 20 * SECOND, "the lateness floor");
+        let gone = 15 + 30 + flowgraph_schema::AGENT_SILENCE_LIMIT_NS / SECOND + 1;
+        push(&mut job, progress(gone, "agent-a")).unwrap();
+        // agent-b has been quiet for longer than lateness and the agents' silence limit: it
+        // left, and no longer holds the frontier.
+        assert_eq!(job.frontier(), START + gone * SECOND, "an agent quiet for longer than it may be");
         // A rejected record (a counter going down) does not move the clock, however late in
         // event time it claims to be.
         assert!(push(&mut job, conn(1_000, 1, 50)).is_err());
-        assert_eq!(job.frontier(), START + 50 * SECOND);
-        push(&mut job, conn(51, 1, 200)).unwrap();
+        assert_eq!(job.frontier(), START + gone * SECOND);
+        push(&mut job, conn(gone + 1, 1, 200)).unwrap();
         assert_eq!(job.stats().late, 0);
     }
 }

@@ -224,6 +224,12 @@ pub const AGENT_PROGRESS_PERIOD_NS: EventTime = 1_000_000_000;
 /// The shortest progress period an agent accepts (the generator's fleet is held to it too).
 pub const MIN_AGENT_PROGRESS_PERIOD_NS: EventTime = 100_000_000;
 
+/// The longest a running agent goes without sending [`Progress`] (the smaller of its progress
+/// and export periods; `flowgraph agent` refuses periods that exceed it). Part of the
+/// contract: the pipeline's source clock takes a source whose latest progress trails its
+/// stream by more than lateness plus this as gone (its node drained), and stops waiting for it.
+pub const AGENT_SILENCE_LIMIT_NS: EventTime = 60_000_000_000;
+
 /// A source's event-time watermark: it will send nothing with `time_` below this any more.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Progress {

@@ -12,6 +12,9 @@
 // running agent sends a record at least this often, so within this much event time of a
 // stream's start every agent on it has sent one (arriving up to `lateness` later).
 use flowgraph_schema::AGENT_PROGRESS_PERIOD_NS;
+// A running agent sends progress at least this often: one not heard from for longer (beyond
+// lateness) has left.
+use flowgraph_schema::AGENT_SILENCE_LIMIT_NS;
 use flowgraph_schema::{EventTime, Record};
 use std::collections::BTreeMap;
 
@@ -66,10 +69,11 @@ impl SourceClock {
     /// `lateness` of event time.
     ///
     /// A source whose latest progress trails the stream's largest event time by more than
-    /// `lateness` has gone quiet while others went on (an agent that left: its node drained,
-    /// its process stopped): it is forgotten here, so that it no longer holds the least
-    /// progress. Otherwise one departed agent would leave the stream a lateness behind for
-    /// good. Its records were already late by then; if it reports again, it joins anew.
+    /// `lateness` plus [`AGENT_SILENCE_LIMIT_NS`] has gone quiet while others went on (an agent
+    /// that left: its node drained, its process stopped; a running agent reports at least that
+    /// often, and its reports arrive at most `lateness` behind): it is forgotten here, so that
+    /// it no longer holds the least progress. Otherwise one departed agent would leave the
+    /// stream a lateness behind for good. If it reports again, it joins anew.
     ///
     /// Progress speaks only for the sources that sent it. A running agent's first record on
     /// the stream is at most one progress period ([`AGENT_PROGRESS_PERIOD_NS`]) past the
@@ -80,9 +84,10 @@ impl SourceClock {
     /// its first records may be late.
     pub fn watermark(&mut self, lateness: EventTime) -> EventTime {
         let by_lateness = self.max_seen.saturating_sub(lateness);
-        if self.least_progress < by_lateness && !self.progress.is_empty() {
+        let departed_before = by_lateness.saturating_sub(AGENT_SILENCE_LIMIT_NS);
+        if self.least_progress < departed_before && !self.progress.is_empty() {
             // One scan when the least falls behind, then not again until another does.
-            self.progress.retain(|_, latest| *latest >= by_lateness);
+            self.progress.retain(|_, latest| *latest >= departed_before);
             self.least_progress = self.progress.values().min().copied().unwrap_or(0);
         }
         let spanned = self.first_seen.map_or(0, |first| self.max_seen - first);
@@ -136,27 +141,46 @@ mod tests {
     }
 
     #[test]
-    fn a_source_that_went_quiet_for_longer_than_lateness_no_longer_holds_the_clock() {
+    fn a_source_quiet_for_longer_than_lateness_and_the_silence_limit_no_longer_holds_the_clock() {
         let lateness = 30 * SECOND;
+        let limit = AGENT_SILENCE_LIMIT_NS / SECOND;
         let mut clock = SourceClock::default();
-        for second in 0..=35 {
+        // b reports every second until 5 s, then leaves; a goes on.
+        for second in 0..=5 + 30 + limit {
             clock.observe(&progress("agent-a", second * SECOND));
             if second <= 5 {
                 clock.observe(&progress("agent-b", second * SECOND));
             }
         }
-        // b left at 5 s: until the stream is a lateness past it, it holds the clock.
-        assert_eq!(clock.watermark(lateness), 5 * SECOND, "b still holds the clock");
-        // Then it is gone, and a's progress leads (before: 36 - 30 = 6 s, a lateness behind,
-        // for as long as the stream ran).
-        clock.observe(&progress("agent-a", 36 * SECOND));
-        assert_eq!(clock.watermark(lateness), 36 * SECOND, "a departed agent holds the clock");
+        // Until the stream is a lateness and the silence limit past b's last report, b may
+        // still be running (its next report late): it holds the clock, the lateness leads.
+        assert_eq!(clock.watermark(lateness), (5 + limit) * SECOND, "b still holds the clock");
+        // Then it is gone, and a's progress leads (before: a lateness behind, for as long as
+        // the stream ran).
+        clock.observe(&progress("agent-a", (6 + 30 + limit) * SECOND));
+        assert_eq!(clock.watermark(lateness), (6 + 30 + limit) * SECOND, "a departed agent holds the clock");
         // b comes back: it joins anew, from its report on.
-        clock.observe(&progress("agent-b", 37 * SECOND));
-        clock.observe(&progress("agent-a", 38 * SECOND));
-        assert_eq!(clock.watermark(lateness), 37 * SECOND);
-        clock.observe(&progress("agent-b", 39 * SECOND));
-        assert_eq!(clock.watermark(lateness), 38 * SECOND);
+        clock.observe(&progress("agent-b", (7 + 30 + limit) * SECOND));
+        clock.observe(&progress("agent-a", (8 + 30 + limit) * SECOND));
+        assert_eq!(clock.watermark(lateness), (7 + 30 + limit) * SECOND);
+        clock.observe(&progress("agent-b", (9 + 30 + limit) * SECOND));
+        assert_eq!(clock.watermark(lateness), (8 + 30 + limit) * SECOND);
+    }
+
+    #[test]
+    fn a_running_source_reporting_a_lateness_and_more_behind_is_not_forgotten() {
+        // A lateness shorter than the progress period plus the arrival disorder (the bench's
+        // auto lateness is 1.5 s): b's reports trail the newest record by up to 2.5 s, and it
+        // must keep holding the clock, or its own records would be late.
+        let lateness = 1_500_000_000;
+        let mut clock = SourceClock::default();
+        for second in 0..100 {
+            clock.observe(&progress("agent-a", second * SECOND + SECOND / 2));
+            clock.observe(&progress("agent-b", second.saturating_sub(2) * SECOND));
+        }
+        // max(b's 97 s, 99.5 - 1.5 s): not a's 99.5 s, which forgetting b would give.
+        assert_eq!(clock.watermark(lateness), 98 * SECOND);
+        assert!(clock.progress.contains_key("agent-b"), "a running agent was forgotten");
     }
 
     #[test]
