@@ -330,8 +330,6 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     }
     let mut last_report = Instant::now();
     let mut last_progress = None;
-    // Whether this worker's watermark follows the others' (said once when it starts to).
-    let mut following = false;
     loop {
         if service.stop.load(Ordering::SeqCst) {
             break;
@@ -355,19 +353,14 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
                 names.drain(..).for_each(|name| job.push(name));
             }
             match source.watermark() {
-                Some(watermark) => {
-                    following = false;
-                    job.advance_watermark(watermark);
-                }
+                Some(watermark) => job.advance_watermark(watermark),
                 // None of this worker's partitions has carried a record, or all are idle: it
                 // must not hold the cluster's frontier (such a partition does not hold one
                 // worker's either), so it follows the workers whose partitions speak.
                 None => {
-                    if !following && peers > 1 {
+                    if job.follow_others() && peers > 1 {
                         tracing::info!(worker = index, partitions = ?source.partitions(), "every partition of this worker is empty or idle: its watermark follows the other workers'");
                     }
-                    following = true;
-                    job.follow_others();
                 }
             }
             let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);

@@ -183,10 +183,13 @@ impl<'w> ClusterJob<'w> {
     /// stays where it is. Records it reads later behind that watermark are late: its sources
     /// re-stamp them to [`ClusterJob::watermark`]. Call it where
     /// [`ClusterJob::advance_watermark`] would be called; one call to that ends following.
-    pub fn follow_others(&mut self) {
+    /// True when this call starts following (for the caller to say so once).
+    pub fn follow_others(&mut self) -> bool {
+        let starts = !self.following;
         self.following = true;
         self.announce(None);
         self.follow();
+        starts
     }
 
     /// Tells the other workers this worker's watermark, if it changed since last told.

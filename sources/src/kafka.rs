@@ -154,10 +154,9 @@ pub struct KafkaSource {
     partitions: Vec<i32>,
     /// Next offset to read per partition (last message read + 1).
     positions: BTreeMap<i32, i64>,
-    /// When each partition with a clock last delivered a message (or got its clock).
-    last_delivery: BTreeMap<i32, Instant>,
-    /// When each quiet partition was last asked whether it is caught up.
-    last_idle_check: BTreeMap<i32, Instant>,
+    /// Since when each partition has been quiet as far as this source knows: its last message
+    /// (or its clock's start), or the last time the broker was asked whether it is caught up.
+    quiet_since: BTreeMap<i32, Instant>,
     /// Partitions with a clock that are idle (see [`KafkaSourceConfig::idle_after`]).
     idle: BTreeSet<i32>,
     stats: KafkaSourceStats,
@@ -287,12 +286,11 @@ impl KafkaSource {
                 }
             }
         }
-        let last_delivery = clocks.keys().map(|p| (*p, Instant::now())).collect();
+        let quiet_since = clocks.keys().map(|p| (*p, Instant::now())).collect();
         Ok(KafkaSource {
             clocks,
             positions: BTreeMap::new(),
-            last_delivery,
-            last_idle_check: BTreeMap::new(),
+            quiet_since,
             idle: BTreeSet::new(),
             partitions,
             config,
@@ -347,9 +345,8 @@ impl KafkaSource {
             self.stats.messages += 1;
             let partition = message.partition();
             self.positions.insert(partition, message.offset() + 1);
-            self.last_delivery.insert(partition, Instant::now());
+            self.quiet_since.insert(partition, Instant::now());
             if self.idle.remove(&partition) {
-                self.stats.idle_partitions = self.idle.len() as u64;
                 tracing::info!(topic = %self.config.topic, partition, "partition delivers again: it holds the frontier again");
             }
             let origin = format!("{}/{}@{}", message.topic(), partition, message.offset());
@@ -392,6 +389,7 @@ impl KafkaSource {
             }
         }
         self.find_idle_partitions();
+        self.stats.idle_partitions = self.idle.len() as u64;
         Ok(dead)
     }
 
@@ -401,14 +399,14 @@ impl KafkaSource {
     fn find_idle_partitions(&mut self) {
         let Some(idle_after) = self.config.idle_after else { return };
         let quiet: Vec<i32> = self
-            .last_delivery
+            .quiet_since
             .iter()
-            .filter(|(p, delivered)| !self.idle.contains(p) && delivered.elapsed() >= idle_after)
-            .filter(|(p, _)| self.last_idle_check.get(p).is_none_or(|checked| checked.elapsed() >= idle_after))
+            .filter(|(p, since)| !self.idle.contains(p) && since.elapsed() >= idle_after)
             .map(|(p, _)| *p)
             .collect();
         for partition in quiet {
-            self.last_idle_check.insert(partition, Instant::now());
+            // Asked now: not again before another `idle_after` of quiet.
+            self.quiet_since.insert(partition, Instant::now());
             let Ok((low, high)) = self.consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_secs(1)) else {
                 continue;
             };
@@ -418,7 +416,6 @@ impl KafkaSource {
                     "partition idle: nothing delivered and nothing left to read; it no longer holds the frontier until it delivers again"
                 );
                 self.idle.insert(partition);
-                self.stats.idle_partitions = self.idle.len() as u64;
             }
         }
     }
