@@ -188,7 +188,6 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     let restarted = std::fs::read_to_string(dir.join("restart-0.log")).unwrap();
     assert!(restarted.contains("resuming after the last committed progress mark"), "{restarted}");
     let published = delta_topic_outputs(b, "crash.deltas");
-    let last_mark = |outputs: &[Output]| outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
     assert!(
         last_mark(&published) > last_mark(&before),
         "the restarted cluster published nothing: {} outputs before the restart (last mark {:?}), {} after (last mark {:?})",
@@ -207,21 +206,12 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
 /// frontier at 0, and nothing was published until the run ended. Old records arriving on
 /// partition 1 afterwards are counted late by worker 1.
 fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, reference: &[Output]) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
-    use rdkafka::client::DefaultClientContext;
-    flowgraph(dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "idle.in", "--partitions", "1", "--brokers", b]);
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();
-    let added = futures_executor::block_on(admin.create_partitions([&NewPartitions::new("idle.in", 2)], &AdminOptions::new()));
-    assert!(added.is_ok_and(|results| results.iter().all(Result::is_ok)), "cannot add a second partition to idle.in");
+    flowgraph_sources::kafka::create_topic_if_missing(b, &Default::default(), "idle.in", 2).unwrap();
+    produce_to_partition(b, "idle.in", 0, &smoke_records(dir));
     let config = config(dir, b, "idle", "idle.in");
     let mut run = spawn_flowgraph(dir, "idle.log", &["run", "--config", config.to_str().unwrap(), "--workers", "2"]);
     let log = || std::fs::read_to_string(dir.join("idle.log")).unwrap_or_default();
-    // The last time the one-job replay completes, less the lateness the run holds back (30 s
-    // by default) and a progress period: where a running cluster's marks get to at least.
-    let end = reference.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).max().unwrap();
-    let reachable = end - 31_000_000_000;
-    let published = published_up_to(b, "idle.deltas", reachable, log);
+    let published = published_up_to(b, "idle.deltas", reachable_while_running(reference), log);
     assert!(log().contains("partitions=[1]"), "worker 1 does not read the empty partition alone:\n{}", log());
     assert_marks_cover(&published, "an empty partition");
     assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "an empty partition, up to the last mark");
@@ -236,10 +226,7 @@ fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, refer
         assert!(Instant::now() < deadline, "worker 1 did not report 50 late records in 30 s:\n{}", log());
         std::thread::sleep(Duration::from_millis(300));
     }
-    let pid = run.0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = exits_within(&mut run, Duration::from_secs(20), "the run with an empty partition after SIGTERM");
-    assert!(status.success(), "the run with an empty partition after SIGTERM: {status}\n{}", log());
+    stops_cleanly(&mut run, "the run with an empty partition", log);
 }
 
 /// The smoke stream's records, in the recording's order.
@@ -266,15 +253,33 @@ fn produce_to_partition(b: &str, topic: &str, partition: i32, records: &[Record]
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// The last progress mark of a delta stream.
+fn last_mark(outputs: &[Output]) -> Option<u64> {
+    outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None })
+}
+
+/// The last time the one-job replay completes, less the lateness a run holds back (30 s by
+/// default) and a progress period: where a running cluster's marks get to at least.
+fn reachable_while_running(reference: &[Output]) -> u64 {
+    last_mark(reference).unwrap() - 31_000_000_000
+}
+
 /// The reference's updates before the last mark `published` carries.
 fn updates_before_last_mark(published: &[Output], reference: &[Output]) -> Vec<Output> {
-    let mark = published.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).unwrap();
+    let mark = last_mark(published).unwrap();
     reference.iter().filter(|o| matches!(o, Output::Update { time, .. } if *time < mark)).cloned().collect()
+}
+
+/// Stops a run with SIGTERM and asserts it exits by itself, successfully, within 20 s.
+fn stops_cleanly(run: &mut Proc, what: &str, log: impl Fn() -> String) {
+    let pid = run.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = exits_within(run, Duration::from_secs(20), &format!("{what} after SIGTERM"));
+    assert!(status.success(), "{what} after SIGTERM: {status}\n{}", log());
 }
 
 /// Waits up to 60 s for the delta topic to carry a mark at or past `at`; what it holds then.
 fn published_up_to(b: &str, topic: &str, at: u64, log: impl Fn() -> String) -> Vec<Output> {
-    let last_mark = |outputs: &[Output]| outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let published = delta_topic_outputs(b, topic);
@@ -306,15 +311,11 @@ fn a_quiet_partition_stops_holding_a_running_cluster(b: &str, dir: &Path, refere
     std::fs::write(&config, text).unwrap();
     let mut run = spawn_flowgraph(dir, "quiet.log", &["run", "--config", config.to_str().unwrap(), "--workers", "2"]);
     let log = || std::fs::read_to_string(dir.join("quiet.log")).unwrap_or_default();
-    let end = reference.iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).max().unwrap();
-    let published = published_up_to(b, "quiet.deltas", end - 31_000_000_000, log);
+    let published = published_up_to(b, "quiet.deltas", reachable_while_running(reference), log);
     assert!(log().contains("partition idle") && log().contains("partition=1"), "partition 1 was not found idle:\n{}", log());
     assert_marks_cover(&published, "a quiet partition");
     assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "a quiet partition, up to the last mark");
-    let pid = run.0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = exits_within(&mut run, Duration::from_secs(20), "the run with a quiet partition after SIGTERM");
-    assert!(status.success(), "the run with a quiet partition after SIGTERM: {status}\n{}", log());
+    stops_cleanly(&mut run, "the run with a quiet partition", log);
     // The last report: worker 1 read the quiet agent's 6 progress records, and its partition
     // is idle.
     assert!(log().contains("worker=1 records=6 late=0 idle_partitions=1 "), "worker 1's last report:\n{}", log());

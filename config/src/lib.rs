@@ -384,13 +384,16 @@ mod tests {
         assert_eq!(config.params.window_ns, 5 * 60 * 1_000_000_000);
     }
 
+    /// The error `validate` gives for a default section after `edit`.
+    fn error_after<C: Default, T: std::fmt::Debug>(edit: fn(&mut C), validate: fn(&C) -> Result<T, ConfigError>) -> String {
+        let mut section = C::default();
+        edit(&mut section);
+        validate(&section).unwrap_err().to_string()
+    }
+
     #[test]
     fn errors_name_the_key() {
-        let bad = |f: fn(&mut QueryConfig)| {
-            let mut c = QueryConfig::default();
-            f(&mut c);
-            c.validate().unwrap_err().to_string()
-        };
+        let bad = |edit: fn(&mut QueryConfig)| error_after(edit, QueryConfig::validate);
         assert!(bad(|c| c.window = "5 parsecs".into()).starts_with("query.window: invalid duration"));
         assert!(bad(|c| c.window = "0s".into()).starts_with("query.window: must be longer"));
         assert!(bad(|c| c.window = "2h".into()).contains("max_window"));
@@ -400,11 +403,7 @@ mod tests {
 
     #[test]
     fn kafka_errors_name_the_key() {
-        let bad = |f: fn(&mut KafkaConfig)| {
-            let mut c = KafkaConfig::default();
-            f(&mut c);
-            c.validate().unwrap_err().to_string()
-        };
+        let bad = |edit: fn(&mut KafkaConfig)| error_after(edit, KafkaConfig::validate);
         assert!(bad(|c| c.idle_partition_after = "soon".into()).starts_with("kafka.idle_partition_after: invalid duration"));
         assert!(bad(|c| c.idle_partition_after = "0s".into()).starts_with("kafka.idle_partition_after: must be longer than zero"));
         assert!(bad(|c| c.rebuild_from = "yesterday".into()).starts_with("kafka.rebuild_from: unknown value"));
