@@ -148,9 +148,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         brokers = %kafka.brokers, topic = %kafka.input_topic, start = ?start, cluster = ?communication,
         "flowgraph run: starting"
     );
-    if args.processes > 1 {
-        exit_when_the_cluster_breaks();
-    }
+    exit_when_the_cluster_breaks(&communication);
     let cluster_process = (args.processes > 1).then(|| args.process_id.unwrap_or(0));
     let service = Arc::new(Service {
         config, kafka, start, idle_exit, naming, stop, cluster_process, sink: Mutex::new(sink), status,
@@ -206,11 +204,16 @@ fn leave_early(index: usize, error: Option<&anyhow::Error>) -> ! {
 }
 
 /// timely cannot carry on without a peer: when a process of the cluster dies, the others'
-/// communication threads panic, and then their workers. Say so once, plainly, and exit at
-/// once (an open Kafka transaction is then aborted, never half-published), so the
+/// communication threads panic, and then their workers; when a worker thread panics, the
+/// other workers of its process wait for its progress for good, and the process hangs where
+/// no orchestrator restarts it. On any cluster of more than one worker, say so once, plainly,
+/// and exit at once (an open Kafka transaction is then aborted, never half-published), so the
 /// orchestrator restarts every process; the restarted cluster resumes after the last
-/// committed progress mark.
-fn exit_when_the_cluster_breaks() {
+/// committed progress mark. A single worker needs none of this: its panic ends `run`.
+fn exit_when_the_cluster_breaks(communication: &CommunicationConfig) {
+    if matches!(communication, CommunicationConfig::Thread) {
+        return;
+    }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
@@ -223,9 +226,10 @@ fn exit_when_the_cluster_breaks() {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("no message");
+        let place = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
         eprintln!(
-            "error: the timely cluster broke (thread {name}: {message}); exiting so that every \
-             process can be restarted, which resumes after the last committed progress mark"
+            "error: the timely cluster broke (thread {name}: {message}{place}); exiting so that \
+             every process can be restarted, which resumes after the last committed progress mark"
         );
         std::process::exit(3);
     }));
@@ -454,4 +458,72 @@ fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&Si
         handoff_wait_ms = sink.map(|k| millis(k.handoff_wait())), frontier = job.frontier(),
         "flowgraph run: progress"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use std::process::Stdio;
+    use timely::dataflow::operators::{Input, Probe};
+    use timely::dataflow::InputHandle;
+
+    const CHILD: &str = "run::tests::child_two_workers_one_panics";
+
+    /// Run by the test below in a child process, since the hook under test exits the process.
+    /// `flowgraph run --workers 2`'s cluster, worker 1 panics, and worker 0 waits for its
+    /// progress, as a running job's workers do.
+    #[test]
+    #[ignore = "a child process of a_panicking_worker_ends_a_one_process_cluster"]
+    fn child_two_workers_one_panics() {
+        let Command::Run(args) = Cli::parse_from(["flowgraph", "run", "--workers", "2"]).command else {
+            unreachable!("parsed a run command")
+        };
+        let communication = cluster(&args).expect("--workers 2 is a valid cluster");
+        exit_when_the_cluster_breaks(&communication);
+        let config = timely::Config { communication, worker: timely::WorkerConfig::default() };
+        let guards = timely::execute(config, |worker| {
+            let mut input = InputHandle::new();
+            let probe = worker.dataflow::<u64, _, _>(|scope| scope.input_from(&mut input).container::<Vec<u64>>().probe().0);
+            if worker.index() == 1 {
+                panic!("a bug in worker 1");
+            }
+            input.advance_to(1);
+            while probe.less_than(input.time()) {
+                worker.step();
+            }
+        })
+        .expect("timely starts");
+        drop(guards.join());
+        eprintln!("the cluster finished without its panicking worker");
+    }
+
+    #[test]
+    fn a_panicking_worker_ends_a_one_process_cluster() {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([CHILD, "--exact", "--ignored", "--nocapture"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("the process still ran 60 s after a worker panicked: the other waits for it for good");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(3), "exit code; stderr: {stderr}");
+        assert!(
+            stderr.contains("error: the timely cluster broke (thread timely:work-1: a bug in worker 1 at src/run.rs:"),
+            "stderr: {stderr}"
+        );
+    }
 }
