@@ -207,7 +207,11 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    match std::env::var_os("RUST_LOG") {
+        // Logs asked for are kept to be read.
+        Some(_) => eprintln!("bench-kafka: the runs' logs are in {}", dir.display()),
+        None => drop(std::fs::remove_dir_all(&dir)),
+    }
     Ok(())
 }
 
@@ -314,7 +318,9 @@ impl PipelineRun {
             .arg("--status-file")
             .arg(&phase.status)
             // Warnings, printed at the end; run's own progress lines, for a person reading it.
-            .env("RUST_LOG", "warn,flowgraph::run=info")
+            // A RUST_LOG given to the bench is the run's instead, to diagnose a run; the logs
+            // are then kept, and their directory printed at the end.
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,flowgraph::run=info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&phase.log).context("creating the run's log")?)
             .spawn()

@@ -36,7 +36,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Measure the Kafka path: publish a recording at a fixed pace through `flowgraph run`
     /// (produce-to-readable latency percentiles), then queue it whole and time a run through
-    /// it (throughput); prints the Kafka targets PASS or FAIL.
+    /// it (throughput); prints the Kafka targets PASS or FAIL. With RUST_LOG set, that is the
+    /// runs' log filter, and their logs are kept (the directory is printed).
     BenchKafka(BenchKafkaArgs),
     /// Say how an address is named: which source named it, since when, and the alternatives;
     /// from a recording (--input) or a running live view (--url).
