@@ -1,9 +1,10 @@
 //! Failures on the Kafka path, against a real broker (`scripts/kafka`): `kill -9` of the
-//! pipeline at three points of a stream, a broker restart in the middle of a stream, and a
-//! TLS + SASL/SCRAM connection (and a wrong password). Each test starts a broker of its own
+//! pipeline at three points of a stream, a broker restart in the middle of a stream, what an
+//! absent broker costs the source's worker, and a TLS + SASL/SCRAM connection (and a wrong
+//! password). Each test starts a broker of its own
 //! (`scripts/kafka start --port auto --dir <tmp>`), stopped when the test ends.
 //!
-//! Every scenario ends with the same check: the delta topic has the same updates at every time
+//! Every scenario of the pipeline ends with the same check: the delta topic has the same updates at every time
 //! as the in-process replay (`flowgraph replay --deltas`), no update twice, progress marks
 //! strictly increasing with every update between two marks inside them, and the state topic
 //! folded by key equals the crash-free final graph.
@@ -12,6 +13,7 @@ mod common;
 use common::{Broker, Proc, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
+use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -392,6 +394,66 @@ fn broker_restart_in_the_middle_of_a_stream() {
     assert_eq!(records, reference.records as f64, "records read by the run that rode through the outage");
     assert_eq!(metric(&values, "flowgraph_transaction_aborts_total"), 0.0, "transactions aborted during the outage");
     stop_and_finish(&mut run, "run.log", &dir, &config, b, "restart", &reference);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// While the broker does not answer (paused: a hung broker or a network partition; a
+/// stopped one refuses connections, and every question fails at once), the source's
+/// questions to it (whether its quiet partitions have anything left to read, for idleness;
+/// the lag `run` reports every 10 s) wait one timeout in all, not one per partition. A worker
+/// stalled in them neither steps its peers nor sees a stop for as long as the outage lasts:
+/// before 2026-12-06, each of these eight partitions cost its own 1 s in a poll and its own
+/// 5 s in the lag.
+#[test]
+fn an_absent_broker_stalls_the_source_once_not_per_partition() {
+    let _serial = one_at_a_time();
+    let mut broker = Broker::start("absent", false);
+    let b = broker.bootstrap().to_string();
+    let dir = work_dir("absent");
+    let reference = reference(&dir);
+    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "absent.in", "--partitions", "8", "--brokers", &b]);
+    let idle_after = Duration::from_secs(6);
+    let mut source = KafkaSource::new(KafkaSourceConfig {
+        brokers: b.clone(),
+        topic: "absent.in".into(),
+        dead_letter_topic: None,
+        start: StartAt::Beginning,
+        worker: 0,
+        workers: 1,
+        options: BTreeMap::new(),
+        lateness_ns: 30_000_000_000,
+        idle_after: Some(idle_after),
+    })
+    .unwrap();
+    assert_eq!(source.partitions().len(), 8);
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (records.len() as u64) < reference.records {
+        source.poll(Duration::from_millis(100), 50_000, 0, &mut records).unwrap();
+        assert!(Instant::now() < deadline, "read {} of {} records in 60 s", records.len(), reference.records);
+    }
+    let read_all = Instant::now();
+    let lag: Vec<(i32, i64)> = (0..8).map(|p| (p, 0)).collect();
+    assert_eq!(source.lag(), lag, "the lag with every message read and the broker answering");
+    broker.pause();
+    // Well past the quiet period (the partitions' last deliveries spread over the reading), so
+    // that every partition is asked about, with the broker silent.
+    let mut longest_poll = Duration::ZERO;
+    while read_all.elapsed() < idle_after + Duration::from_secs(8) {
+        let started = Instant::now();
+        source.poll(Duration::from_millis(100), 50_000, 0, &mut records).unwrap();
+        longest_poll = longest_poll.max(started.elapsed());
+    }
+    let started = Instant::now();
+    let lag = source.lag();
+    let lag_took = started.elapsed();
+    eprintln!("with the broker silent: longest poll {longest_poll:?}, lag {lag_took:?} ({lag:?})");
+    assert_eq!(source.stats().idle_partitions, 0, "a partition became idle while the broker could not be asked");
+    assert!(lag.is_empty(), "a lag from an absent broker: {lag:?}");
+    // The questions wait their timeout (1 s; 5 s for the lag) once, with room for a slow machine.
+    assert!(longest_poll < Duration::from_secs(2), "a poll took {longest_poll:?} with the broker silent");
+    assert!(lag_took < Duration::from_secs(7), "the lag took {lag_took:?} with the broker silent");
+    broker.resume();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -394,8 +394,9 @@ impl KafkaSource {
     }
 
     /// Marks idle the partitions that have delivered nothing for `idle_after` and have
-    /// nothing left to read on the broker (asked at most once per `idle_after` each). One
-    /// that cannot be asked (the broker is away) stays as it is: its backlog may be on the way.
+    /// nothing left to read on the broker (asked at most once per `idle_after` each, all in
+    /// one query). One that cannot be asked (the broker is away) stays as it is: its backlog
+    /// may be on the way.
     fn find_idle_partitions(&mut self) {
         let Some(idle_after) = self.config.idle_after else { return };
         let quiet: Vec<i32> = self
@@ -404,13 +405,15 @@ impl KafkaSource {
             .filter(|(p, since)| !self.idle.contains(p) && since.elapsed() >= idle_after)
             .map(|(p, _)| *p)
             .collect();
-        for partition in quiet {
+        if quiet.is_empty() {
+            return;
+        }
+        for &partition in &quiet {
             // Asked now: not again before another `idle_after` of quiet.
             self.quiet_since.insert(partition, Instant::now());
-            let Ok((low, high)) = self.consumer.fetch_watermarks(&self.config.topic, partition, Duration::from_secs(1)) else {
-                continue;
-            };
-            if self.positions.get(&partition).copied().unwrap_or(low) >= high {
+        }
+        for (partition, unread) in self.unread(&quiet, Duration::from_secs(1)) {
+            if unread <= 0 {
                 tracing::info!(
                     topic = %self.config.topic, partition, quiet_for = ?idle_after,
                     "partition idle: nothing delivered and nothing left to read; it no longer holds the frontier until it delivers again"
@@ -418,6 +421,46 @@ impl KafkaSource {
                 self.idle.insert(partition);
             }
         }
+    }
+
+    /// Messages not read yet in each of `partitions` (the end a read_committed reader can
+    /// reach, less the next offset; the start stands for the next offset of a partition that
+    /// never delivered), asking the broker in one request per partition leader and in
+    /// `timeout` overall. A partition it could not answer for is left out: while the broker
+    /// is away the caller waits `timeout` once, not once per partition.
+    fn unread(&self, partitions: &[i32], timeout: Duration) -> Vec<(i32, i64)> {
+        let deadline = Instant::now() + timeout;
+        let ask = |partitions: &mut dyn Iterator<Item = i32>, at: Offset| -> BTreeMap<i32, i64> {
+            let mut list = TopicPartitionList::new();
+            for partition in partitions {
+                // Fails only for an offset it cannot represent, and these are fixed.
+                let _ = list.add_partition_offset(&self.config.topic, partition, at);
+            }
+            if list.count() == 0 {
+                return BTreeMap::new();
+            }
+            match self.consumer.offsets_for_times(list, deadline.saturating_duration_since(Instant::now())) {
+                Ok(answer) => answer
+                    .elements()
+                    .iter()
+                    .filter(|element| element.error().is_ok())
+                    .filter_map(|element| match element.offset() {
+                        Offset::Offset(offset) => Some((element.partition(), offset)),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(_) => BTreeMap::new(),
+            }
+        };
+        let ends = ask(&mut partitions.iter().copied(), Offset::End);
+        let mut never_delivered = ends.keys().copied().filter(|p| !self.positions.contains_key(p));
+        let starts = ask(&mut never_delivered, Offset::Beginning);
+        ends.into_iter()
+            .filter_map(|(partition, end)| {
+                let next = self.positions.get(&partition).or_else(|| starts.get(&partition))?;
+                Some((partition, end - next))
+            })
+            .collect()
     }
 
     fn send_dead_letter(&mut self, letter: &DeadLetter, payload: &[u8]) {
@@ -460,18 +503,10 @@ impl KafkaSource {
             .min()
     }
 
-    /// Messages not read yet per partition (end offset - next offset), asking the broker.
+    /// Messages not read yet per partition (end offset - next offset), asking the broker (in
+    /// 5 s at most; a partition it cannot answer for is left out).
     pub fn lag(&self) -> Vec<(i32, i64)> {
-        self.partitions
-            .iter()
-            .filter_map(|&p| {
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(&self.config.topic, p, Duration::from_secs(5))
-                    .ok()?;
-                Some((p, high - self.positions.get(&p).copied().unwrap_or(low)))
-            })
-            .collect()
+        self.unread(&self.partitions, Duration::from_secs(5))
     }
 
     /// What the source has seen.

@@ -59,13 +59,15 @@ pub struct Broker {
     dir: PathBuf,
     /// What `start` printed: bootstrap=, and with --secure secure_bootstrap=, ca_pem=, ...
     pub endpoints: BTreeMap<String, String>,
+    /// Whether `pause` stopped its process.
+    paused: bool,
 }
 
 impl Broker {
     pub fn start(name: &str, secure: bool) -> Broker {
         let dir = std::env::temp_dir().join(format!("flowgraph-kf-kafka-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut broker = Broker { dir, endpoints: BTreeMap::new() };
+        let mut broker = Broker { dir, endpoints: BTreeMap::new(), paused: false };
         let mut args = vec!["--port", "auto"];
         if secure {
             args.push("--secure");
@@ -113,8 +115,33 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Stops the broker's process (SIGSTOP) without closing its connections: a broker that
+    /// no longer answers, as a hung JVM or a network partition looks to a client, where a
+    /// stopped one refuses connections at once. `resume` (SIGCONT) undoes it; dropping a
+    /// paused broker resumes it first.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+        self.paused = false;
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("kafka.pid")).expect("the broker's kafka.pid");
+        let status = Command::new("kill").args([signal, pid.trim()]).status().expect("cannot run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
+        if self.paused {
+            self.resume();
+        }
         let _ = Command::new(root().join("scripts/kafka")).args(["stop", "--dir"]).arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
