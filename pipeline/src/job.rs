@@ -163,7 +163,8 @@ impl StageValue for Text {
 /// the frontier is processed at the frontier. Whenever the frontier has moved by
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
 /// dataflow has caught up, and the updates of every completed time are released, in release
-/// order ([`release_order`]), followed by a progress mark. The updates of each time are a
+/// order (by a hash of each record's content, `graph::release_order`), followed by a progress
+/// mark. The updates of each time are a
 /// function of the input alone; where the marks fall depends on how the input arrived
 /// (batches, polls, workers); on a cluster, at multiples of `progress_interval` (see
 /// `crate::cluster`).
@@ -437,8 +438,9 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// The work goes through the dataflow in slices of at most [`Job::compute_slice_ns`] of
     /// busy event time, each released as soon as it is computed, so a long jump of the
     /// frontier (the end of a replay completes everything past the frontier at once) holds one
-    /// slice's changes in memory, not all of them. Only the last slice ends with a progress
-    /// mark, so the slices do not show in the output.
+    /// slice's changes in the dataflow, not all of them. Their released outputs wait in
+    /// `released` until the caller drains them, after the whole jump. Only the last slice
+    /// ends with a progress mark, so the slices do not show in the output.
     fn advance(&mut self, to: EventTime) {
         let due: Vec<(EventTime, Params)> = {
             let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);
