@@ -164,10 +164,9 @@ impl StageValue for Text {
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
 /// dataflow has caught up, and the updates of every completed time are released, in release
 /// order (by a hash of each record's content, `graph::release_order`), followed by a progress
-/// mark. The updates of each time are a
-/// function of the input alone; where the marks fall depends on how the input arrived
-/// (batches, polls, workers); on a cluster, at multiples of `progress_interval` (see
-/// `crate::cluster`).
+/// mark. The updates of each time are a function of the input alone; where the marks fall
+/// depends on how the input arrived (batches, polls, workers); on a cluster, at multiples of
+/// `progress_interval` (see `crate::cluster`).
 ///
 /// On a cluster every worker runs a `Job` on its share of the keys, and the outputs of all of
 /// them are gathered on worker 0: only its `drain_into` yields updates.

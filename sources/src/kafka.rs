@@ -405,9 +405,6 @@ impl KafkaSource {
             .filter(|(p, since)| !self.idle.contains(p) && since.elapsed() >= idle_after)
             .map(|(p, _)| *p)
             .collect();
-        if quiet.is_empty() {
-            return;
-        }
         for &partition in &quiet {
             // Asked now: not again before another `idle_after` of quiet.
             self.quiet_since.insert(partition, Instant::now());
