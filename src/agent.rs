@@ -126,7 +126,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         other => bail!("--output: unknown output {other:?}; expected jsonl, binary or kafka"),
     };
 
-    crate::telemetry::serve(args.metrics_addr.as_deref())?;
+    crate::telemetry::serve(args.metrics_addr.as_deref(), None)?;
     let stop = crate::replay::stop_flag()?;
     let mut agent = Agent::load_with(&AgentOptions { max_sockets: args.max_sockets })?;
     tracing::info!(agent_id, host = %host, period = ?period, "flowgraph agent: attached");

@@ -261,7 +261,8 @@ pub struct AgentArgs {
     /// Capacity of the kernel's socket map.
     #[arg(long, default_value_t = 65536)]
     pub max_sockets: u32,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465).
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465), and `ok` at
+    /// /healthz.
     #[arg(long)]
     pub metrics_addr: Option<String>,
     /// Do not name remote addresses by the DNS answers seen on this host (on by default; needs
@@ -283,7 +284,8 @@ pub struct RunArgs {
     /// Override kafka.brokers.
     #[arg(long)]
     pub brokers: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464), and at /healthz
+    /// `ok`, or 503 while a worker has not come round its loop for 120 s (a liveness probe).
     #[arg(long)]
     pub metrics_addr: Option<String>,
     /// Treat the input as finished once no message has arrived for this long: complete every

@@ -21,6 +21,7 @@
 
 use crate::cli::RunArgs;
 use crate::replay::{job_config, kafka_config, stop_flag};
+use crate::telemetry::{Heartbeats, WORKER_STALL_LIMIT};
 use anyhow::{bail, Context};
 use flowgraph_config::{parse_duration_ns, KafkaConfig};
 use flowgraph_pipeline::{ClusterJob, JobConfig, Output};
@@ -54,6 +55,8 @@ struct Service {
     sink: Mutex<Option<KafkaSink>>,
     /// `--status-file`: status events for programs that drive the run.
     status: Option<StatusFile>,
+    /// Each worker beats once per pass of its loop; `/healthz` fails when one stops.
+    heartbeats: Arc<Heartbeats>,
 }
 
 /// JSON Lines of status events, one line per event, written whole and flushed at once, so a
@@ -110,7 +113,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Opened before the sink fences a previous incarnation, so a bad path stops nothing.
     let status = args.status_file.as_deref().map(StatusFile::create).transpose()?;
 
-    crate::telemetry::serve(args.metrics_addr.as_deref())?;
+    let heartbeats = Heartbeats::new(args.workers * args.processes.max(1), WORKER_STALL_LIMIT);
+    crate::telemetry::serve(args.metrics_addr.as_deref(), Some(heartbeats.clone()))?;
     let stop = stop_flag()?;
 
     // Process 0 writes the sink: it creates the topics and fences a previous incarnation's
@@ -151,7 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     exit_when_the_cluster_breaks(&communication);
     let cluster_process = (args.processes > 1).then(|| args.process_id.unwrap_or(0));
     let service = Arc::new(Service {
-        config, kafka, start, idle_exit, naming, stop, cluster_process, sink: Mutex::new(sink), status,
+        config, kafka, start, idle_exit, naming, stop, cluster_process, sink: Mutex::new(sink), status, heartbeats,
     });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
@@ -335,6 +339,7 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     let mut last_report = Instant::now();
     let mut last_progress = None;
     loop {
+        service.heartbeats.beat(index);
         if service.stop.load(Ordering::SeqCst) {
             break;
         }

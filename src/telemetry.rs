@@ -1,6 +1,6 @@
 //! Telemetry: one place per component turns its counters into Prometheus metrics, served on
-//! `--metrics-addr` (`GET /metrics`). Names are `flowgraph_*`; labels are bounded (worker,
-//! partition, loss kind).
+//! `--metrics-addr` (`GET /metrics`, with `GET /healthz` for a liveness probe). Names are
+//! `flowgraph_*`; labels are bounded (worker, partition, loss kind).
 
 use anyhow::Context;
 use flowgraph_pipeline::JobStats;
@@ -8,21 +8,119 @@ use flowgraph_sinks::kafka::KafkaSinkStats;
 use flowgraph_sources::kafka::KafkaSourceStats;
 use flowgraph_sources_ebpf::LossCounters;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Starts the Prometheus endpoint when an address is given.
-pub fn serve(addr: Option<&str>) -> anyhow::Result<()> {
+/// How long a worker may go without coming round its loop before `/healthz` fails. Every
+/// wait in the loop is bounded well below it: a poll 100 ms, a question to the broker 5 s, a
+/// hand-over to the sink one transaction (its commit and abort 30 s each, then the run ends).
+pub const WORKER_STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// When each worker of this process last came round its loop, for `/healthz`: a worker that
+/// hangs (a deadlock, a wait that never ends) fails the liveness probe, so the orchestrator
+/// restarts it, where the metrics alone would go on answering.
+pub struct Heartbeats {
+    started: Instant,
+    /// Per worker (by its index in the cluster), milliseconds since `started` + 1 at its last
+    /// beat; 0 before its first (starting, or in another process).
+    last: Vec<AtomicU64>,
+    limit: Duration,
+}
+
+impl Heartbeats {
+    pub fn new(workers: usize, limit: Duration) -> Arc<Heartbeats> {
+        Arc::new(Heartbeats { started: Instant::now(), last: (0..workers).map(|_| AtomicU64::new(0)).collect(), limit })
+    }
+
+    /// Worker `index` is going round its loop.
+    pub fn beat(&self, index: usize) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.last[index].store(now, Ordering::Relaxed);
+    }
+
+    /// The workers that have not come round their loop for longer than the limit, with how long.
+    pub fn stalled(&self) -> Vec<(usize, Duration)> {
+        let now = self.started.elapsed();
+        self.last
+            .iter()
+            .enumerate()
+            .filter_map(|(index, last)| match last.load(Ordering::Relaxed) {
+                0 => None,
+                last => Some((index, now.saturating_sub(Duration::from_millis(last - 1)))),
+            })
+            .filter(|(_, age)| *age > self.limit)
+            .collect()
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus) and `GET /healthz` when an address is given: `ok`, or
+/// 503 naming the workers that stalled (with `heartbeats`; without, always `ok`).
+pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow::Result<()> {
     let Some(addr) = addr else { return Ok(()) };
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("--metrics-addr: {addr:?} is not an address such as 127.0.0.1:9464"))?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("serving metrics on {addr}"))?;
+    // Bound here, so a taken address is an error at start, not a log line later.
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("serving metrics on {addr}"))?;
+    listener.set_nonblocking(true).with_context(|| format!("serving metrics on {addr}"))?;
+    let handle = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     describe();
-    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    let upkeep = handle.clone();
+    let router = Router::new()
+        .route("/metrics", get(move || async move { handle.render() }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                let stalled = heartbeats.as_ref().map(|h| (h.stalled(), h.limit)).filter(|(s, _)| !s.is_empty());
+                match stalled {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some((stalled, limit)) => {
+                        let workers: Vec<String> =
+                            stalled.iter().map(|(w, age)| format!("worker {w} for {} s", age.as_secs())).collect();
+                        let text = format!(
+                            "stalled: {} without coming round its loop (limit {} s)\n",
+                            workers.join(", "),
+                            limit.as_secs()
+                        );
+                        (StatusCode::SERVICE_UNAVAILABLE, text)
+                    }
+                }
+            }),
+        );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the metrics server's runtime")?;
+    std::thread::Builder::new()
+        .name("flowgraph-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                // What the exporter's own listener did: drain the histograms' buffers (reverse
+                // DNS lookup times) even when nobody scrapes.
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        every.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => axum::serve(listener, router).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!(%addr, error = %e, "the metrics server failed");
+                }
+            })
+        })
+        .context("starting the metrics server's thread")?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics and liveness at /healthz");
     Ok(())
 }
 
@@ -111,5 +209,52 @@ pub fn agent(records_out: u64, keys: usize, loss: &LossCounters) {
     gauge!("flowgraph_agent_connection_keys").set(keys as f64);
     for (kind, value) in loss.named() {
         counter!("flowgraph_agent_loss_total", "kind" => kind).absolute(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_stops_beating_is_stalled_until_it_beats_again() {
+        let heartbeats = Heartbeats::new(3, Duration::from_millis(50));
+        assert!(heartbeats.stalled().is_empty(), "workers that have not started are not stalled");
+        heartbeats.beat(1);
+        heartbeats.beat(2);
+        assert!(heartbeats.stalled().is_empty());
+        std::thread::sleep(Duration::from_millis(120));
+        heartbeats.beat(2);
+        let stalled = heartbeats.stalled();
+        assert_eq!(stalled.iter().map(|(w, _)| *w).collect::<Vec<_>>(), [1], "{stalled:?}");
+        assert!(stalled[0].1 >= Duration::from_millis(120), "{stalled:?}");
+        heartbeats.beat(1);
+        assert!(heartbeats.stalled().is_empty());
+    }
+
+    /// `GET path` from `addr`, the whole response.
+    fn get(addr: &str, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn healthz_fails_while_a_worker_is_stalled_and_names_it() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let heartbeats = Heartbeats::new(2, Duration::from_millis(50));
+        serve(Some(&addr), Some(heartbeats.clone())).unwrap();
+        heartbeats.beat(0);
+        let health = get(&addr, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+        std::thread::sleep(Duration::from_millis(120));
+        let health = get(&addr, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(health.ends_with("stalled: worker 0 for 0 s without coming round its loop (limit 0 s)\n"), "{health}");
+        assert!(get(&addr, "/metrics").starts_with("HTTP/1.1 200"));
+        assert!(get(&addr, "/other").starts_with("HTTP/1.1 404"));
     }
 }

@@ -90,15 +90,22 @@ fn free_addr() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
-/// The Prometheus metrics of a `run --metrics-addr ADDR`, unlabelled ones by name; `None`
+/// `GET path` from `addr`: the whole response, status line and headers included; `None`
 /// while the endpoint does not answer.
-fn metrics(addr: &str) -> Option<BTreeMap<String, f64>> {
+fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The Prometheus metrics of a `run --metrics-addr ADDR`, unlabelled ones by name; `None`
+/// while the endpoint does not answer.
+fn metrics(addr: &str) -> Option<BTreeMap<String, f64>> {
+    let text = http_get(addr, "/metrics")?;
     let values: BTreeMap<String, f64> = text
         .lines()
         .filter(|l| l.starts_with("flowgraph_"))
@@ -392,6 +399,9 @@ fn broker_restart_in_the_middle_of_a_stream() {
         log_tail(&dir, "run.log")
     );
     assert_eq!(records, reference.records as f64, "records read by the run that rode through the outage");
+    // Its workers went on coming round their loops: the liveness probe passes.
+    let health = http_get(&addr, "/healthz").unwrap_or_default();
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "/healthz after the outage:\n{health}");
     assert_eq!(metric(&values, "flowgraph_transaction_aborts_total"), 0.0, "transactions aborted during the outage");
     stop_and_finish(&mut run, "run.log", &dir, &config, b, "restart", &reference);
     let _ = std::fs::remove_dir_all(&dir);
