@@ -414,6 +414,8 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             break;
         }
     }
+    // Done with its loop (stopped or finished; the others may run on): not a stalled worker.
+    service.heartbeats.left(index);
     if !job.finished() && service.cluster_process.is_some_and(|process| process != 0) {
         // Stopped: dropping the job would let process 0 complete times without this
         // process's records, and publish them. Its dead letters go out first.

@@ -7,10 +7,10 @@ use flowgraph_pipeline::JobStats;
 use flowgraph_sinks::kafka::KafkaSinkStats;
 use flowgraph_sources::kafka::KafkaSourceStats;
 use flowgraph_sources_ebpf::LossCounters;
-use metrics::{counter, describe_counter, describe_gauge, gauge};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,7 @@ pub const WORKER_STALL_LIMIT: Duration = Duration::from_secs(120);
 pub struct Heartbeats {
     started: Instant,
     /// Per worker (by its index in the cluster), milliseconds since `started` + 1 at its last
-    /// beat; 0 before its first (starting, or in another process).
+    /// beat; 0 before its first and after it left its loop (or in another process).
     last: Vec<AtomicU64>,
     limit: Duration,
 }
@@ -42,6 +42,11 @@ impl Heartbeats {
     pub fn beat(&self, index: usize) {
         let now = self.started.elapsed().as_millis() as u64 + 1;
         self.last[index].store(now, Ordering::Relaxed);
+    }
+
+    /// Worker `index` has left its loop for good (stopped or finished), so it cannot stall.
+    pub fn left(&self, index: usize) {
+        self.last[index].store(0, Ordering::Relaxed);
     }
 
     /// The workers that have not come round their loop for longer than the limit, with how long.
@@ -73,7 +78,8 @@ pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow:
     describe();
     let upkeep = handle.clone();
     let router = Router::new()
-        .route("/metrics", get(move || async move { handle.render() }))
+        // The content type the exporter's own listener sent: Prometheus's text format.
+        .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }))
         .route(
             "/healthz",
             get(move || async move {
@@ -230,6 +236,10 @@ mod tests {
         assert!(stalled[0].1 >= Duration::from_millis(120), "{stalled:?}");
         heartbeats.beat(1);
         assert!(heartbeats.stalled().is_empty());
+        // A worker that left its loop (stopped, or finished while others run) is not stalled.
+        heartbeats.left(2);
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(heartbeats.stalled().iter().map(|(w, _)| *w).collect::<Vec<_>>(), [1]);
     }
 
     /// `GET path` from `addr`, the whole response.
@@ -254,7 +264,8 @@ mod tests {
         let health = get(&addr, "/healthz");
         assert!(health.starts_with("HTTP/1.1 503"), "{health}");
         assert!(health.ends_with("stalled: worker 0 for 0 s without coming round its loop (limit 0 s)\n"), "{health}");
-        assert!(get(&addr, "/metrics").starts_with("HTTP/1.1 200"));
+        let metrics = get(&addr, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("content-type: text/plain; version=0.0.4"), "{metrics}");
         assert!(get(&addr, "/other").starts_with("HTTP/1.1 404"));
     }
 }
