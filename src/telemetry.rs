@@ -74,9 +74,7 @@ pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow:
     // Bound here, so a taken address is an error at start, not a log line later.
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("serving metrics on {addr}"))?;
     listener.set_nonblocking(true).with_context(|| format!("serving metrics on {addr}"))?;
-    let handle = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
-    describe();
-    let upkeep = handle.clone();
+    let handle = install()?;
     let router = Router::new()
         // The content type the exporter's own listener sent: Prometheus's text format.
         .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }))
@@ -107,15 +105,6 @@ pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow:
         .name("flowgraph-metrics".into())
         .spawn(move || {
             runtime.block_on(async move {
-                // What the exporter's own listener did: drain the histograms' buffers (reverse
-                // DNS lookup times) even when nobody scrapes.
-                tokio::spawn(async move {
-                    let mut every = tokio::time::interval(Duration::from_secs(5));
-                    loop {
-                        every.tick().await;
-                        upkeep.run_upkeep();
-                    }
-                });
                 let served = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => axum::serve(listener, router).await,
                     Err(e) => Err(e),
@@ -133,14 +122,28 @@ pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow:
 /// Installs the Prometheus recorder without a listener of its own: the live view serves its
 /// rendering at `/metrics`.
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    describe();
+    let handle = install()?;
     describe_counter!("flowgraph_ui_streams_opened_total", "Live-view event streams opened");
     describe_counter!("flowgraph_ui_stream_resyncs_total", "Streams sent a fresh snapshot after falling behind");
     describe_counter!("flowgraph_ui_errors_total", "Live-view API errors, by status");
     describe_gauge!("flowgraph_ui_streams", "Live-view event streams open");
+    Ok(handle)
+}
+
+/// Installs the recorder, describes the metrics, and runs the exporter's upkeep every 5 s (its
+/// default) on a thread of its own: the exporter's own listener would, and without it the
+/// histograms' samples (reverse-DNS lookup times) build up until a scrape drains them.
+fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    describe();
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("flowgraph-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .context("starting the metrics upkeep thread")?;
     Ok(handle)
 }
 

@@ -148,7 +148,6 @@ pub fn start(
     let listener = TcpListener::bind(config.listen).map_err(bind)?;
     listener.set_nonblocking(true).map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let upkeep = metrics.clone();
     let app = App {
         live,
         control,
@@ -166,16 +165,6 @@ pub fn start(
         .name("flowgraph-http".into())
         .spawn(move || {
             runtime.block_on(async move {
-                // The exporter's upkeep, which a recorder without its own listener leaves to its
-                // owner: the histograms' buffers (reverse DNS lookup times) are drained even when
-                // nobody scrapes.
-                tokio::spawn(async move {
-                    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-                    loop {
-                        every.tick().await;
-                        upkeep.run_upkeep();
-                    }
-                });
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => listener,
                     Err(e) => return tracing::error!(%addr, error = %e, "live view: listener setup failed"),
