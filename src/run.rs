@@ -476,14 +476,13 @@ mod tests {
     use timely::dataflow::operators::{Input, Probe};
     use timely::dataflow::InputHandle;
 
-    const CHILD: &str = "run::tests::child_two_workers_one_panics";
+    /// Set in the child process the test below starts: it runs the cluster instead.
+    const CHILD: &str = "FLOWGRAPH_TEST_PANICKING_WORKER_CHILD";
 
-    /// Run by the test below in a child process, since the hook under test exits the process.
-    /// `flowgraph run --workers 2`'s cluster, worker 1 panics, and worker 0 waits for its
-    /// progress, as a running job's workers do.
-    #[test]
-    #[ignore = "a child process of a_panicking_worker_ends_a_one_process_cluster"]
-    fn child_two_workers_one_panics() {
+    /// The child's part: `flowgraph run --workers 2`'s cluster, worker 1 panics, and worker 0
+    /// waits for its progress, as a running job's workers do. The hook under test exits the
+    /// process, so it runs in a child.
+    fn two_workers_one_panics() {
         let Command::Run(args) = Cli::parse_from(["flowgraph", "run", "--workers", "2"]).command else {
             unreachable!("parsed a run command")
         };
@@ -508,8 +507,13 @@ mod tests {
 
     #[test]
     fn a_panicking_worker_ends_a_one_process_cluster() {
+        if std::env::var_os(CHILD).is_some() {
+            two_workers_one_panics();
+            return;
+        }
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([CHILD, "--exact", "--ignored", "--nocapture"])
+            .args(["run::tests::a_panicking_worker_ends_a_one_process_cluster", "--exact", "--nocapture"])
+            .env(CHILD, "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
