@@ -234,7 +234,7 @@ impl RowState {
     /// peer, each peer's labels and bytes entry are looked up once (on a million keys each
     /// look-up is a cache miss) and the indexes are touched only when a peer appears or
     /// leaves. A peer not touched by a label change has the same labels before and after.
-    fn advance(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(Row, EventTime, isize)>) {
+    fn advance(&mut self, time: EventTime, changes: Vec<Change>, out: &mut Vec<(GraphRecord, EventTime, isize)>) {
         let mut labels = Vec::new();
         let mut bytes: Vec<BytesChange> = Vec::with_capacity(changes.len());
         for change in changes {
@@ -400,13 +400,13 @@ fn emit_changed(
     time: EventTime,
     before: &mut SmallVec<[(Row, isize); 1]>,
     after: &mut SmallVec<[(Row, isize); 1]>,
-    out: &mut Vec<(Row, EventTime, isize)>,
+    out: &mut Vec<(GraphRecord, EventTime, isize)>,
 ) {
     if before == after {
         return;
     }
-    out.extend(before.drain(..).map(|(row, count)| (row, time, -count)));
-    out.extend(after.drain(..).map(|(row, count)| (row, time, count)));
+    out.extend(before.drain(..).map(|(row, count)| (GraphRecord::Row(row), time, -count)));
+    out.extend(after.drain(..).map(|(row, count)| (GraphRecord::Row(row), time, count)));
 }
 
 /// Changes waiting for their time to complete, by time, and the capabilities to emit their
@@ -471,12 +471,13 @@ impl<C> Pending<C> {
 
 /// The table rows: each peer's max bytes over its connection keys in force, joined with its
 /// process's labels and its address's name. On a cluster, peers and process labels go to
-/// the worker of their upid and every worker gets every address's name.
+/// the worker of their upid and every worker gets every address's name. They leave as graph
+/// records, the edges operator's input and output type, so it passes them on as they are.
 pub(crate) fn rows<'s>(
     bytes: Coll<'s, ConnData>,
     processes: Coll<'s, (Upid, (Text, Text))>,
     addresses: Coll<'s, (IpAddr, Text)>,
-) -> Coll<'s, Row> {
+) -> Coll<'s, GraphRecord> {
     let bytes = bytes.inner.exchange(|(((upid, _), _), _, _)| route(upid));
     let labels = processes
         .inner
@@ -540,33 +541,54 @@ impl From<&EdgeOf<'_>> for (Text, Text) {
 /// An edge is present while its sums are not all zero (its row count keeps an edge of
 /// zero-byte rows present). The rows go on from here, rather than from a second consumer of
 /// the rows' stream, which would have timely clone every batch of rows for it.
-pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
+///
+/// The rows pass through as they arrive, in the buffers they came in (they need no
+/// completed time); what waits for a time to complete is only that time's change per edge,
+/// summed on arrival. Holding the rows until then cost a copy of each, and a buffer the
+/// size of the largest time's rows (docs/BENCHMARKS.md, item 33).
+pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecord> {
     rows.inner
-        .exchange(|(row, _, _)| route(&(&row.from_entity, &row.to_entity)))
+        .exchange(|(record, _, _)| route(&record.edge_key()))
         .unary_frontier(Pipeline, "Edges", |_, _| {
-            let mut pending = Pending::<(Row, isize)>::new();
+            // Per time not yet complete, its change per edge.
+            let mut waiting: BTreeMap<EventTime, EdgeChanges> = BTreeMap::new();
+            let mut capabilities = CapabilitySet::<EventTime>::new();
             let mut sums: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
-            // A time's change per edge: kept and drained each time (a new map per time left the
-            // bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and shrunk back
-            // after a time that changed more edges than `CHANGED_EDGES_KEPT` (a `group_by`
-            // change touches every edge), so it does not hold that capacity for good.
-            let mut changed: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
+            // An emptied map of a time's changes, kept for the next time (a new map per time
+            // left the bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and
+            // shrunk back after a time that changed more edges than `CHANGED_EDGES_KEPT` (a
+            // `group_by` change touches every edge), so it does not hold that capacity for good.
+            let mut spare: Option<EdgeChanges> = None;
             let mut out = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    pending.accept(capability, data.drain(..).map(|(row, time, diff)| (time, (row, diff))));
-                });
-                let complete = pending.take_complete(&[frontier]);
-                if let Some(earliest) = complete.keys().next() {
-                    let capability = pending.capabilities.delayed(earliest);
-                    for (time, rows) in complete {
-                        for (row, diff) in &rows {
+                input.for_each(|capability, records| {
+                    // Records of one time come in runs: one look-up of the time's map a run.
+                    for run in records.chunk_by(|(_, a, _), (_, b, _)| a == b) {
+                        let changed = waiting.entry(run[0].1).or_insert_with(|| spare.take().unwrap_or_default());
+                        for (record, _, diff) in run {
+                            let GraphRecord::Row(row) = record else {
+                                continue;
+                            };
                             let delta = changed.entry_ref(&EdgeOf(&row.from_entity, &row.to_entity)).or_default();
                             delta.0 += diff;
                             delta.1 += *diff as i64 * row.bytes_sent as i64;
                             delta.2 += *diff as i64 * row.bytes_recv as i64;
                         }
-                        out.extend(rows.into_iter().map(|(row, diff)| (GraphRecord::Row(row), time, diff)));
+                    }
+                    capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+                    output.session(&capability).give_container(records);
+                });
+                // Totally ordered times: the first time the input may still send splits the map.
+                let complete = match frontier.frontier().first() {
+                    Some(open) => {
+                        let rest = waiting.split_off(open);
+                        std::mem::replace(&mut waiting, rest)
+                    }
+                    None => std::mem::take(&mut waiting),
+                };
+                if let Some(earliest) = complete.keys().next() {
+                    let capability = capabilities.delayed(earliest);
+                    for (time, mut changed) in complete {
                         for (edge, delta) in changed.drain() {
                             if delta == (0, 0, 0) {
                                 continue;
@@ -607,17 +629,25 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, Row>) -> Coll<'_, GraphRecord> {
                             }
                         }
                         changed.shrink_to(CHANGED_EDGES_KEPT);
+                        spare = Some(changed);
                     }
                     // The buffer itself goes downstream, and whatever a pusher hands back
                     // (on a cluster, a drained buffer at full capacity) is dropped: kept
                     // here, it would hold the capacity of the largest burst for good.
                     output.session(&capability).give_container(&mut std::mem::take(&mut out));
                 }
-                pending.downgrade();
+                // Capabilities only for the times still waiting.
+                match waiting.keys().next() {
+                    Some(earliest) => capabilities.downgrade([*earliest]),
+                    None => capabilities = CapabilitySet::new(),
+                }
             }
         })
         .as_collection()
 }
+
+/// A time's change per edge, summed over its rows' updates.
+type EdgeChanges = hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher>;
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@
 //! Every input is a collection (the stage turns samples into "value in force at T"), so a
 //! change of `ips` or `group_by` moves only what it touches: one address or process at a time.
 
-use crate::graph::{GraphRecord, Row, Text};
+use crate::graph::{GraphRecord, Text};
 use crate::order::append_or_swap;
 use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
@@ -122,7 +122,7 @@ pub(crate) fn build(worker: &mut Worker, output: OutputBuffer) -> (Inputs, Probe
 
 type Coll<'s, D> = VecCollection<'s, EventTime, D, isize>;
 
-/// The table rows of the graph.
+/// The table rows of the graph (as [`GraphRecord::Row`]s).
 fn rows<'s>(
     conns: Coll<'s, ConnData>,
     present: Coll<'s, IpAddr>,
@@ -131,7 +131,7 @@ fn rows<'s>(
     names: Coll<'s, ((IpAddr, NameSource), Text)>,
     ips: Coll<'s, IpFilter>,
     group_by: Coll<'s, GroupBy>,
-) -> Coll<'s, Row> {
+) -> Coll<'s, GraphRecord> {
     // The ips filter and the naming both depend on the address alone: decide them once per
     // distinct address, so a parameter change costs O(addresses), not O(rows).
     let addresses = present.distinct();

@@ -123,6 +123,16 @@ pub enum GraphRecord {
     Edge(Edge),
 }
 
+impl GraphRecord {
+    /// The edge the record is or belongs to: (from_entity, to_entity).
+    pub(crate) fn edge_key(&self) -> (&Text, &Text) {
+        match self {
+            GraphRecord::Row(row) => (&row.from_entity, &row.to_entity),
+            GraphRecord::Edge(edge) => (&edge.from_entity, &edge.to_entity),
+        }
+    }
+}
+
 /// Where a record goes among the updates of its time: an XXH3 hash of its content (the
 /// release sorts by it, then by content where two hashes are equal, which in practice only
 /// equal records' are). A deterministic order that is cheap to sort by: sorting by content
