@@ -32,7 +32,9 @@ fn codecs(c: &mut Criterion) {
         })
     });
     group.bench_function("binary decode 4096", |b| b.iter(|| binary::decode_frame(black_box(&frame)).unwrap()));
-    group.bench_function("json encode 4096", |b| b.iter(|| batch.iter().for_each(|r| drop(black_box(json::encode_line(r))))));
+    group.bench_function("json encode 4096", |b| {
+        b.iter(|| batch.iter().for_each(|r| drop(black_box(json::encode_line(r)))))
+    });
     group.bench_function("json decode 4096", |b| {
         b.iter(|| lines.iter().for_each(|l| drop(black_box(json::decode_line(black_box(l)).unwrap()))))
     });

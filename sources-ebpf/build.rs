@@ -21,10 +21,7 @@ fn fail(msg: &str) -> ! {
 
 fn find_tool(name: &str, extra: &[&str]) -> Option<PathBuf> {
     let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .chain(extra.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
+    env::split_paths(&path).map(|dir| dir.join(name)).chain(extra.iter().map(PathBuf::from)).find(|p| p.is_file())
 }
 
 fn main() {
@@ -32,10 +29,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bpf_dir = manifest.join("bpf");
     // (source, header it includes, object): one object per program type, loaded separately.
-    let objects = [
-        ("flowgraph.bpf.c", "flowgraph.h", "flowgraph.bpf.o"),
-        ("dns.bpf.c", "dns.h", "dns.bpf.o"),
-    ];
+    let objects = [("flowgraph.bpf.c", "flowgraph.h", "flowgraph.bpf.o"), ("dns.bpf.c", "dns.h", "dns.bpf.o")];
     for (src, header, _) in objects {
         println!("cargo:rerun-if-changed={}", bpf_dir.join(src).display());
         println!("cargo:rerun-if-changed={}", bpf_dir.join(header).display());
@@ -51,9 +45,8 @@ fn main() {
             fail(&format!("cannot copy FLOWGRAPH_VMLINUX_H={}: {e}", Path::new(&given).display()));
         }
     } else {
-        let btf = env::var_os("FLOWGRAPH_BTF")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+        let btf =
+            env::var_os("FLOWGRAPH_BTF").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
         if !btf.is_file() {
             fail(&format!(
                 "{} does not exist: this kernel exposes no BTF to generate vmlinux.h from. \
@@ -72,10 +65,7 @@ fn main() {
             .output()
             .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", bpftool.display())));
         if !dump.status.success() {
-            fail(&format!(
-                "bpftool btf dump failed: {}",
-                String::from_utf8_lossy(&dump.stderr).trim()
-            ));
+            fail(&format!("bpftool btf dump failed: {}", String::from_utf8_lossy(&dump.stderr).trim()));
         }
         if let Err(e) = std::fs::write(&vmlinux, &dump.stdout) {
             fail(&format!("cannot write {}: {e}", vmlinux.display()));

@@ -11,9 +11,9 @@
 //! the agent says why, counts `dns_unavailable`, and goes on without names.
 
 use crate::cli::AgentArgs;
+use crate::output::{self, RecordOutput};
 use anyhow::bail;
 use flowgraph_config::parse_duration_ns;
-use crate::output::{self, RecordOutput};
 use flowgraph_schema::{Record, AGENT_SILENCE_LIMIT_NS, MIN_AGENT_PROGRESS_PERIOD_NS};
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsNames, DnsOptions};
 use flowgraph_sources_ebpf::export::Exporter;
@@ -109,9 +109,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let agent_id = args.agent_id.unwrap_or_else(default_agent_id);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let mut output = match args.output.as_str() {
         "jsonl" => RecordOutput::Jsonl(output::file(&args.out)?),
         "binary" => RecordOutput::Binary(output::file(&args.out)?),

@@ -74,8 +74,9 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &lateness)?;
     ensure_topic(&kafka, &phase.input, args.partitions)?;
     let idle_exit_secs = 3.0 + 60.0 / speed;
-    let idle_exit = Duration::try_from_secs_f64(idle_exit_secs)
-        .map_err(|_| anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {idle_exit_secs} s)"))?;
+    let idle_exit = Duration::try_from_secs_f64(idle_exit_secs).map_err(|_| {
+        anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {idle_exit_secs} s)")
+    })?;
     let (run, _) = PipelineRun::start(&phase, idle_exit)?;
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
@@ -117,7 +118,10 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let ms = |q: f64| quantile_ms(&histogram, q);
     let offered = published.records as f64 / published.seconds;
     let late = finished.late;
-    println!("published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)", published.records, published.seconds, offered, speed);
+    println!(
+        "published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)",
+        published.records, published.seconds, offered, speed
+    );
     println!("progress marks readable: {}; records never reflected: {unreflected}", marks.len());
     println!(
         "records late in the pipeline: {late} of {} (behind their partition's clock, \
@@ -129,7 +133,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
         ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, lateness, args.progress_interval
     );
-    let along: Vec<String> = tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
+    let along: Vec<String> =
+        tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
     println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
 
     // 2. Throughput: the whole recording on the input topic first, with the sources' next
@@ -142,12 +147,21 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let phase = Phase::new(&args, &dir, &format!("{tag}.throughput"), &lateness)?;
             let mut reports = ProgressReports::default();
             let mut end = 0;
-            let queued = publish(&paced_producer(&kafka)?, &args.input, &kafka, &phase.input, args.partitions, Pacing::default(), &mut |record| {
-                reports.observe(record);
-                end = end.max(record.time());
-            })?;
+            let queued = publish(
+                &paced_producer(&kafka)?,
+                &args.input,
+                &kafka,
+                &phase.input,
+                args.partitions,
+                Pacing::default(),
+                &mut |record| {
+                    reports.observe(record);
+                    end = end.max(record.time());
+                },
+            )?;
             let now = Instant::now();
-            let tail: Vec<(Instant, Record)> = reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
+            let tail: Vec<(Instant, Record)> =
+                reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
             let tail_reports = tail.len();
             publish_at(&tail_producer, &phase.input, tail)?;
             let (run, consuming) = PipelineRun::start(&phase, Duration::from_secs(3))?;
@@ -181,7 +195,9 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let verdicts = [
         Verdict {
             target: "Kafka (one local broker) >= 300,000 records/s".into(),
-            figure: throughput.as_ref().map_or("not measured (--no-throughput)".into(), |t| format!("{:.0}", t.records_per_second)),
+            figure: throughput
+                .as_ref()
+                .map_or("not measured (--no-throughput)".into(), |t| format!("{:.0}", t.records_per_second)),
             pass: throughput.as_ref().filter(|_| medium).map(|t| t.records_per_second >= 300_000.0),
         },
         Verdict {
@@ -490,10 +506,13 @@ fn progress_marks(payload: &[u8]) -> anyhow::Result<Vec<u64>> {
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?
     };
-    Ok(outputs.into_iter().filter_map(|o| match o {
-        Output::Progress(p) => Some(p),
-        Output::Update { .. } => None,
-    }).collect())
+    Ok(outputs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Progress(p) => Some(p),
+            Output::Update { .. } => None,
+        })
+        .collect())
 }
 
 /// A histogram's quantile `q`, recorded in microseconds, in milliseconds.
@@ -525,9 +544,9 @@ fn every_worker(status: &str, event: &str) -> Option<Vec<serde_json::Value>> {
 /// (records, late) summed over every worker's "stopped" event; `None` if a worker's is
 /// missing or lacks a count.
 fn stopped_counts(status: &str) -> Option<(u64, u64)> {
-    every_worker(status, "stopped")?
-        .iter()
-        .try_fold((0, 0), |(records, late), event| Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?)))
+    every_worker(status, "stopped")?.iter().try_fold((0, 0), |(records, late), event| {
+        Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?))
+    })
 }
 
 /// Each progress source's last two reports, to send the report that would follow them.
@@ -556,7 +575,11 @@ impl ProgressReports {
             let mut time = last;
             loop {
                 time += period;
-                reports.push(Record::Progress(Progress { time_: time, source: source.clone(), losses: Default::default() }));
+                reports.push(Record::Progress(Progress {
+                    time_: time,
+                    source: source.clone(),
+                    losses: Default::default(),
+                }));
                 if time > end {
                     break;
                 }
@@ -581,7 +604,10 @@ mod tests {
                          {\"event\":\"consuming\",\"worker\":1,\"workers\":2,\"partitions\":[1,3]}\n";
         let stopped_1 = "{\"event\":\"stopped\",\"worker\":1,\"workers\":2,\"records\":400,\"late\":3}\n";
         let stopped_0 = "{\"event\":\"stopped\",\"worker\":0,\"workers\":2,\"records\":513412,\"late\":13415}\n";
-        assert!(every_worker(&consuming[..consuming.len() / 2], "consuming").is_none(), "one of two workers was enough");
+        assert!(
+            every_worker(&consuming[..consuming.len() / 2], "consuming").is_none(),
+            "one of two workers was enough"
+        );
         assert_eq!(every_worker(consuming, "consuming").map(|events| events.len()), Some(2));
         // A worker's event written twice counts once; a cut-off last line is not an event.
         let status = format!("{consuming}{stopped_1}{stopped_1}{stopped_0}{{\"event\":\"stopp");
@@ -615,7 +641,10 @@ mod tests {
         }
         // b's period is 5 and a's 10; c reported once, so its period is unknown. Each goes on
         // until past the end.
-        assert_eq!(reports.next_reports(30), vec![progress("b", 23), progress("b", 28), progress("a", 30), progress("b", 33), progress("a", 40)]);
+        assert_eq!(
+            reports.next_reports(30),
+            vec![progress("b", 23), progress("b", 28), progress("a", 30), progress("b", 33), progress("a", 40)]
+        );
         assert_eq!(reports.next_reports(0), vec![progress("b", 23), progress("a", 30)]);
     }
 }

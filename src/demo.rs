@@ -15,9 +15,9 @@ use crate::ui::{batch_for, check_speed, drive, serve, spawn_reader, LiveJob};
 use flowgraph_config::parse_duration_ns;
 use flowgraph_live::LiveGraph;
 use flowgraph_sources::recording::RecordingReader;
-use std::io::IsTerminal;
 use flowgraph_sources_ebpf::export::Exporter;
 use flowgraph_sources_ebpf::Agent;
+use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.recording {
         match Agent::load() {
             Ok(agent) => return live(&args, agent),
-            Err(why) => println!("flowgraph demo: live capture is not possible here ({why}); replaying the bundled recording instead"),
+            Err(why) => println!(
+                "flowgraph demo: live capture is not possible here ({why}); replaying the bundled recording instead"
+            ),
         }
     }
     let config = job_config(&args.query)?;
@@ -110,7 +112,11 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
         "flowgraph demo: capturing this host's TCP traffic live (eBPF); group_by={} window={}; {}",
         params.group_by,
         humantime::format_duration(Duration::from_nanos(params.window_ns)),
-        if duration.is_zero() { "Ctrl-C to stop".to_string() } else { format!("for {}", humantime::format_duration(duration)) },
+        if duration.is_zero() {
+            "Ctrl-C to stop".to_string()
+        } else {
+            format!("for {}", humantime::format_duration(duration))
+        },
     );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let mut exporter = Exporter::new(1, host.trim().to_string(), 3600 * 1_000_000_000);
@@ -175,7 +181,12 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
         }
     }
     let stats = job.stats();
-    println!("captured {} records ({} rejected); loss counters: {:?}", stats.records, stats.rejected, agent.loss_counters()?);
+    println!(
+        "captured {} records ({} rejected); loss counters: {:?}",
+        stats.records,
+        stats.rejected,
+        agent.loss_counters()?
+    );
     Ok(())
 }
 

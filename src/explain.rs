@@ -25,8 +25,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         (None, Some(url)) => {
             let n = &args.naming;
             let q = &args.query;
-            if n.names.is_some() || n.reverse_dns || n.dns_server.is_some() || q.config.is_some()
-                || q.ips.is_some() || q.window.is_some() || q.group_by.is_some() || q.lateness.is_some()
+            if n.names.is_some()
+                || n.reverse_dns
+                || n.dns_server.is_some()
+                || q.config.is_some()
+                || q.ips.is_some()
+                || q.window.is_some()
+                || q.group_by.is_some()
+                || q.lateness.is_some()
                 || q.progress_interval.is_some()
             {
                 bail!("--url asks a running live view, whose query and names are its own: the query and naming flags only apply with --input");

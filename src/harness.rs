@@ -23,10 +23,10 @@ use crate::report::human;
 use anyhow::{bail, Context};
 use comfy_table::{presets::UTF8_FULL, Table};
 use flowgraph_benches::baseline::{BaselineParams, Graph, HashMapQuery, RecomputeQuery};
-use flowgraph_sinks::graph::GraphState;
 use flowgraph_config::parse_duration_ns;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{ConnStats, EventTime, Record};
+use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::clock::SourceClock;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -124,12 +124,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 2. The hash-map bound on the same records, advanced every refresh of event time.
     eprintln!("bench: 2/4 the hash-map bound (job: {job_rate:.0} records/s)");
-    let params = BaselineParams::parse(
-        &config.params.ips.to_string(),
-        config.params.window_ns,
-        config.params.group_by.as_str(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let params =
+        BaselineParams::parse(&config.params.ips.to_string(), config.params.window_ns, config.params.group_by.as_str())
+            .map_err(anyhow::Error::msg)?;
     let started = (Instant::now(), cpu_time::ThreadTime::now());
     let mut bound = HashMapQuery::new(params.clone());
     let mut next = first + refresh_ns;
@@ -199,7 +196,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // A latency run over the first records only is a sample: its auto lateness is their
     // disorder, not the stream's, so the target is not judged on it.
     let whole_stream = latency_records.len() == records.len();
-    let prefix_text = if whole_stream { String::new() } else { format!(", the first {} records", latency_records.len()) };
+    let prefix_text =
+        if whole_stream { String::new() } else { format!(", the first {} records", latency_records.len()) };
     let latency_lateness = match args.latency_lateness.as_str() {
         "auto" => arrival_disorder(latency_records.iter().map(Record::time)),
         text => parse_duration_ns("--latency-lateness", text)?,
@@ -228,24 +226,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     table.add_row(["job: resident memory added after finish".to_string(), human(job_added_after_finish)]);
     table.add_row(["live connection keys at the end".to_string(), live_keys.to_string()]);
     table.add_row([
-        "job: connection keys tracked at the end (live, and expired ones kept max_window for a wider window)".to_string(),
+        "job: connection keys tracked at the end (live, and expired ones kept max_window for a wider window)"
+            .to_string(),
         tracked_keys.to_string(),
     ]);
     table.add_row(["job: bytes per live key".to_string(), format!("{bytes_per_key:.0}")]);
     let per_key = |bytes: i64| format!("{:.0}", bytes as f64 / live_keys.max(1) as f64);
     match &heap_added {
         Some(heap) => {
-            table.add_row(["job: heap in use added, per live key (state and buffers, untouched capacity included)".to_string(), per_key(heap.in_use)]);
-            table.add_row(["job: free heap glibc keeps, added, per live key (resident where touched before)".to_string(), per_key(heap.free)]);
+            table.add_row([
+                "job: heap in use added, per live key (state and buffers, untouched capacity included)".to_string(),
+                per_key(heap.in_use),
+            ]);
+            table.add_row([
+                "job: free heap glibc keeps, added, per live key (resident where touched before)".to_string(),
+                per_key(heap.free),
+            ]);
         }
         None => {
-            table.add_row(["job: heap in use / free heap glibc keeps".to_string(), "n/a (glibc's malloc_info failed)".to_string()]);
+            table.add_row([
+                "job: heap in use / free heap glibc keeps".to_string(),
+                "n/a (glibc's malloc_info failed)".to_string(),
+            ]);
         }
     }
     table.add_row(["hash-map bound: records/s".to_string(), format!("{bound_rate:.0}")]);
     table.add_row(["job / hash-map bound".to_string(), format!("{job_over_bound:.3}")]);
-    table.add_row([format!("recompute: CPU per refresh ({} refreshes)", refreshes), format!("{:.2} ms", recompute_cpu_per_refresh * 1e3)]);
-    table.add_row(["recompute per refresh / job per stream second".to_string(), format!("{:.1}", recompute_cpu_per_refresh / job_cpu_per_stream_second.max(1e-12))]);
+    table.add_row([
+        format!("recompute: CPU per refresh ({} refreshes)", refreshes),
+        format!("{:.2} ms", recompute_cpu_per_refresh * 1e3),
+    ]);
+    table.add_row([
+        "recompute per refresh / job per stream second".to_string(),
+        format!("{:.1}", recompute_cpu_per_refresh / job_cpu_per_stream_second.max(1e-12)),
+    ]);
     table.add_row([
         format!("latency at {} records/s offered (lateness {lateness_text}, {latency_late} records late{prefix_text}): p50 / p99 / p99.9", args.rate),
         format!("{:.1} / {:.1} / {:.1} ms", ms(0.5), ms(0.99), ms(0.999)),
@@ -273,7 +287,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
         Verdict {
             target: "latency p99 <= 50 ms at 200,000 records/s offered".into(),
-            figure: format!("{:.1} ms at {}/s, lateness {lateness_text}, {latency_late} records late{prefix_text}", ms(0.99), args.rate),
+            figure: format!(
+                "{:.1} ms at {}/s, lateness {lateness_text}, {latency_late} records late{prefix_text}",
+                ms(0.99),
+                args.rate
+            ),
             pass: latency_verdict(args.rate, medium, whole_stream, ms(0.99), latency_late),
         },
         Verdict {
@@ -292,7 +310,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
     ];
     verdicts.iter().for_each(Verdict::print);
-    println!("(n/a: the target is defined for another stream size or setting; the Kafka targets: flowgraph bench-kafka)");
+    println!(
+        "(n/a: the target is defined for another stream size or setting; the Kafka targets: flowgraph bench-kafka)"
+    );
     if !steady_state {
         println!(
             "(memory: the stream is not longer than the window plus the lateness, so no key has expired yet; \

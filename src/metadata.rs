@@ -5,10 +5,10 @@
 //! JSON Lines (--out) or as binary frames to a Kafka topic (--to-kafka), keyed `k8s-metadata`
 //! so they stay in order on one partition. SIGINT/SIGTERM stop it within a progress interval.
 
+use crate::output::{self, RecordOutput};
 use anyhow::Context;
 use clap::Args;
 use flowgraph_config::parse_duration_ns;
-use crate::output::{self, RecordOutput};
 use flowgraph_sources_k8s::{run_blocking, Connect, Options, SOURCE_NAME};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,11 +63,7 @@ pub fn run(args: MetadataArgs) -> anyhow::Result<()> {
             let kafka = crate::replay::kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
             let topic = if topic.is_empty() { kafka.input_topic.clone() } else { topic.clone() };
             crate::produce::ensure_topic(&kafka, &topic, 1)?;
-            RecordOutput::Kafka {
-                producer: output::producer(&kafka)?,
-                topic,
-                key: SOURCE_NAME.to_string(),
-            }
+            RecordOutput::Kafka { producer: output::producer(&kafka)?, topic, key: SOURCE_NAME.to_string() }
         }
         (None, path) => RecordOutput::Jsonl(output::file(path)?),
     };

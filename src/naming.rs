@@ -12,7 +12,7 @@
 
 use crate::cli::NamingArgs;
 use anyhow::Context;
-use flowgraph_config::{ConfigFile, NamingSettings, NamesConfig};
+use flowgraph_config::{ConfigFile, NamesConfig, NamingSettings};
 use flowgraph_schema::{EventTime, Name, NameSource, Record};
 use flowgraph_sources::names_file::NamesFile;
 use flowgraph_sources::reverse_dns::{Outcome, Resolved, ReverseDns, ReverseDnsConfig};
@@ -89,7 +89,11 @@ pub fn settings(config: Option<&PathBuf>, args: &NamingArgs) -> anyhow::Result<N
 }
 
 /// [`Naming::start`] with the config file's `[names]` and the flags, for a job under `job`.
-pub fn start_for(config: Option<&PathBuf>, args: &NamingArgs, job: &flowgraph_pipeline::JobConfig) -> anyhow::Result<Naming> {
+pub fn start_for(
+    config: Option<&PathBuf>,
+    args: &NamingArgs,
+    job: &flowgraph_pipeline::JobConfig,
+) -> anyhow::Result<Naming> {
     Naming::start(&settings(config, args)?, job.lateness_ns)
 }
 

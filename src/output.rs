@@ -1,8 +1,8 @@
 //! Where record producers (the agent, the metadata source) write: JSON Lines or binary frames
 //! to a file or standard output, or binary frames to a Kafka topic under one key.
 
-use flowgraph_config::KafkaConfig;
 use anyhow::Context;
+use flowgraph_config::KafkaConfig;
 use flowgraph_schema::{binary, json, Record};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -92,7 +92,11 @@ pub fn producer_from(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<D
 /// was not delivered (each failure was logged and counted as it happened). Returns as soon as
 /// they are: rdkafka's own flush took 100 ms steps (`flush_promptly`), which held
 /// `bench-kafka`'s progress reports after a recording ~0.2 s.
-pub fn flush_delivered(producer: &ThreadedProducer<DeliveryReport>, topic: &str, timeout: Duration) -> anyhow::Result<()> {
+pub fn flush_delivered(
+    producer: &ThreadedProducer<DeliveryReport>,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     flowgraph_sinks::kafka::flush_promptly(producer, timeout).with_context(|| format!("flushing to {topic}"))?;
     let failed = producer.context().failed();
     if failed > 0 {
@@ -157,9 +161,7 @@ impl RecordOutput {
     /// Waits until everything written is delivered (Kafka) or flushed.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         match self {
-            RecordOutput::Kafka { producer, topic, .. } => {
-                flush_delivered(producer, topic, Duration::from_secs(30))?
-            }
+            RecordOutput::Kafka { producer, topic, .. } => flush_delivered(producer, topic, Duration::from_secs(30))?,
             RecordOutput::Jsonl(out) | RecordOutput::Binary(out) => out.flush()?,
         }
         Ok(())

@@ -1,12 +1,12 @@
 //! `flowgraph replay --to-kafka`: publish a recording to an input topic, as agents would.
 
 use crate::cli::ReplayArgs;
+use crate::output::DeliveryReport;
 use anyhow::bail;
+use anyhow::Context;
 use flowgraph_config::KafkaConfig;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::recording;
-use crate::output::DeliveryReport;
-use anyhow::Context;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use std::time::{Duration, Instant};
 
@@ -53,13 +53,11 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
     // --max (the default) is no pacing; clap rejects it together with --rate or --speed.
     let pacing = match args.max {
         true => Pacing::default(),
-        false => Pacing {
-            rate: args.rate,
-            speed: args.speed.as_deref().map(parse_speed).transpose()?,
-        },
+        false => Pacing { rate: args.rate, speed: args.speed.as_deref().map(parse_speed).transpose()? },
     };
     let kafka = crate::replay::kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
-    let published = publish(&paced_producer(&kafka)?, &args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
+    let published =
+        publish(&paced_producer(&kafka)?, &args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
     println!(
         "published {} records in {} messages to {topic} on {} in {:.2} s ({:.0} records/s); {} bad input skipped",
         published.records,
@@ -202,12 +200,7 @@ pub fn publish(
     }
     send(&batch_key, &mut batch)?;
     crate::output::flush_delivered(producer, topic, Duration::from_secs(60))?;
-    Ok(Published {
-        records,
-        messages,
-        bad,
-        seconds: started.elapsed().as_secs_f64().max(1e-9),
-    })
+    Ok(Published { records, messages, bad, seconds: started.elapsed().as_secs_f64().max(1e-9) })
 }
 
 /// Sends `records` to `topic`, each no earlier than its instant (in the order given), keyed as

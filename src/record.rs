@@ -2,8 +2,8 @@
 //! stream seen in production replays through the same path later (`flowgraph replay`).
 
 use crate::cli::RecordArgs;
-use anyhow::Context;
 use crate::replay::kafka_config;
+use anyhow::Context;
 use flowgraph_schema::{binary, Record};
 use flowgraph_sources::kafka::{decode_message, read_to_end};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,9 +17,7 @@ const FRAME_RECORDS: usize = 4096;
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
     let topic = &args.from_kafka;
-    let mut out = BufWriter::new(
-        File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,
-    );
+    let mut out = BufWriter::new(File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?);
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {human_pos} records recorded ({per_sec}) {msg}")
             .expect("valid template"),

@@ -7,9 +7,9 @@ use anyhow::{bail, Context};
 use flowgraph_config::{ConfigFile, QueryConfig};
 use flowgraph_pipeline::{Admission, Job, JobConfig, Output, Rejection};
 use flowgraph_schema::Record;
-use flowgraph_sources::clock::SourceClock;
 use flowgraph_sinks::deltas::DeltaWriter;
 use flowgraph_sinks::graph::GraphState;
+use flowgraph_sources::clock::SourceClock;
 use flowgraph_sources::recording::{self, Format, RecordingReader};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
@@ -159,9 +159,7 @@ pub fn replay_stream<R: BufRead>(
     let mut describe = |what: String| problems.report(what);
     let mut clock = SourceClock::default();
     loop {
-        let item = reader
-            .next_item()
-            .with_context(|| format!("reading {source}"))?;
+        let item = reader.next_item().with_context(|| format!("reading {source}"))?;
         let Some(item) = item else { break };
         match item {
             Ok((position, record)) => {
@@ -275,8 +273,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         None => None,
     };
     let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {human_pos} records replayed ({per_sec})")
-            .expect("valid template"),
+        ProgressStyle::with_template("{spinner} {human_pos} records replayed ({per_sec})").expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let params = config.params.clone();

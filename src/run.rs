@@ -69,8 +69,8 @@ struct StatusFile {
 
 impl StatusFile {
     fn create(path: &Path) -> anyhow::Result<StatusFile> {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("--status-file: cannot open {}", path.display()))?;
+        let file =
+            std::fs::File::create(path).with_context(|| format!("--status-file: cannot open {}", path.display()))?;
         Ok(StatusFile { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 
@@ -155,7 +155,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     exit_when_the_cluster_breaks(&communication);
     let cluster_process = (args.processes > 1).then(|| args.process_id.unwrap_or(0));
     let service = Arc::new(Service {
-        config, kafka, start, idle_exit, naming, stop, cluster_process, sink: Mutex::new(sink), status, heartbeats,
+        config,
+        kafka,
+        start,
+        idle_exit,
+        naming,
+        stop,
+        cluster_process,
+        sink: Mutex::new(sink),
+        status,
+        heartbeats,
     });
     let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
     let guards = timely::execute(timely_config, move |worker| {
@@ -197,7 +206,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 fn leave_early(index: usize, error: Option<&anyhow::Error>) -> ! {
     match error {
         Some(error) => {
-            eprintln!("error: worker {index}: {error:#}; exiting at once, as the other workers cannot finish without it");
+            eprintln!(
+                "error: worker {index}: {error:#}; exiting at once, as the other workers cannot finish without it"
+            );
             std::process::exit(1);
         }
         None => {
@@ -253,21 +264,13 @@ fn cluster(args: &RunArgs) -> anyhow::Result<CommunicationConfig> {
             n => CommunicationConfig::Process(n),
         });
     }
-    let process = args
-        .process_id
-        .context("--process-id (or FLOWGRAPH_PROCESS_ID): needed with --processes")?;
+    let process = args.process_id.context("--process-id (or FLOWGRAPH_PROCESS_ID): needed with --processes")?;
     if process >= args.processes {
         bail!("--process-id: {process} is not below --processes {}", args.processes);
     }
     let hosts = args.hosts.as_deref().context("--hosts: needed with --processes")?;
     let addresses = read_hosts(hosts, args.processes)?;
-    Ok(CommunicationConfig::Cluster {
-        threads: args.workers,
-        process,
-        addresses,
-        report: false,
-        zerocopy: false,
-    })
+    Ok(CommunicationConfig::Cluster { threads: args.workers, process, addresses, report: false, zerocopy: false })
 }
 
 /// The hosts file: `host:port` per line, one per process; blank lines and `#` comments skipped.
@@ -374,7 +377,11 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             }
             let idle = |limit: Duration| idle_since.is_some_and(|since| since.elapsed() >= limit);
             if service.idle_exit.is_some_and(idle) {
-                tracing::info!(worker = index, "no input for {:?}: completing the last event time", service.idle_exit.unwrap_or_default());
+                tracing::info!(
+                    worker = index,
+                    "no input for {:?}: completing the last event time",
+                    service.idle_exit.unwrap_or_default()
+                );
                 job.close();
                 closed = true;
             }
@@ -394,7 +401,10 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
         }
         if let Some(sink) = sink.as_mut() {
             job.drain_into(&mut outputs);
-            if let Some(p) = outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }) {
+            if let Some(p) = outputs.iter().rev().find_map(|o| match o {
+                Output::Progress(p) => Some(*p),
+                _ => None,
+            }) {
                 last_progress = Some(p);
             }
             // The sink thread publishes it while this worker goes on.
@@ -455,14 +465,21 @@ fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&Si
     let millis = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         worker = index,
-        records = s.records, late = s.late, idle_partitions = s.idle_partitions, keyed_records = j.records, rejected = j.rejected,
-        decode_errors = s.decode_errors, dead_letters = s.dead_letters,
-        updates_out = k.as_ref().map(|k| k.updates), transactions = k.as_ref().map(|k| k.transactions),
+        records = s.records,
+        late = s.late,
+        idle_partitions = s.idle_partitions,
+        keyed_records = j.records,
+        rejected = j.rejected,
+        decode_errors = s.decode_errors,
+        dead_letters = s.dead_letters,
+        updates_out = k.as_ref().map(|k| k.updates),
+        transactions = k.as_ref().map(|k| k.transactions),
         aborts = k.as_ref().map(|k| k.aborts),
         skipped_on_resume = k.as_ref().map(|k| k.skipped_on_resume),
         sink_sending_ms = k.as_ref().map(|k| millis(k.sending)),
         sink_committing_ms = k.as_ref().map(|k| millis(k.committing)),
-        handoff_wait_ms = sink.map(|k| millis(k.handoff_wait())), frontier = job.frontier(),
+        handoff_wait_ms = sink.map(|k| millis(k.handoff_wait())),
+        frontier = job.frontier(),
         "flowgraph run: progress"
     );
 }
@@ -491,7 +508,8 @@ mod tests {
         let config = timely::Config { communication, worker: timely::WorkerConfig::default() };
         let guards = timely::execute(config, |worker| {
             let mut input = InputHandle::new();
-            let probe = worker.dataflow::<u64, _, _>(|scope| scope.input_from(&mut input).container::<Vec<u64>>().probe().0);
+            let probe =
+                worker.dataflow::<u64, _, _>(|scope| scope.input_from(&mut input).container::<Vec<u64>>().probe().0);
             if worker.index() == 1 {
                 panic!("a bug in worker 1");
             }

@@ -6,9 +6,9 @@
 //! up, with `--exit-at-end`).
 
 use crate::cli::TailArgs;
+use crate::replay::{kafka_config, stop_flag};
 use crate::report::{edge_table, format_time};
 use anyhow::Context;
-use crate::replay::{kafka_config, stop_flag};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::kafka::{committed_reader, read_to_end};
@@ -59,7 +59,9 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
         };
         for output in &outputs {
             graph.apply(output);
-            if let (Output::Progress(_), true) = (output, last_draw.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))) {
+            if let (Output::Progress(_), true) =
+                (output, last_draw.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)))
+            {
                 draw(&graph, args.top, terminal);
                 last_draw = Some(Instant::now());
             }
@@ -73,11 +75,9 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
 }
 
 fn position_reached(consumer: &BaseConsumer, end: i64) -> bool {
-    consumer.position().is_ok_and(|p| {
-        p.elements()
-            .iter()
-            .all(|e| matches!(e.offset(), Offset::Offset(o) if o + 1 >= end))
-    })
+    consumer
+        .position()
+        .is_ok_and(|p| p.elements().iter().all(|e| matches!(e.offset(), Offset::Offset(o) if o + 1 >= end)))
 }
 
 fn draw(graph: &GraphState, top: usize, terminal: bool) {
@@ -85,23 +85,15 @@ fn draw(graph: &GraphState, top: usize, terminal: bool) {
         print!("\x1b[2J\x1b[H");
     }
     match graph.time() {
-        Some(time) => println!(
-            "graph at {} : {} edges, {} rows",
-            format_time(time),
-            graph.edges().count(),
-            graph.rows().count()
-        ),
+        Some(time) => {
+            println!("graph at {} : {} edges, {} rows", format_time(time), graph.edges().count(), graph.rows().count())
+        }
         None => println!("no progress mark yet"),
     }
     println!("{}", edge_table(graph, top));
 }
 
-fn print_state(
-    brokers: &str,
-    topic: &str,
-    options: &BTreeMap<String, String>,
-    top: usize,
-) -> anyhow::Result<()> {
+fn print_state(brokers: &str, topic: &str, options: &BTreeMap<String, String>, top: usize) -> anyhow::Result<()> {
     let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let messages = read_to_end(brokers, topic, options, |key, payload| {
         if let Some(key) = key {
@@ -116,8 +108,12 @@ fn print_state(
             Err(_) => bad += 1,
         }
     }
-    println!("{topic}: {messages} messages, {} edges, {} rows{}", graph.edges().count(), graph.rows().count(),
-        if bad > 0 { format!(", {bad} undecodable values") } else { String::new() });
+    println!(
+        "{topic}: {messages} messages, {} edges, {} rows{}",
+        graph.edges().count(),
+        graph.rows().count(),
+        if bad > 0 { format!(", {bad} undecodable values") } else { String::new() }
+    );
     println!("{}", edge_table(&graph, top));
     Ok(())
 }

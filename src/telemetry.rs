@@ -3,13 +3,13 @@
 //! `flowgraph_*`; labels are bounded (worker, partition, loss kind).
 
 use anyhow::Context;
+use axum::http::{header, StatusCode};
+use axum::routing::get;
+use axum::Router;
 use flowgraph_pipeline::JobStats;
 use flowgraph_sinks::kafka::KafkaSinkStats;
 use flowgraph_sources::kafka::KafkaSourceStats;
 use flowgraph_sources_ebpf::LossCounters;
-use axum::http::{header, StatusCode};
-use axum::routing::get;
-use axum::Router;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -68,16 +68,18 @@ impl Heartbeats {
 /// 503 naming the workers that stalled (with `heartbeats`; without, always `ok`).
 pub fn serve(addr: Option<&str>, heartbeats: Option<Arc<Heartbeats>>) -> anyhow::Result<()> {
     let Some(addr) = addr else { return Ok(()) };
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("--metrics-addr: {addr:?} is not an address such as 127.0.0.1:9464"))?;
+    let addr: SocketAddr =
+        addr.parse().with_context(|| format!("--metrics-addr: {addr:?} is not an address such as 127.0.0.1:9464"))?;
     // Bound here, so a taken address is an error at start, not a log line later.
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("serving metrics on {addr}"))?;
     listener.set_nonblocking(true).with_context(|| format!("serving metrics on {addr}"))?;
     let handle = install()?;
     let router = Router::new()
         // The content type the exporter's own listener sent: Prometheus's text format.
-        .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }))
+        .route(
+            "/metrics",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }),
+        )
         .route(
             "/healthz",
             get(move || async move {
@@ -156,14 +158,29 @@ fn describe() {
     describe_counter!("flowgraph_updates_out_total", "Graph updates published");
     describe_counter!("flowgraph_transactions_total", "Kafka transactions committed");
     describe_counter!("flowgraph_transaction_aborts_total", "Kafka transactions aborted (a send or the commit failed)");
-    describe_counter!("flowgraph_delta_messages_out_total", "Delta-topic messages committed (update batches and progress marks)");
+    describe_counter!(
+        "flowgraph_delta_messages_out_total",
+        "Delta-topic messages committed (update batches and progress marks)"
+    );
     describe_counter!("flowgraph_state_records_out_total", "State-topic upserts and tombstones committed");
-    describe_counter!("flowgraph_sink_sending_milliseconds_total", "Time the sink spent encoding updates and handing messages to the producer");
-    describe_counter!("flowgraph_sink_committing_milliseconds_total", "Time the sink spent waiting for transactions to commit");
-    describe_counter!("flowgraph_sink_handoff_wait_milliseconds_total", "Time worker 0 waited to hand outputs to a sink that was behind");
+    describe_counter!(
+        "flowgraph_sink_sending_milliseconds_total",
+        "Time the sink spent encoding updates and handing messages to the producer"
+    );
+    describe_counter!(
+        "flowgraph_sink_committing_milliseconds_total",
+        "Time the sink spent waiting for transactions to commit"
+    );
+    describe_counter!(
+        "flowgraph_sink_handoff_wait_milliseconds_total",
+        "Time worker 0 waited to hand outputs to a sink that was behind"
+    );
     describe_gauge!("flowgraph_frontier_seconds", "Event time before which every update is out");
     describe_gauge!("flowgraph_consumer_lag_messages", "Messages of a partition not read yet");
-    describe_gauge!("flowgraph_idle_partitions", "Partitions idle now: quiet, nothing left to read, not holding the frontier");
+    describe_gauge!(
+        "flowgraph_idle_partitions",
+        "Partitions idle now: quiet, nothing left to read, not holding the frontier"
+    );
     describe_counter!("flowgraph_agent_records_out_total", "Records the agent exported");
     describe_gauge!("flowgraph_agent_connection_keys", "Connection keys the agent tracks");
     describe_counter!("flowgraph_agent_loss_total", "Events the kernel side lost or could not attribute");
@@ -268,7 +285,10 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 503"), "{health}");
         assert!(health.ends_with("stalled: worker 0 for 0 s without coming round its loop (limit 0 s)\n"), "{health}");
         let metrics = get(&addr, "/metrics");
-        assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("content-type: text/plain; version=0.0.4"), "{metrics}");
+        assert!(
+            metrics.starts_with("HTTP/1.1 200") && metrics.contains("content-type: text/plain; version=0.0.4"),
+            "{metrics}"
+        );
         assert!(get(&addr, "/other").starts_with("HTTP/1.1 404"));
     }
 }

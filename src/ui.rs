@@ -6,17 +6,17 @@
 //! compacted state topic is read first, then its delta topic is followed.
 
 use crate::cli::{ServeArgs, UiArgs};
+use crate::naming::Naming;
 use crate::replay::{job_config, kafka_config, stop_flag, ProblemLog};
 use anyhow::{bail, Context};
 use crossbeam_channel::{select, Receiver};
-use crate::naming::Naming;
 use flowgraph_live::{ExplainRequest, JobRequest, LiveGraph, ParamsControl, ParamsRequest, Server, ServerConfig};
 use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Output, Rejection};
 use flowgraph_schema::{EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sinks::kafka::{decode, decode_state_value, last_progress, state_entry};
-use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use flowgraph_sources::clock::SourceClock;
+use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use flowgraph_sources::recording::{Item, RecordingReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

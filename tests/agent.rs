@@ -82,8 +82,8 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
             _ => None,
         })
     };
-    let client_side = latest(&|c| c.upid.pid == client_pid && c.remote_port == port)
-        .expect("no conn_stats for the client process");
+    let client_side =
+        latest(&|c| c.upid.pid == client_pid && c.remote_port == port).expect("no conn_stats for the client process");
     assert_eq!(client_side.trace_role, TraceRole::Client);
     assert_eq!((client_side.bytes_sent, client_side.bytes_recv), (SENT as u64, REPLY as u64));
     assert_eq!((client_side.conn_open, client_side.conn_close), (1, 1));
@@ -115,7 +115,9 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
         .unwrap();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
     assert_eq!((client_process.host.as_str(), client_process.node.as_str()), (hostname.as_str(), "test-node-7"));
-    for (group_by, entity) in [("host", hostname.clone()), ("node", "test-node-7".to_string()), ("process", cmdline.clone())] {
+    for (group_by, entity) in
+        [("host", hostname.clone()), ("node", "test-node-7".to_string()), ("process", cmdline.clone())]
+    {
         let snapshot = out.with_extension(format!("{group_by}.json"));
         let replay = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .args(["replay", "--group-by", group_by, "--lateness", "0s", "--input"])
@@ -127,9 +129,11 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
         assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
         let graph: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snapshot).unwrap()).unwrap();
         let _ = std::fs::remove_file(&snapshot);
-        let found = graph["rows"].as_array().unwrap().iter().any(|row| {
-            row["from_entity"] == entity.as_str() && row["upid"] == client_side.upid.to_string()
-        });
+        let found = graph["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["from_entity"] == entity.as_str() && row["upid"] == client_side.upid.to_string());
         assert!(found, "group_by {group_by}: no row of the client with from_entity {entity:?}: {graph}");
     }
     assert!(records.iter().filter(|r| matches!(r, Record::Progress(_))).count() >= 2);
@@ -184,7 +188,9 @@ fn without_privilege_the_agent_explains_and_the_demo_falls_back_to_the_recording
     assert!(stderr.contains("CAP_BPF") && stderr.contains("run the agent as root"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let demo = unprivileged(&["demo", "--speed", "0", "--top", "2", "--every", "20m", "--exit-at-end", "--listen", "127.0.0.1:0"]);
+    let demo = unprivileged(&[
+        "demo", "--speed", "0", "--top", "2", "--every", "20m", "--exit-at-end", "--listen", "127.0.0.1:0",
+    ]);
     let stdout = String::from_utf8_lossy(&demo.stdout);
     assert!(demo.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&demo.stderr));
     assert!(stdout.contains("live capture is not possible here"), "{stdout}");

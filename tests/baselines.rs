@@ -34,14 +34,9 @@ fn sorted(mut records: Vec<Record>) -> Vec<Record> {
 }
 
 fn params(ips: &str, window_ns: u64, group_by: GroupBy) -> (Params, BaselineParams) {
-    let job = Params {
-        ips: IpFilter::parse_list(ips).unwrap(),
-        window_ns,
-        group_by,
-    };
+    let job = Params { ips: IpFilter::parse_list(ips).unwrap(), window_ns, group_by };
     // The harness's conversion: the pipeline's parameters through their text forms.
-    let baseline =
-        BaselineParams::parse(&job.ips.to_string(), job.window_ns, job.group_by.as_str()).unwrap();
+    let baseline = BaselineParams::parse(&job.ips.to_string(), job.window_ns, job.group_by.as_str()).unwrap();
     (job, baseline)
 }
 
@@ -105,13 +100,9 @@ fn lockstep_every(
     progress_interval_ns: u64,
 ) -> Checked {
     let (job_params, base) = params(ips, window_ns, group_by);
-    let mut job = Job::new(JobConfig {
-        params: job_params,
-        lateness_ns: 0,
-        progress_interval_ns,
-        ..JobConfig::default()
-    })
-    .unwrap();
+    let mut job =
+        Job::new(JobConfig { params: job_params, lateness_ns: 0, progress_interval_ns, ..JobConfig::default() })
+            .unwrap();
     let mut bound = HashMapQuery::new(base.clone());
     let mut recompute = RecomputeQuery::new(base);
     let mut state = GraphState::default();
@@ -177,12 +168,8 @@ fn ips_filter_1m_and_5m_every_mark() {
         // The filter removes rows by address only: the filtered rows are exactly the
         // unfiltered rows whose address is inside the filter, and some are removed.
         let (_, base) = params(FILTER, window, group_by);
-        let kept: Vec<GraphRow> = all
-            .rows
-            .iter()
-            .filter(|r| base.keeps(&r.remote_addr.parse::<IpAddr>().unwrap()))
-            .cloned()
-            .collect();
+        let kept: Vec<GraphRow> =
+            all.rows.iter().filter(|r| base.keeps(&r.remote_addr.parse::<IpAddr>().unwrap())).cloned().collect();
         assert!(!filtered.rows.is_empty() && filtered.rows.len() < all.rows.len());
         assert_eq!(filtered, Graph::with_edges_from_rows(kept));
     }
@@ -335,7 +322,7 @@ fn hand_made_stream_every_instant() {
         process(5 * s, 4, "ns/b-1", "ns/b"),
         conn(6 * s, 1, "10.0.0.9", 6379, 200, 20),
         process(7 * s, 2, "ns/a-2", "ns/a-canary"), // a relabel,
-        process(7 * s, 2, "ns/a-2", "ns/a-z"), // and a tie: the greatest record wins
+        process(7 * s, 2, "ns/a-2", "ns/a-z"),      // and a tie: the greatest record wins
         name(8 * s, "10.0.0.9", "redis-0"),
         name(8 * s, "10.0.0.9", "redis-1"), // a tie: the greatest wins, whether last
         name(8 * s, "2001:db8::1", "zeta"),

@@ -7,7 +7,10 @@
 //! delta topic. A worker whose partition is empty does not hold a running cluster's frontier.
 
 mod common;
-use common::{flowgraph, graph_of, smoke_reference, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, spawn_flowgraph, Broker, Proc};
+use common::{
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, smoke_reference,
+    snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker, Proc,
+};
 use flowgraph_pipeline::Output;
 use flowgraph_schema::Record;
 use std::path::{Path, PathBuf};
@@ -73,7 +76,10 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     let reference = smoke_reference(&dir);
     let reference_snapshot = final_snapshot(&reference);
     let reference_state = snapshot_as_state(&reference);
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "cluster.in", "--partitions", "4", "--brokers", b]);
+    flowgraph(
+        &dir,
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "cluster.in", "--partitions", "4", "--brokers", b],
+    );
     let hosts = hosts(&dir);
     let hosts = hosts.to_str().unwrap();
 
@@ -91,7 +97,8 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
                 assert!(log.contains("worker=1"), "the second worker did not run:\n{log}");
             }
             _ => {
-                let cluster = |id: &'static str| [&run[..], &["--processes", "2", "--process-id", id, "--hosts", hosts]].concat();
+                let cluster =
+                    |id: &'static str| [&run[..], &["--processes", "2", "--process-id", id, "--hosts", hosts]].concat();
                 let mut first = spawn_flowgraph(&dir, "process-0.log", &cluster("0"));
                 let mut second = spawn_flowgraph(&dir, "process-1.log", &cluster("1"));
                 wait_ok(&mut first, &dir, "process-0.log");
@@ -118,7 +125,10 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
     let mut producer = spawn_flowgraph(
         &dir,
         "producer.log",
-        &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "4", "--brokers", b, "--rate", "4000"],
+        &[
+            "replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "4", "--brokers", b, "--rate",
+            "4000",
+        ],
     );
     // A head start, as in tests/kafka.rs: a partition that is empty when a source starts does
     // not hold the frontier (an idle agent must not stall the graph), so records it receives
@@ -166,11 +176,17 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
         std::thread::sleep(Duration::from_secs(1));
         let pid = procs[stopped].0.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = exits_within(&mut procs[stopped], Duration::from_secs(20), &format!("process {stopped} after SIGTERM"));
+        let status =
+            exits_within(&mut procs[stopped], Duration::from_secs(20), &format!("process {stopped} after SIGTERM"));
         let said = if stopped == 0 { "flowgraph run: stopped" } else { "leaves the cluster by exiting" };
-        assert!(status.success() && log(stopped).contains(said), "process {stopped} after SIGTERM: {status}\n{}", log(stopped));
+        assert!(
+            status.success() && log(stopped).contains(said),
+            "process {stopped} after SIGTERM: {status}\n{}",
+            log(stopped)
+        );
         let other = 1 - stopped;
-        let status = exits_within(&mut procs[other], Duration::from_secs(10), &format!("process {other} after its peer's stop"));
+        let status =
+            exits_within(&mut procs[other], Duration::from_secs(10), &format!("process {other} after its peer's stop"));
         assert!(
             status.code() == Some(3) && log(other).contains("the timely cluster broke"),
             "process {other} after process {stopped}'s stop: {status}\n{}",
@@ -214,12 +230,17 @@ fn an_empty_partition_does_not_hold_a_running_cluster(b: &str, dir: &Path, refer
     let published = published_up_to(b, "idle.deltas", reachable_while_running(reference), log);
     assert!(log().contains("partitions=[1]"), "worker 1 does not read the empty partition alone:\n{}", log());
     assert_marks_cover(&published, "an empty partition");
-    assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "an empty partition, up to the last mark");
+    assert_same_deltas(
+        &published,
+        &updates_before_last_mark(&published, reference),
+        "an empty partition, up to the last mark",
+    );
 
     // Partition 1 delivers at last: the stream's first 50 data records, from long before the
     // cluster's watermark. Worker 1 counts them late (re-stamped to its watermark, which
     // followed worker 0's) and the run goes on.
-    let old: Vec<Record> = smoke_records(dir).into_iter().filter(|r| !matches!(r, Record::Progress(_))).take(50).collect();
+    let old: Vec<Record> =
+        smoke_records(dir).into_iter().filter(|r| !matches!(r, Record::Progress(_))).take(50).collect();
     produce_to_partition(b, "idle.in", 1, &old);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log().contains("worker=1 records=50 late=50 ") {
@@ -255,7 +276,10 @@ fn produce_to_partition(b: &str, topic: &str, partition: i32, records: &[Record]
 
 /// The last progress mark of a delta stream.
 fn last_mark(outputs: &[Output]) -> Option<u64> {
-    outputs.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None })
+    outputs.iter().rev().find_map(|o| match o {
+        Output::Progress(p) => Some(*p),
+        _ => None,
+    })
 }
 
 /// The last time the one-job replay completes, less the lateness a run holds back (30 s by
@@ -286,7 +310,12 @@ fn published_up_to(b: &str, topic: &str, at: u64, log: impl Fn() -> String) -> V
         if last_mark(&published).is_some_and(|mark| mark >= at) {
             return published;
         }
-        assert!(Instant::now() < deadline, "{topic}: got to mark {:?} in 60 s, not {at}\n{}", last_mark(&published), log());
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: got to mark {:?} in 60 s, not {at}\n{}",
+            last_mark(&published),
+            log()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -301,7 +330,13 @@ fn a_quiet_partition_stops_holding_a_running_cluster(b: &str, dir: &Path, refere
     let first = records.iter().map(Record::time).min().unwrap();
     flowgraph_sources::kafka::create_topic_if_missing(b, &Default::default(), "quiet.in", 2).unwrap();
     let quiet: Vec<Record> = (0..=5)
-        .map(|s| Record::Progress(flowgraph_schema::Progress { time_: first + s * 1_000_000_000, source: "agent-quiet".into(), losses: Default::default() }))
+        .map(|s| {
+            Record::Progress(flowgraph_schema::Progress {
+                time_: first + s * 1_000_000_000,
+                source: "agent-quiet".into(),
+                losses: Default::default(),
+            })
+        })
         .collect();
     produce_to_partition(b, "quiet.in", 1, &quiet);
     produce_to_partition(b, "quiet.in", 0, &records);
@@ -312,9 +347,17 @@ fn a_quiet_partition_stops_holding_a_running_cluster(b: &str, dir: &Path, refere
     let mut run = spawn_flowgraph(dir, "quiet.log", &["run", "--config", config.to_str().unwrap(), "--workers", "2"]);
     let log = || std::fs::read_to_string(dir.join("quiet.log")).unwrap_or_default();
     let published = published_up_to(b, "quiet.deltas", reachable_while_running(reference), log);
-    assert!(log().contains("partition idle") && log().contains("partition=1"), "partition 1 was not found idle:\n{}", log());
+    assert!(
+        log().contains("partition idle") && log().contains("partition=1"),
+        "partition 1 was not found idle:\n{}",
+        log()
+    );
     assert_marks_cover(&published, "a quiet partition");
-    assert_same_deltas(&published, &updates_before_last_mark(&published, reference), "a quiet partition, up to the last mark");
+    assert_same_deltas(
+        &published,
+        &updates_before_last_mark(&published, reference),
+        "a quiet partition, up to the last mark",
+    );
     stops_cleanly(&mut run, "the run with a quiet partition", log);
     // The last report: worker 1 read the quiet agent's 6 progress records, and its partition
     // is idle.

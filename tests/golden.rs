@@ -32,11 +32,8 @@ struct Run {
 }
 
 fn replay(case: &Path, out: &Path) -> Run {
-    let args: Vec<String> = std::fs::read_to_string(case.join("args"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let args: Vec<String> =
+        std::fs::read_to_string(case.join("args")).unwrap_or_default().lines().map(str::to_string).collect();
     let deltas = out.join("deltas.jsonl");
     let snapshot = out.join("snapshot.json");
     let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
@@ -56,9 +53,7 @@ fn replay(case: &Path, out: &Path) -> Run {
     // Lines that do not depend on the machine: counts and the graph's size and time.
     let summary = stdout
         .lines()
-        .filter(|l| {
-            ["input.jsonl", "graph at", "query:", "names:"].iter().any(|prefix| l.starts_with(prefix))
-        })
+        .filter(|l| ["input.jsonl", "graph at", "query:", "names:"].iter().any(|prefix| l.starts_with(prefix)))
         .collect::<Vec<_>>()
         .join("\n");
     let problems = stderr
@@ -101,9 +96,8 @@ fn golden_cases_match_their_expected_outputs() {
                 std::fs::write(&path, actual).unwrap();
                 continue;
             }
-            let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!("{}: {e}; create it with FLOWGRAPH_BLESS=1", path.display())
-            });
+            let expected = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; create it with FLOWGRAPH_BLESS=1", path.display()));
             if &expected != actual {
                 failures.push(format!(
                     "{name}/{file} differs (review, then bless with FLOWGRAPH_BLESS=1)\n--- expected\n{}\n--- actual\n{}",
@@ -141,10 +135,7 @@ fn strict_mode_stops_at_the_first_problem_and_names_it() {
         .expect("run flowgraph");
     assert!(!output.status.success(), "--strict accepted bad input");
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("error: input.jsonl: line 3: column"),
-        "strict error does not name the line: {stderr}"
-    );
+    assert!(stderr.contains("error: input.jsonl: line 3: column"), "strict error does not name the line: {stderr}");
 }
 
 /// `--strict` on a record the job rejects (a decreasing counter) and on a damaged binary
@@ -166,7 +157,10 @@ fn strict_mode_stops_at_a_rejected_record_and_at_a_damaged_frame() {
     bytes[second + 8] = 0xFF;
     std::fs::write(dir.join("damaged.fgb"), &bytes).unwrap();
     for (input, expected) in [
-        ("decreasing.jsonl", "error: decreasing.jsonl: line 2: conn_stats record rejected: counter decreased".to_string()),
+        (
+            "decreasing.jsonl",
+            "error: decreasing.jsonl: line 2: conn_stats record rejected: counter decreased".to_string(),
+        ),
         ("damaged.fgb", format!("error: damaged.fgb: byte offset {second}: undecodable payload")),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
@@ -244,16 +238,12 @@ fn a_damaged_binary_recording_loses_only_the_damaged_frames() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stdout.contains("2 bad input"), "{stdout}");
-    assert!(
-        stderr.contains(&format!("damaged.fgb: byte offset {second}: undecodable payload")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("damaged.fgb: byte offset {second}: undecodable payload")), "{stderr}");
     assert!(stderr.contains("truncated frame"), "{stderr}");
     // Every frame but the two damaged ones was replayed.
     let full = String::from_utf8(flowgraph(&dir, &["replay", "--input", "smoke.fgb"]).stdout).unwrap();
-    let count = |s: &str| -> u64 {
-        s.split(" records read").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let count =
+        |s: &str| -> u64 { s.split(" records read").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap() };
     let lost = count(&full) - count(&stdout);
     assert!(lost > 0 && lost <= 2 * 4096, "lost {lost} records");
 }

@@ -45,7 +45,8 @@ impl LiveView {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut response = ureq::get(&format!("{}{path}", self.url)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let mut response =
+            ureq::get(&format!("{}{path}", self.url)).call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
         response.body_mut().read_to_string().unwrap()
     }
 
@@ -147,11 +148,8 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
     while let Some(item) = reader.next_item().unwrap() {
         records.push(item.expect("the smoke recording has no bad input").1);
     }
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("enable.idempotence", "true").create().unwrap();
     let send = |key: &str, payload: &[u8]| {
         producer.send(BaseRecord::<str, [u8]>::to(topic).key(key).payload(payload)).map_err(|(e, _)| e).unwrap()
     };
@@ -178,7 +176,11 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
 /// The number right after the first `marker` in a command's output.
 fn number_after(output: &str, marker: &str) -> u64 {
     let at = output.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{output}")) + marker.len();
-    output[at..].split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{output}"))
+    output[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{output}"))
 }
 
 #[test]
@@ -193,11 +195,22 @@ fn kafka_path_equals_the_in_process_replay() {
 
     // 1. Straight through: same updates at every time, same final graph, same state topic.
     let config = run_config(&dir, b, "straight");
-    let replayed = flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "straight.in", "--partitions", "1", "--brokers", b]);
+    let replayed = flowgraph(
+        &dir,
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "straight.in", "--partitions", "1", "--brokers", b],
+    );
     let status_file = dir.join("straight.status.jsonl");
     let log = flowgraph(
         &dir,
-        &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s", "--status-file", status_file.to_str().unwrap()],
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+            "2s",
+            "--status-file",
+            status_file.to_str().unwrap(),
+        ],
     );
     assert!(log.contains("late=0"), "records were late through Kafka:\n{log}");
     let published = delta_topic_outputs(b, "straight.deltas");
@@ -213,8 +226,15 @@ fn kafka_path_equals_the_in_process_replay() {
     let records_published = number_after(&replayed, "published ");
     let stopped = &status[1];
     assert_eq!((stopped["worker"].as_u64(), stopped["workers"].as_u64()), (Some(0), Some(1)), "{stopped}");
-    assert_eq!((stopped["records"].as_u64(), stopped["late"].as_u64()), (Some(records_published), Some(0)), "{stopped}");
-    let last_mark = published.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    assert_eq!(
+        (stopped["records"].as_u64(), stopped["late"].as_u64()),
+        (Some(records_published), Some(0)),
+        "{stopped}"
+    );
+    let last_mark = published.iter().rev().find_map(|o| match o {
+        Output::Progress(p) => Some(*p),
+        _ => None,
+    });
     assert_eq!(stopped["last_progress"].as_u64(), last_mark, "{stopped}");
     assert_same_deltas(&published, &reference, "straight run");
     assert_marks_cover(&published, "straight run");
@@ -241,7 +261,10 @@ fn kafka_path_equals_the_in_process_replay() {
     //     Published with `--max` (no pacing, the default, said explicitly); it excludes the
     //     pacing flags.
     let config = run_config(&dir, b, "multi");
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--partitions", "4", "--brokers", b, "--max"]);
+    flowgraph(
+        &dir,
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--partitions", "4", "--brokers", b, "--max"],
+    );
     for pacing in [["--rate", "100"], ["--speed", "10x"]] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&dir)
@@ -262,17 +285,29 @@ fn kafka_path_equals_the_in_process_replay() {
     // 2. kill -9 in the middle, restart: the delta topic continues without repeats or gaps,
     //    the state topic ends as in the crash-free run.
     let config = run_config(&dir, b, "crash");
-    let mut producer = spawn_flowgraph(&dir, "crash-producer.log", &["replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate", "4000"]);
+    let mut producer = spawn_flowgraph(
+        &dir,
+        "crash-producer.log",
+        &[
+            "replay", "--input", "smoke.fgb", "--to-kafka", "crash.in", "--partitions", "1", "--brokers", b, "--rate",
+            "4000",
+        ],
+    );
     std::thread::sleep(Duration::from_secs(2));
     let metrics_addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let mut pipeline = spawn_flowgraph(&dir, "crash-run.log", &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr]);
+    let mut pipeline = spawn_flowgraph(
+        &dir,
+        "crash-run.log",
+        &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr],
+    );
     std::thread::sleep(Duration::from_secs(2));
     // A live view joins mid-stream: it bootstraps from the state topic while the pipeline
     // writes, then follows the delta topic through the kill and the restart.
-    let view = LiveView::start(&dir, &["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let view =
+        LiveView::start(&dir, &["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     let scraped = Command::new("curl")
         .args(["-sf", &format!("http://{metrics_addr}/metrics")])
         .output()
@@ -293,7 +328,7 @@ fn kafka_path_equals_the_in_process_replay() {
         "delta messages and transactions disagree:\n{metrics}"
     );
     value("flowgraph_state_records_out_total"); // served from the start (panics if missing)
-    // Every metric /metrics serves is in the telemetry table of docs/KAFKA.md.
+                                                // Every metric /metrics serves is in the telemetry table of docs/KAFKA.md.
     let documented = std::fs::read_to_string(common::root().join("docs/KAFKA.md")).unwrap();
     for line in metrics.lines().filter(|l| l.starts_with("flowgraph_")) {
         let name = line.split(['{', ' ']).next().unwrap();
@@ -365,7 +400,10 @@ fn kafka_path_equals_the_in_process_replay() {
     let published = number_after(&out, "published ");
     assert_eq!(number_after(&out, "throughput: "), published, "{out}");
     assert_eq!(number_after(&out, "the pipeline read "), published + number_after(&out, "these and "), "{out}");
-    assert!(out.contains("n/a   Kafka (one local broker) >= 300,000 records/s") && out.contains("n/a   Kafka p99"), "{out}");
+    assert!(
+        out.contains("n/a   Kafka (one local broker) >= 300,000 records/s") && out.contains("n/a   Kafka p99"),
+        "{out}"
+    );
     let deleted = out.lines().find_map(|l| l.strip_prefix("deleted topics ")).unwrap_or_else(|| panic!("{out}"));
     let admin: rdkafka::consumer::BaseConsumer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", b).create().unwrap();

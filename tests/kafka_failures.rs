@@ -10,7 +10,9 @@
 //! and the state topic folded by key equals the crash-free final graph.
 
 mod common;
-use common::{Broker, Proc, assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph};
+use common::{
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc,
+};
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
 use flowgraph_sources::kafka::{KafkaSource, KafkaSourceConfig, StartAt};
@@ -28,7 +30,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     // A failed test poisons the lock; the next one still runs.
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
 
 /// A private link to (or copy of) the binary under test, taken once: other builds sharing the
 /// target directory may replace target/release/flowgraph while these tests run. Links left
@@ -55,7 +56,6 @@ fn flowgraph_bin() -> &'static Path {
     })
 }
 
-
 fn work_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flowgraph-kf-work-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -64,12 +64,7 @@ fn work_dir(name: &str) -> PathBuf {
 }
 
 fn flowgraph_output(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(flowgraph_bin())
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run flowgraph")
+    Command::new(flowgraph_bin()).current_dir(dir).args(args).env("RUST_LOG", "info").output().expect("run flowgraph")
 }
 
 fn flowgraph(dir: &Path, args: &[&str]) -> String {
@@ -93,8 +88,7 @@ fn free_addr() -> String {
 /// `GET path` from `addr`: the whole response, status line and headers included; `None`
 /// while the endpoint does not answer.
 fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
@@ -125,7 +119,6 @@ fn metric(values: &BTreeMap<String, f64>, name: &str) -> f64 {
         .map(|(_, value)| value)
         .sum()
 }
-
 
 /// The smoke recording (`smoke.fgb` in `dir`) and its in-process replay: deltas and the
 /// final graph as the state topic holds it.
@@ -209,7 +202,12 @@ fn assert_exact(bootstrap: &str, name: &str, reference: &Reference) {
         "{name}: update count differs from the in-process replay (a repeat?)"
     );
     assert_marks_cover(&published, name);
-    let last_mark = |o: &[Output]| o.iter().rev().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+    let last_mark = |o: &[Output]| {
+        o.iter().rev().find_map(|o| match o {
+            Output::Progress(p) => Some(*p),
+            _ => None,
+        })
+    };
     assert_eq!(last_mark(&published), last_mark(&reference.deltas), "{name}: last progress mark");
     assert_eq!(state_topic_graph(bootstrap, &format!("{name}.state")), reference.state, "{name}: state topic");
 }
@@ -245,13 +243,24 @@ fn publish_paced(dir: &Path, brokers: &str, name: &str, rate: u32) -> Proc {
     spawn_flowgraph(
         dir,
         "producer.log",
-        &["replay", "--input", "smoke.fgb", "--to-kafka", &topic, "--partitions", "1", "--brokers", brokers, "--rate", &rate],
+        &[
+            "replay", "--input", "smoke.fgb", "--to-kafka", &topic, "--partitions", "1", "--brokers", brokers,
+            "--rate", &rate,
+        ],
     )
 }
 
 /// Stops a `run` with SIGTERM (it must exit cleanly), completes the last event time with a
 /// run that resumes after the last committed mark, and checks the topics `NAME.*` are exact.
-fn stop_and_finish(run: &mut Proc, log: &str, dir: &Path, config: &str, brokers: &str, name: &str, reference: &Reference) {
+fn stop_and_finish(
+    run: &mut Proc,
+    log: &str,
+    dir: &Path,
+    config: &str,
+    brokers: &str,
+    name: &str,
+    reference: &Reference,
+) {
     let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
     assert!(status.success());
     let status = run.0.wait().unwrap();
@@ -293,8 +302,7 @@ fn kill_9_at_three_points_of_a_stream() {
         wait_for_run(&mut run, &addr, 1.0, |_| true, &log);
         let first_commit = spawned.elapsed().as_secs_f64();
         let at = reference.event_time_at(fraction);
-        let values =
-            wait_for_run(&mut run, &addr, 1.0, |m| metric(m, "flowgraph_frontier_seconds") >= at, &log);
+        let values = wait_for_run(&mut run, &addr, 1.0, |m| metric(m, "flowgraph_frontier_seconds") >= at, &log);
         run.0.kill().unwrap(); // SIGKILL
         run.0.wait().unwrap();
         let producing = producer.0.try_wait().unwrap().is_none();
@@ -370,7 +378,11 @@ fn broker_restart_in_the_middle_of_a_stream() {
                 break values;
             }
         }
-        assert!(Instant::now() < deadline, "flowgraph run did not read the whole stream after the outage:\n{}", log_tail(&dir, "run.log"));
+        assert!(
+            Instant::now() < deadline,
+            "flowgraph run did not read the whole stream after the outage:\n{}",
+            log_tail(&dir, "run.log")
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let log = std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
@@ -421,7 +433,10 @@ fn a_silent_broker_stalls_the_source_once_not_per_partition() {
     let b = broker.bootstrap().to_string();
     let dir = work_dir("silent");
     let reference = reference(&dir);
-    flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "silent.in", "--partitions", "8", "--brokers", &b]);
+    flowgraph(
+        &dir,
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "silent.in", "--partitions", "8", "--brokers", &b],
+    );
     let idle_after = Duration::from_secs(6);
     let mut source = KafkaSource::new(KafkaSourceConfig {
         brokers: b.clone(),
@@ -498,10 +513,17 @@ fn a_second_instance_fences_the_first() {
     };
     let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
     assert!(!status.success(), "the fenced run exited with success:\n{}", log_tail(&dir, "first.log"));
-    assert!(log.contains("transaction aborted"), "the fenced run did not say why it stopped:\n{}", log_tail(&dir, "first.log"));
+    assert!(
+        log.contains("transaction aborted"),
+        "the fenced run did not say why it stopped:\n{}",
+        log_tail(&dir, "first.log")
+    );
     let reason = log.lines().rev().find(|l| l.contains("transaction aborted")).unwrap_or_default();
     eprintln!("the fenced run stopped: {reason}");
-    assert!(producer.0.try_wait().unwrap().is_none(), "the stream had ended before the fence; the scenario tests nothing");
+    assert!(
+        producer.0.try_wait().unwrap().is_none(),
+        "the stream had ended before the fence; the scenario tests nothing"
+    );
     wait_for_run(&mut second, &second_addr, 1.0, |_| true, "second.log");
     assert!(producer.0.wait().unwrap().success(), "replay --to-kafka failed:\n{}", log_tail(&dir, "producer.log"));
     stop_and_finish(&mut second, "second.log", &dir, &config, b, "fence", &reference);
@@ -531,8 +553,14 @@ fn tls_and_sasl_scram() {
     };
     let secure = &e["secure_bootstrap"];
     let config = run_config(&dir, secure, "secure", "secure.in", &options(&e["sasl_password"]));
-    let published = flowgraph(&dir, &["replay", "--input", "smoke.fgb", "--to-kafka", "secure.in", "--partitions", "1", "--config", &config]);
-    assert!(published.contains(&format!("on {secure}")), "replay --to-kafka did not publish over SASL_SSL: {published}");
+    let published = flowgraph(
+        &dir,
+        &["replay", "--input", "smoke.fgb", "--to-kafka", "secure.in", "--partitions", "1", "--config", &config],
+    );
+    assert!(
+        published.contains(&format!("on {secure}")),
+        "replay --to-kafka did not publish over SASL_SSL: {published}"
+    );
     let output = flowgraph_output(&dir, &["run", "--config", &config, "--exit-when-idle", "2s"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -124,13 +124,7 @@ struct StreamClient {
 
 impl StreamClient {
     fn connect(url: &str) -> StreamClient {
-        let response = http()
-            .get(&format!("{url}/api/stream"))
-            .config()
-            .timeout_global(None)
-            .build()
-            .call()
-            .unwrap();
+        let response = http().get(&format!("{url}/api/stream")).config().timeout_global(None).build().call().unwrap();
         assert_eq!(response.status().as_u16(), 200);
         let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_string();
         assert!(content_type.starts_with("text/event-stream"), "{content_type}");
@@ -257,7 +251,10 @@ fn a_parameter_change_regroups_the_graph_and_bad_ones_name_their_field() {
     let (status, body) = get(&params_url, None);
     let params: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200);
-    assert_eq!((params["group_by"].as_str(), params["window"].as_str(), params["editable"].as_bool()), (Some("pod"), Some("30s"), Some(true)));
+    assert_eq!(
+        (params["group_by"].as_str(), params["window"].as_str(), params["editable"].as_bool()),
+        (Some("pod"), Some("30s"), Some(true))
+    );
 
     for (body, field, says) in [
         (r#"{"group_by":"planet"}"#, "group_by", "pod, service"),
@@ -403,8 +400,17 @@ fn reverse_dns_and_the_names_file_rename_edges_live_and_explain_says_why() {
     std::fs::write(&names, "198.18.1.0/24 partner-net\n").unwrap();
     let dns_server = format!("127.0.0.1:{}", dns.port);
     let mut ui = Ui::start(&[
-        "--input", "-", "--listen", "127.0.0.1:0", "--lateness", "0s",
-        "--names", names.to_str().unwrap(), "--reverse-dns", "--dns-server", &dns_server,
+        "--input",
+        "-",
+        "--listen",
+        "127.0.0.1:0",
+        "--lateness",
+        "0s",
+        "--names",
+        names.to_str().unwrap(),
+        "--reverse-dns",
+        "--dns-server",
+        &dns_server,
     ]);
     let mut clock = 1_700_000_000_000_000_000u64;
     let conn = |t: u64, addr: &str| {

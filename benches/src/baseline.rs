@@ -167,20 +167,26 @@ impl IpPrefix {
     pub fn contains(&self, addr: &IpAddr) -> bool {
         match (self.addr, addr) {
             (IpAddr::V4(net), IpAddr::V4(a)) => (u32::from(net) ^ u32::from(*a)) & mask32(self.len) == 0,
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                (u128::from(net) ^ u128::from(*a)) & mask128(self.len) == 0
-            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => (u128::from(net) ^ u128::from(*a)) & mask128(self.len) == 0,
             _ => false,
         }
     }
 }
 
 fn mask32(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
 }
 
 fn mask128(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
 }
 
 impl FromStr for IpPrefix {
@@ -222,11 +228,7 @@ pub struct BaselineParams {
 impl Default for BaselineParams {
     /// Pixie's defaults: every address, 5 minutes, by pod.
     fn default() -> Self {
-        BaselineParams {
-            ips: Vec::new(),
-            window_ns: 5 * 60 * 1_000_000_000,
-            group_by: GroupField::Pod,
-        }
+        BaselineParams { ips: Vec::new(), window_ns: 5 * 60 * 1_000_000_000, group_by: GroupField::Pod }
     }
 }
 
@@ -246,11 +248,7 @@ impl BaselineParams {
         if window_ns == 0 {
             return Err("window: must be longer than zero".into());
         }
-        Ok(BaselineParams {
-            ips,
-            window_ns,
-            group_by: group_by.parse()?,
-        })
+        Ok(BaselineParams { ips, window_ns, group_by: group_by.parse()? })
     }
 
     /// Whether the graph keeps rows for this remote address.
@@ -480,7 +478,11 @@ impl Interner {
     }
 
     fn text(&self, id: u32) -> &str {
-        if id == NONE { "" } else { &self.texts[id as usize] }
+        if id == NONE {
+            ""
+        } else {
+            &self.texts[id as usize]
+        }
     }
 }
 
@@ -627,12 +629,7 @@ impl HashMapQuery {
         if c.time_.saturating_add(window) <= self.now {
             return; // out of the window already
         }
-        let key = ConnKey {
-            upid: c.upid,
-            addr: c.remote_addr,
-            port: c.remote_port,
-            role: c.trace_role,
-        };
+        let key = ConnKey { upid: c.upid, addr: c.remote_addr, port: c.remote_port, role: c.trace_role };
         let (pair_id, fresh) = match self.conn_index.get(&key) {
             Some(&id) => {
                 let conn = &mut self.conns.items[id as usize];
@@ -751,13 +748,7 @@ impl HashMapQuery {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
                 let id = self.procs.len() as u32;
-                self.procs.push(ProcSlot {
-                    upid,
-                    latest: None,
-                    entity: NONE,
-                    cmdline: NONE,
-                    pairs: NONE,
-                });
+                self.procs.push(ProcSlot { upid, latest: None, entity: NONE, cmdline: NONE, pairs: NONE });
                 e.insert(id);
                 id
             }
@@ -1074,11 +1065,7 @@ impl RecomputeQuery {
     fn group(&mut self, time: EventTime) -> usize {
         let window = self.params.window_ns;
         self.refreshed = self.refreshed.max(time);
-        while self
-            .samples
-            .front()
-            .is_some_and(|s| s.time.saturating_add(window) <= self.refreshed)
-        {
+        while self.samples.front().is_some_and(|s| s.time.saturating_add(window) <= self.refreshed) {
             self.samples.pop_front();
         }
         self.groups.clear();
@@ -1107,8 +1094,7 @@ impl RecomputeQuery {
         for (&(upid, addr), &(sent, recv)) in &self.groups {
             // 2. from_entity and cmdline: the latest process record at or before T;
             // 4. rows whose from_entity is '' (unknown process included) are dropped.
-            let Some(process) = self.procs.get(&upid).and_then(|h| at_or_before(h, time, |q| q.time_))
-            else {
+            let Some(process) = self.procs.get(&upid).and_then(|h| at_or_before(h, time, |q| q.time_)) else {
                 continue;
             };
             let from_entity = self.params.group_by.of(process);
@@ -1134,15 +1120,7 @@ impl RecomputeQuery {
             let edge = edges.entry((from_entity, to_entity)).or_insert((0, 0));
             edge.0 += sent;
             edge.1 += recv;
-            rows.push(RowRef {
-                from_entity,
-                upid,
-                cmdline: &process.cmdline,
-                remote_addr,
-                to_entity,
-                sent,
-                recv,
-            });
+            rows.push(RowRef { from_entity, upid, cmdline: &process.cmdline, remote_addr, to_entity, sent, recv });
         }
         (rows, edges)
     }

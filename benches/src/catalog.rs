@@ -40,15 +40,7 @@ const fn a(
     multi_worker: bool,
     fixed_deps: &'static [&'static str],
 ) -> Archetype {
-    Archetype {
-        ns,
-        name,
-        port,
-        kind,
-        cmdline,
-        multi_worker,
-        fixed_deps,
-    }
+    Archetype { ns, name, port, kind, cmdline, multi_worker, fixed_deps }
 }
 
 #[rustfmt::skip]
@@ -148,10 +140,7 @@ pub(crate) const EXTERNALS: &[ExternalSpec] = &[
 /// The container registry that containerd pulls from on restarts.
 pub(crate) const REGISTRY: ExternalSpec = ExternalSpec {
     name: Some("registry-1.docker.io"),
-    addrs: &[
-        v6(0x2001, 0xdb8, 0x1d0c, 0, 0, 0, 0, 0x5),
-        v4(203, 0, 113, 80),
-    ],
+    addrs: &[v6(0x2001, 0xdb8, 0x1d0c, 0, 0, 0, 0, 0x5), v4(203, 0, 113, 80)],
     port: 443,
 };
 
@@ -161,8 +150,7 @@ pub(crate) const APISERVER: IpAddr = v4(10, 96, 0, 1);
 pub(crate) const APISERVER_NAME: &str = "default/kubernetes";
 
 /// Addresses administrators ssh in from.
-pub(crate) const ADMIN_ADDRS: &[IpAddr] =
-    &[v4(203, 0, 113, 250), v6(0x2001, 0xdb8, 0xad, 0, 0, 0, 0, 1)];
+pub(crate) const ADMIN_ADDRS: &[IpAddr] = &[v4(203, 0, 113, 250), v6(0x2001, 0xdb8, 0xad, 0, 0, 0, 0, 1)];
 
 /// `n` internet clients of the ingress (NAT gateways, proxies, browsers), in Zipf popularity
 /// order: one in six IPv6, the rest alternating between the two IPv4 documentation ranges.
@@ -184,9 +172,7 @@ const ALNUM: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// A random string over the Kubernetes suffix alphabet.
 pub(crate) fn k8s_suffix(rng: &mut impl rand::Rng, len: usize) -> String {
-    (0..len)
-        .map(|_| char::from(ALNUM[rng.random_range(0..ALNUM.len())]))
-        .collect()
+    (0..len).map(|_| char::from(ALNUM[rng.random_range(0..ALNUM.len())])).collect()
 }
 
 /// A 64-hex-digit container id.
@@ -230,16 +216,10 @@ mod tests {
 
     #[test]
     fn comm_is_the_base_name() {
-        assert_eq!(
-            comm_of("/app/productcatalogservice -addr=:3550"),
-            "productcatalogs"
-        );
+        assert_eq!(comm_of("/app/productcatalogservice -addr=:3550"), "productcatalogs");
         assert_eq!(comm_of("redis-server *:6379"), "redis-server");
         assert_eq!(comm_of("nginx: worker process"), "nginx");
-        assert_eq!(
-            comm_of("/usr/local/bin/python3 /usr/local/bin/gunicorn -w 3 x:app"),
-            "gunicorn"
-        );
+        assert_eq!(comm_of("/usr/local/bin/python3 /usr/local/bin/gunicorn -w 3 x:app"), "gunicorn");
         assert_eq!(comm_of("/usr/local/bin/python3 -m email_server"), "python3");
         assert_eq!(comm_of("php-fpm: pool www"), "php-fpm8.2");
     }
@@ -251,10 +231,7 @@ mod tests {
                 assert!(x.name != y.name, "duplicate archetype {}", x.name);
             }
             for dep in x.fixed_deps {
-                assert!(
-                    ARCHETYPES.iter().any(|z| z.name == *dep),
-                    "unknown dep {dep}"
-                );
+                assert!(ARCHETYPES.iter().any(|z| z.name == *dep), "unknown dep {dep}");
             }
         }
     }

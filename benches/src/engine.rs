@@ -406,9 +406,7 @@ impl Generator {
     }
 
     fn export_time(&self, agent: usize, period: u32) -> u64 {
-        self.p.start_time_ns
-            + u64::from(period) * self.p.export_period_ns
-            + self.agents[agent].phase_ns
+        self.p.start_time_ns + u64::from(period) * self.p.export_period_ns + self.agents[agent].phase_ns
     }
 
     // ---------------------------------------------------------------- building the fleet
@@ -420,10 +418,7 @@ impl Generator {
             let node = format!("{host}.eu-west-1.compute.internal");
             let ip4 = Ipv4Addr::new(10, 0, hi, lo);
             let ip6 = Ipv6Addr::new(0xfd00, 0x10, 0, i as u16, 0, 0, 0, 1);
-            let boot_ns = self
-                .p
-                .start_time_ns
-                .saturating_sub(self.rng.random_range(DAY_NS..60 * DAY_NS));
+            let boot_ns = self.p.start_time_ns.saturating_sub(self.rng.random_range(DAY_NS..60 * DAY_NS));
             let phase_ns = self.rng.random_range(0..self.p.export_period_ns);
             let next_pid = self.rng.random_range(3_000..9_000);
             self.agents.push(Agent {
@@ -469,11 +464,7 @@ impl Generator {
                 let start = boot_ns + self.rng.random_range(3 * SECOND_NS..90 * SECOND_NS);
                 let id = self.spawn(
                     Proc {
-                        upid: Upid {
-                            asid: i + 1,
-                            pid,
-                            start_ticks: 0,
-                        },
+                        upid: Upid { asid: i + 1, pid, start_ticks: 0 },
                         agent: i,
                         kind,
                         pod: None,
@@ -509,11 +500,7 @@ impl Generator {
                 Some(_) if self.rng.random_bool(0.35) => Some(0),
                 Some(_) => Some(self.rng.random_range(1..=lag)),
             };
-            self.externals.push(External {
-                spec: *spec,
-                name_delay,
-                seen: false,
-            });
+            self.externals.push(External { spec: *spec, name_delay, seen: false });
         }
         self.registry = (self.externals.len() - 1) as u32;
     }
@@ -524,23 +511,14 @@ impl Generator {
         for idx in 0..p.services {
             let arch = &ARCHETYPES[(idx % per_cycle) as usize];
             let cycle = idx / per_cycle;
-            let ns = if cycle == 0 {
-                arch.ns.to_string()
-            } else {
-                format!("{}-{}", arch.ns, cycle + 1)
-            };
+            let ns = if cycle == 0 { arch.ns.to_string() } else { format!("{}-{}", arch.ns, cycle + 1) };
             let callable = matches!(arch.kind, Kind::App | Kind::Store);
             let v6 = callable && self.rng.random_bool(p.ipv6_service_fraction);
             let via_cluster_ip = self.rng.random_bool(p.cluster_ip_fraction);
-            let workers = if arch.multi_worker && p.workers_max >= 2 {
-                self.rng.random_range(2..=p.workers_max)
-            } else {
-                1
-            };
+            let workers =
+                if arch.multi_worker && p.workers_max >= 2 { self.rng.random_range(2..=p.workers_max) } else { 1 };
             let ip4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 16)) + idx);
-            let ip6 = Ipv6Addr::from(
-                u128::from(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 16)) + u128::from(idx),
-            );
+            let ip6 = Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 16)) + u128::from(idx));
             self.services.push(Service {
                 ns,
                 name: arch.name.to_string(),
@@ -582,11 +560,7 @@ impl Generator {
                     .fixed_deps
                     .iter()
                     .filter_map(|name| {
-                        members
-                            .iter()
-                            .copied()
-                            .find(|&m| self.services[m as usize].name == *name)
-                            .map(Dep::Service)
+                        members.iter().copied().find(|&m| self.services[m as usize].name == *name).map(Dep::Service)
                     })
                     .collect();
                 if arch.kind == Kind::App && arch.fixed_deps.is_empty() && !popular.is_empty() {
@@ -597,8 +571,7 @@ impl Generator {
                     };
                     for _ in 0..count {
                         for _try in 0..8 {
-                            let d =
-                                popular[zipf_index(&mut self.rng, popular.len(), p.zipf_exponent)];
+                            let d = popular[zipf_index(&mut self.rng, popular.len(), p.zipf_exponent)];
                             if d != s && !deps.contains(&Dep::Service(d)) {
                                 deps.push(Dep::Service(d));
                                 break;
@@ -607,8 +580,7 @@ impl Generator {
                     }
                     if self.rng.random_bool(p.external_dep_prob) {
                         for _ in 0..self.rng.random_range(1..=2) {
-                            let e =
-                                zipf_index(&mut self.rng, EXTERNALS.len(), p.zipf_exponent) as u32;
+                            let e = zipf_index(&mut self.rng, EXTERNALS.len(), p.zipf_exponent) as u32;
                             if !deps.contains(&Dep::External(e)) {
                                 deps.push(Dep::External(e));
                             }
@@ -623,11 +595,7 @@ impl Generator {
     fn build_pods(&mut self) {
         let p = self.p.clone();
         for s in 0..self.services.len() {
-            let (kind, workers, rank) = (
-                self.services[s].kind,
-                self.services[s].workers,
-                self.services[s].rank,
-            );
+            let (kind, workers, rank) = (self.services[s].kind, self.services[s].workers, self.services[s].rank);
             // The most called services run the most replicas.
             let mut scaled = |max: u32| {
                 if rank == 0 {
@@ -655,34 +623,23 @@ impl Generator {
                     let suffix = catalog::k8s_suffix(&mut self.rng, 5);
                     format!("{}/{}-{replica_set}-{suffix}", svc.ns, svc.name)
                 };
-                let ip4 =
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + (agent << 9) + n + 2);
+                let ip4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + (agent << 9) + n + 2);
                 let ip6 = Ipv6Addr::new(0xfd00, 0x10, 0x244, agent as u16, 0, 0, 0, (n + 2) as u16);
                 let pod = self.pods.len() as u32;
-                self.pods.push(Pod {
-                    name,
-                    svc: s as u32,
-                    procs: Vec::new(),
-                    ip4,
-                    ip6,
-                });
+                self.pods.push(Pod { name, svc: s as u32, procs: Vec::new(), ip4, ip6 });
                 self.services[s].pods.push(pod);
                 let container = catalog::container_id(&mut self.rng);
                 // Started between a second after boot and five minutes before the stream.
                 let age = self.p.start_time_ns - self.agents[a].boot_ns;
-                let start = self.p.start_time_ns.saturating_sub(
-                    self.rng
-                        .random_range(300 * SECOND_NS..age.max(302 * SECOND_NS) - SECOND_NS),
-                );
+                let start = self
+                    .p
+                    .start_time_ns
+                    .saturating_sub(self.rng.random_range(300 * SECOND_NS..age.max(302 * SECOND_NS) - SECOND_NS));
                 for w in 0..workers {
                     let pid = self.next_pid(a);
                     let id = self.spawn(
                         Proc {
-                            upid: Upid {
-                                asid: agent + 1,
-                                pid,
-                                start_ticks: 0,
-                            },
+                            upid: Upid { asid: agent + 1, pid, start_ticks: 0 },
                             agent,
                             kind: ProcKind::Pod,
                             pod: Some(pod),
@@ -707,16 +664,9 @@ impl Generator {
     }
 
     fn pool_rates(&mut self, factor: f64) -> (f32, f32) {
-        let total = lognormal(
-            &mut self.rng,
-            (self.p.pool_rate_median_bytes * factor).ln(),
-            self.p.pool_rate_sigma,
-        );
+        let total = lognormal(&mut self.rng, (self.p.pool_rate_median_bytes * factor).ln(), self.p.pool_rate_sigma);
         let sent_share = self.rng.random_range(0.08..0.6);
-        (
-            (total * sent_share) as f32,
-            (total * (1.0 - sent_share)) as f32,
-        )
+        ((total * sent_share) as f32, (total * (1.0 - sent_share)) as f32)
     }
 
     fn build_targets(&mut self) {
@@ -737,12 +687,7 @@ impl Generator {
                                     (Dest::Kubelet(a), 25_000.0)
                                 };
                                 let jitter = self.rng.random_range(0.7..1.4);
-                                targets.push(Target {
-                                    dest,
-                                    pool: 1,
-                                    rate_sent: 700.0,
-                                    rate_recv: recv * jitter,
-                                });
+                                targets.push(Target { dest, pool: 1, rate_sent: 700.0, rate_recv: recv * jitter });
                             }
                         }
                         _ => {
@@ -752,11 +697,7 @@ impl Generator {
                                 match dep {
                                     Dep::Service(d) => {
                                         let factor =
-                                            if self.services[d as usize].kind == Kind::Store {
-                                                2.5
-                                            } else {
-                                                1.0
-                                            };
+                                            if self.services[d as usize].kind == Kind::Store { 2.5 } else { 1.0 };
                                         if via_cluster_ip {
                                             let (rate_sent, rate_recv) = self.pool_rates(factor);
                                             targets.push(Target {
@@ -770,8 +711,7 @@ impl Generator {
                                             let k = pods.len().min(p.max_backends as usize);
                                             let first = self.rng.random_range(0..pods.len());
                                             for j in 0..k {
-                                                let (rate_sent, rate_recv) =
-                                                    self.pool_rates(factor);
+                                                let (rate_sent, rate_recv) = self.pool_rates(factor);
                                                 targets.push(Target {
                                                     dest: Dest::Pod(pods[(first + j) % pods.len()]),
                                                     pool: self.rng.random_range(1..=p.pool_max),
@@ -785,11 +725,8 @@ impl Generator {
                                         let addrs = self.externals[e as usize].spec.addrs.len();
                                         let which = self.rng.random_range(0..addrs) as u8;
                                         let (rate_sent, rate_recv) = self.pool_rates(0.4);
-                                        let pool = if self.rng.random_bool(0.5) {
-                                            self.rng.random_range(1..=2)
-                                        } else {
-                                            0
-                                        };
+                                        let pool =
+                                            if self.rng.random_bool(0.5) { self.rng.random_range(1..=2) } else { 0 };
                                         targets.push(Target {
                                             dest: Dest::External(e, which),
                                             pool,
@@ -800,18 +737,14 @@ impl Generator {
                                 }
                             }
                             if !targets.is_empty() {
-                                short_rate =
-                                    p.short_conns_per_proc * self.rng.random_range(0.3..1.7);
+                                short_rate = p.short_conns_per_proc * self.rng.random_range(0.3..1.7);
                             }
                         }
                     }
                 }
-                (ProcKind::Kubelet, _) => targets.push(Target {
-                    dest: Dest::ApiServer,
-                    pool: 1,
-                    rate_sent: 6_000.0,
-                    rate_recv: 20_000.0,
-                }),
+                (ProcKind::Kubelet, _) => {
+                    targets.push(Target { dest: Dest::ApiServer, pool: 1, rate_sent: 6_000.0, rate_recv: 20_000.0 })
+                }
                 (ProcKind::Containerd, _) => {
                     let which = self.rng.random_range(0..catalog::REGISTRY.addrs.len()) as u8;
                     targets.push(Target {
@@ -842,12 +775,7 @@ impl Generator {
             let (addr, name) = (IpAddr::V4(self.agents[a].ip4), self.agents[a].node.clone());
             self.schedule(a, 0, addr, name);
         }
-        self.schedule(
-            0,
-            0,
-            catalog::APISERVER,
-            catalog::APISERVER_NAME.to_string(),
-        );
+        self.schedule(0, 0, catalog::APISERVER, catalog::APISERVER_NAME.to_string());
         for pod in 0..self.pods.len() {
             let due = self.name_due();
             let agent = self.procs[self.pods[pod].procs[0] as usize].agent as usize;
@@ -859,8 +787,7 @@ impl Generator {
             let due = self.name_due();
             let agent = s % self.agents.len();
             let svc = &self.services[s];
-            let (name, ip4, ip6, v6) =
-                (format!("{}/{}", svc.ns, svc.name), svc.ip4, svc.ip6, svc.v6);
+            let (name, ip4, ip6, v6) = (format!("{}/{}", svc.ns, svc.name), svc.ip4, svc.ip6, svc.v6);
             self.schedule(agent, due, IpAddr::V4(ip4), name.clone());
             if v6 {
                 self.schedule(agent, due, IpAddr::V6(ip6), name);
@@ -871,12 +798,7 @@ impl Generator {
     /// Queues a name on an agent: in its next batch if due by then, else at period `due`.
     fn schedule(&mut self, agent: usize, due: u32, addr: IpAddr, name: String) {
         // The agent saw the address in a DNS answer.
-        let record = Record::Name(Name {
-            time_: 0,
-            addr,
-            name,
-            source: NameSource::Dns,
-        });
+        let record = Record::Name(Name { time_: 0, addr, name, source: NameSource::Dns });
         let a = &mut self.agents[agent];
         if due <= a.next_period {
             a.pending.push(record);
@@ -913,11 +835,7 @@ impl Generator {
             (Some(pod), Some(s)) => {
                 let svc = &self.services[s as usize];
                 let canary = if proc_.canary { "-canary" } else { "" };
-                (
-                    self.pods[pod as usize].name.clone(),
-                    format!("{}/{}{canary}", svc.ns, svc.name),
-                    svc.ns.clone(),
-                )
+                (self.pods[pod as usize].name.clone(), format!("{}/{}{canary}", svc.ns, svc.name), svc.ns.clone())
             }
             _ => (String::new(), String::new(), String::new()),
         };
@@ -963,9 +881,7 @@ impl Generator {
                 (a.keys.len() - 1) as u32
             }
         };
-        self.procs[p as usize]
-            .index
-            .insert(index_key, Slot::Live(slot));
+        self.procs[p as usize].index.insert(index_key, Slot::Live(slot));
         KeyRef { agent, slot }
     }
 
@@ -975,20 +891,12 @@ impl Generator {
             Dest::Pod(pod) => {
                 let pod = &self.pods[pod as usize];
                 let svc = &self.services[pod.svc as usize];
-                let addr = if svc.v6 {
-                    IpAddr::V6(pod.ip6)
-                } else {
-                    IpAddr::V4(pod.ip4)
-                };
+                let addr = if svc.v6 { IpAddr::V6(pod.ip6) } else { IpAddr::V4(pod.ip4) };
                 (addr, svc.port)
             }
             Dest::Service(s) => {
                 let svc = &self.services[s as usize];
-                let addr = if svc.v6 {
-                    IpAddr::V6(svc.ip6)
-                } else {
-                    IpAddr::V4(svc.ip4)
-                };
+                let addr = if svc.v6 { IpAddr::V6(svc.ip6) } else { IpAddr::V4(svc.ip4) };
                 (addr, svc.port)
             }
             Dest::NodeExporter(a) => (IpAddr::V4(self.agents[a as usize].ip4), 9100),
@@ -1028,25 +936,14 @@ impl Generator {
     }
 
     /// Opens connections from `client` to a target; `bytes` = (sent, received) by the client.
-    fn connect(
-        &mut self,
-        client: ProcId,
-        target: Target,
-        conn: Conn,
-        bytes: (u64, u64),
-        period: u32,
-    ) {
+    fn connect(&mut self, client: ProcId, target: Target, conn: Conn, bytes: (u64, u64), period: u32) {
         let n = if conn == Conn::Pool { target.pool } else { 1 };
         if n == 0 {
             return;
         }
         let (addr, port) = self.remote_of(target.dest);
         let ck = self.key_for(client, addr, port, TraceRole::Client);
-        let rates = if conn == Conn::Pool {
-            (target.rate_sent, target.rate_recv)
-        } else {
-            (0.0, 0.0)
-        };
+        let rates = if conn == Conn::Pool { (target.rate_sent, target.rate_recv) } else { (0.0, 0.0) };
         self.key_mut(ck).open_conns(conn, n, bytes, rates, true);
         // Each connection lands on its own backend; the server side sees the client's pod IP.
         let client_ip = self.client_ip(client, addr);
@@ -1056,8 +953,7 @@ impl Generator {
             };
             let sk = self.key_for(server, client_ip, 0, TraceRole::Server);
             let mirrored = if i == 0 { (bytes.1, bytes.0) } else { (0, 0) };
-            self.key_mut(sk)
-                .open_conns(conn, 1, mirrored, (0.0, 0.0), false);
+            self.key_mut(sk).open_conns(conn, 1, mirrored, (0.0, 0.0), false);
             match conn {
                 Conn::Pool => self.add_link(ck, sk, 1, 0),
                 Conn::ShortOpen => self.add_link(ck, sk, 0, 1),
@@ -1078,19 +974,14 @@ impl Generator {
             link.pending += pending;
             return;
         }
-        k.peers.push(Link {
-            key: sk,
-            pool,
-            pending,
-        });
+        k.peers.push(Link { key: sk, pool, pending });
         self.key_mut(sk).backrefs.push(ck);
     }
 
     /// A connection accepted from outside the fleet (no client-side key).
     fn accept_external(&mut self, server: ProcId, remote: IpAddr, conn: Conn, bytes: (u64, u64)) {
         let sk = self.key_for(server, remote, 0, TraceRole::Server);
-        self.key_mut(sk)
-            .open_conns(conn, 1, bytes, (0.0, 0.0), true);
+        self.key_mut(sk).open_conns(conn, 1, bytes, (0.0, 0.0), true);
     }
 
     /// The first use of a named external endpoint schedules its name on the agent that saw it.
@@ -1119,19 +1010,8 @@ impl Generator {
         let (proc_, index_key, counters, links, backrefs) = {
             let k = self.key_mut(r);
             k.live = false;
-            let counters = Counters {
-                open: k.open,
-                close: k.close,
-                sent: k.sent,
-                recv: k.recv,
-            };
-            (
-                k.proc_,
-                k.index_key(),
-                counters,
-                std::mem::take(&mut k.peers),
-                std::mem::take(&mut k.backrefs),
-            )
+            let counters = Counters { open: k.open, close: k.close, sent: k.sent, recv: k.recv };
+            (k.proc_, k.index_key(), counters, std::mem::take(&mut k.peers), std::mem::take(&mut k.backrefs))
         };
         self.agents[r.agent as usize].free.push(r.slot);
         let p = &mut self.procs[proc_ as usize];
@@ -1155,10 +1035,7 @@ impl Generator {
         let mut orphans = Vec::new();
         for slot in index.into_values() {
             let Slot::Live(slot) = slot else { continue };
-            let r = KeyRef {
-                agent: agent as u32,
-                slot,
-            };
+            let r = KeyRef { agent: agent as u32, slot };
             let (links, backrefs) = {
                 let k = self.key_mut(r);
                 let n = k.active;
@@ -1167,10 +1044,7 @@ impl Generator {
                 k.pending = 0;
                 k.rate_sent = 0.0;
                 k.rate_recv = 0.0;
-                (
-                    std::mem::take(&mut k.peers),
-                    std::mem::take(&mut k.backrefs),
-                )
+                (std::mem::take(&mut k.peers), std::mem::take(&mut k.backrefs))
             };
             for link in links {
                 let pk = self.key_mut(link.key);
@@ -1184,38 +1058,17 @@ impl Generator {
         let old = &self.procs[p as usize];
         let old_ticks = old.upid.start_ticks;
         let same_pid = self.rng.random_bool(0.3);
-        let (kind, pod, svc, cmdline, ip4, ip6, canary, short_rate, old_pid) = (
-            old.kind,
-            old.pod,
-            old.svc,
-            old.cmdline,
-            old.ip4,
-            old.ip6,
-            old.canary,
-            old.short_rate,
-            old.upid.pid,
-        );
+        let (kind, pod, svc, cmdline, ip4, ip6, canary, short_rate, old_pid) =
+            (old.kind, old.pod, old.svc, old.cmdline, old.ip4, old.ip6, old.canary, old.short_rate, old.upid.pid);
         let single_proc_pod = pod.is_some_and(|pod| self.pods[pod as usize].procs.len() == 1);
-        let container = if single_proc_pod {
-            catalog::container_id(&mut self.rng)
-        } else {
-            old.container.clone()
-        };
+        let container = if single_proc_pod { catalog::container_id(&mut self.rng) } else { old.container.clone() };
         let targets = std::mem::take(&mut self.procs[p as usize].targets);
-        let pid = if same_pid {
-            old_pid
-        } else {
-            self.next_pid(agent)
-        };
+        let pid = if same_pid { old_pid } else { self.next_pid(agent) };
         // Started during the last period (after the previous export, so after its predecessor).
         let start = now - self.rng.random_range(0..=self.p.export_period_ns / 2);
         let new = self.spawn(
             Proc {
-                upid: Upid {
-                    asid: agent as u32 + 1,
-                    pid,
-                    start_ticks: 0,
-                },
+                upid: Upid { asid: agent as u32 + 1, pid, start_ticks: 0 },
                 agent: agent as u32,
                 kind,
                 pod,
@@ -1244,11 +1097,7 @@ impl Generator {
             *slot = new;
         }
         if let Some(pod) = pod {
-            for slot in self.pods[pod as usize]
-                .procs
-                .iter_mut()
-                .filter(|x| **x == p)
-            {
+            for slot in self.pods[pod as usize].procs.iter_mut().filter(|x| **x == p) {
                 *slot = new;
             }
         }
@@ -1275,8 +1124,7 @@ impl Generator {
                 let (client, remote) = (k.proc_, k.remote);
                 let client_ip = self.client_ip(client, remote);
                 let sk = self.key_for(new, client_ip, 0, TraceRole::Server);
-                self.key_mut(sk)
-                    .open_conns(Conn::Pool, link.pool, (0, 0), (0.0, 0.0), false);
+                self.key_mut(sk).open_conns(Conn::Pool, link.pool, (0, 0), (0.0, 0.0), false);
                 self.add_link(c, sk, link.pool, 0);
             }
         }
@@ -1287,12 +1135,7 @@ impl Generator {
             // A new container: the node pulls its image (layers cached, manifests fetched).
             let containerd = self.agents[agent].containerd;
             let which = self.rng.random_range(0..catalog::REGISTRY.addrs.len()) as u8;
-            let target = Target {
-                dest: Dest::External(self.registry, which),
-                pool: 0,
-                rate_sent: 0.0,
-                rate_recv: 0.0,
-            };
+            let target = Target { dest: Dest::External(self.registry, which), pool: 0, rate_sent: 0.0, rate_recv: 0.0 };
             let recv = lognormal(&mut self.rng, 200_000f64.ln(), 2.0) as u64;
             let sent = self.rng.random_range(2_000..9_000);
             self.connect(containerd, target, Conn::ShortClosed, (sent, recv), period);
@@ -1306,10 +1149,7 @@ impl Generator {
         for slot in 0..self.agents[a].keys.len() {
             let k = &self.agents[a].keys[slot];
             if k.live && k.active == 0 && !k.dirty {
-                self.retire(KeyRef {
-                    agent: a as u32,
-                    slot: slot as u32,
-                });
+                self.retire(KeyRef { agent: a as u32, slot: slot as u32 });
             }
         }
         // 2. Names due now.
@@ -1327,8 +1167,7 @@ impl Generator {
             for &p in &procs {
                 if self.rng.random_bool(self.p.restart_prob) {
                     self.restart(p, period, now);
-                } else if self.procs[p as usize].kind == ProcKind::Pod
-                    && self.rng.random_bool(self.p.label_change_prob)
+                } else if self.procs[p as usize].kind == ProcKind::Pod && self.rng.random_bool(self.p.label_change_prob)
                 {
                     let proc_ = &mut self.procs[p as usize];
                     proc_.canary = !proc_.canary;
@@ -1357,38 +1196,23 @@ impl Generator {
                     break;
                 }
                 let target = targets[self.rng.random_range(0..targets.len())];
-                let conn = if self.rng.random_bool(0.6) {
-                    Conn::ShortClosed
-                } else {
-                    Conn::ShortOpen
-                };
+                let conn = if self.rng.random_bool(0.6) { Conn::ShortClosed } else { Conn::ShortOpen };
                 let bytes = self.short_bytes();
                 self.connect(p, target, conn, bytes, period);
             }
             let proc_ = &self.procs[p as usize];
-            let ingress = proc_
-                .svc
-                .is_some_and(|s| self.services[s as usize].kind == Kind::Ingress);
+            let ingress = proc_.svc.is_some_and(|s| self.services[s as usize].kind == Kind::Ingress);
             if ingress {
                 let n = poisson(&mut self.rng, self.p.ingress_conns_per_proc);
                 for _ in 0..n {
-                    let i = zipf_index(
-                        &mut self.rng,
-                        self.ingress_clients.len(),
-                        self.p.zipf_exponent,
-                    );
+                    let i = zipf_index(&mut self.rng, self.ingress_clients.len(), self.p.zipf_exponent);
                     let remote = self.ingress_clients[i];
-                    let conn = if self.rng.random_bool(0.7) {
-                        Conn::ShortClosed
-                    } else {
-                        Conn::ShortOpen
-                    };
+                    let conn = if self.rng.random_bool(0.7) { Conn::ShortClosed } else { Conn::ShortOpen };
                     let (request, response) = self.short_bytes();
                     self.accept_external(p, remote, conn, (response * 3, request));
                 }
             } else if proc_.kind == ProcKind::Sshd && self.rng.random_bool(0.01) {
-                let remote =
-                    catalog::ADMIN_ADDRS[self.rng.random_range(0..catalog::ADMIN_ADDRS.len())];
+                let remote = catalog::ADMIN_ADDRS[self.rng.random_range(0..catalog::ADMIN_ADDRS.len())];
                 let sent = lognormal(&mut self.rng, 40_000f64.ln(), 1.0) as u64;
                 let recv = lognormal(&mut self.rng, 4_000f64.ln(), 0.8) as u64;
                 self.accept_external(p, remote, Conn::ShortOpen, (sent, recv));
@@ -1411,10 +1235,7 @@ impl Generator {
                     k.close_conns(closed);
                 }
                 let (mut sent, mut recv) = (0, 0);
-                if k.pool > 0
-                    && (k.rate_sent > 0.0 || k.rate_recv > 0.0)
-                    && !self.rng.random_bool(0.04)
-                {
+                if k.pool > 0 && (k.rate_sent > 0.0 || k.rate_recv > 0.0) && !self.rng.random_bool(0.04) {
                     let z: f64 = self.rng.sample(StandardNormal);
                     let jitter = (0.5 * z - 0.125).exp();
                     sent = (f64::from(k.rate_sent) * jitter).min(MAX_PERIOD_BYTES) as u64;
@@ -1428,10 +1249,7 @@ impl Generator {
                 }
                 (std::mem::take(&mut k.peers), sent, recv)
             };
-            let me = KeyRef {
-                agent: a as u32,
-                slot: slot as u32,
-            };
+            let me = KeyRef { agent: a as u32, slot: slot as u32 };
             let pooled: u64 = links.iter().map(|l| u64::from(l.pool)).sum();
             let last_pooled = links.iter().rposition(|l| l.pool > 0);
             let (mut sent_left, mut recv_left) = (sent, recv);
@@ -1440,9 +1258,7 @@ impl Generator {
                 let (s, r) = if Some(i) == last_pooled {
                     (sent_left, recv_left)
                 } else if link.pool > 0 {
-                    let share = |x: u64| {
-                        (u128::from(x) * u128::from(link.pool) / u128::from(pooled)) as u64
-                    };
+                    let share = |x: u64| (u128::from(x) * u128::from(link.pool) / u128::from(pooled)) as u64;
                     (share(sent), share(recv))
                 } else {
                     (0, 0)
@@ -1476,13 +1292,7 @@ impl Generator {
         for record in pending.iter_mut() {
             record.set_time(time);
         }
-        self.agents[a].batch = Some(Batch {
-            time,
-            limit: time + self.p.max_delay_ns,
-            pending,
-            cursor: 0,
-            done: false,
-        });
+        self.agents[a].batch = Some(Batch { time, limit: time + self.p.max_delay_ns, pending, cursor: 0, done: false });
     }
 
     /// Moves the next chunk of agent `a`'s batch into the output buffer; true when it ended.
@@ -1546,16 +1356,14 @@ impl Generator {
             let period = self.agents[a].next_period;
             if period < self.p.periods {
                 let delay = self.rng.random_range(0..=self.p.max_delay_ns / 2);
-                self.heap
-                    .push(Reverse((self.export_time(a, period) + delay, a as u32)));
+                self.heap.push(Reverse((self.export_time(a, period) + delay, a as u32)));
             }
             self.agents[a].next_report = exported;
             self.schedule_report(a, arrival);
         } else {
             let limit = self.agents[a].batch.as_ref().map_or(arrival, |b| b.limit);
             let gap = self.rng.random_range(1_000_000..=20_000_000);
-            self.heap
-                .push(Reverse(((arrival + gap).min(limit).max(arrival), a as u32)));
+            self.heap.push(Reverse(((arrival + gap).min(limit).max(arrival), a as u32)));
         }
     }
 

@@ -155,11 +155,7 @@ pub struct ParseSizeError {
 
 impl fmt::Display for ParseSizeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown size {:?} (expected smoke, demo, medium or large)",
-            self.text
-        )
+        write!(f, "unknown size {:?} (expected smoke, demo, medium or large)", self.text)
     }
 }
 
@@ -171,9 +167,7 @@ impl FromStr for Size {
         Size::ALL
             .into_iter()
             .find(|size| size.name().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| ParseSizeError {
-                text: text.chars().take(64).collect(),
-            })
+            .ok_or_else(|| ParseSizeError { text: text.chars().take(64).collect() })
     }
 }
 
@@ -305,12 +299,7 @@ impl std::error::Error for ProfileError {}
 impl FleetProfile {
     /// Checks every field's range; the generator clamps instead of failing.
     pub fn validate(&self) -> Result<(), ProfileError> {
-        let err = |field, message: &str| {
-            Err(ProfileError {
-                field,
-                message: message.to_string(),
-            })
-        };
+        let err = |field, message: &str| Err(ProfileError { field, message: message.to_string() });
         let counts = [
             ("nodes", self.nodes, 1, 8192),
             ("services", self.services, 1, 100_000),
@@ -344,18 +333,8 @@ impl FleetProfile {
         let rates = [
             ("zipf_exponent", self.zipf_exponent, 0.0, 10.0),
             ("short_conns_per_proc", self.short_conns_per_proc, 0.0, 1e4),
-            (
-                "ingress_conns_per_proc",
-                self.ingress_conns_per_proc,
-                0.0,
-                1e4,
-            ),
-            (
-                "pool_rate_median_bytes",
-                self.pool_rate_median_bytes,
-                1.0,
-                1e12,
-            ),
+            ("ingress_conns_per_proc", self.ingress_conns_per_proc, 0.0, 1e4),
+            ("pool_rate_median_bytes", self.pool_rate_median_bytes, 1.0, 1e12),
             ("pool_rate_sigma", self.pool_rate_sigma, 0.0, 5.0),
         ];
         for (field, value, lo, hi) in rates {
@@ -412,9 +391,7 @@ impl FleetProfile {
             restart_prob: prob(self.restart_prob),
             label_change_prob: prob(self.label_change_prob),
             name_lag_periods: self.name_lag_periods.min(1_000_000),
-            periods: self
-                .periods
-                .clamp(1, u32::try_from(max_periods).unwrap_or(u32::MAX).max(1)),
+            periods: self.periods.clamp(1, u32::try_from(max_periods).unwrap_or(u32::MAX).max(1)),
             export_period_ns,
             progress_period_ns: match self.progress_period_ns {
                 0 => 0,
@@ -459,10 +436,7 @@ pub struct GenSummary {
 /// Generates the stream and counts it (no record is kept).
 pub fn summary(profile: &FleetProfile, seed: u64) -> GenSummary {
     let profile = profile.clamped();
-    let mut out = GenSummary {
-        agents: profile.nodes,
-        ..GenSummary::default()
-    };
+    let mut out = GenSummary { agents: profile.nodes, ..GenSummary::default() };
     let (mut lo, mut hi) = (u64::MAX, 0);
     let mut per_period: BTreeMap<u64, u64> = BTreeMap::new();
     generate(&profile, seed, |record| {

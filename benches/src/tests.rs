@@ -116,11 +116,7 @@ fn counters_are_cumulative_per_key() {
     let mut closed_keys = 0;
     for (key, samples) in samples_by_key(&records) {
         for c in &samples {
-            assert_eq!(
-                c.conn_active + c.conn_close,
-                c.conn_open,
-                "active = open - close for {key:?}"
-            );
+            assert_eq!(c.conn_active + c.conn_close, c.conn_open, "active = open - close for {key:?}");
         }
         for pair in samples.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -134,16 +130,10 @@ fn counters_are_cumulative_per_key() {
             );
             if a.conn_active == 0 {
                 // A key that reported its last connection closed stops, unless it reopens.
-                assert!(
-                    b.conn_open > a.conn_open,
-                    "{key:?} sampled again after closing"
-                );
+                assert!(b.conn_open > a.conn_open, "{key:?} sampled again after closing");
             }
         }
-        if samples
-            .last()
-            .is_some_and(|c| c.conn_active == 0 && c.conn_close > 0)
-        {
+        if samples.last().is_some_and(|c| c.conn_active == 0 && c.conn_close > 0) {
             closed_keys += 1;
         }
     }
@@ -165,11 +155,7 @@ fn every_upid_is_described_at_or_before_its_first_sample() {
             let Some(&t) = described.get(&c.upid) else {
                 panic!("no process record for {}", c.upid);
             };
-            assert!(
-                t <= c.time_,
-                "process record for {} after its sample",
-                c.upid
-            );
+            assert!(t <= c.time_, "process record for {} after its sample", c.upid);
         }
     }
 }
@@ -217,7 +203,10 @@ fn every_agent_reports_progress_every_period() {
             assert!(gap == report || gap == export - reports_between * report, "agent {asid}: reports {pair:?}");
         }
         let last = *times.last().unwrap();
-        assert!(last == stream_end || (last < stream_end && last + report >= stream_end), "agent {asid} stops at {last}");
+        assert!(
+            last == stream_end || (last < stream_end && last + report >= stream_end),
+            "agent {asid} stops at {last}"
+        );
         // Heard from within one progress period of the stream's start, before its first
         // export, on the cadence that leads to it.
         let start = profile.start_time_ns;
@@ -242,10 +231,7 @@ fn every_agent_reports_progress_every_period() {
             Record::Name(_) | Record::Container(_) => continue,
         };
         if let Some(&w) = watermark.get(&asid) {
-            assert!(
-                record.time() > w,
-                "agent {asid} sent {record:?} after progress {w}"
-            );
+            assert!(record.time() > w, "agent {asid} sent {record:?} after progress {w}");
         }
     }
 }
@@ -257,10 +243,7 @@ fn arrival_disorder_is_bounded() {
     let mut late = 0;
     for record in &records {
         let t = record.time();
-        assert!(
-            t + 15 * SECOND >= max_seen,
-            "{record:?} is more than 15 s behind"
-        );
+        assert!(t + 15 * SECOND >= max_seen, "{record:?} is more than 15 s behind");
         assert!(t + profile.max_delay_ns >= max_seen);
         if t < max_seen {
             late += 1;
@@ -268,10 +251,7 @@ fn arrival_disorder_is_bounded() {
         max_seen = max_seen.max(t);
     }
     // Agents interleave: plenty of records are behind the newest one seen.
-    assert!(
-        late > records.len() / 20,
-        "only {late} out-of-order records"
-    );
+    assert!(late > records.len() / 20, "only {late} out-of-order records");
 }
 
 #[test]
@@ -327,10 +307,7 @@ fn stream_has_the_features_of_a_real_fleet() {
             }
         }
     }
-    assert!(
-        clients > 1000 && servers > 1000,
-        "{clients} client, {servers} server samples"
-    );
+    assert!(clients > 1000 && servers > 1000, "{clients} client, {servers} server samples");
     assert!(v6 > 100, "{v6} IPv6 samples");
     assert!(host_samples > 100, "{host_samples} host-process samples");
     assert!(short > 50, "{short} short-connection samples");
@@ -344,10 +321,7 @@ fn stream_has_the_features_of_a_real_fleet() {
         assert!(!p.host.is_empty() && !p.node.is_empty() && !p.comm.is_empty());
         assert!(p.comm.len() <= 15);
     }
-    let relabelled = processes
-        .values()
-        .filter(|p| p.iter().any(|q| q.service != p[0].service))
-        .count();
+    let relabelled = processes.values().filter(|p| p.iter().any(|q| q.service != p[0].service)).count();
     let mut starts: BTreeMap<(u32, &str, &str), BTreeSet<u64>> = BTreeMap::new();
     for p in processes.values() {
         if !p[0].pod.is_empty() {
@@ -357,33 +331,21 @@ fn stream_has_the_features_of_a_real_fleet() {
                 .insert(p[0].upid.start_ticks);
         }
     }
-    let late_processes = processes
-        .values()
-        .filter(|p| p[0].time_ > profile.start_time_ns + profile.export_period_ns)
-        .count();
-    println!(
-        "processes {} (started during the run: {late_processes}), relabelled {relabelled}",
-        processes.len()
-    );
+    let late_processes =
+        processes.values().filter(|p| p[0].time_ > profile.start_time_ns + profile.export_period_ns).count();
+    println!("processes {} (started during the run: {late_processes}), relabelled {relabelled}", processes.len());
     assert!(late_processes >= 2, "no restarts");
     assert!(relabelled >= 1, "no label change");
     assert!(starts.values().any(|s| s.len() > 1));
 
     // Names: pods and services under their Kubernetes names; externals late or never.
-    let pod_names: BTreeSet<&str> = processes
-        .values()
-        .flatten()
-        .map(|p| p.pod.as_str())
-        .collect();
+    let pod_names: BTreeSet<&str> = processes.values().flatten().map(|p| p.pod.as_str()).collect();
     let mut named_late = 0;
     let mut never_named = 0;
     for (addr, first) in &first_sample {
         match names.get(addr) {
             Some((t, name)) if in_fleet(addr) => {
-                assert!(
-                    name.contains('/') || name.ends_with(".internal"),
-                    "{addr} {name}"
-                );
+                assert!(name.contains('/') || name.ends_with(".internal"), "{addr} {name}");
                 let _ = t;
             }
             Some((t, _)) => named_late += usize::from(t > first),
@@ -436,9 +398,7 @@ fn edges(records: &[Record], at: u64, window: u64, group_by: &str) -> BTreeSet<(
                 "node" => &p.node,
                 _ => &p.host,
             };
-            let to = names
-                .get(&addr)
-                .map_or(addr.to_string(), |n| n.1.to_string());
+            let to = names.get(&addr).map_or(addr.to_string(), |n| n.1.to_string());
             (!from.is_empty()).then(|| (from.clone(), to))
         })
         .collect()

@@ -215,7 +215,6 @@ impl Default for KafkaConfig {
     }
 }
 
-
 impl KafkaConfig {
     /// `idle_partition_after`, parsed; it must be longer than zero.
     pub fn idle_partition_after(&self) -> Result<Duration, ConfigError> {
@@ -232,22 +231,30 @@ impl KafkaConfig {
 
     /// Checks the values that have a fixed set of choices or a form; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let error = |key: &str, message: String| ConfigError {
-            file: None,
-            key: format!("kafka.{key}"),
-            message,
-        };
+        let error = |key: &str, message: String| ConfigError { file: None, key: format!("kafka.{key}"), message };
         if !matches!(self.delta_format.as_str(), "json" | "bincode") {
-            return Err(error("delta_format", format!("unknown format {:?}; expected json or bincode", self.delta_format)));
+            return Err(error(
+                "delta_format",
+                format!("unknown format {:?}; expected json or bincode", self.delta_format),
+            ));
         }
         if !matches!(self.start.as_str(), "beginning" | "end") {
             return Err(error("start", format!("unknown start {:?}; expected beginning or end", self.start)));
         }
         if !matches!(self.rebuild_from.as_str(), "beginning" | "window") {
-            return Err(error("rebuild_from", format!("unknown value {:?}; expected beginning or window", self.rebuild_from)));
+            return Err(error(
+                "rebuild_from",
+                format!("unknown value {:?}; expected beginning or window", self.rebuild_from),
+            ));
         }
         self.idle_partition_after()?;
-        for (key, value) in [("brokers", &self.brokers), ("input_topic", &self.input_topic), ("deltas_topic", &self.deltas_topic), ("state_topic", &self.state_topic), ("transactional_id", &self.transactional_id)] {
+        for (key, value) in [
+            ("brokers", &self.brokers),
+            ("input_topic", &self.input_topic),
+            ("deltas_topic", &self.deltas_topic),
+            ("state_topic", &self.state_topic),
+            ("transactional_id", &self.transactional_id),
+        ] {
             if value.trim().is_empty() {
                 return Err(error(key, "must not be empty".into()));
             }
@@ -345,16 +352,10 @@ pub fn parse_duration_ns(key: &str, text: &str) -> Result<u64, ConfigError> {
 impl QueryConfig {
     /// Checks every value and builds the job's configuration.
     pub fn validate(&self) -> Result<JobConfig, ConfigError> {
-        let error = |key: &str, message: String| ConfigError {
-            file: None,
-            key: format!("query.{key}"),
-            message,
-        };
+        let error = |key: &str, message: String| ConfigError { file: None, key: format!("query.{key}"), message };
         let ips = IpFilter::parse_list(&self.ips.join(",")).map_err(|m| error("ips", m))?;
         let group_by: GroupBy = self.group_by.parse().map_err(|m| error("group_by", m))?;
-        let duration = |key: &str, text: &str| {
-            parse_duration_ns(&format!("query.{key}"), text)
-        };
+        let duration = |key: &str, text: &str| parse_duration_ns(&format!("query.{key}"), text);
         let window_ns = duration("window", &self.window)?;
         let config = JobConfig {
             params: Params { ips, window_ns, group_by },
@@ -385,7 +386,10 @@ mod tests {
     }
 
     /// The error `validate` gives for a default section after `edit`.
-    fn error_after<C: Default, T: std::fmt::Debug>(edit: fn(&mut C), validate: fn(&C) -> Result<T, ConfigError>) -> String {
+    fn error_after<C: Default, T: std::fmt::Debug>(
+        edit: fn(&mut C),
+        validate: fn(&C) -> Result<T, ConfigError>,
+    ) -> String {
         let mut section = C::default();
         edit(&mut section);
         validate(&section).unwrap_err().to_string()
@@ -404,8 +408,11 @@ mod tests {
     #[test]
     fn kafka_errors_name_the_key() {
         let bad = |edit: fn(&mut KafkaConfig)| error_after(edit, KafkaConfig::validate);
-        assert!(bad(|c| c.idle_partition_after = "soon".into()).starts_with("kafka.idle_partition_after: invalid duration"));
-        assert!(bad(|c| c.idle_partition_after = "0s".into()).starts_with("kafka.idle_partition_after: must be longer than zero"));
+        assert!(
+            bad(|c| c.idle_partition_after = "soon".into()).starts_with("kafka.idle_partition_after: invalid duration")
+        );
+        assert!(bad(|c| c.idle_partition_after = "0s".into())
+            .starts_with("kafka.idle_partition_after: must be longer than zero"));
         assert!(bad(|c| c.rebuild_from = "yesterday".into()).starts_with("kafka.rebuild_from: unknown value"));
         assert_eq!(KafkaConfig::default().idle_partition_after().unwrap(), Duration::from_secs(10));
     }

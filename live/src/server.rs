@@ -77,7 +77,9 @@ pub struct ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Off loopback without a token.
-    #[error("--listen {0}: serving beyond this host needs a token (--token or FLOWGRAPH_UI_TOKEN), or listen on 127.0.0.1")]
+    #[error(
+        "--listen {0}: serving beyond this host needs a token (--token or FLOWGRAPH_UI_TOKEN), or listen on 127.0.0.1"
+    )]
     TokenRequired(SocketAddr),
     /// An empty token would let anyone in.
     #[error("--token: must not be empty")]
@@ -148,19 +150,10 @@ pub fn start(
     let listener = TcpListener::bind(config.listen).map_err(bind)?;
     listener.set_nonblocking(true).map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let app = App {
-        live,
-        control,
-        token: config.token.map(Arc::from),
-        max_window_ns: config.max_window_ns,
-        metrics,
-    };
+    let app = App { live, control, token: config.token.map(Arc::from), max_window_ns: config.max_window_ns, metrics };
     let router = router(app);
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(bind)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(bind)?;
     let thread = std::thread::Builder::new()
         .name("flowgraph-http".into())
         .spawn(move || {
@@ -214,12 +207,12 @@ fn error(status: StatusCode, field: &str, message: impl Into<String>) -> Respons
 
 async fn require_token(State(app): State<App>, headers: HeaderMap, request: Request, next: Next) -> Response {
     let Some(token) = &app.token else { return next.run(request).await };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(given) if constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(given) if constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
         Some(_) => error(StatusCode::UNAUTHORIZED, "authorization", "authorization: the bearer token is wrong"),
         None => error(
             StatusCode::UNAUTHORIZED,

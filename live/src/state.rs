@@ -70,12 +70,7 @@ impl LiveGraph {
     /// An empty graph under `params`.
     pub fn new(params: Params) -> Self {
         LiveGraph {
-            inner: RwLock::new(Inner {
-                graph: GraphState::default(),
-                params,
-                not_ready: None,
-                pending: Vec::new(),
-            }),
+            inner: RwLock::new(Inner { graph: GraphState::default(), params, not_ready: None, pending: Vec::new() }),
             events: broadcast::channel(STREAM_BACKLOG).0,
         }
     }
@@ -205,8 +200,12 @@ fn delta_json(progress: EventTime, updates: &[Output]) -> String {
     let updates = updates
         .iter()
         .filter_map(|output| match output {
-            Output::Update { diff, record: GraphRecord::Row(row), .. } => Some(Update::Row { diff: *diff, row: row.into() }),
-            Output::Update { diff, record: GraphRecord::Edge(edge), .. } => Some(Update::Edge { diff: *diff, edge: edge.into() }),
+            Output::Update { diff, record: GraphRecord::Row(row), .. } => {
+                Some(Update::Row { diff: *diff, row: row.into() })
+            }
+            Output::Update { diff, record: GraphRecord::Edge(edge), .. } => {
+                Some(Update::Edge { diff: *diff, edge: edge.into() })
+            }
             Output::Progress(_) => None,
         })
         .collect();

@@ -22,20 +22,20 @@
 //! several threads and several processes publish the same updates at every time; the marks
 //! between them fall wherever the cluster's frontier was when it crossed an interval.
 
-use crate::job::{Job, JobConfig, JobStats, Rejection};
 use crate::graph::Output;
+use crate::job::{Job, JobConfig, JobStats, Rejection};
 use flowgraph_schema::{EventTime, Record};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Exchange, Probe};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::vec::input::Handle as InputHandle;
 use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::{Exchange, Probe};
 use timely::worker::Worker;
 
 /// What travels on the routing dataflow.

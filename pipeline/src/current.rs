@@ -16,13 +16,13 @@
 //! dataflow, where a parameter change moves them incrementally. docs/BENCHMARKS.md measured
 //! the difference against the joins and `count_total` these replace.
 
+use crate::cluster::route;
 use crate::dataflow::{ConnData, Member};
 use crate::graph::{Edge, GraphRecord, Row, Text};
+use crate::order::{append_or_swap, sort_by_key_then};
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
 use hashbrown::hash_map::EntryRef;
-use crate::cluster::route;
-use crate::order::{append_or_swap, sort_by_key_then};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -354,9 +354,11 @@ fn group_by_peer(bytes: &mut [BytesChange]) {
 
 /// [`group_by_peer`] with the peer's hash given (a test forces collisions).
 fn group_by_peer_hash(bytes: &mut [BytesChange], hash: impl Fn(&(Upid, IpAddr)) -> u64) {
-    sort_by_key_then(bytes, |(peer, _, _)| hash(peer), |(a, _, a_diff), (b, _, b_diff)| {
-        (a, *a_diff > 0).cmp(&(b, *b_diff > 0))
-    });
+    sort_by_key_then(
+        bytes,
+        |(peer, _, _)| hash(peer),
+        |(a, _, a_diff), (b, _, b_diff)| (a, *a_diff > 0).cmp(&(b, *b_diff > 0)),
+    );
 }
 
 /// A peer's rows from its connection keys' bytes (their max), its process's labels and its
@@ -491,11 +493,15 @@ pub(crate) fn rows<'s>(
             let mut out = Vec::new();
             move |(bytes, bytes_frontier), (labels, labels_frontier), output| {
                 bytes.for_each(|capability, data| {
-                    let changes = data.drain(..).map(|((peer, value), time, diff)| (time, Change::Bytes(peer, value, diff)));
+                    let changes =
+                        data.drain(..).map(|((peer, value), time, diff)| (time, Change::Bytes(peer, value, diff)));
                     pending.accept(capability, changes);
                 });
                 labels.for_each(|capability, data| {
-                    pending.accept(capability, data.drain(..).map(|(label, time, diff)| (time, Change::Label(label, diff))));
+                    pending.accept(
+                        capability,
+                        data.drain(..).map(|(label, time, diff)| (time, Change::Label(label, diff))),
+                    );
                 });
                 let complete = pending.take_complete(&[bytes_frontier, labels_frontier]);
                 if let Some(earliest) = complete.keys().next() {

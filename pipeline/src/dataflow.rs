@@ -21,18 +21,18 @@
 
 use crate::graph::{GraphRecord, Text};
 use crate::order::append_or_swap;
-use crate::stage::{ContainerInfo, ProcessInfo};
 use crate::params::{GroupBy, IpFilter};
+use crate::stage::{ContainerInfo, ProcessInfo};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use flowgraph_schema::{EventTime, NameSource, TraceRole, Upid};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Exchange, Probe};
 use timely::worker::Worker;
 
@@ -149,11 +149,7 @@ fn rows<'s>(
             let ((_, name), _) = names[0];
             out.push((name.clone(), 1));
         });
-    let named = kept
-        .clone()
-        .map(|addr| (addr, ()))
-        .join(best_name.clone())
-        .map(|(addr, ((), name))| (addr, name));
+    let named = kept.clone().map(|addr| (addr, ())).join(best_name.clone()).map(|(addr, ((), name))| (addr, name));
     let unnamed = kept
         .map(|addr| (addr, ()))
         .antijoin(best_name.map(|(addr, _)| addr))
@@ -164,23 +160,19 @@ fn rows<'s>(
     // source knows it (a left join by container id).
     let pods = containers.filter(|(_, pod)| !pod.pod.is_empty());
     let by_container = procs.map(|(upid, process)| (process.container.clone(), (upid, process)));
-    let filled = by_container
-        .clone()
-        .join(pods.clone())
-        .map(|(_, ((upid, process), pod))| (upid, process.filled_from(&pod)));
-    let unfilled = by_container
-        .antijoin(pods.map(|(container, _)| container))
-        .map(|(_, (upid, process))| (upid, process));
+    let filled =
+        by_container.clone().join(pods.clone()).map(|(_, ((upid, process), pod))| (upid, process.filled_from(&pod)));
+    let unfilled =
+        by_container.antijoin(pods.map(|(container, _)| container)).map(|(_, (upid, process))| (upid, process));
     let procs = filled.concat(unfilled);
 
     // from_entity and cmdline per upid under the current grouping; '' entities drop out here.
-    let entities = procs
-        .map(|(upid, process)| ((), (upid, process)))
-        .join(group_by.map(|g| ((), g)))
-        .flat_map(|((), ((upid, process), group_by))| {
+    let entities = procs.map(|(upid, process)| ((), (upid, process))).join(group_by.map(|g| ((), g))).flat_map(
+        |((), ((upid, process), group_by))| {
             let entity = group_by.entity_text(&process);
             (!entity.is_empty()).then(|| (upid, (entity.clone(), process.cmdline.clone())))
-        });
+        },
+    );
 
     // The churn of bytes meets the labels in one operator that keeps only the current state.
     crate::current::rows(conns, entities, to_entity)

@@ -49,13 +49,10 @@ impl fmt::Display for NameExplanation {
         writeln!(f, "address:   {}", self.addr)?;
         writeln!(f, "at:        {} (event time, ns)", self.at)?;
         match &self.decided_by {
-            NamedBy::Loopback => writeln!(
-                f,
-                "to_entity: the process's own entity (loopback addresses stay inside it)"
-            )?,
-            NamedBy::Source(source) => {
-                writeln!(f, "to_entity: {} (named by {source})", self.to_entity)?
+            NamedBy::Loopback => {
+                writeln!(f, "to_entity: the process's own entity (loopback addresses stay inside it)")?
             }
+            NamedBy::Source(source) => writeln!(f, "to_entity: {} (named by {source})", self.to_entity)?,
             NamedBy::Address => writeln!(f, "to_entity: {} (no source names it)", self.to_entity)?,
         }
         writeln!(f, "precedence: kubernetes > dns > static > reverse_dns > the address")?;

@@ -15,7 +15,11 @@ pub type Text = arcstr::ArcStr;
 /// interns its text, so equal strings are usually one allocation, and sorting the output (rows
 /// sharing their entities) then skips comparing their bytes.
 fn text_cmp(a: &Text, b: &Text) -> Ordering {
-    if Text::ptr_eq(a, b) { Ordering::Equal } else { a.cmp(b) }
+    if Text::ptr_eq(a, b) {
+        Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
 }
 
 /// A table row: one (from_entity, upid, cmdline, remote_addr) group of the window. Ordered

@@ -1,12 +1,12 @@
 //! The embedded job: one timely worker in this thread, driven record by record.
 
+use crate::dataflow::ConnData;
 use crate::dataflow::{self, Inputs, OutputBuffer};
 use crate::explain::{NameCandidate, NameExplanation, NamedBy};
+use crate::graph::Text;
 use crate::graph::{release_order, GraphRecord, Output};
 use crate::order::{append_or_swap, sort_by_key_then};
 use crate::params::Params;
-use crate::graph::Text;
-use crate::dataflow::ConnData;
 use crate::stage::{ContainerInfo, Interner, ProcessInfo, Stage, StageUpdate, StageValue};
 use differential_dataflow::input::InputSession;
 use flowgraph_schema::{EventTime, NameSource, Record, TraceRole, Upid};
@@ -274,16 +274,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         record.set_time(time);
         let inserted = match record {
             Record::ConnStats(c) => {
-                let key = ConnKey {
-                    upid: c.upid,
-                    addr: c.remote_addr,
-                    port: c.remote_port,
-                    role: c.trace_role,
-                };
-                let bytes = Bytes {
-                    sent: c.bytes_sent,
-                    recv: c.bytes_recv,
-                };
+                let key = ConnKey { upid: c.upid, addr: c.remote_addr, port: c.remote_port, role: c.trace_role };
+                let bytes = Bytes { sent: c.bytes_sent, recv: c.bytes_recv };
                 self.conns.insert(key, time, bytes)
             }
             Record::Process(p) => {
@@ -460,8 +452,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             .flatten()
             .min()
             .unwrap_or(to);
-            let slice_end =
-                to.min(self.input_frontier.max(next_event).saturating_add(self.compute_slice_ns()));
+            let slice_end = to.min(self.input_frontier.max(next_event).saturating_add(self.compute_slice_ns()));
             while let Some((at, params)) = due.next_if(|(at, _)| *at < slice_end) {
                 self.stage_until(at);
                 self.apply_params(at, params);

@@ -89,13 +89,10 @@ impl fmt::Display for GroupBy {
 impl FromStr for GroupBy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        GroupBy::ALL
-            .into_iter()
-            .find(|g| g.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<_> = GroupBy::ALL.iter().map(|g| g.as_str()).collect();
-                format!("unknown value {s:?}; expected one of {}", all.join(", "))
-            })
+        GroupBy::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| {
+            let all: Vec<_> = GroupBy::ALL.iter().map(|g| g.as_str()).collect();
+            format!("unknown value {s:?}; expected one of {}", all.join(", "))
+        })
     }
 }
 
@@ -137,18 +134,16 @@ impl IpFilter {
                         Ok(ip) => {
                             let max = if ip.is_ipv4() { 32 } else { 128 };
                             match prefix.parse::<u8>() {
-                                Ok(len) if len > max => format!(
-                                    "invalid CIDR {item:?}: the prefix length {len} is longer than {max}"
-                                ),
+                                Ok(len) if len > max => {
+                                    format!("invalid CIDR {item:?}: the prefix length {len} is longer than {max}")
+                                }
                                 _ => format!("invalid CIDR {item:?}: {e}"),
                             }
                         }
                     }
                 })?,
                 None => {
-                    let addr: IpAddr = item
-                        .parse()
-                        .map_err(|e| format!("invalid address {item:?}: {e}"))?;
+                    let addr: IpAddr = item.parse().map_err(|e| format!("invalid address {item:?}: {e}"))?;
                     IpNet::from(addr.to_canonical())
                 }
             };
@@ -178,9 +173,7 @@ impl IpFilter {
 fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::V4(
-                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of at most 32 bits"),
-            ),
+            Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of at most 32 bits")),
             None => net,
         },
         _ => net,
@@ -213,11 +206,7 @@ pub const DEFAULT_WINDOW_NS: u64 = 5 * 60 * 1_000_000_000;
 
 impl Default for Params {
     fn default() -> Self {
-        Params {
-            ips: IpFilter::all(),
-            window_ns: DEFAULT_WINDOW_NS,
-            group_by: GroupBy::Pod,
-        }
+        Params { ips: IpFilter::all(), window_ns: DEFAULT_WINDOW_NS, group_by: GroupBy::Pod }
     }
 }
 

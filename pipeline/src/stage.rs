@@ -349,9 +349,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
         loop {
             let next_sample = self.sample_arena.first_time(&state.pending).filter(|t| *t < to);
             let expiry = match (state.settled(), self.window) {
-                (Some((t, _)), Some(window)) if state.present => {
-                    Some(t + window).filter(|e| *e < to)
-                }
+                (Some((t, _)), Some(window)) if state.present => Some(t + window).filter(|e| *e < to),
                 _ => None,
             };
             // At equal times the expiry goes first: -old, then +new.
@@ -724,9 +722,8 @@ mod tests {
         out.clear();
         stage.advance(45, &mut out);
         out.sort();
-        let mut expected: Vec<_> = (0..2_000u32)
-            .flat_map(|key| [(key, Counter(3), 40, -1), (key, Counter(4), 40, 1)])
-            .collect();
+        let mut expected: Vec<_> =
+            (0..2_000u32).flat_map(|key| [(key, Counter(3), 40, -1), (key, Counter(4), 40, 1)]).collect();
         expected.sort();
         assert_eq!(out, expected, "each key: its last sample replaces the one before at 40");
     }

@@ -116,7 +116,10 @@ fn check_marks(outputs: &[Output], end: EventTime) {
             }
             Output::Update { time, .. } => {
                 assert!(*time >= last_mark, "update at {time} after mark {last_mark}");
-                let next = outputs[i..].iter().find_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+                let next = outputs[i..].iter().find_map(|o| match o {
+                    Output::Progress(p) => Some(*p),
+                    _ => None,
+                });
                 assert!(next.is_some_and(|p| *time < p), "update at {time} not covered by the next mark {next:?}");
             }
         }
@@ -135,7 +138,10 @@ fn two_and_three_workers_publish_what_one_job_does() {
         let outputs = cluster(records.clone(), workers, chunk);
         assert!(outputs[1..].iter().all(Vec::is_empty), "{workers} workers: only worker 0 releases");
         check_marks(&outputs[0], end);
-        let marks = outputs[0].iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None });
+        let marks = outputs[0].iter().filter_map(|o| match o {
+            Output::Progress(p) => Some(*p),
+            _ => None,
+        });
         let unaligned: Vec<EventTime> = marks.filter(|p| *p != end && p % config().progress_interval_ns != 0).collect();
         assert!(unaligned.is_empty(), "{workers} workers: marks between intervals: {unaligned:?}");
         assert!(updates(&outputs[0]) == updates(&reference), "{workers} workers: different updates");
@@ -210,7 +216,13 @@ fn workers_that_see_the_watermark_at_different_moments_complete_the_same_times()
         .unwrap();
         guards.join().into_iter().map(Result::unwrap).collect::<Vec<Vec<Output>>>()
     });
-    let marks: Vec<EventTime> = outputs[0].iter().filter_map(|o| match o { Output::Progress(p) => Some(*p), _ => None }).collect();
+    let marks: Vec<EventTime> = outputs[0]
+        .iter()
+        .filter_map(|o| match o {
+            Output::Progress(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
     assert!(marks.starts_with(&[S, 2 * S]), "worker 0's marks: {marks:?}");
     assert!(marks.iter().all(|m| m % S == 0) && marks.is_sorted(), "worker 0's marks: {marks:?}");
     assert!(outputs[1..].iter().all(Vec::is_empty), "only worker 0 releases");

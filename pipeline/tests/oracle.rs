@@ -17,12 +17,8 @@
 //! process's own entity. A process's empty Kubernetes fields are filled from the latest
 //! container record for its container id, if that names a pod.
 
-use flowgraph_pipeline::{
-    Admission, Edge, GraphRecord, GroupBy, IpFilter, Job, JobConfig, Output, Params, Row,
-};
-use flowgraph_schema::{
-    ConnStats, Container, EventTime, Name, NameSource, Process, Progress, Record, TraceRole, Upid,
-};
+use flowgraph_pipeline::{Admission, Edge, GraphRecord, GroupBy, IpFilter, Job, JobConfig, Output, Params, Row};
+use flowgraph_schema::{ConnStats, Container, EventTime, Name, NameSource, Process, Progress, Record, TraceRole, Upid};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -50,10 +46,7 @@ struct Clock {
 
 impl Clock {
     fn new(lateness: u64) -> Self {
-        Clock {
-            lateness,
-            max_seen: None,
-        }
+        Clock { lateness, max_seen: None }
     }
 
     fn frontier(&self) -> u64 {
@@ -108,17 +101,10 @@ impl Scenario {
                     clock.observe(record.time());
                     steps.push(Step::Push { record, eff });
                 }
-                Op::Set(params) => steps.push(Step::Set {
-                    params,
-                    at: clock.frontier(),
-                }),
+                Op::Set(params) => steps.push(Step::Set { params, at: clock.frontier() }),
             }
         }
-        Scenario {
-            config,
-            base,
-            steps,
-        }
+        Scenario { config, base, steps }
     }
 
     fn max_time(&self) -> Option<u64> {
@@ -157,11 +143,7 @@ impl Scenario {
         for (i, step) in self.steps.iter().enumerate() {
             let line = match step {
                 Step::Push { record, eff } => {
-                    let at = if *eff != record.time() {
-                        format!(" LATE->{}", self.rel(*eff))
-                    } else {
-                        String::new()
-                    };
+                    let at = if *eff != record.time() { format!(" LATE->{}", self.rel(*eff)) } else { String::new() };
                     let t = self.rel(record.time());
                     match record {
                         Record::ConnStats(c) => format!(
@@ -239,9 +221,7 @@ impl Oracle {
                         Record::ConnStats(c) => oracle.conns.push(c),
                         Record::Process(p) => oracle.procs.entry(p.upid).or_default().push(*p),
                         Record::Name(n) => oracle.names.entry(n.addr).or_default().push(n),
-                        Record::Container(c) => {
-                            oracle.containers.entry(c.container.clone()).or_default().push(*c)
-                        }
+                        Record::Container(c) => oracle.containers.entry(c.container.clone()).or_default().push(*c),
                         Record::Progress(_) => {}
                     }
                 }
@@ -253,22 +233,13 @@ impl Oracle {
 
     /// The parameters in force at `t`: the last change applied at or before it.
     fn params_at(&self, t: EventTime) -> &Params {
-        let (_, p) = self
-            .params
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= t)
-            .expect("initial params apply from 0");
+        let (_, p) = self.params.iter().rev().find(|(at, _)| *at <= t).expect("initial params apply from 0");
         p
     }
 
     /// The latest process record for `upid` at or before `t`; equal times: greatest record.
     fn process_at(&self, upid: &Upid, t: EventTime) -> Option<&Process> {
-        self.procs
-            .get(upid)?
-            .iter()
-            .filter(|p| p.time_ <= t)
-            .max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
+        self.procs.get(upid)?.iter().filter(|p| p.time_ <= t).max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
     }
 
     /// The process as the graph sees it at `t`: its latest record, with empty Kubernetes
@@ -279,10 +250,7 @@ impl Oracle {
             .containers
             .get(&process.container)
             .and_then(|records| {
-                records
-                    .iter()
-                    .filter(|c| c.time_ <= t)
-                    .max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
+                records.iter().filter(|c| c.time_ <= t).max_by(|a, b| (a.time_, *a).cmp(&(b.time_, *b)))
             })
             .filter(|c| !c.pod.is_empty());
         if let Some(c) = container {
@@ -331,9 +299,7 @@ impl Oracle {
                 Some(p) => (oracle_entity(params.group_by, &p).to_string(), p.cmdline.clone()),
                 None => (String::new(), String::new()),
             };
-            let g = groups
-                .entry((from, c.upid, cmdline, c.remote_addr))
-                .or_insert((0, 0));
+            let g = groups.entry((from, c.upid, cmdline, c.remote_addr)).or_insert((0, 0));
             g.0 = g.0.max(c.bytes_sent);
             g.1 = g.1.max(c.bytes_recv);
         }
@@ -347,12 +313,9 @@ impl Oracle {
             let to_entity = if remote_addr.is_loopback() {
                 from_entity.clone()
             } else {
-                self.name_at(&remote_addr, t)
-                    .map_or_else(|| remote_addr.to_string(), str::to_string)
+                self.name_at(&remote_addr, t).map_or_else(|| remote_addr.to_string(), str::to_string)
             };
-            let e = edges
-                .entry((from_entity.clone(), to_entity.clone()))
-                .or_insert((0, 0));
+            let e = edges.entry((from_entity.clone(), to_entity.clone())).or_insert((0, 0));
             e.0 += sent;
             e.1 += recv;
             state.insert(
@@ -478,10 +441,7 @@ impl<'a> Checker<'a> {
                     }
                 }
                 if diff != 1 && diff != -1 {
-                    return Err(format!(
-                        "update at {} has diff {diff}, not +1 or -1: {record:?}",
-                        rel(time)
-                    ));
+                    return Err(format!("update at {} has diff {diff}, not +1 or -1: {record:?}", rel(time)));
                 }
                 self.update_times.insert(time);
                 self.pending.push((time, diff, record));
@@ -489,20 +449,12 @@ impl<'a> Checker<'a> {
             Output::Progress(p) => {
                 if let Some(last) = self.last_progress {
                     if p < last {
-                        return Err(format!(
-                            "progress mark {} after a later mark {}",
-                            rel(p),
-                            rel(last)
-                        ));
+                        return Err(format!("progress mark {} after a later mark {}", rel(p), rel(last)));
                     }
                 }
                 if let Some(f) = frontier {
                     if p > f {
-                        return Err(format!(
-                            "progress mark {} passes the frontier {} before finish()",
-                            rel(p),
-                            rel(f)
-                        ));
+                        return Err(format!("progress mark {} passes the frontier {} before finish()", rel(p), rel(f)));
                     }
                 }
                 // Updates are released only once their time is complete.
@@ -578,10 +530,7 @@ impl<'a> Checker<'a> {
     /// After `finish()`: the last mark is the largest event time + 1 and nothing follows it.
     fn finish(&mut self) -> Result<(), String> {
         if let Some((t, d, r)) = self.pending.first() {
-            return Err(format!(
-                "update at {} ({d:+} {r:?}) after the last progress mark",
-                self.scenario.rel(*t)
-            ));
+            return Err(format!("update at {} ({d:+} {r:?}) after the last progress mark", self.scenario.rel(*t)));
         }
         if let Some(max) = self.scenario.max_time() {
             if self.last_progress != Some(max + 1) {
@@ -610,16 +559,12 @@ fn run_case(scenario: &Scenario) -> Result<usize, String> {
             Step::Push { record, eff } => {
                 let want = if *eff > record.time() {
                     late += 1;
-                    Admission::Late {
-                        processed_at: *eff,
-                    }
+                    Admission::Late { processed_at: *eff }
                 } else {
                     Admission::OnTime
                 };
                 records += 1;
-                let got = job
-                    .push(record.clone())
-                    .map_err(|e| format!("step {i}: push rejected: {e}"))?;
+                let got = job.push(record.clone()).map_err(|e| format!("step {i}: push rejected: {e}"))?;
                 if got != want {
                     return Err(format!("step {i}: admission {got:?}, want {want:?}"));
                 }
@@ -635,9 +580,7 @@ fn run_case(scenario: &Scenario) -> Result<usize, String> {
                 }
             }
             Step::Set { params, at } => {
-                let got = job
-                    .set_params(params.clone())
-                    .map_err(|e| format!("step {i}: set_params failed: {e}"))?;
+                let got = job.set_params(params.clone()).map_err(|e| format!("step {i}: set_params failed: {e}"))?;
                 if got != *at {
                     return Err(format!(
                         "step {i}: set_params applies at {}, want the frontier {}",
@@ -649,24 +592,18 @@ fn run_case(scenario: &Scenario) -> Result<usize, String> {
         }
         job.drain_into(&mut out);
         for o in out.drain(..) {
-            checker
-                .feed(o, Some(clock.frontier()))
-                .map_err(|e| format!("after step {i}: {e}"))?;
+            checker.feed(o, Some(clock.frontier())).map_err(|e| format!("after step {i}: {e}"))?;
         }
     }
     job.finish();
     job.drain_into(&mut out);
     for o in out.drain(..) {
-        checker
-            .feed(o, None)
-            .map_err(|e| format!("after finish(): {e}"))?;
+        checker.feed(o, None).map_err(|e| format!("after finish(): {e}"))?;
     }
     checker.finish()?;
     let stats = job.stats().clone();
     if stats.rejected != 0 || stats.late != late || stats.records != records {
-        return Err(format!(
-            "stats {stats:?}, want records {records}, late {late}, rejected 0"
-        ));
+        return Err(format!("stats {stats:?}, want records {records}, late {late}, rejected 0"));
     }
     Ok(checker.checks)
 }
@@ -677,15 +614,7 @@ fn run_case(scenario: &Scenario) -> Result<usize, String> {
 
 const SLOTS: usize = 6;
 const ADDRS: [&str; 10] = [
-    "127.0.0.1",
-    "::1",
-    "10.0.0.1",
-    "10.0.0.2",
-    "10.1.2.3",
-    "192.168.1.5",
-    "8.8.8.8",
-    "2001:db8::1",
-    "2001:db8::2",
+    "127.0.0.1", "::1", "10.0.0.1", "10.0.0.2", "10.1.2.3", "192.168.1.5", "8.8.8.8", "2001:db8::1", "2001:db8::2",
     "fd00::5",
 ];
 /// The oracle's own reading of a filter: which addresses it keeps. It reads the filter's text
@@ -696,10 +625,7 @@ fn oracle_filter(filter: &IpFilter) -> impl Fn(&IpAddr) -> bool {
     let text = if *filter == IpFilter::all() {
         ""
     } else {
-        FILTERS
-            .iter()
-            .find(|text| IpFilter::parse_list(text).as_ref() == Ok(filter))
-            .expect("a filter from FILTERS")
+        FILTERS.iter().find(|text| IpFilter::parse_list(text).as_ref() == Ok(filter)).expect("a filter from FILTERS")
     };
     let nets: Vec<ipnet::IpNet> = text
         .split(',')
@@ -808,20 +734,15 @@ enum AOp {
 }
 
 fn knobs() -> impl Strategy<Value = Knobs> {
-    (
-        1u8..=4,
-        [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30],
-        0u8..3,
-        any::<bool>(),
-        (0u8..6, 0u8..5, 0u8..7),
-    )
-        .prop_map(|(agents, offsets, lateness, realistic_base, initial)| Knobs {
+    (1u8..=4, [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30], 0u8..3, any::<bool>(), (0u8..6, 0u8..5, 0u8..7)).prop_map(
+        |(agents, offsets, lateness, realistic_base, initial)| Knobs {
             agents,
             offsets,
             lateness,
             realistic_base,
             initial,
-        })
+        },
+    )
 }
 
 fn aop() -> impl Strategy<Value = AOp> {
@@ -911,35 +832,19 @@ fn describe(time: u64, upid: Upid, slot: u8, variant: u8) -> Process {
     Process {
         time_: time,
         upid,
-        cmdline: if variant == 6 {
-            String::new()
-        } else {
-            format!("/usr/bin/app{slot} --mode={}", variant % 3)
-        },
+        cmdline: if variant == 6 { String::new() } else { format!("/usr/bin/app{slot} --mode={}", variant % 3) },
         comm: format!("app{slot}"),
-        container: if variant.is_multiple_of(2) {
-            format!("ctr-{slot}-{variant}")
-        } else {
-            String::new()
-        },
+        container: if variant.is_multiple_of(2) { format!("ctr-{slot}-{variant}") } else { String::new() },
         host: format!("host-{}", upid.asid),
         // Even variants run in a container; some of those leave their Kubernetes fields to
         // the container's metadata record.
-        pod: if variant % 4 == 3 || variant == 2 {
-            String::new()
-        } else {
-            format!("{ns}/pod-{slot}-{variant}")
-        },
+        pod: if variant % 4 == 3 || variant == 2 { String::new() } else { format!("{ns}/pod-{slot}-{variant}") },
         service: match variant % 3 {
             0 => String::new(),
             v => format!("{ns}/svc-{v}"),
         },
         namespace: if variant % 5 == 4 { String::new() } else { ns },
-        node: if variant == 7 || variant == 6 {
-            String::new()
-        } else {
-            format!("node-{}", upid.asid)
-        },
+        node: if variant == 7 || variant == 6 { String::new() } else { format!("node-{}", upid.asid) },
     }
 }
 
@@ -960,11 +865,7 @@ type ConnKey = (Upid, IpAddr, u16, TraceRole);
 /// processing-time order: a sample processed at e gets a value between the largest value
 /// processed at or before e and the smallest processed after e.
 fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
-    let base = if knobs.realistic_base {
-        1_700_000_000 * SEC
-    } else {
-        0
-    };
+    let base = if knobs.realistic_base { 1_700_000_000 * SEC } else { 0 };
     let lateness = LATENESS_S[knobs.lateness as usize] * SEC;
     let config = JobConfig {
         params: params(knobs.initial.0, knobs.initial.1, knobs.initial.2),
@@ -988,11 +889,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
     let agent_time = |g: u64, agent: u32, jitter: u8| {
         g.saturating_sub((u64::from(knobs.offsets[agent as usize]) + u64::from(jitter)) * UNIT)
     };
-    let late_time = |clock: &Clock, jitter: u8| {
-        clock
-            .frontier()
-            .saturating_sub((1 + 4 * u64::from(jitter)) * UNIT)
-    };
+    let late_time = |clock: &Clock, jitter: u8| clock.frontier().saturating_sub((1 + 4 * u64::from(jitter)) * UNIT);
 
     for op in ops {
         let dt = match op {
@@ -1006,34 +903,14 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
         };
         g += u64::from(dt) * UNIT;
         let record = match *op {
-            AOp::Sample {
-                slot,
-                addr: a,
-                port,
-                role,
-                inc_sent,
-                inc_recv,
-                frac,
-                jitter,
-                late,
-                ..
-            } => {
+            AOp::Sample { slot, addr: a, port, role, inc_sent, inc_recv, frac, jitter, late, .. } => {
                 let upid = upid_of(slot, &generation);
-                let t = if late {
-                    late_time(&clock, jitter)
-                } else {
-                    agent_time(g, upid.asid, jitter)
-                };
+                let t = if late { late_time(&clock, jitter) } else { agent_time(g, upid.asid, jitter) };
                 let e = clock.processed_at(t);
                 let key = (upid, addr(a), PORTS[port as usize], ROLES[role as usize]);
                 let samples = counters.entry(key).or_default();
                 let pick = |field: fn(&(u64, u64, u64)) -> u64, inc: u16| {
-                    let lo = samples
-                        .iter()
-                        .filter(|s| s.0 <= e)
-                        .map(field)
-                        .max()
-                        .unwrap_or(0);
+                    let lo = samples.iter().filter(|s| s.0 <= e).map(field).max().unwrap_or(0);
                     let hi = samples.iter().filter(|s| s.0 > e).map(field).min();
                     match hi {
                         None => lo + u64::from(inc),
@@ -1056,42 +933,23 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                     bytes_recv: recv,
                 }))
             }
-            AOp::Proc {
-                slot,
-                variant: v,
-                jitter,
-                late,
-                ..
-            } => {
+            AOp::Proc { slot, variant: v, jitter, late, .. } => {
                 let upid = upid_of(slot, &generation);
                 variant[slot as usize] = Some(v);
-                let t = if late {
-                    late_time(&clock, jitter)
-                } else {
-                    agent_time(g, upid.asid, jitter)
-                };
+                let t = if late { late_time(&clock, jitter) } else { agent_time(g, upid.asid, jitter) };
                 Some(Record::Process(Box::new(describe(t, upid, slot, v))))
             }
             AOp::Restart { slot, announce, .. } => {
                 generation[slot as usize] += 1;
                 let upid = upid_of(slot, &generation);
                 match (announce, variant[slot as usize]) {
-                    (true, Some(v)) => Some(Record::Process(Box::new(describe(
-                        agent_time(g, upid.asid, 0),
-                        upid,
-                        slot,
-                        v,
-                    )))),
+                    (true, Some(v)) => {
+                        Some(Record::Process(Box::new(describe(agent_time(g, upid.asid, 0), upid, slot, v))))
+                    }
                     _ => None,
                 }
             }
-            AOp::Name {
-                addr: a,
-                variant: v,
-                source,
-                late,
-                ..
-            } => {
+            AOp::Name { addr: a, variant: v, source, late, .. } => {
                 let t = if late { late_time(&clock, v) } else { g };
                 Some(Record::Name(Name {
                     time_: t,
@@ -1100,13 +958,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                     source: NameSource::ALL[source as usize],
                 }))
             }
-            AOp::Container {
-                slot,
-                variant: v,
-                pod,
-                late,
-                ..
-            } => {
+            AOp::Container { slot, variant: v, pod, late, .. } => {
                 let t = if late { late_time(&clock, v) } else { g };
                 // Container ids as `describe` makes them (even variants); pod 0 withdraws.
                 let ns = format!("kns{}", pod % 2);
@@ -1131,15 +983,8 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
                     losses: Default::default(),
                 }))
             }
-            AOp::SetParams {
-                ips,
-                window,
-                group_by,
-            } => {
-                out.push(Step::Set {
-                    params: params(ips, window, group_by),
-                    at: clock.frontier(),
-                });
+            AOp::SetParams { ips, window, group_by } => {
+                out.push(Step::Set { params: params(ips, window, group_by), at: clock.frontier() });
                 None
             }
         };
@@ -1149,22 +994,14 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
             out.push(Step::Push { record, eff });
         }
     }
-    Scenario {
-        config,
-        base,
-        steps: out,
-    }
+    Scenario { config, base, steps: out }
 }
 
 /// Samples of one key never decrease in processing-time order (checks the generator).
 fn assert_monotone(scenario: &Scenario) {
     let mut by_key: HashMap<ConnKey, Vec<(u64, u64, u64)>> = HashMap::new();
     for step in &scenario.steps {
-        if let Step::Push {
-            record: Record::ConnStats(c),
-            eff,
-        } = step
-        {
+        if let Step::Push { record: Record::ConnStats(c), eff } = step {
             by_key
                 .entry((c.upid, c.remote_addr, c.remote_port, c.trace_role))
                 .or_default()
@@ -1249,28 +1086,15 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 fn cfg(params: Params, lateness_ns: u64) -> JobConfig {
-    JobConfig {
-        params,
-        lateness_ns,
-        progress_interval_ns: SEC,
-        max_window_ns: MAX_WINDOW_NS,
-    }
+    JobConfig { params, lateness_ns, progress_interval_ns: SEC, max_window_ns: MAX_WINDOW_NS }
 }
 
 fn params_of(window_s: u64, group_by: GroupBy) -> Params {
-    Params {
-        ips: IpFilter::all(),
-        window_ns: window_s * SEC,
-        group_by,
-    }
+    Params { ips: IpFilter::all(), window_ns: window_s * SEC, group_by }
 }
 
 fn upid(asid: u32, pid: u32, start_ticks: u64) -> Upid {
-    Upid {
-        asid,
-        pid,
-        start_ticks,
-    }
+    Upid { asid, pid, start_ticks }
 }
 
 fn proc_rec(t: u64, upid: Upid, cmdline: &str, pod: &str, service: &str) -> Op {
@@ -1304,20 +1128,11 @@ fn name_rec(t: u64, addr: &str, name: &str) -> Op {
 }
 
 fn named_by(t: u64, addr: &str, name: &str, source: NameSource) -> Op {
-    Op::Push(Record::Name(Name {
-        time_: t,
-        addr: addr.parse().unwrap(),
-        name: name.into(),
-        source,
-    }))
+    Op::Push(Record::Name(Name { time_: t, addr: addr.parse().unwrap(), name: name.into(), source }))
 }
 
 fn progress(t: u64) -> Op {
-    Op::Push(Record::Progress(Progress {
-        time_: t,
-        source: "agent-0".into(),
-        losses: Default::default(),
-    }))
+    Op::Push(Record::Progress(Progress { time_: t, source: "agent-0".into(), losses: Default::default() }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1334,12 +1149,7 @@ fn row(from: &str, upid: Upid, cmd: &str, addr: &str, to: &str, s: u64, r: u64) 
 }
 
 fn edge(from: &str, to: &str, s: u64, r: u64) -> GraphRecord {
-    GraphRecord::Edge(Edge {
-        from_entity: from.into(),
-        to_entity: to.into(),
-        bytes_sent: s,
-        bytes_recv: r,
-    })
+    GraphRecord::Edge(Edge { from_entity: from.into(), to_entity: to.into(), bytes_sent: s, bytes_recv: r })
 }
 
 type Deltas = BTreeMap<(EventTime, GraphRecord), i64>;
@@ -1466,12 +1276,7 @@ fn late_record_is_processed_at_the_frontier() {
         ],
     );
     let (_, _, admissions) = job_deltas(&sc);
-    assert_eq!(
-        admissions[3],
-        Ok(Admission::Late {
-            processed_at: 18 * SEC
-        })
-    );
+    assert_eq!(admissions[3], Ok(Admission::Late { processed_at: 18 * SEC }));
 }
 
 /// A late process record is re-timed to the frontier, and there it ties with an on-time record
@@ -1488,12 +1293,7 @@ fn a_late_process_record_ties_at_the_frontier_by_record_order() {
         container: "c".into(), // > "": this record is the greater one
         ..Process::default()
     };
-    let on_time_proc = Process {
-        time_: 18 * SEC,
-        pod: String::new(),
-        container: String::new(),
-        ..late_proc.clone()
-    };
+    let on_time_proc = Process { time_: 18 * SEC, pod: String::new(), container: String::new(), ..late_proc.clone() };
     assert!(Process { time_: 18 * SEC, ..late_proc.clone() } > on_time_proc);
     for late_first in [true, false] {
         let (first, second) = if late_first {

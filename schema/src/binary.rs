@@ -106,20 +106,15 @@ pub fn decode_payload(version: u8, payload: &[u8]) -> Result<Vec<Record>, Binary
     } else {
         bincode::serde::decode_from_slice::<Vec<Record>, _>(payload, config())
     };
-    let (mut records, used): (Vec<Record>, usize) =
-        decoded.map_err(|e| BinaryError::Payload(e.to_string()))?;
+    let (mut records, used): (Vec<Record>, usize) = decoded.map_err(|e| BinaryError::Payload(e.to_string()))?;
     if used != payload.len() {
         return Err(BinaryError::TrailingBytes(payload.len() - used));
     }
     if records.len() > MAX_BATCH_RECORDS {
-        return Err(BinaryError::TooManyRecords {
-            count: records.len(),
-        });
+        return Err(BinaryError::TooManyRecords { count: records.len() });
     }
     for (index, record) in records.iter_mut().enumerate() {
-        record
-            .validate()
-            .map_err(|message| BinaryError::Record { index, message })?;
+        record.validate().map_err(|message| BinaryError::Record { index, message })?;
     }
     Ok(records)
 }
@@ -130,17 +125,11 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Vec<Record>, usize), BinaryError> {
     let header: &[u8; HEADER_LEN] = bytes
         .get(..HEADER_LEN)
         .and_then(|h| h.try_into().ok())
-        .ok_or(BinaryError::Truncated {
-            needed: HEADER_LEN,
-            available: bytes.len(),
-        })?;
+        .ok_or(BinaryError::Truncated { needed: HEADER_LEN, available: bytes.len() })?;
     let len = payload_len(header)?;
     let payload = bytes
         .get(HEADER_LEN..HEADER_LEN + len)
-        .ok_or(BinaryError::Truncated {
-            needed: HEADER_LEN + len,
-            available: bytes.len(),
-        })?;
+        .ok_or(BinaryError::Truncated { needed: HEADER_LEN + len, available: bytes.len() })?;
     Ok((decode_payload(header[2], payload)?, HEADER_LEN + len))
 }
 
@@ -155,8 +144,7 @@ pub fn encode_frame(records: &[Record], out: &mut Vec<u8>) {
     out.push(VERSION);
     out.push(0);
     out.extend_from_slice(&[0; 4]);
-    bincode::serde::encode_into_std_write(records, out, config())
-        .expect("encoding into a Vec cannot fail");
+    bincode::serde::encode_into_std_write(records, out, config()).expect("encoding into a Vec cannot fail");
     let len = out.len() - start - HEADER_LEN;
     assert!(len <= MAX_FRAME_LEN, "frame too large");
     out[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
@@ -275,11 +263,7 @@ mod tests {
             Process(Process),
             Name(NameV1),
         }
-        let old = vec![RecordV1::Name(NameV1 {
-            time_: 5,
-            addr: "10.0.0.2".parse().unwrap(),
-            name: "cache".into(),
-        })];
+        let old = vec![RecordV1::Name(NameV1 { time_: 5, addr: "10.0.0.2".parse().unwrap(), name: "cache".into() })];
         let payload = bincode::serde::encode_to_vec(&old, config()).unwrap();
         let mut frame = vec![b'F', b'G', 1, 0];
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -301,10 +285,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&sample(), &mut buf);
         for cut in [0, 3, HEADER_LEN, buf.len() - 1] {
-            assert!(
-                matches!(decode_frame(&buf[..cut]), Err(BinaryError::Truncated { .. })),
-                "cut at {cut}"
-            );
+            assert!(matches!(decode_frame(&buf[..cut]), Err(BinaryError::Truncated { .. })), "cut at {cut}");
         }
     }
 

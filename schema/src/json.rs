@@ -54,10 +54,8 @@ pub fn decode_line(line: &str) -> Result<Record, JsonError> {
     if line.len() > MAX_LINE_LEN {
         return Err(JsonError::LineTooLong { len: line.len() });
     }
-    let tagged: Tagged = serde_json::from_str(line).map_err(|e| JsonError::Invalid {
-        column: e.column(),
-        message: strip_position(&e.to_string()),
-    })?;
+    let tagged: Tagged = serde_json::from_str(line)
+        .map_err(|e| JsonError::Invalid { column: e.column(), message: strip_position(&e.to_string()) })?;
     let mut record = match tagged {
         Tagged::ConnStats(r) => Record::ConnStats(r),
         Tagged::Process(r) => Record::Process(Box::new(r)),
@@ -100,9 +98,7 @@ mod tests {
 
     #[test]
     fn decodes_the_design_example() {
-        let Record::ConnStats(c) = decode_line(CONN).unwrap() else {
-            panic!("not conn_stats")
-        };
+        let Record::ConnStats(c) = decode_line(CONN).unwrap() else { panic!("not conn_stats") };
         assert_eq!(c.upid, Upid { asid: 7, pid: 42, start_ticks: 9001 });
         assert_eq!(c.remote_addr.to_string(), "10.0.0.7");
         assert_eq!(c.trace_role, TraceRole::Client);
@@ -125,8 +121,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_and_optional_fields_default() {
-        let r = decode_line(r#"{"type":"process","time_":5,"upid":"1:2:3","future_field":[1,2]}"#)
-            .unwrap();
+        let r = decode_line(r#"{"type":"process","time_":5,"upid":"1:2:3","future_field":[1,2]}"#).unwrap();
         let Record::Process(p) = r else { panic!() };
         assert_eq!(p.cmdline, "");
         assert_eq!(p.pod, "");
@@ -134,12 +129,10 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_ipv6_becomes_ipv4_and_ipv6_is_canonical() {
-        let r = decode_line(r#"{"type":"name","time_":6,"addr":"::ffff:10.1.2.3","name":"x"}"#)
-            .unwrap();
+        let r = decode_line(r#"{"type":"name","time_":6,"addr":"::ffff:10.1.2.3","name":"x"}"#).unwrap();
         let Record::Name(n) = r else { panic!() };
         assert_eq!(n.addr.to_string(), "10.1.2.3");
-        let r = decode_line(r#"{"type":"name","time_":6,"addr":"2001:0DB8:0:0::0001","name":"x"}"#)
-            .unwrap();
+        let r = decode_line(r#"{"type":"name","time_":6,"addr":"2001:0DB8:0:0::0001","name":"x"}"#).unwrap();
         let Record::Name(n) = r else { panic!() };
         assert_eq!(n.addr.to_string(), "2001:db8::1");
     }

@@ -50,9 +50,7 @@ impl TryFrom<u8> for TraceRole {
             0 => Ok(TraceRole::Unknown),
             1 => Ok(TraceRole::Client),
             2 => Ok(TraceRole::Server),
-            other => Err(format!(
-                "unknown trace_role {other} (expected 0 unknown, 1 client, 2 server)"
-            )),
+            other => Err(format!("unknown trace_role {other} (expected 0 unknown, 1 client, 2 server)")),
         }
     }
 }

@@ -32,12 +32,9 @@ pub struct ParseUpidError {
 impl FromStr for Upid {
     type Err = ParseUpidError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || ParseUpidError {
-            text: text.chars().take(64).collect(),
-        };
+        let err = || ParseUpidError { text: text.chars().take(64).collect() };
         let mut parts = text.split(':');
-        let (Some(asid), Some(pid), Some(start), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(asid), Some(pid), Some(start), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(err());
         };
@@ -71,20 +68,10 @@ impl<'de> Deserialize<'de> for Upid {
                 v.parse().map_err(E::custom)
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Upid, A::Error> {
-                let asid = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let pid = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                let start_ticks = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
-                Ok(Upid {
-                    asid,
-                    pid,
-                    start_ticks,
-                })
+                let asid = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let pid = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let start_ticks = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                Ok(Upid { asid, pid, start_ticks })
             }
         }
         if deserializer.is_human_readable() {
@@ -102,14 +89,7 @@ mod tests {
     #[test]
     fn text_round_trip() {
         let upid: Upid = "7:1234:99887766".parse().unwrap();
-        assert_eq!(
-            upid,
-            Upid {
-                asid: 7,
-                pid: 1234,
-                start_ticks: 99887766
-            }
-        );
+        assert_eq!(upid, Upid { asid: 7, pid: 1234, start_ticks: 99887766 });
         assert_eq!(upid.to_string(), "7:1234:99887766");
     }
 

@@ -81,16 +81,12 @@ pub fn to_line(output: &Output) -> String {
 /// Writes one delta line (without its newline) to `out`, the same bytes as [`to_line`].
 pub fn write_line(output: &Output, out: impl Write) -> io::Result<()> {
     let line = match output {
-        Output::Update { time, diff, record: GraphRecord::Row(row) } => Line::Row {
-            time: *time,
-            diff: *diff,
-            row: row.into(),
-        },
-        Output::Update { time, diff, record: GraphRecord::Edge(edge) } => Line::Edge {
-            time: *time,
-            diff: *diff,
-            edge: edge.into(),
-        },
+        Output::Update { time, diff, record: GraphRecord::Row(row) } => {
+            Line::Row { time: *time, diff: *diff, row: row.into() }
+        }
+        Output::Update { time, diff, record: GraphRecord::Edge(edge) } => {
+            Line::Edge { time: *time, diff: *diff, edge: edge.into() }
+        }
         Output::Progress(progress) => Line::Progress { progress: *progress },
     };
     serde_json::to_writer(out, &line).map_err(io::Error::other)
@@ -221,10 +217,7 @@ mod tests {
             bytes_sent: 4,
             bytes_recv: 5,
         };
-        let outputs = [
-            Output::Progress(10),
-            Output::Update { time: 3, diff: -1, record: GraphRecord::Row(row) },
-        ];
+        let outputs = [Output::Progress(10), Output::Update { time: 3, diff: -1, record: GraphRecord::Row(row) }];
         for output in outputs {
             assert_eq!(from_line(&to_line(&output)).unwrap(), output);
         }

@@ -19,12 +19,8 @@ impl GraphState {
     /// Applies one output. Updates after the last progress mark count towards the next one.
     pub fn apply(&mut self, output: &Output) {
         match output {
-            Output::Update { diff, record: GraphRecord::Row(row), .. } => {
-                bump(&mut self.rows, row, *diff)
-            }
-            Output::Update { diff, record: GraphRecord::Edge(edge), .. } => {
-                bump(&mut self.edges, edge, *diff)
-            }
+            Output::Update { diff, record: GraphRecord::Row(row), .. } => bump(&mut self.rows, row, *diff),
+            Output::Update { diff, record: GraphRecord::Edge(edge), .. } => bump(&mut self.edges, edge, *diff),
             Output::Progress(p) => self.progress = Some(*p),
         }
     }
@@ -51,8 +47,7 @@ impl GraphState {
 
     /// Records whose multiplicity is not 1: always empty unless the deltas are inconsistent.
     pub fn anomalies(&self) -> usize {
-        self.rows.values().filter(|c| **c != 1).count()
-            + self.edges.values().filter(|c| **c != 1).count()
+        self.rows.values().filter(|c| **c != 1).count() + self.edges.values().filter(|c| **c != 1).count()
     }
 
     /// The snapshot document: `{"time": T, "rows": [...], "edges": [...]}`.

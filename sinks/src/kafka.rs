@@ -155,7 +155,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// sink's commits (whose `commit_transaction` flushes first) took >= 100 ms however little
 /// they sent (measured: 101-107 ms per transaction, docs/KAFKA.md); flushed here, a commit
 /// finds nothing outstanding and returns as soon as the coordinator answers.
-pub fn flush_promptly<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, timeout: Duration) -> KafkaResult<()> {
+pub fn flush_promptly<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    timeout: Duration,
+) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
     loop {
         match producer.flush(Duration::from_millis(1)) {
@@ -169,10 +172,7 @@ impl KafkaSink {
     /// Creates the topics if missing, initializes transactions (fencing an older incarnation)
     /// and finds where a previous run stopped.
     pub fn new(config: KafkaSinkConfig) -> Result<Self, KafkaSinkError> {
-        let setup = |message: String| KafkaSinkError::Setup {
-            brokers: config.brokers.clone(),
-            message,
-        };
+        let setup = |message: String| KafkaSinkError::Setup { brokers: config.brokers.clone(), message };
         check_access(&config.brokers, &config.options).map_err(setup)?;
         ensure_topics(&config).map_err(setup)?;
         let producer: ThreadedProducer<DefaultProducerContext> = {
@@ -190,11 +190,8 @@ impl KafkaSink {
             }
             c.create().map_err(|e| setup(format!("cannot create producer: {e}")))?
         };
-        producer
-            .init_transactions(TIMEOUT)
-            .map_err(|e| setup(format!("cannot initialize transactions: {e}")))?;
-        let resume_after =
-            last_progress(&config.brokers, &config.deltas_topic, &config.options).map_err(setup)?;
+        producer.init_transactions(TIMEOUT).map_err(|e| setup(format!("cannot initialize transactions: {e}")))?;
+        let resume_after = last_progress(&config.brokers, &config.deltas_topic, &config.options).map_err(setup)?;
         let state_partitions = producer
             .client()
             .fetch_metadata(Some(&config.state_topic), TIMEOUT)
@@ -251,9 +248,7 @@ impl KafkaSink {
             return Ok(());
         };
         let first = batches[0].1;
-        self.producer
-            .begin_transaction()
-            .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
+        self.producer.begin_transaction().map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
         let sent = self.send_transaction(&batches);
         self.pending.drain(..published);
         let (messages, state_writes) = match sent {
@@ -265,7 +260,8 @@ impl KafkaSink {
         };
         self.stats.sending += started.elapsed();
         let committing = Instant::now();
-        let committed = flush_promptly(&self.producer, TIMEOUT).and_then(|()| self.producer.commit_transaction(TIMEOUT));
+        let committed =
+            flush_promptly(&self.producer, TIMEOUT).and_then(|()| self.producer.commit_transaction(TIMEOUT));
         let commit_time = committing.elapsed();
         self.stats.committing += commit_time;
         if let Err(source) = committed {
@@ -307,9 +303,8 @@ impl KafkaSink {
         // segments by message timestamp, and a replayed recording's event times can be far
         // older than the retention, which had it delete deltas minutes after they were
         // written (seen in tests/cluster.rs). The event time is in the payload.
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let timestamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let last = last_updates(updates);
         let mut state_writes = last.iter().peekable();
         let (mut messages_sent, mut start) = (0u64, 0usize);
@@ -519,13 +514,9 @@ pub fn state_entry(record: &GraphRecord) -> (String, String) {
 fn state_key(record: &GraphRecord) -> String {
     match record {
         GraphRecord::Edge(e) => serde_json::to_string(&("edge", &*e.from_entity, &*e.to_entity)),
-        GraphRecord::Row(r) => serde_json::to_string(&(
-            "row",
-            &*r.from_entity,
-            r.upid.to_string(),
-            &*r.cmdline,
-            r.remote_addr.to_string(),
-        )),
+        GraphRecord::Row(r) => {
+            serde_json::to_string(&("row", &*r.from_entity, r.upid.to_string(), &*r.cmdline, r.remote_addr.to_string()))
+        }
     }
     .expect("keys serialize")
 }
@@ -671,18 +662,13 @@ pub fn encode(format: DeltaFormat, outputs: &[Output]) -> Vec<u8> {
 /// Decodes a delta message (either format).
 pub fn decode(payload: &[u8]) -> Result<Vec<Output>, String> {
     if let Some(body) = payload.strip_prefix(&BINCODE_MAGIC) {
-        let (outputs, _) = bincode::serde::decode_from_slice(
-            body,
-            bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>(),
-        )
-        .map_err(|e| e.to_string())?;
+        let (outputs, _) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>())
+                .map_err(|e| e.to_string())?;
         return Ok(outputs);
     }
     let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(deltas::from_line)
-        .collect()
+    text.lines().filter(|l| !l.trim().is_empty()).map(deltas::from_line).collect()
 }
 
 /// Waits until the brokers answer a metadata request, up to `TIMEOUT`, and fails at once on
@@ -718,16 +704,13 @@ fn check_access(brokers: &str, options: &BTreeMap<String, String>) -> Result<(),
 }
 
 fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client(&config.brokers, &config.options)
-        .create()
-        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let admin: AdminClient<DefaultClientContext> =
+        client(&config.brokers, &config.options).create().map_err(|e| format!("cannot create admin client: {e}"))?;
     let deltas = NewTopic::new(&config.deltas_topic, 1, TopicReplication::Fixed(1));
-    let state = NewTopic::new(&config.state_topic, 1, TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact");
-    let runtime = futures_executor::block_on(admin.create_topics(
-        [&deltas, &state],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    ))
+    let state = NewTopic::new(&config.state_topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let runtime = futures_executor::block_on(
+        admin.create_topics([&deltas, &state], &AdminOptions::new().operation_timeout(Some(TIMEOUT))),
+    )
     .map_err(|e| format!("cannot create topics: {e}"))?;
     for result in runtime {
         match result {
@@ -764,9 +747,7 @@ pub fn last_progress(
             Ok(watermarks) => break watermarks,
             // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
             // in CI as "NotLeaderForPartition" right after the sink created the topics.
-            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable))
-                if Instant::now() < deadline =>
-            {
+            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(format!("cannot read offsets of {}: {e}", deltas_topic)),
@@ -778,9 +759,7 @@ pub fn last_progress(
         start = (start - step).max(low);
         step *= 4;
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(deltas_topic, 0, Offset::Offset(start))
-            .map_err(|e| e.to_string())?;
+        assignment.add_partition_offset(deltas_topic, 0, Offset::Offset(start)).map_err(|e| e.to_string())?;
         consumer.assign(&assignment).map_err(|e| e.to_string())?;
         let mut last = None;
         loop {

@@ -446,9 +446,8 @@ impl DnsNames {
         // Room for bursts; the kernel caps it at net.core.rmem_max, which is fine.
         let _ = socket.set_recv_buffer_size(4 << 20);
 
-        let counters = bpf
-            .take_map("fg_dns_counters")
-            .ok_or(DnsError::Missing { what: "map", name: "fg_dns_counters" })?;
+        let counters =
+            bpf.take_map("fg_dns_counters").ok_or(DnsError::Missing { what: "map", name: "fg_dns_counters" })?;
         let counters = Array::try_from(counters).map_err(DnsError::Map)?;
         let shared = Arc::new(Shared::default());
         let reader = {
@@ -510,7 +509,14 @@ fn read_loop(socket: Socket, shared: &Shared, options: &DnsOptions, mut buf: Vec
     while !shared.stop.load(Ordering::Relaxed) {
         let len = match (&socket).read(&mut buf) {
             Ok(len) => len,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 // ENETDOWN and the like: count, say so, and do not spin.
                 shared.read_errors.fetch_add(1, Ordering::Relaxed);
@@ -575,7 +581,11 @@ mod tests {
             vec![
                 DnsRecord::from_rdata(name("www.example.test."), 60, RData::CNAME(CNAME(name("lb.cdn.test.")))),
                 DnsRecord::from_rdata(name("lb.cdn.test."), 300, RData::A(A::new(192, 0, 2, 7))),
-                DnsRecord::from_rdata(name("lb.cdn.test."), 30, RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))),
+                DnsRecord::from_rdata(
+                    name("lb.cdn.test."),
+                    30,
+                    RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+                ),
                 // Not on the chain: ignored.
                 DnsRecord::from_rdata(name("other.test."), 300, RData::A(A::new(192, 0, 2, 99))),
             ],

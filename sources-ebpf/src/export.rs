@@ -112,11 +112,7 @@ impl Exporter {
                 // (LossCounters::closed_without_owner, in the progress record's losses).
                 continue;
             }
-            let upid = Upid {
-                asid: self.agent_id,
-                pid: sample.pid,
-                start_ticks: sample.start_time_ticks,
-            };
+            let upid = Upid { asid: self.agent_id, pid: sample.pid, start_ticks: sample.start_time_ticks };
             let remote_addr = sample.remote.ip().to_canonical();
             let key = Key {
                 upid,
@@ -149,10 +145,8 @@ impl Exporter {
         let mut upids: Vec<Upid> = reported.iter().map(|k| k.upid).collect();
         upids.dedup();
         for upid in upids {
-            let process = self
-                .processes
-                .entry(upid)
-                .or_insert_with(|| describe_process(upid, &self.host, &self.node, kernel));
+            let process =
+                self.processes.entry(upid).or_insert_with(|| describe_process(upid, &self.host, &self.node, kernel));
             let mut record = process.clone();
             record.time_ = now;
             out.push(Record::Process(Box::new(record)));
@@ -175,8 +169,7 @@ impl Exporter {
         out.push(self.progress(now, losses));
         // Forget keys idle for the retention, and processes with no key left.
         let horizon = now.saturating_sub(self.key_retention_ns);
-        self.keys
-            .retain(|_, s| s.last_seen >= horizon || s.conn_open > s.conn_close);
+        self.keys.retain(|_, s| s.last_seen >= horizon || s.conn_open > s.conn_close);
         let keys = &self.keys;
         if self.processes.len() > keys.len() {
             let live: rustc_hash::FxHashSet<Upid> = keys.keys().map(|k| k.upid).collect();
@@ -187,24 +180,11 @@ impl Exporter {
 
 /// What /proc says about a process, if it is still the process of the upid; otherwise what
 /// the kernel recorded at its first socket event.
-fn describe_process(
-    upid: Upid,
-    host: &str,
-    node: &str,
-    kernel: &dyn Fn(u32, u64) -> Option<KernelProcess>,
-) -> Process {
+fn describe_process(upid: Upid, host: &str, node: &str, kernel: &dyn Fn(u32, u64) -> Option<KernelProcess>) -> Process {
     let proc_dir = format!("/proc/{}", upid.pid);
-    let same_process = std::fs::read_to_string(format!("{proc_dir}/stat"))
-        .ok()
-        .and_then(|stat| start_ticks(&stat))
+    let same_process = std::fs::read_to_string(format!("{proc_dir}/stat")).ok().and_then(|stat| start_ticks(&stat))
         == Some(upid.start_ticks);
-    let mut process = Process {
-        time_: 0,
-        upid,
-        host: host.to_string(),
-        node: node.to_string(),
-        ..Default::default()
-    };
+    let mut process = Process { time_: 0, upid, host: host.to_string(), node: node.to_string(), ..Default::default() };
     if !same_process {
         // Gone (or its pid reused) before the first export.
         if let Some(seen) = kernel(upid.pid, upid.start_ticks) {
@@ -214,11 +194,8 @@ fn describe_process(
         return process;
     }
     if let Ok(raw) = std::fs::read(format!("{proc_dir}/cmdline")) {
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args: Vec<String> =
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         process.cmdline = truncate(args.join(" "));
     }
     if let Ok(comm) = std::fs::read_to_string(format!("{proc_dir}/comm")) {
@@ -303,7 +280,13 @@ mod tests {
         assert_eq!(conn(&out), vec![(100, 10, 1, 0, 1)]);
         out.clear();
         // The first connection closes at 150/20; a second one to the same peer moves 5/5.
-        exporter.export(&[sample(1, 150, 20, true), sample(2, 5, 5, false)], 2, &|_, _| None, &LossCounters::default(), &mut out);
+        exporter.export(
+            &[sample(1, 150, 20, true), sample(2, 5, 5, false)],
+            2,
+            &|_, _| None,
+            &LossCounters::default(),
+            &mut out,
+        );
         assert_eq!(conn(&out), vec![(155, 25, 2, 1, 1)]);
         assert!(matches!(out.last(), Some(Record::Progress(p)) if p.source == "agent-9"));
         assert!(out.iter().any(|r| matches!(r, Record::Process(p) if p.upid.pid == 4242)));
@@ -339,7 +322,9 @@ mod tests {
         s.role = TraceRole::Server;
         let mut out = Vec::new();
         exporter.export(&[s], 5, &|_, _| None, &LossCounters::default(), &mut out);
-        assert!(out.iter().any(|r| matches!(r, Record::ConnStats(c) if c.remote_port == 0 && c.trace_role == TraceRole::Server)));
+        assert!(out
+            .iter()
+            .any(|r| matches!(r, Record::ConnStats(c) if c.remote_port == 0 && c.trace_role == TraceRole::Server)));
         assert_eq!(start_ticks("12 (a b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20"), Some(999));
         let cgroup = "0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n";
         assert_eq!(container_id(cgroup).unwrap().len(), 64);

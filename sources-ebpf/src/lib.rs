@@ -453,8 +453,7 @@ impl Agent {
         if !Path::new(KERNEL_BTF).exists() {
             return Err(AgentError::NoBtf { path: KERNEL_BTF.into() });
         }
-        let btf = Btf::from_sys_fs()
-            .map_err(|source| AgentError::Btf { path: KERNEL_BTF.into(), source })?;
+        let btf = Btf::from_sys_fs().map_err(|source| AgentError::Btf { path: KERNEL_BTF.into(), source })?;
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("fg_socks", options.max_sockets.max(1))
@@ -486,10 +485,8 @@ impl Agent {
 
         let socks = bpf.take_map("fg_socks").ok_or(AgentError::Missing { what: "map", name: "fg_socks" })?;
         let socks = HashMap::try_from(socks).map_err(|source| AgentError::Map { map: "fg_socks", source })?;
-        let counters =
-            bpf.take_map("fg_counters").ok_or(AgentError::Missing { what: "map", name: "fg_counters" })?;
-        let counters =
-            Array::try_from(counters).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
+        let counters = bpf.take_map("fg_counters").ok_or(AgentError::Missing { what: "map", name: "fg_counters" })?;
+        let counters = Array::try_from(counters).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
         let procs = bpf.take_map("fg_procs").ok_or(AgentError::Missing { what: "map", name: "fg_procs" })?;
         let procs = HashMap::try_from(procs).map_err(|source| AgentError::Map { map: "fg_procs", source })?;
         Ok(Agent {
@@ -589,12 +586,7 @@ impl Agent {
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let comm_len = raw.comm.iter().position(|b| *b == 0).unwrap_or(raw.comm.len());
         let args = &raw.args[..(raw.args_len as usize).min(raw.args.len())];
-        let cmdline = args
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(text)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let cmdline = args.split(|b| *b == 0).filter(|a| !a.is_empty()).map(text).collect::<Vec<_>>().join(" ");
         Some(KernelProcess { comm: text(&raw.comm[..comm_len]), cmdline })
     }
 
@@ -602,10 +594,8 @@ impl Agent {
     pub fn loss_counters(&self) -> Result<LossCounters, AgentError> {
         let mut v = [0u64; COUNTERS as usize];
         for (i, slot) in v.iter_mut().enumerate() {
-            *slot = self
-                .counters
-                .get(&(i as u32), 0)
-                .map_err(|source| AgentError::Map { map: "fg_counters", source })?;
+            *slot =
+                self.counters.get(&(i as u32), 0).map_err(|source| AgentError::Map { map: "fg_counters", source })?;
         }
         Ok(LossCounters {
             map_full: v[C_MAP_FULL],
@@ -666,6 +656,9 @@ mod tests {
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[10, 0, 0, 7]);
         assert_eq!(addr(10, &raw, 80), "10.0.0.7:80".parse().unwrap());
-        assert_eq!(addr(AF_INET, &[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 1), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            addr(AF_INET, &[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 1),
+            "127.0.0.1:1".parse().unwrap()
+        );
     }
 }

@@ -68,15 +68,8 @@ impl Dnsmasq {
     fn start(listen: IpAddr, records: &[String]) -> Dnsmasq {
         let child = Command::new(dnsmasq_path())
             .args([
-                "--port=53",
-                "--bind-interfaces",
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--pid-file=",
-                "--log-facility=-",
-                "--local-ttl=300",
+                "--port=53", "--bind-interfaces", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                "--pid-file=", "--log-facility=-", "--local-ttl=300",
             ])
             .arg(format!("--listen-address={listen}"))
             .args(records)
@@ -257,7 +250,8 @@ fn ipv6_answers_pass_the_filter() {
     let dns = start_names();
     let domain = token("over-v6");
     let name = format!("six.{domain}");
-    let mut server = Dnsmasq::start("::1".parse().unwrap(), &[format!("--host-record={name},10.9.8.30,fd00:53::30,75")]);
+    let mut server =
+        Dnsmasq::start("::1".parse().unwrap(), &[format!("--host-record={name},10.9.8.30,fd00:53::30,75")]);
     server.query(&name, RecordType::AAAA);
     server.query(&name, RecordType::A);
     let seen = names_until(&dns, "names answered over IPv6", |seen| {

@@ -63,12 +63,8 @@ fn collect_until(
 }
 
 fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(common::python())
-        .arg(PEER)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
+    let mut child =
+        Command::new(common::python()).arg(PEER).args(args).stdout(Stdio::piped()).spawn().expect("spawn python3");
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).expect("peer output");
     (child, line.trim().to_string())
@@ -309,16 +305,16 @@ fn a_server_socket_closed_before_any_io_is_counted() {
     // The exporter reports the client's side only, and the count in the progress record.
     let mut exporter = Exporter::new(1, "h".into(), 3_600_000_000_000);
     let mut out = Vec::new();
-    let samples: Vec<SocketSample> = seen
-        .into_values()
-        .filter(|s| is_ours(s) || is_client(s))
-        .collect();
+    let samples: Vec<SocketSample> = seen.into_values().filter(|s| is_ours(s) || is_client(s)).collect();
     assert_eq!(samples.len(), 2, "{samples:?}");
     exporter.export(&samples, 1, &|pid, start| agent.process(pid, start), &loss, &mut out);
     let rows: Vec<_> = out
         .iter()
         .filter_map(|r| match r {
-            Record::ConnStats(c) => Some((c.upid.pid, c.trace_role, c.remote_addr, c.remote_port, c.conn_open, c.conn_close, c.bytes_sent, c.bytes_recv)),
+            Record::ConnStats(c) => Some((
+                c.upid.pid, c.trace_role, c.remote_addr, c.remote_port, c.conn_open, c.conn_close, c.bytes_sent,
+                c.bytes_recv,
+            )),
             _ => None,
         })
         .collect();
@@ -458,7 +454,8 @@ fn io_uring_send_and_recv_are_seen() {
     let me = std::process::id();
     let mut seen = HashMap::new();
     collect_until(&mut agent, &mut seen, |seen| {
-        seen.values().filter(|s| (s.pid == me && s.local == local) || s.pid == server_pid).filter(|s| s.closed).count() >= 2
+        seen.values().filter(|s| (s.pid == me && s.local == local) || s.pid == server_pid).filter(|s| s.closed).count()
+            >= 2
     });
     let mine: Vec<_> = seen.values().filter(|s| s.local == local && s.role == TraceRole::Client).collect();
     assert_eq!(mine.len(), 1, "{mine:?}");

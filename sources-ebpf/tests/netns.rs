@@ -50,7 +50,8 @@ fn ip() -> &'static str {
     static IP: OnceLock<String> = OnceLock::new();
     IP.get_or_init(|| {
         let path = std::env::var("PATH").unwrap_or_default();
-        let dirs = path.split(':').map(PathBuf::from).chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+        let dirs =
+            path.split(':').map(PathBuf::from).chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
         for d in dirs {
             let p = d.join("ip");
             if p.is_file() {
@@ -66,12 +67,7 @@ fn ip() -> &'static str {
 
 fn run_ip(args: &[&str]) {
     let out = Command::new(ip()).args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    assert!(out.status.success(), "`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
 }
 
 /// Deletes namespaces left by earlier runs of these tests whose process is gone.
@@ -228,7 +224,11 @@ fn agent() -> Agent {
 }
 
 /// Collects until `done` holds for the accumulated samples (by cookie), or 10 s pass.
-fn collect_until(agent: &mut Agent, seen: &mut HashMap<u64, SocketSample>, done: impl Fn(&HashMap<u64, SocketSample>) -> bool) {
+fn collect_until(
+    agent: &mut Agent,
+    seen: &mut HashMap<u64, SocketSample>,
+    done: impl Fn(&HashMap<u64, SocketSample>) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = Vec::new();
     loop {
@@ -265,7 +265,8 @@ fn transfer(agent: &mut Agent, ns: &Netns, t: &Transfer) -> Vec<String> {
     let server_args = ["server", &srv_host, t.recv, &bytes, &reply];
     let mut server = ns.spawn(&ns.srv, &server_args);
     let l = server.line();
-    let (port, server_pid, server_start): (u16, u32, u64) = (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
+    let (port, server_pid, server_start): (u16, u32, u64) =
+        (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
     assert_eq!(server_pid, server.pid(), "`ip netns exec` did not exec the peer in place");
     let port_arg = port.to_string();
     let client_args = ["client", &srv_host, &port_arg, t.send, &bytes, &reply];
@@ -318,8 +319,13 @@ fn transfer(agent: &mut Agent, ns: &Netns, t: &Transfer) -> Vec<String> {
     expect(s.tcp_bytes_received == t.bytes + 1, format!("server tcp_bytes_received {}", s.tcp_bytes_received));
     expect(s.tcp_bytes_read == t.bytes + 1, format!("server tcp_bytes_read {}", s.tcp_bytes_read));
     // The reconciliation at close agrees with the tracepoints on every path they see.
-    expect(c.recv_unseen == 0 && s.recv_unseen == 0, format!("recv_unseen client {} server {}", c.recv_unseen, s.recv_unseen));
-    for (pid, start, args, side) in [(client_pid, client_start, &client_args[..], "client"), (server_pid, server_start, &server_args[..], "server")] {
+    expect(
+        c.recv_unseen == 0 && s.recv_unseen == 0,
+        format!("recv_unseen client {} server {}", c.recv_unseen, s.recv_unseen),
+    );
+    for (pid, start, args, side) in
+        [(client_pid, client_start, &client_args[..], "client"), (server_pid, server_start, &server_args[..], "server")]
+    {
         if let Some(e) = check_cmdline(agent, pid, start, &peer_cmdline(args), side) {
             expect(false, e);
         }
@@ -407,7 +413,8 @@ fn concurrent_connections_from_many_processes() {
         let sizes: Vec<u64> = (0..N).map(|i| 1 + i * i * 97 + i * 1_013).collect();
         let mut clients = Vec::new();
         for size in &sizes {
-            let args = ["conc_client", &srv_host, &port.to_string(), &size.to_string(), go.to_str().unwrap()].map(str::to_string);
+            let args = ["conc_client", &srv_host, &port.to_string(), &size.to_string(), go.to_str().unwrap()]
+                .map(str::to_string);
             let peer = ns.spawn(&ns.cli, &args.each_ref().map(String::as_str));
             clients.push((peer, *size, args));
         }
@@ -415,7 +422,8 @@ fn concurrent_connections_from_many_processes() {
         let mut expected = HashMap::new(); // pid -> (size, local port, start, cmdline)
         for (peer, size, args) in &mut clients {
             let l = peer.line();
-            let (pid, start, port): (u32, u64, u16) = (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
+            let (pid, start, port): (u32, u64, u16) =
+                (l[0].parse().unwrap(), l[1].parse().unwrap(), l[2].parse().unwrap());
             assert_eq!(pid, peer.pid());
             expected.insert(pid, (*size, port, start, peer_cmdline(&args.each_ref().map(String::as_str))));
         }
@@ -468,9 +476,15 @@ fn concurrent_connections_from_many_processes() {
                     expect(s.local == SocketAddr::new(srv_ip, port), format!("server socket local {}", s.local));
                     expect(
                         (s.bytes_recv, s.bytes_sent) == (*size, reply),
-                        format!("server socket for {cli_addr} recv/sent {}/{} != {size}/{reply}", s.bytes_recv, s.bytes_sent),
+                        format!(
+                            "server socket for {cli_addr} recv/sent {}/{} != {size}/{reply}",
+                            s.bytes_recv, s.bytes_sent
+                        ),
                     );
-                    expect(s.closed && !s.adopted, format!("server socket for {cli_addr}: closed={} adopted={}", s.closed, s.adopted));
+                    expect(
+                        s.closed && !s.adopted,
+                        format!("server socket for {cli_addr}: closed={} adopted={}", s.closed, s.adopted),
+                    );
                 }
                 None => expect(false, format!("no server socket with remote {cli_addr}")),
             }

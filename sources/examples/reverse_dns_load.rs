@@ -68,18 +68,14 @@ fn main() -> anyhow::Result<()> {
         bail!("--addresses: at most 131072 (the size of 198.18.0.0/15)");
     }
     if let Some(path) = &args.write_hosts {
-        let hosts: String = (0..args.named.min(args.addresses))
-            .map(|i| format!("{} host-{i}.load.test\n", address(i)))
-            .collect();
+        let hosts: String =
+            (0..args.named.min(args.addresses)).map(|i| format!("{} host-{i}.load.test\n", address(i))).collect();
         std::fs::write(path, hosts).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {} names to {}", args.named, path.display());
         return Ok(());
     }
     // Held for the whole run: bound, never read.
-    let black_hole = args
-        .black_hole
-        .then(|| UdpSocket::bind("127.0.0.1:0"))
-        .transpose()?;
+    let black_hole = args.black_hole.then(|| UdpSocket::bind("127.0.0.1:0")).transpose()?;
     let server = match (&black_hole, args.server) {
         (Some(socket), _) => socket.local_addr()?,
         (None, Some(server)) => server,
@@ -89,12 +85,8 @@ fn main() -> anyhow::Result<()> {
     let config = ReverseDnsConfig {
         servers: Some(vec![server]),
         max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
-        timeout: args
-            .timeout_ms
-            .map_or(defaults.timeout, Duration::from_millis),
-        failed_ttl: args
-            .failed_ttl_s
-            .map_or(defaults.failed_ttl, Duration::from_secs),
+        timeout: args.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+        failed_ttl: args.failed_ttl_s.map_or(defaults.failed_ttl, Duration::from_secs),
         ..defaults
     };
     println!(
@@ -127,20 +119,10 @@ fn main() -> anyhow::Result<()> {
         dns.drain(&mut out);
         let now = Instant::now();
         if now > deadline {
-            bail!(
-                "only {} of {} settled within {} s: {:?}",
-                out.len(),
-                addrs.len(),
-                args.deadline_s,
-                dns.stats()
-            );
+            bail!("only {} of {} settled within {} s: {:?}", out.len(), addrs.len(), args.deadline_s, dns.stats());
         }
         if now > next_progress {
-            eprintln!(
-                "  {:>6.1} s: {} settled",
-                started.elapsed().as_secs_f64(),
-                out.len()
-            );
+            eprintln!("  {:>6.1} s: {} settled", started.elapsed().as_secs_f64(), out.len());
             next_progress += Duration::from_secs(10);
         }
     }
@@ -148,15 +130,9 @@ fn main() -> anyhow::Result<()> {
     let first = dns.stats();
     let rss_settled = rss_kib()?;
     let log_after_first = dnsmasq_queries(args.dnsmasq_log.as_ref())?;
-    let named = out
-        .iter()
-        .filter(|r| r.outcome == Outcome::Answered)
-        .count();
+    let named = out.iter().filter(|r| r.outcome == Outcome::Answered).count();
     let no_name = out.iter().filter(|r| r.outcome == Outcome::NoName).count();
-    let failed = out
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
-        .count();
+    let failed = out.iter().filter(|r| matches!(r.outcome, Outcome::Failed(_))).count();
 
     println!("first pass: {} unknown addresses", addrs.len());
     println!(
@@ -164,17 +140,11 @@ fn main() -> anyhow::Result<()> {
         ms(wants_took),
         ms(wants_took) * 1e3 / addrs.len() as f64
     );
-    println!(
-        "  all settled in           {:>10.3} s",
-        settled_in.as_secs_f64()
-    );
+    println!("  all settled in           {:>10.3} s", settled_in.as_secs_f64());
     println!("  outcomes                 {named} named, {no_name} no name, {failed} failed");
     print_stats(&first);
     if let (Some(before), Some(after)) = (log_before, log_after_first) {
-        println!(
-            "  dnsmasq query log        {:>10} PTR queries",
-            after - before
-        );
+        println!("  dnsmasq query log        {:>10} PTR queries", after - before);
     }
     println!("  RSS                      {rss_start} KiB at start, {rss_started} KiB resolver started, {rss_settled} KiB settled (+{} KiB)", rss_settled - rss_started);
 
@@ -196,27 +166,14 @@ fn main() -> anyhow::Result<()> {
         ms(wants_again_took) * 1e3 / addrs.len() as f64
     );
     let asked_again = second.queries_sent - first.queries_sent + second.queued as u64;
-    println!(
-        "  queries sent             {:>10}",
-        second.queries_sent - first.queries_sent
-    );
+    println!("  queries sent             {:>10}", second.queries_sent - first.queries_sent);
     println!("  asked again (TTL ended)  {asked_again:>10} (sent or queued)");
-    println!(
-        "  cache hits               {:>10}",
-        second.cache_hits - first.cache_hits
-    );
+    println!("  cache hits               {:>10}", second.cache_hits - first.cache_hits);
     println!("  records reported         {:>10}", more.len());
     if let (Some(before), Some(after)) = (log_after_first, log_after_second) {
-        println!(
-            "  dnsmasq query log        {:>10} PTR queries",
-            after - before
-        );
+        println!("  dnsmasq query log        {:>10} PTR queries", after - before);
     }
-    println!(
-        "  RSS                      {} KiB; peak {} KiB",
-        rss_kib()?,
-        peak_rss_kib()?
-    );
+    println!("  RSS                      {} KiB; peak {} KiB", rss_kib()?, peak_rss_kib()?);
     // Every answer still fresh must come from the cache; answers whose TTL ran out during a
     // long first pass (a black hole's failures, kept `failed_ttl`) are rightly asked again.
     let shortest_ttl = out.iter().map(|r| r.ttl).min().unwrap_or_default();
@@ -242,8 +199,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn status_kib(field: &str) -> anyhow::Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
@@ -262,7 +218,6 @@ fn peak_rss_kib() -> anyhow::Result<u64> {
 /// PTR queries in dnsmasq's log so far, if a log was given.
 fn dnsmasq_queries(log: Option<&PathBuf>) -> anyhow::Result<Option<usize>> {
     let Some(log) = log else { return Ok(None) };
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let text = std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     Ok(Some(text.matches("query[PTR] ").count()))
 }

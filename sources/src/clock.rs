@@ -106,11 +106,7 @@ mod tests {
     const SECOND: EventTime = 1_000_000_000;
 
     fn progress(source: &str, time_: EventTime) -> Record {
-        Record::Progress(Progress {
-            time_,
-            source: source.into(),
-            losses: Default::default(),
-        })
+        Record::Progress(Progress { time_, source: source.into(), losses: Default::default() })
     }
 
     #[test]

@@ -30,11 +30,11 @@ use flowgraph_schema::{json, EventTime, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -185,10 +185,7 @@ pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> Clien
 impl KafkaSource {
     /// Connects, finds the topic's partitions, assigns this worker's share and seeks.
     pub fn new(config: KafkaSourceConfig) -> Result<Self, KafkaSourceError> {
-        let client_error = |source| KafkaSourceError::Client {
-            brokers: config.brokers.clone(),
-            source,
-        };
+        let client_error = |source| KafkaSourceError::Client { brokers: config.brokers.clone(), source };
         let mut client = client_config(&config.brokers, &BTreeMap::new());
         client
             // Offsets are the pipeline's business (it seeks by event time); no group protocol.
@@ -204,13 +201,13 @@ impl KafkaSource {
             client.set(key, value);
         }
         let consumer: BaseConsumer = client.create().map_err(client_error)?;
-        let metadata = consumer
-            .fetch_metadata(Some(&config.topic), Duration::from_secs(10))
-            .map_err(|e| KafkaSourceError::Metadata {
+        let metadata = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(10)).map_err(|e| {
+            KafkaSourceError::Metadata {
                 brokers: config.brokers.clone(),
                 topic: config.topic.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let topic = metadata
             .topics()
             .iter()
@@ -222,12 +219,8 @@ impl KafkaSource {
                 reason: "the topic does not exist or has no partitions".into(),
             })?;
         let workers = config.workers.max(1);
-        let mut partitions: Vec<i32> = topic
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .filter(|p| (*p as usize) % workers == config.worker)
-            .collect();
+        let mut partitions: Vec<i32> =
+            topic.partitions().iter().map(|p| p.id()).filter(|p| (*p as usize) % workers == config.worker).collect();
         partitions.sort_unstable();
         let mut assignment = TopicPartitionList::new();
         for &p in &partitions {
@@ -239,33 +232,21 @@ impl KafkaSource {
             };
             assignment
                 .add_partition_offset(&config.topic, p, offset)
-                .map_err(|source| KafkaSourceError::Assign {
-                    topic: config.topic.clone(),
-                    source,
-                })?;
+                .map_err(|source| KafkaSourceError::Assign { topic: config.topic.clone(), source })?;
         }
         if let StartAt::EventTime(_) = config.start {
             assignment = consumer
                 .offsets_for_times(assignment, Duration::from_secs(10))
-                .map_err(|source| KafkaSourceError::Assign {
-                    topic: config.topic.clone(),
-                    source,
-                })?;
+                .map_err(|source| KafkaSourceError::Assign { topic: config.topic.clone(), source })?;
         }
         consumer
             .assign(&assignment)
-            .map_err(|source| KafkaSourceError::Assign {
-                topic: config.topic.clone(),
-                source,
-            })?;
+            .map_err(|source| KafkaSourceError::Assign { topic: config.topic.clone(), source })?;
         let dead_letters = match &config.dead_letter_topic {
             Some(topic) => Some({
-                create_topic_if_missing(&config.brokers, &config.options, topic, 1)
-                    .map_err(|reason| KafkaSourceError::Metadata {
-                        brokers: config.brokers.clone(),
-                        topic: topic.clone(),
-                        reason,
-                    })?;
+                create_topic_if_missing(&config.brokers, &config.options, topic, 1).map_err(|reason| {
+                    KafkaSourceError::Metadata { brokers: config.brokers.clone(), topic: topic.clone(), reason }
+                })?;
                 client_config(&config.brokers, &config.options)
                     .set("enable.idempotence", "true")
                     .create()
@@ -335,12 +316,7 @@ impl KafkaSource {
                     tracing::warn!(topic = %self.config.topic, error = %e, "Kafka consumer error, retrying");
                     break;
                 }
-                Err(source) => {
-                    return Err(KafkaSourceError::Consume {
-                        topic: self.config.topic.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(KafkaSourceError::Consume { topic: self.config.topic.clone(), source }),
             };
             self.stats.messages += 1;
             let partition = message.partition();
@@ -355,8 +331,7 @@ impl KafkaSource {
             let mut bad: Vec<(String, &[u8])> = Vec::new();
             decode_message(payload, out, &mut bad);
             // Copy the (rare) bad bytes so the message's borrow of the consumer can end.
-            let bad: Vec<(String, Vec<u8>)> =
-                bad.into_iter().map(|(reason, bytes)| (reason, bytes.to_vec())).collect();
+            let bad: Vec<(String, Vec<u8>)> = bad.into_iter().map(|(reason, bytes)| (reason, bytes.to_vec())).collect();
             drop(message);
             if out.len() > before {
                 // Lateness is a property of the partition: a record older than its partition's
@@ -379,10 +354,7 @@ impl KafkaSource {
             self.stats.records += (out.len() - before) as u64;
             for (reason, bytes) in bad {
                 self.stats.decode_errors += 1;
-                let letter = DeadLetter {
-                    origin: origin.clone(),
-                    reason,
-                };
+                let letter = DeadLetter { origin: origin.clone(), reason };
                 tracing::warn!(origin = %letter.origin, error = %letter.reason, "undecodable input");
                 self.send_dead_letter(&letter, &bytes);
                 dead.push(letter);
@@ -461,23 +433,14 @@ impl KafkaSource {
     }
 
     fn send_dead_letter(&mut self, letter: &DeadLetter, payload: &[u8]) {
-        let (Some(producer), Some(topic)) = (&self.dead_letters, &self.config.dead_letter_topic)
-        else {
+        let (Some(producer), Some(topic)) = (&self.dead_letters, &self.config.dead_letter_topic) else {
             return;
         };
         let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "flowgraph.reason",
-                value: Some(letter.reason.as_str()),
-            })
-            .insert(Header {
-                key: "flowgraph.origin",
-                value: Some(letter.origin.as_str()),
-            });
-        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
-            .key(letter.origin.as_str())
-            .payload(payload)
-            .headers(headers);
+            .insert(Header { key: "flowgraph.reason", value: Some(letter.reason.as_str()) })
+            .insert(Header { key: "flowgraph.origin", value: Some(letter.origin.as_str()) });
+        let record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(topic).key(letter.origin.as_str()).payload(payload).headers(headers);
         match producer.send(record) {
             Ok(()) => self.stats.dead_letters += 1,
             Err((e, _)) => {
@@ -493,11 +456,7 @@ impl KafkaSource {
     pub fn watermark(&mut self) -> Option<EventTime> {
         let lateness = self.config.lateness_ns;
         let idle = &self.idle;
-        self.clocks
-            .iter_mut()
-            .filter(|(p, _)| !idle.contains(p))
-            .map(|(_, clock)| clock.watermark(lateness))
-            .min()
+        self.clocks.iter_mut().filter(|(p, _)| !idle.contains(p)).map(|(_, clock)| clock.watermark(lateness)).min()
     }
 
     /// Messages not read yet per partition (end offset - next offset), asking the broker (in
@@ -543,7 +502,10 @@ pub fn create_topic_if_missing(
     check_topic_results(results, RDKafkaErrorCode::TopicAlreadyExists, "create", brokers)
 }
 
-fn admin_client(brokers: &str, options: &BTreeMap<String, String>) -> Result<AdminClient<DefaultClientContext>, String> {
+fn admin_client(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<AdminClient<DefaultClientContext>, String> {
     client_config(brokers, options).create().map_err(|e| format!("cannot create admin client: {e}"))
 }
 
@@ -584,10 +546,9 @@ pub fn decode_message<'a>(payload: &'a [u8], out: &mut Vec<Record>, bad: &mut Ve
     if payload.starts_with(&MAGIC) {
         match binary::decode_frame(payload) {
             Ok((records, used)) if used == payload.len() => out.extend(records),
-            Ok((_, used)) => bad.push((
-                format!("{} bytes after the frame (one frame per message)", payload.len() - used),
-                payload,
-            )),
+            Ok((_, used)) => {
+                bad.push((format!("{} bytes after the frame (one frame per message)", payload.len() - used), payload))
+            }
             Err(e) => bad.push((e.to_string(), payload)),
         }
         return;
@@ -618,17 +579,11 @@ pub fn committed_reader(
     group_id: &str,
 ) -> Result<BaseConsumer, KafkaSourceError> {
     let mut client = client_config(brokers, &BTreeMap::new());
-    client
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
+    client.set("group.id", group_id).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
     for (key, value) in options {
         client.set(key, value);
     }
-    client.create().map_err(|source| KafkaSourceError::Client {
-        brokers: brokers.to_string(),
-        source,
-    })
+    client.create().map_err(|source| KafkaSourceError::Client { brokers: brokers.to_string(), source })
 }
 
 /// Reads every partition of `topic` from its beginning up to the end it had when called,
@@ -641,14 +596,10 @@ pub fn read_to_end(
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> Result<u64, KafkaSourceError> {
     let consumer = committed_reader(brokers, options, &format!("flowgraph-reader-{topic}"))?;
-    let metadata_error = |reason: String| KafkaSourceError::Metadata {
-        brokers: brokers.to_string(),
-        topic: topic.to_string(),
-        reason,
-    };
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| metadata_error(e.to_string()))?;
+    let metadata_error =
+        |reason: String| KafkaSourceError::Metadata { brokers: brokers.to_string(), topic: topic.to_string(), reason };
+    let metadata =
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| metadata_error(e.to_string()))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -661,9 +612,8 @@ pub fn read_to_end(
     let mut ends = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| metadata_error(e.to_string()))?;
+        let (low, high) =
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| metadata_error(e.to_string()))?;
         if high > low {
             ends.insert(p, high);
             assignment
@@ -674,9 +624,7 @@ pub fn read_to_end(
     if ends.is_empty() {
         return Ok(0);
     }
-    consumer
-        .assign(&assignment)
-        .map_err(|source| KafkaSourceError::Assign { topic: topic.into(), source })?;
+    consumer.assign(&assignment).map_err(|source| KafkaSourceError::Assign { topic: topic.into(), source })?;
     let mut count = 0;
     while !ends.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
@@ -694,9 +642,8 @@ pub fn read_to_end(
             None => {
                 // Transaction markers hold the last offsets of transactional topics: a
                 // partition whose position has passed its last data message is done.
-                let positions = consumer
-                    .position()
-                    .map_err(|source| KafkaSourceError::Consume { topic: topic.into(), source })?;
+                let positions =
+                    consumer.position().map_err(|source| KafkaSourceError::Consume { topic: topic.into(), source })?;
                 for element in positions.elements() {
                     if let Offset::Offset(position) = element.offset() {
                         if ends.get(&element.partition()).is_some_and(|end| position + 1 >= *end) {

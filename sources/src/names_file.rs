@@ -71,13 +71,8 @@ impl NamesFile {
         let text = std::fs::read_to_string(path).map_err(|e| format!("names file {}: {e}", path.display()))?;
         let (rules, problems) = parse(path, &text);
         let report = LoadReport { rules: rules.count, problems };
-        let file = NamesFile {
-            path: path.to_path_buf(),
-            rules,
-            stamp: Some(stamp),
-            check_every,
-            last_check: Instant::now(),
-        };
+        let file =
+            NamesFile { path: path.to_path_buf(), rules, stamp: Some(stamp), check_every, last_check: Instant::now() };
         Ok((file, report))
     }
 
@@ -103,7 +98,8 @@ impl NamesFile {
             return Ok(None);
         }
         self.last_check = Instant::now();
-        let unreadable = |e: std::io::Error| format!("names file {}: {e}; keeping the previous rules", self.path.display());
+        let unreadable =
+            |e: std::io::Error| format!("names file {}: {e}; keeping the previous rules", self.path.display());
         let stamp = stamp_of(&self.path).map_err(unreadable)?;
         if self.stamp.as_ref() == Some(&stamp) {
             return Ok(None);

@@ -62,8 +62,8 @@ pub type Item = Result<(Position, Record), BadInput>;
 
 /// Opens a recording, detecting its format.
 pub fn open(path: &Path) -> io::Result<RecordingReader<BufReader<File>>> {
-    let file = File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+    let file =
+        File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
     RecordingReader::new(BufReader::with_capacity(1 << 20, file))
 }
 
@@ -87,11 +87,7 @@ impl<R: BufRead> RecordingReader<R> {
     /// anything else is read as JSON Lines).
     pub fn new(mut input: R) -> io::Result<Self> {
         let head = input.fill_buf()?;
-        let format = if head.starts_with(&MAGIC) {
-            Format::Binary
-        } else {
-            Format::JsonLines
-        };
+        let format = if head.starts_with(&MAGIC) { Format::Binary } else { Format::JsonLines };
         Ok(RecordingReader {
             input,
             format,
@@ -131,9 +127,7 @@ impl<R: BufRead> RecordingReader<R> {
     fn read_line(&mut self) -> io::Result<Option<BadInput>> {
         self.line.clear();
         // Read at most one byte past the limit, then skip the rest of an over-long line.
-        let read = (&mut self.input)
-            .take(MAX_LINE_LEN as u64 + 1)
-            .read_until(b'\n', &mut self.line)?;
+        let read = (&mut self.input).take(MAX_LINE_LEN as u64 + 1).read_until(b'\n', &mut self.line)?;
         if read == 0 {
             self.done = true;
             return Ok(None);
@@ -168,13 +162,7 @@ impl<R: BufRead> RecordingReader<R> {
         }
         let text = match std::str::from_utf8(&self.line) {
             Ok(text) => text.trim(),
-            Err(e) => {
-                return Ok(Some(BadInput {
-                    position,
-                    message: format!("not UTF-8: {e}"),
-                    records_lost: 1,
-                }))
-            }
+            Err(e) => return Ok(Some(BadInput { position, message: format!("not UTF-8: {e}"), records_lost: 1 })),
         };
         if text.is_empty() {
             return Ok(None);
@@ -184,11 +172,7 @@ impl<R: BufRead> RecordingReader<R> {
                 self.decoded.push_back((position, record));
                 Ok(None)
             }
-            Err(e) => Ok(Some(BadInput {
-                position,
-                message: e.to_string(),
-                records_lost: 1,
-            })),
+            Err(e) => Ok(Some(BadInput { position, message: e.to_string(), records_lost: 1 })),
         }
     }
 
@@ -319,7 +303,8 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_skipped_whole() {
-        let mut input = format!("{{\"type\":\"progress\",\"time_\":1,\"x\":\"{}\"}}\n", "y".repeat(MAX_LINE_LEN * 2)).into_bytes();
+        let mut input =
+            format!("{{\"type\":\"progress\",\"time_\":1,\"x\":\"{}\"}}\n", "y".repeat(MAX_LINE_LEN * 2)).into_bytes();
         input.extend_from_slice(b"{\"type\":\"progress\",\"time_\":2}\n");
         let (_, items) = read_all(&input);
         assert!(items[0].as_ref().unwrap_err().message.contains("more than the limit"));

@@ -103,17 +103,11 @@ impl ReverseDnsConfig {
     /// Checks the settings before anything starts; the error names the field.
     pub fn validate(&self) -> Result<(), ReverseDnsError> {
         let invalid = |field: &'static str, reason: &str| {
-            Err(ReverseDnsError::InvalidConfig {
-                field,
-                reason: reason.to_string(),
-            })
+            Err(ReverseDnsError::InvalidConfig { field, reason: reason.to_string() })
         };
         if let Some(servers) = &self.servers {
             if servers.is_empty() {
-                return invalid(
-                    "servers",
-                    "empty: give at least one server, or None for /etc/resolv.conf",
-                );
+                return invalid("servers", "empty: give at least one server, or None for /etc/resolv.conf");
             }
         }
         if self.timeout.is_zero() {
@@ -123,10 +117,7 @@ impl ReverseDnsConfig {
             return invalid("attempts", "must be at least 1");
         }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
-            return invalid(
-                "max_in_flight",
-                "must be at least 1 (and below tokio's semaphore limit)",
-            );
+            return invalid("max_in_flight", "must be at least 1 (and below tokio's semaphore limit)");
         }
         if self.max_queue == 0 {
             return invalid("max_queue", "must be at least 1");
@@ -239,9 +230,7 @@ pub struct ReverseDns {
 
 impl std::fmt::Debug for ReverseDns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReverseDns")
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("ReverseDns").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -261,13 +250,7 @@ impl moka::Expiry<IpAddr, Entry> for KeepUntil {
         Some(entry.keep_until.saturating_duration_since(now))
     }
 
-    fn expire_after_update(
-        &self,
-        _: &IpAddr,
-        entry: &Entry,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
+    fn expire_after_update(&self, _: &IpAddr, entry: &Entry, now: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(entry.keep_until.saturating_duration_since(now))
     }
 }
@@ -296,10 +279,8 @@ impl ReverseDns {
     pub fn start(config: ReverseDnsConfig) -> Result<Self, ReverseDnsError> {
         config.validate()?;
         describe_metrics();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ReverseDnsError::Thread)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ReverseDnsError::Thread)?;
         let resolver = {
             // hickory's provider spawns its I/O on the runtime it finds in the context.
             let _context = runtime.enter();
@@ -309,10 +290,7 @@ impl ReverseDns {
         let (results_tx, results_rx) = crossbeam_channel::unbounded();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let shared = Arc::new(Shared {
-            cache: Cache::builder()
-                .max_capacity(config.cache_capacity)
-                .expire_after(KeepUntil)
-                .build(),
+            cache: Cache::builder().max_capacity(config.cache_capacity).expire_after(KeepUntil).build(),
             config,
             pending: Mutex::new(FxHashSet::default()),
             results: results_tx,
@@ -337,13 +315,7 @@ impl ReverseDns {
                 })
                 .map_err(ReverseDnsError::Thread)?
         };
-        Ok(Self {
-            shared,
-            queue: queue_tx,
-            results: results_rx,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        })
+        Ok(Self { shared, queue: queue_tx, results: results_rx, shutdown: Some(shutdown_tx), thread: Some(thread) })
     }
 
     /// Asks for `addr`'s name unless it is cached fresh or already asked for. Never blocks: the
@@ -357,10 +329,7 @@ impl ReverseDns {
             return;
         }
         {
-            let mut pending = shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.contains(&addr) {
                 return;
             }
@@ -375,11 +344,7 @@ impl ReverseDns {
         }
         if self.queue.try_send(addr).is_err() {
             // Full (or the thread is gone): forget it, so the next `want` tries again.
-            shared
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&addr);
+            shared.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
             shared.queue_drops.fetch_add(1, Relaxed);
             metrics::counter!("flowgraph_reverse_dns_queue_drops_total").increment(1);
         }
@@ -389,9 +354,7 @@ impl ReverseDns {
     pub fn drain(&self, out: &mut Vec<Resolved>) {
         let before = out.len();
         out.extend(self.results.try_iter());
-        self.shared
-            .reported
-            .fetch_add((out.len() - before) as u64, Relaxed);
+        self.shared.reported.fetch_add((out.len() - before) as u64, Relaxed);
     }
 
     /// The counters since start and the state now.
@@ -399,11 +362,7 @@ impl ReverseDns {
         let shared = &*self.shared;
         // moka counts lazily; settle its bookkeeping so the entry count is exact.
         shared.cache.run_pending_tasks();
-        let pending = shared
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner).len();
         let in_flight = shared.in_flight.load(Relaxed);
         let cache_entries = shared.cache.entry_count();
         metrics::gauge!("flowgraph_reverse_dns_cache_entries").set(cache_entries as f64);
@@ -446,30 +405,15 @@ impl Drop for ReverseDns {
 /// Describes the `flowgraph_reverse_dns_*` metrics to the installed recorder.
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "flowgraph_reverse_dns_queries_total",
-        "Reverse DNS lookups sent"
-    );
+    describe_counter!("flowgraph_reverse_dns_queries_total", "Reverse DNS lookups sent");
     describe_counter!(
         "flowgraph_reverse_dns_lookups_total",
         "Reverse DNS lookups finished, by outcome (answered, no_name, timeout, failed)"
     );
-    describe_counter!(
-        "flowgraph_reverse_dns_cache_hits_total",
-        "Addresses wanted and cached fresh"
-    );
-    describe_counter!(
-        "flowgraph_reverse_dns_queue_drops_total",
-        "Addresses dropped on a full queue"
-    );
-    describe_gauge!(
-        "flowgraph_reverse_dns_in_flight",
-        "Reverse DNS lookups on the wire"
-    );
-    describe_gauge!(
-        "flowgraph_reverse_dns_cache_entries",
-        "Addresses in the reverse DNS cache"
-    );
+    describe_counter!("flowgraph_reverse_dns_cache_hits_total", "Addresses wanted and cached fresh");
+    describe_counter!("flowgraph_reverse_dns_queue_drops_total", "Addresses dropped on a full queue");
+    describe_gauge!("flowgraph_reverse_dns_in_flight", "Reverse DNS lookups on the wire");
+    describe_gauge!("flowgraph_reverse_dns_cache_entries", "Addresses in the reverse DNS cache");
     describe_histogram!(
         "flowgraph_reverse_dns_lookup_seconds",
         Unit::Seconds,
@@ -479,9 +423,7 @@ pub fn describe_metrics() {
 
 impl Shared {
     fn fresh(&self, addr: IpAddr, now: Instant) -> bool {
-        self.cache
-            .get(&addr)
-            .is_some_and(|entry| entry.fresh_until > now)
+        self.cache.get(&addr).is_some_and(|entry| entry.fresh_until > now)
     }
 
     fn hit(&self) {
@@ -512,8 +454,7 @@ impl Shared {
             }
         };
         metrics::counter!("flowgraph_reverse_dns_lookups_total", "outcome" => label).increment(1);
-        metrics::histogram!("flowgraph_reverse_dns_lookup_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("flowgraph_reverse_dns_lookup_seconds").record(started.elapsed().as_secs_f64());
 
         let now = Instant::now();
         let fresh_until = now + ttl;
@@ -527,18 +468,10 @@ impl Shared {
                 fresh_until: fresh_until.min(previous.keep_until),
                 keep_until: previous.keep_until,
             },
-            (Outcome::Failed(_), _) => Entry {
-                name: None,
-                fresh_until,
-                keep_until: fresh_until,
-            },
+            (Outcome::Failed(_), _) => Entry { name: None, fresh_until, keep_until: fresh_until },
             // The stale copy outlives the answer by one TTL and one lookup, so that a renewal
             // asked for as the answer expires can tell a renewed name from a changed one.
-            _ => Entry {
-                name,
-                fresh_until,
-                keep_until: fresh_until + ttl + self.config.timeout,
-            },
+            _ => Entry { name, fresh_until, keep_until: fresh_until + ttl + self.config.timeout },
         };
         let report = match &previous_name {
             None => true,
@@ -547,17 +480,9 @@ impl Shared {
         let reported_name = entry.name.clone();
         // Cached before it leaves `pending`, so a `want` in between sees one or the other.
         self.cache.insert(addr, entry);
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
         if report {
-            let resolved = Resolved {
-                addr,
-                name: reported_name.map(|name| name.to_string()),
-                ttl,
-                outcome,
-            };
+            let resolved = Resolved { addr, name: reported_name.map(|name| name.to_string()), ttl, outcome };
             // An error means the ReverseDns is gone and nobody drains any more.
             let _ = self.results.send(resolved);
         }
@@ -611,16 +536,8 @@ async fn dispatch(
 /// One PTR lookup, bounded by the configured timeout as a whole.
 async fn lookup(resolver: &TokioResolver, addr: IpAddr, config: &ReverseDnsConfig) -> Answer {
     let query = resolver.lookup(Name::from(addr), RecordType::PTR);
-    let failed = |failure| Answer {
-        name: None,
-        ttl: config.failed_ttl,
-        outcome: Outcome::Failed(failure),
-    };
-    let no_name = Answer {
-        name: None,
-        ttl: config.negative_ttl,
-        outcome: Outcome::NoName,
-    };
+    let failed = |failure| Answer { name: None, ttl: config.failed_ttl, outcome: Outcome::Failed(failure) };
+    let no_name = Answer { name: None, ttl: config.negative_ttl, outcome: Outcome::NoName };
     match tokio::time::timeout(config.timeout, query).await {
         Err(_elapsed) => failed(Failure::Timeout),
         Ok(Ok(lookup)) => {
@@ -638,17 +555,14 @@ async fn lookup(resolver: &TokioResolver, addr: IpAddr, config: &ReverseDnsConfi
             match best {
                 Some((name, ttl)) => Answer {
                     name: Some(name.into()),
-                    ttl: Duration::from_secs(u64::from(ttl))
-                        .clamp(config.positive_min_ttl, config.positive_max_ttl),
+                    ttl: Duration::from_secs(u64::from(ttl)).clamp(config.positive_min_ttl, config.positive_max_ttl),
                     outcome: Outcome::Answered,
                 },
                 None => no_name,
             }
         }
         Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => no_name,
-        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => {
-            failed(Failure::Server(code.to_string()))
-        }
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => failed(Failure::Server(code.to_string())),
         Ok(Err(NetError::Timeout)) => failed(Failure::Timeout),
         Ok(Err(error)) => {
             tracing::debug!(%addr, %error, "reverse DNS lookup failed");
@@ -693,11 +607,7 @@ fn build_resolver(config: &ReverseDnsConfig) -> Result<TokioResolver, ReverseDns
     options.cache_size = 0;
     // Explicit servers are the whole truth (tests, load runs); the system's config includes
     // its hosts file, as getnameinfo(3) would.
-    options.use_hosts_file = if config.servers.is_some() {
-        ResolveHosts::Never
-    } else {
-        ResolveHosts::Auto
-    };
+    options.use_hosts_file = if config.servers.is_some() { ResolveHosts::Never } else { ResolveHosts::Auto };
     // TCP fallback multiplexes lookups on one connection: let it carry all of ours.
     options.max_active_requests = options.max_active_requests.max(config.max_in_flight);
     builder.build().map_err(ReverseDnsError::Build)

@@ -3,9 +3,7 @@
 //! it receives, so the tests count queries from the server's side as well as the resolver's.
 //! dnsmasq comes from Debian's dnsmasq-base (scripts/setup installs it).
 
-use flowgraph_sources::reverse_dns::{
-    Failure, Outcome, Resolved, ReverseDns, ReverseDnsConfig, ReverseDnsError,
-};
+use flowgraph_sources::reverse_dns::{Failure, Outcome, Resolved, ReverseDns, ReverseDnsConfig, ReverseDnsError};
 use std::fs;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -28,10 +26,7 @@ fn dnsmasq_binary() -> PathBuf {
             return candidate.into();
         }
     }
-    if let Ok(out) = Command::new("sh")
-        .args(["-c", "command -v dnsmasq"])
-        .output()
-    {
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v dnsmasq"]).output() {
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !path.is_empty() {
             return path.into();
@@ -48,10 +43,7 @@ impl Dnsmasq {
     /// `local_ttl` is the TTL dnsmasq gives hosts-file answers (its default is 0).
     fn start_with_ttl(hosts: &str, local_ttl: u32) -> Self {
         let binary = dnsmasq_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("flowgraph-dnsmasq-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempfile::Builder::new().prefix("flowgraph-dnsmasq-").tempdir().expect("tempdir");
         let hosts_path = dir.path().join("hosts");
         let log = dir.path().join("queries.log");
         fs::write(&hosts_path, hosts).expect("writing the hosts file");
@@ -98,13 +90,7 @@ impl Dnsmasq {
                 // It logs the hosts file it read once it is serving.
                 let read = fs::read_to_string(&log).unwrap_or_default();
                 if read.contains(&format!("read {}", hosts_path.display())) {
-                    return Self {
-                        child,
-                        port,
-                        hosts: hosts_path,
-                        log,
-                        _dir: dir,
-                    };
+                    return Self { child, port, hosts: hosts_path, log, _dir: dir };
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
@@ -133,37 +119,25 @@ impl Dnsmasq {
 
     /// PTR queries dnsmasq received in all.
     fn ptr_queries(&self) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches("query[PTR] ")
-            .count()
+        fs::read_to_string(&self.log).unwrap_or_default().matches("query[PTR] ").count()
     }
 
     /// Rewrites the hosts file and makes dnsmasq read it again (SIGHUP).
     fn replace_hosts(&self, hosts: &str) {
         fs::write(&self.hosts, hosts).expect("rewriting the hosts file");
         let reads_before = self.hosts_reads();
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().expect("running kill");
         assert!(status.success(), "kill -HUP dnsmasq failed");
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.hosts_reads() == reads_before {
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq did not re-read its hosts file"
-            );
+            assert!(Instant::now() < deadline, "dnsmasq did not re-read its hosts file");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn hosts_reads(&self) -> usize {
         let marker = format!("read {}", self.hosts.display());
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches(&marker)
-            .count()
+        fs::read_to_string(&self.log).unwrap_or_default().matches(&marker).count()
     }
 }
 
@@ -175,10 +149,7 @@ impl Drop for Dnsmasq {
 }
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("probing a free port")
-        .port()
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("probing a free port").port()
 }
 
 /// The in-addr.arpa / ip6.arpa name dnsmasq logs for `addr`.
@@ -189,12 +160,8 @@ fn reverse_name(addr: IpAddr) -> String {
             format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
         }
         IpAddr::V6(v6) => {
-            let mut labels: Vec<String> = v6
-                .octets()
-                .iter()
-                .flat_map(|b| [b >> 4, b & 0xf])
-                .map(|nibble| format!("{nibble:x}"))
-                .collect();
+            let mut labels: Vec<String> =
+                v6.octets().iter().flat_map(|b| [b >> 4, b & 0xf]).map(|nibble| format!("{nibble:x}")).collect();
             labels.reverse();
             format!("{}.ip6.arpa", labels.join("."))
         }
@@ -202,11 +169,7 @@ fn reverse_name(addr: IpAddr) -> String {
 }
 
 fn config(server: SocketAddr) -> ReverseDnsConfig {
-    ReverseDnsConfig {
-        servers: Some(vec![server]),
-        timeout: Duration::from_secs(2),
-        ..ReverseDnsConfig::default()
-    }
+    ReverseDnsConfig { servers: Some(vec![server]), timeout: Duration::from_secs(2), ..ReverseDnsConfig::default() }
 }
 
 /// Drains until `n` records arrived, or panics after `within`.
@@ -234,10 +197,7 @@ fn settle(dns: &ReverseDns, within: Duration) {
         if stats.queued == 0 && stats.in_flight == 0 {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not settled within {within:?}: {stats:?}"
-        );
+        assert!(Instant::now() < deadline, "not settled within {within:?}: {stats:?}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -272,10 +232,7 @@ fn a_ptr_answer_arrives_and_is_cached() {
     std::thread::sleep(Duration::from_millis(300));
     let mut more = Vec::new();
     dns.drain(&mut more);
-    assert!(
-        more.is_empty(),
-        "a cached name is not reported again: {more:?}"
-    );
+    assert!(more.is_empty(), "a cached name is not reported again: {more:?}");
     let stats = dns.stats();
     assert_eq!(stats.queries_sent, 1, "{stats:?}");
     assert_eq!(stats.answered, 1, "{stats:?}");
@@ -295,22 +252,13 @@ fn an_address_without_a_ptr_record_is_negatively_cached() {
     let got = drain_n(&dns, 1, Duration::from_secs(5));
     assert_eq!(
         got,
-        vec![Resolved {
-            addr,
-            name: None,
-            ttl: ReverseDnsConfig::default().negative_ttl,
-            outcome: Outcome::NoName,
-        }]
+        vec![Resolved { addr, name: None, ttl: ReverseDnsConfig::default().negative_ttl, outcome: Outcome::NoName }]
     );
     dns.want(addr);
     dns.want(addr);
     std::thread::sleep(Duration::from_millis(300));
     let stats = dns.stats();
-    assert_eq!(
-        (stats.queries_sent, stats.no_name, stats.cache_hits),
-        (1, 1, 2),
-        "{stats:?}"
-    );
+    assert_eq!((stats.queries_sent, stats.no_name, stats.cache_hits), (1, 1, 2), "{stats:?}");
     assert_eq!(server.queries_for(addr), 1, "dnsmasq saw one query");
 }
 
@@ -328,45 +276,30 @@ fn ipv6_addresses_are_named_and_negatively_cached() {
     assert_eq!(got[0].addr, named);
     assert_eq!(got[0].name.as_deref(), Some("v6-host.example.test"));
     assert_eq!(got[0].outcome, Outcome::Answered);
-    assert_eq!(
-        (got[1].addr, got[1].name.as_deref(), &got[1].outcome),
-        (unnamed, None, &Outcome::NoName)
-    );
+    assert_eq!((got[1].addr, got[1].name.as_deref(), &got[1].outcome), (unnamed, None, &Outcome::NoName));
 
     dns.want(named);
     dns.want(unnamed);
     std::thread::sleep(Duration::from_millis(300));
     let stats = dns.stats();
     assert_eq!((stats.queries_sent, stats.cache_hits), (2, 2), "{stats:?}");
-    assert_eq!(
-        (server.queries_for(named), server.queries_for(unnamed)),
-        (1, 1)
-    );
+    assert_eq!((server.queries_for(named), server.queries_for(unnamed)), (1, 1));
 }
 
 #[test]
 fn after_the_ttl_an_address_is_asked_again_and_only_a_changed_name_is_reported() {
-    let server = Dnsmasq::start_with_ttl(
-        "192.0.2.1 old.example.test\n192.0.2.2 same.example.test\n",
-        5,
-    );
+    let server = Dnsmasq::start_with_ttl("192.0.2.1 old.example.test\n192.0.2.2 same.example.test\n", 5);
     // Long enough that the hosts file is replaced well before it ends, even on a busy machine.
     let ttl = Duration::from_secs(1);
-    let dns = ReverseDns::start(ReverseDnsConfig {
-        positive_min_ttl: ttl,
-        positive_max_ttl: ttl,
-        ..config(server.addr())
-    })
-    .expect("start");
+    let dns =
+        ReverseDns::start(ReverseDnsConfig { positive_min_ttl: ttl, positive_max_ttl: ttl, ..config(server.addr()) })
+            .expect("start");
     let (renamed, same) = (ip("192.0.2.1"), ip("192.0.2.2"));
 
     dns.want(renamed);
     dns.want(same);
     let first = drain_n(&dns, 2, Duration::from_secs(5));
-    assert!(
-        first.iter().all(|r| r.ttl == ttl),
-        "dnsmasq's TTL of 5 s is clamped to 1 s: {first:?}"
-    );
+    assert!(first.iter().all(|r| r.ttl == ttl), "dnsmasq's TTL of 5 s is clamped to 1 s: {first:?}");
 
     server.replace_hosts("192.0.2.1 new.example.test\n192.0.2.2 same.example.test\n");
     dns.want(renamed); // still fresh: no query
@@ -381,20 +314,10 @@ fn after_the_ttl_an_address_is_asked_again_and_only_a_changed_name_is_reported()
     std::thread::sleep(Duration::from_millis(200));
     let mut rest = Vec::new();
     dns.drain(&mut rest);
-    assert!(
-        rest.is_empty(),
-        "an unchanged renewal is not reported: {rest:?}"
-    );
+    assert!(rest.is_empty(), "an unchanged renewal is not reported: {rest:?}");
     let stats = dns.stats();
-    assert_eq!(
-        (stats.queries_sent, stats.answered, stats.reported),
-        (4, 4, 3),
-        "{stats:?}"
-    );
-    assert_eq!(
-        (server.queries_for(renamed), server.queries_for(same)),
-        (2, 2)
-    );
+    assert_eq!((stats.queries_sent, stats.answered, stats.reported), (4, 4, 3), "{stats:?}");
+    assert_eq!((server.queries_for(renamed), server.queries_for(same)), (2, 2));
 }
 
 #[test]
@@ -413,10 +336,7 @@ fn a_failed_renewal_keeps_the_last_name() {
     .expect("start");
     let addr = ip("192.0.2.7");
     dns.want(addr);
-    assert_eq!(
-        drain_n(&dns, 1, Duration::from_secs(5))[0].name.as_deref(),
-        Some("kept.example.test")
-    );
+    assert_eq!(drain_n(&dns, 1, Duration::from_secs(5))[0].name.as_deref(), Some("kept.example.test"));
 
     // The server goes away; the renewal fails, and the graph keeps the name it has.
     let _ = server.child.kill();
@@ -425,19 +345,12 @@ fn a_failed_renewal_keeps_the_last_name() {
     dns.want(addr);
     let deadline = Instant::now() + Duration::from_secs(5);
     while dns.stats().failed == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the renewal did not fail: {:?}",
-            dns.stats()
-        );
+        assert!(Instant::now() < deadline, "the renewal did not fail: {:?}", dns.stats());
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut out = Vec::new();
     dns.drain(&mut out);
-    assert!(
-        out.is_empty(),
-        "a failed renewal does not erase the name: {out:?}"
-    );
+    assert!(out.is_empty(), "a failed renewal does not erase the name: {out:?}");
     dns.want(addr);
     assert_eq!(dns.stats().queries_sent, 2, "the failure is cached");
 
@@ -445,10 +358,7 @@ fn a_failed_renewal_keeps_the_last_name() {
     std::thread::sleep(Duration::from_millis(1_100));
     dns.want(addr);
     let gone = drain_n(&dns, 1, Duration::from_secs(5));
-    assert_eq!(
-        (gone[0].name.as_deref(), &gone[0].outcome),
-        (None, &Outcome::Failed(Failure::Timeout))
-    );
+    assert_eq!((gone[0].name.as_deref(), &gone[0].outcome), (None, &Outcome::Failed(Failure::Timeout)));
     assert_eq!(dns.stats().queries_sent, 3);
 }
 
@@ -457,20 +367,14 @@ fn a_server_that_never_answers_fails_after_the_timeout_and_want_does_not_wait() 
     // A socket that is bound and never read: the queries go nowhere, as to a dead server.
     let black_hole = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let timeout = Duration::from_millis(500);
-    let dns = ReverseDns::start(ReverseDnsConfig {
-        timeout,
-        ..config(black_hole.local_addr().expect("addr"))
-    })
-    .expect("start");
+    let dns = ReverseDns::start(ReverseDnsConfig { timeout, ..config(black_hole.local_addr().expect("addr")) })
+        .expect("start");
     let addr = ip("192.0.2.50");
 
     let started = Instant::now();
     dns.want(addr);
     let want_took = started.elapsed();
-    assert!(
-        want_took < Duration::from_millis(50),
-        "want took {want_took:?}"
-    );
+    assert!(want_took < Duration::from_millis(50), "want took {want_took:?}");
     let got = drain_n(&dns, 1, Duration::from_secs(5));
     let settled = started.elapsed();
     assert_eq!(
@@ -488,11 +392,7 @@ fn a_server_that_never_answers_fails_after_the_timeout_and_want_does_not_wait() 
     );
     dns.want(addr);
     let stats = dns.stats();
-    assert_eq!(
-        (stats.queries_sent, stats.timeouts, stats.cache_hits),
-        (1, 1, 1),
-        "{stats:?}"
-    );
+    assert_eq!((stats.queries_sent, stats.timeouts, stats.cache_hits), (1, 1, 1), "{stats:?}");
 }
 
 #[test]
@@ -508,19 +408,14 @@ fn a_thousand_addresses_against_a_black_hole_never_exceed_max_in_flight() {
         ..config(black_hole.local_addr().expect("addr"))
     })
     .expect("start");
-    let addrs: Vec<IpAddr> = (0..1_000u32)
-        .map(|i| IpAddr::from((0xC633_6400u32 + i).to_be_bytes()))
-        .collect();
+    let addrs: Vec<IpAddr> = (0..1_000u32).map(|i| IpAddr::from((0xC633_6400u32 + i).to_be_bytes())).collect();
 
     let started = Instant::now();
     for &addr in &addrs {
         dns.want(addr);
     }
     let wants_took = started.elapsed();
-    assert!(
-        wants_took < Duration::from_millis(500),
-        "1,000 wants took {wants_took:?}"
-    );
+    assert!(wants_took < Duration::from_millis(500), "1,000 wants took {wants_took:?}");
     let mut peak_seen = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
@@ -536,34 +431,19 @@ fn a_thousand_addresses_against_a_black_hole_never_exceed_max_in_flight() {
     let stats = dns.stats();
     assert_eq!(stats.peak_in_flight, max_in_flight, "{stats:?}");
     assert!(peak_seen > 0 && peak_seen <= max_in_flight);
-    assert_eq!(
-        (stats.queries_sent, stats.timeouts, stats.queue_drops),
-        (1_000, 1_000, 0),
-        "{stats:?}"
-    );
-    assert!(out
-        .iter()
-        .all(|r| r.outcome == Outcome::Failed(Failure::Timeout)));
+    assert_eq!((stats.queries_sent, stats.timeouts, stats.queue_drops), (1_000, 1_000, 0), "{stats:?}");
+    assert!(out.iter().all(|r| r.outcome == Outcome::Failed(Failure::Timeout)));
     // 20 rounds of 50 at 200 ms each: about 4 s; the bound is what concurrency allows.
     let rounds = addrs.len().div_ceil(max_in_flight) as u32;
-    assert!(
-        took >= timeout * rounds,
-        "settled in {took:?}, faster than {rounds} rounds of {timeout:?}"
-    );
+    assert!(took >= timeout * rounds, "settled in {took:?}, faster than {rounds} rounds of {timeout:?}");
 }
 
 #[test]
 fn a_full_queue_drops_and_the_next_want_asks_again() {
     let server = Dnsmasq::start("");
-    let dns = ReverseDns::start(ReverseDnsConfig {
-        max_in_flight: 1,
-        max_queue: 4,
-        ..config(server.addr())
-    })
-    .expect("start");
-    let addrs: Vec<IpAddr> = (1..=50u8)
-        .map(|i| IpAddr::from([198, 51, 100, i]))
-        .collect();
+    let dns =
+        ReverseDns::start(ReverseDnsConfig { max_in_flight: 1, max_queue: 4, ..config(server.addr()) }).expect("start");
+    let addrs: Vec<IpAddr> = (1..=50u8).map(|i| IpAddr::from([198, 51, 100, i])).collect();
     for &addr in &addrs {
         dns.want(addr);
     }
@@ -583,26 +463,11 @@ fn a_full_queue_drops_and_the_next_want_asks_again() {
 
 #[test]
 fn a_bad_configuration_is_refused_with_the_field_named() {
-    let error = ReverseDns::start(ReverseDnsConfig {
-        servers: Some(vec![]),
-        ..ReverseDnsConfig::default()
-    })
-    .expect_err("no servers");
-    assert!(
-        matches!(
-            error,
-            ReverseDnsError::InvalidConfig {
-                field: "servers",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = ReverseDns::start(ReverseDnsConfig { servers: Some(vec![]), ..ReverseDnsConfig::default() })
+        .expect_err("no servers");
+    assert!(matches!(error, ReverseDnsError::InvalidConfig { field: "servers", .. }), "{error:?}");
     assert!(error.to_string().contains("`servers`"), "{error}");
-    let error = ReverseDns::start(ReverseDnsConfig {
-        max_in_flight: 0,
-        ..ReverseDnsConfig::default()
-    })
-    .expect_err("no slots");
+    let error =
+        ReverseDns::start(ReverseDnsConfig { max_in_flight: 0, ..ReverseDnsConfig::default() }).expect_err("no slots");
     assert!(error.to_string().contains("`max_in_flight`"), "{error}");
 }

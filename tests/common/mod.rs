@@ -88,11 +88,8 @@ impl Broker {
             .output()
             .expect("cannot run scripts/kafka");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        self.endpoints = stdout
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.endpoints =
+            stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert!(
             output.status.success() && self.endpoints.contains_key("bootstrap"),
             "scripts/kafka start failed ({}): these tests need a real Kafka broker, which the \
@@ -180,7 +177,6 @@ pub fn spawn_binary(binary: &Path, dir: &Path, log: &str, args: &[&str]) -> Proc
     )
 }
 
-
 /// One message read back from a topic.
 #[derive(Debug, Clone)]
 pub struct TopicMessage {
@@ -228,7 +224,12 @@ pub fn read_messages(bootstrap: &str, topic: &str) -> Vec<TopicMessage> {
                         .headers()
                         .map(|h| {
                             h.iter()
-                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                                    )
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -247,9 +248,13 @@ pub fn read_messages(bootstrap: &str, topic: &str) -> Vec<TopicMessage> {
                 // Transaction markers take offsets too: a transactional topic's last data
                 // message is before its end, and the reader stops once it is past it.
                 None => {
-                    if consumer.position().unwrap().elements().iter().all(|e| {
-                        matches!(e.offset(), Offset::Offset(o) if o >= high - 1)
-                    }) {
+                    if consumer
+                        .position()
+                        .unwrap()
+                        .elements()
+                        .iter()
+                        .all(|e| matches!(e.offset(), Offset::Offset(o) if o >= high - 1))
+                    {
                         break;
                     }
                 }
@@ -291,7 +296,10 @@ pub fn assert_same_deltas(actual: &[Output], expected: &[Output], what: &str) {
             panic!(
                 "{what}: {} times vs {} expected; first difference at time {t}: {} updates vs {}\n\
                  unexpected: {extra:?}\nmissing: {missing:?}",
-                a.len(), e.len(), at.len(), et.len()
+                a.len(),
+                e.len(),
+                at.len(),
+                et.len()
             );
         }
     }
