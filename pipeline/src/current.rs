@@ -572,6 +572,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
                     for run in records.chunk_by(|(_, a, _), (_, b, _)| a == b) {
                         let changed = waiting.entry(run[0].1).or_insert_with(|| spare.take().unwrap_or_default());
                         for (record, _, diff) in run {
+                            // The input is rows; anything else would pass through unsummed.
                             let GraphRecord::Row(row) = record else {
                                 continue;
                             };
