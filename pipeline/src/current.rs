@@ -411,22 +411,51 @@ fn emit_changed(
     out.extend(after.drain(..).map(|(row, count)| (GraphRecord::Row(row), time, count)));
 }
 
-/// Changes waiting for their time to complete, by time, and the capabilities to emit their
-/// results. A round brings a few hundred distinct times at most (records of one export period
-/// share one), so grouping on arrival is cheaper than sorting the changes.
-struct Pending<C> {
-    changes: BTreeMap<EventTime, Vec<C>>,
+/// Changes waiting for their time to complete, by time (each time's in a `B`), and the
+/// capabilities to emit their results. A round brings a few hundred distinct times at most
+/// (records of one export period share one), so grouping on arrival is cheaper than sorting
+/// the changes.
+struct Pending<B> {
+    changes: BTreeMap<EventTime, B>,
     capabilities: CapabilitySet<EventTime>,
 }
 
-impl<C> Pending<C> {
+impl<B> Pending<B> {
     fn new() -> Self {
         Pending { changes: BTreeMap::new(), capabilities: CapabilitySet::new() }
     }
 
+    /// Keeps a message's capability, to emit the results of its changes with.
+    fn hold(&mut self, capability: InputCapability<EventTime>) {
+        self.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+    }
+
+    /// Removes the changes of every time no input can still send, in time order.
+    fn take_complete(&mut self, frontiers: &[&MutableAntichain<EventTime>]) -> BTreeMap<EventTime, B> {
+        // Totally ordered times: the first time some input may still send splits the map.
+        let open = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min();
+        match open {
+            Some(open) => {
+                let rest = self.changes.split_off(&open);
+                std::mem::replace(&mut self.changes, rest)
+            }
+            None => std::mem::take(&mut self.changes),
+        }
+    }
+
+    /// Keeps capabilities only for what is still pending.
+    fn downgrade(&mut self) {
+        match self.changes.keys().next() {
+            Some(earliest) => self.capabilities.downgrade([*earliest]),
+            None => self.capabilities = CapabilitySet::new(),
+        }
+    }
+}
+
+impl<C> Pending<Vec<C>> {
     /// Takes a message's changes and a capability to emit their results with.
     fn accept(&mut self, capability: InputCapability<EventTime>, changes: impl Iterator<Item = (EventTime, C)>) {
-        self.capabilities.insert(capability.retain_least(0).expect("data under a capability"));
+        self.hold(capability);
         self.extend(changes);
     }
 
@@ -448,27 +477,6 @@ impl<C> Pending<C> {
             append_or_swap(self.changes.entry(run_time).or_default(), &mut run);
         }
     }
-
-    /// Removes the changes of every time no input can still send, in time order.
-    fn take_complete(&mut self, frontiers: &[&MutableAntichain<EventTime>]) -> BTreeMap<EventTime, Vec<C>> {
-        // Totally ordered times: the first time some input may still send splits the map.
-        let open = frontiers.iter().filter_map(|f| f.frontier().first().copied()).min();
-        match open {
-            Some(open) => {
-                let rest = self.changes.split_off(&open);
-                std::mem::replace(&mut self.changes, rest)
-            }
-            None => std::mem::take(&mut self.changes),
-        }
-    }
-
-    /// Keeps capabilities only for what is still pending.
-    fn downgrade(&mut self) {
-        match self.changes.keys().next() {
-            Some(earliest) => self.capabilities.downgrade([*earliest]),
-            None => self.capabilities = CapabilitySet::new(),
-        }
-    }
 }
 
 /// The table rows: each peer's max bytes over its connection keys in force, joined with its
@@ -488,7 +496,7 @@ pub(crate) fn rows<'s>(
         .concat(addresses.map(|(addr, name)| Label::Address(addr, name)).inner.broadcast());
     bytes
         .binary_frontier(labels, Pipeline, Pipeline, "Rows", |_, _| {
-            let mut pending = Pending::<Change>::new();
+            let mut pending = Pending::<Vec<Change>>::new();
             let mut state = RowState::default();
             let mut out = Vec::new();
             move |(bytes, bytes_frontier), (labels, labels_frontier), output| {
@@ -557,8 +565,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
         .exchange(|(record, _, _)| route(&record.edge_key()))
         .unary_frontier(Pipeline, "Edges", |_, _| {
             // Per time not yet complete, its change per edge.
-            let mut waiting: BTreeMap<EventTime, EdgeChanges> = BTreeMap::new();
-            let mut capabilities = CapabilitySet::<EventTime>::new();
+            let mut pending = Pending::<EdgeChanges>::new();
             let mut sums: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
             // An emptied map of a time's changes, kept for the next time (a new map per time
             // left the bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and
@@ -570,7 +577,8 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
                 input.for_each(|capability, records| {
                     // Records of one time come in runs: one look-up of the time's map a run.
                     for run in records.chunk_by(|(_, a, _), (_, b, _)| a == b) {
-                        let changed = waiting.entry(run[0].1).or_insert_with(|| spare.take().unwrap_or_default());
+                        let changed =
+                            pending.changes.entry(run[0].1).or_insert_with(|| spare.take().unwrap_or_default());
                         for (record, _, diff) in run {
                             // The input is rows; anything else would pass through unsummed.
                             let GraphRecord::Row(row) = record else {
@@ -582,19 +590,12 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
                             delta.2 += *diff as i64 * row.bytes_recv as i64;
                         }
                     }
-                    capabilities.insert(capability.retain_least(0).expect("data under a capability"));
                     output.session(&capability).give_container(records);
+                    pending.hold(capability);
                 });
-                // Totally ordered times: the first time the input may still send splits the map.
-                let complete = match frontier.frontier().first() {
-                    Some(open) => {
-                        let rest = waiting.split_off(open);
-                        std::mem::replace(&mut waiting, rest)
-                    }
-                    None => std::mem::take(&mut waiting),
-                };
+                let complete = pending.take_complete(&[frontier]);
                 if let Some(earliest) = complete.keys().next() {
-                    let capability = capabilities.delayed(earliest);
+                    let capability = pending.capabilities.delayed(earliest);
                     for (time, mut changed) in complete {
                         for (edge, delta) in changed.drain() {
                             if delta == (0, 0, 0) {
@@ -643,11 +644,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
                     // here, it would hold the capacity of the largest burst for good.
                     output.session(&capability).give_container(&mut std::mem::take(&mut out));
                 }
-                // Capabilities only for the times still waiting.
-                match waiting.keys().next() {
-                    Some(earliest) => capabilities.downgrade([*earliest]),
-                    None => capabilities = CapabilitySet::new(),
-                }
+                pending.downgrade();
             }
         })
         .as_collection()
