@@ -262,14 +262,12 @@ mod tests {
         assert_eq!(heartbeats.stalled().iter().map(|(w, _)| *w).collect::<Vec<_>>(), [1]);
     }
 
-    /// `GET path` from `addr`, the whole response.
-    fn get(addr: &str, path: &str) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
+    /// `GET path` from `addr`: (status, content type, body).
+    fn get(addr: &str, path: &str) -> (u16, String, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut response = agent.get(&format!("http://{addr}{path}")).call().unwrap();
+        let content_type = response.headers().get("content-type").map_or("", |v| v.to_str().unwrap()).to_string();
+        (response.status().as_u16(), content_type, response.body_mut().read_to_string().unwrap())
     }
 
     #[test]
@@ -278,17 +276,14 @@ mod tests {
         let heartbeats = Heartbeats::new(2, Duration::from_millis(50));
         serve(Some(&addr), Some(heartbeats.clone())).unwrap();
         heartbeats.beat(0);
-        let health = get(&addr, "/healthz");
-        assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+        let (status, _, body) = get(&addr, "/healthz");
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
         std::thread::sleep(Duration::from_millis(120));
-        let health = get(&addr, "/healthz");
-        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
-        assert!(health.ends_with("stalled: worker 0 for 0 s without coming round its loop (limit 0 s)\n"), "{health}");
-        let metrics = get(&addr, "/metrics");
-        assert!(
-            metrics.starts_with("HTTP/1.1 200") && metrics.contains("content-type: text/plain; version=0.0.4"),
-            "{metrics}"
-        );
-        assert!(get(&addr, "/other").starts_with("HTTP/1.1 404"));
+        let (status, _, body) = get(&addr, "/healthz");
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body, "stalled: worker 0 for 0 s without coming round its loop (limit 0 s)\n");
+        let (status, content_type, body) = get(&addr, "/metrics");
+        assert_eq!((status, content_type.as_str()), (200, "text/plain; version=0.0.4"), "{body}");
+        assert_eq!(get(&addr, "/other").0, 404);
     }
 }
