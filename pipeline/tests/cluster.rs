@@ -305,3 +305,39 @@ fn a_worker_whose_sources_carry_nothing_does_not_hold_the_cluster_back() {
     assert!(before(outputs) == before(&reference), "the cluster's updates before {target} differ from one job's");
     check_marks(outputs, last + 1);
 }
+
+/// A worker alone completes in one `step` every time its watermark allows, with the records
+/// before it: the run loop polls its source between steps, and a time left for the next step
+/// would wait for the next poll (docs/KAFKA.md, "The routed frontier a step late").
+#[test]
+fn a_worker_alone_completes_what_its_watermark_allows_in_one_step() {
+    let records = stream(5);
+    let reference = one_job(&records);
+    let outputs = within(std::time::Duration::from_secs(60), move || {
+        let guards = timely::execute(timely::Config::process(1), move |worker| {
+            let mut job = ClusterJob::new(worker, config()).unwrap();
+            let interval = config().progress_interval_ns;
+            let mut outputs = Vec::new();
+            for part in records.chunks(400) {
+                for record in part {
+                    job.push(record.clone());
+                }
+                let watermark = part.last().unwrap().time();
+                job.advance_watermark(watermark);
+                job.step();
+                let expected = watermark - watermark % interval;
+                assert_eq!(job.frontier(), expected, "one step after the watermark {watermark}");
+                job.drain_into(&mut outputs);
+            }
+            job.close();
+            while !job.finished() {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
+            outputs
+        })
+        .unwrap();
+        guards.join().into_iter().map(Result::unwrap).collect::<Vec<_>>()
+    });
+    assert!(updates(&outputs[0]) == updates(&reference), "different updates from one job's");
+}
