@@ -148,25 +148,37 @@ fn client(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits up to `timeout` until every message sent is acknowledged, looking every millisecond.
+/// Waits up to `timeout` until every message sent is acknowledged, looking every
+/// [`FLUSH_CHECK`].
 ///
 /// rdkafka's flush waits for events in steps of up to 100 ms, and on a `ThreadedProducer` the
 /// events go to the producer's own polling thread, so every step runs its full 100 ms. The
 /// sink's commits (whose `commit_transaction` flushes first) took >= 100 ms however little
 /// they sent (measured: 101-107 ms per transaction, docs/KAFKA.md); flushed here, a commit
 /// finds nothing outstanding and returns as soon as the coordinator answers.
+///
+/// Each look is rdkafka's flush with no time to wait, which wakes the broker threads and
+/// counts what is outstanding, then a sleep. A flush with a short timeout instead (1 ms, until
+/// 2026-12-06) spins: rdkafka rounds the time left down to whole milliseconds, so its every
+/// poll returned at once, and the sink's thread used a core the producer's and the broker's
+/// threads it waits for needed (docs/KAFKA.md, "The sink's flush spun").
 pub fn flush_promptly<C: ProducerContext + 'static>(
     producer: &ThreadedProducer<C>,
     timeout: Duration,
 ) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        match producer.flush(Duration::from_millis(1)) {
-            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {}
+        match producer.flush(Duration::ZERO) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => {
+                std::thread::sleep(FLUSH_CHECK);
+            }
             done => return done,
         }
     }
 }
+
+/// How often [`flush_promptly`] looks whether every message is acknowledged.
+const FLUSH_CHECK: Duration = Duration::from_micros(500);
 
 impl KafkaSink {
     /// Creates the topics if missing, initializes transactions (fencing an older incarnation)
@@ -179,7 +191,10 @@ impl KafkaSink {
             let mut c = client(&config.brokers, &BTreeMap::new());
             c.set("transactional.id", &config.transactional_id)
                 .set("enable.idempotence", "true")
-                .set("linger.ms", "5")
+                // The sink hands a whole transaction over, then waits for it: lingering would
+                // only hold its last messages (p50 -3 ms end to end, docs/KAFKA.md). Messages
+                // still batch while earlier requests are in flight.
+                .set("linger.ms", "0")
                 // JSON deltas and state values shrink ~6.5x with lz4 (1.08 GB -> 168 MB on the
                 // broker for the medium stream) at the same records/s (docs/KAFKA.md): less
                 // disk and network for every consumer. Overridable in [kafka.options]; this
