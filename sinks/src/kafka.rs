@@ -160,8 +160,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Each look is rdkafka's flush with no time to wait, which wakes the broker threads and
 /// counts what is outstanding, then a sleep. A flush with a short timeout instead (1 ms, until
 /// 2026-12-06) spins: rdkafka rounds the time left down to whole milliseconds, so its every
-/// poll returned at once, and the sink's thread used a core the producer's and the broker's
-/// threads it waits for needed (docs/KAFKA.md, "The sink's flush spun").
+/// poll returned at once, and the sink's thread took a core from the producer's and the
+/// broker's threads, which it was waiting for (docs/KAFKA.md, "The sink's flush spun").
 pub fn flush_promptly<C: ProducerContext + 'static>(
     producer: &ThreadedProducer<C>,
     timeout: Duration,
@@ -192,7 +192,7 @@ impl KafkaSink {
             c.set("transactional.id", &config.transactional_id)
                 .set("enable.idempotence", "true")
                 // The sink hands a whole transaction over, then waits for it: lingering would
-                // only hold its last messages (p50 -3 ms end to end, docs/KAFKA.md). Messages
+                // only hold its last messages (p50 -4 ms end to end, docs/KAFKA.md). Messages
                 // still batch while earlier requests are in flight.
                 .set("linger.ms", "0")
                 // JSON deltas and state values shrink ~6.5x with lz4 (1.08 GB -> 168 MB on the
