@@ -72,10 +72,6 @@ fn owner(record: &Record, peers: usize) -> usize {
     (hash % peers as u64) as usize
 }
 
-/// Steps [`ClusterJob::step`] adds while the routed frontier is behind this worker's watermark
-/// (a worker alone needs one; the test `a_worker_alone_completes_what_its_watermark_allows_in_one_step`).
-const EXTRA_STEPS: usize = 1;
-
 /// One worker's share of the job.
 pub struct ClusterJob<'w> {
     job: Job<&'w mut Worker>,
@@ -230,14 +226,13 @@ impl<'w> ClusterJob<'w> {
         // A worker reads its own progress messages at the start of its next step, so the
         // routed frontier reaches this worker's watermark a step after its records. Stepping
         // again here completes those times in this call, not on the caller's next pass, which
-        // waits for its next poll first (through Kafka: ~7 ms at p50, docs/KAFKA.md). Bounded:
+        // waits for its next poll first (through Kafka: ~7 ms at p50, docs/KAFKA.md). Once
+        // only (a worker alone needs no more, as a test in pipeline/tests/cluster.rs checks):
         // in a cluster the frontier may wait on other workers, and this must not spin.
-        for _ in 0..EXTRA_STEPS {
-            let own = self.routes.as_ref().map(|routes| *routes.time());
-            if own.is_none() || self.routed.with_frontier(|f| f.first().copied()) >= own {
-                break;
+        if let Some(own) = self.routes.as_ref().map(|routes| *routes.time()) {
+            if self.routed.with_frontier(|f| f.first().copied()) < Some(own) {
+                self.job.worker().step();
             }
-            self.job.worker().step();
         }
         for item in self.arrived.borrow_mut().drain(..) {
             match item {
