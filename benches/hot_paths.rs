@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use flowgraph_benches::Size;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{binary, json, Record};
+use flowgraph_sinks::kafka::{encode_transaction, DeltaFormat, TransactionMessage, MAX_UPDATES_PER_MESSAGE};
 use std::hint::black_box;
 
 /// The first `n` records of the smoke fleet (seed 1), in event-time order.
@@ -73,11 +74,38 @@ fn deltas(c: &mut Criterion) {
     job.finish();
     let mut outputs = Vec::new();
     job.drain_into(&mut outputs);
-    let updates: Vec<Output> = outputs.into_iter().filter(|o| matches!(o, Output::Update { .. })).collect();
+    // As the Kafka sink takes them: the updates, and where each completed batch ends with its mark.
+    let (mut updates, mut batches) = (Vec::new(), Vec::new());
+    for output in outputs {
+        match output {
+            Output::Update { .. } => updates.push(output),
+            Output::Progress(progress) => batches.push((updates.len(), progress)),
+        }
+    }
     let mut group = c.benchmark_group("deltas");
     group.throughput(Throughput::Elements(updates.len() as u64));
     group.bench_function("JSON delta lines", |b| {
         b.iter(|| updates.iter().map(|o| flowgraph_sinks::deltas::to_line(black_box(o)).len()).sum::<usize>())
+    });
+    group.bench_function("Kafka sink: one transaction's delta messages and state writes", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            encode_transaction::<()>(
+                DeltaFormat::Json,
+                MAX_UPDATES_PER_MESSAGE,
+                black_box(&updates),
+                &batches,
+                |message| {
+                    bytes += match message {
+                        TransactionMessage::Delta(payload) => payload.len(),
+                        TransactionMessage::State { key, value } => key.len() + value.map_or(0, <[u8]>::len),
+                    };
+                    Ok(())
+                },
+            )
+            .unwrap();
+            bytes
+        })
     });
     group.finish();
 }

@@ -127,7 +127,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             state_topic: kafka.state_topic.clone(),
             format: if kafka.delta_format == "bincode" { DeltaFormat::Bincode } else { DeltaFormat::Json },
             transactional_id: kafka.transactional_id.clone(),
-            max_updates_per_message: 5000,
+            max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
             options: kafka.options.clone(),
         })?),
         false => None,

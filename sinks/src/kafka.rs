@@ -308,54 +308,26 @@ impl KafkaSink {
     }
 
     /// Sends the open transaction's batches (`batches`: where each ends in `pending`, and its
-    /// mark) to the delta topic, each followed by its mark, and the state topic's writes: one
-    /// per key, its last update in the transaction, sent with the batch that holds it. Returns
-    /// how many delta messages and state writes it sent.
+    /// mark) as [`encode_transaction`] encodes them: delta messages to partition 0 of the delta
+    /// topic (one ordered log, where `last_progress` reads it), state writes to the state
+    /// topic. Returns how many delta messages and state writes it sent.
     fn send_transaction(&self, batches: &[(usize, EventTime)]) -> Result<(u64, u64), KafkaError> {
         let Some(&(end, _)) = batches.last() else { return Ok((0, 0)) };
-        let updates = &self.pending[..end];
         // Stamped with the wall clock, not the mark's event time: the broker rolls and deletes
         // segments by message timestamp, and a replayed recording's event times can be far
         // older than the retention, which had it delete deltas minutes after they were
         // written (seen in tests/cluster.rs). The event time is in the payload.
         let timestamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let last = last_updates(updates);
-        let mut state_writes = last.iter().peekable();
-        let (mut messages_sent, mut start) = (0u64, 0usize);
-        let mut spans = Vec::new();
-        for &(end, progress) in batches {
-            // JSON lines embed each record's state value: where, so it is not encoded twice.
-            spans.clear();
-            let mut messages = split_messages(
-                self.config.format,
-                &updates[start..end],
-                self.config.max_updates_per_message.max(1),
-                MAX_MESSAGE_BYTES,
-                Some(&mut spans),
-            );
-            messages.push(encode(self.config.format, &[Output::Progress(progress)]));
-            // Partition 0: the delta topic is one ordered log, where `last_progress` reads it.
-            for payload in &messages {
-                self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)?;
+        let max_updates = self.config.max_updates_per_message.max(1);
+        encode_transaction(self.config.format, max_updates, &self.pending[..end], batches, |message| match message {
+            TransactionMessage::Delta(payload) => {
+                self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)
             }
-            messages_sent += messages.len() as u64;
-            while let Some(&(position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
-                let key = state_key(record);
-                let encoded;
-                let value = match (present, spans[position - start]) {
-                    (false, _) => None,
-                    (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
-                    (true, None) => {
-                        encoded = state_value(record);
-                        Some(encoded.as_bytes())
-                    }
-                };
-                self.send(&self.config.state_topic, self.state_partition, Some(&key), value, timestamp)?;
+            TransactionMessage::State { key, value } => {
+                self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp)
             }
-            start = end;
-        }
-        Ok((messages_sent, last.len() as u64))
+        })
     }
 
     /// Queues one message; `partition` None leaves it to librdkafka's partitioner.
@@ -363,11 +335,11 @@ impl KafkaSink {
         &self,
         topic: &str,
         partition: Option<i32>,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         payload: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).timestamp(timestamp);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).timestamp(timestamp);
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
@@ -486,6 +458,68 @@ impl SinkThread {
     }
 }
 
+/// A message of a transaction, as [`encode_transaction`] hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionMessage<'a> {
+    /// A delta message: updates of one batch, or the batch's progress mark.
+    Delta(&'a [u8]),
+    /// A state-topic write.
+    State {
+        /// The record's state key.
+        key: &'a [u8],
+        /// Its value, or its tombstone (`None`).
+        value: Option<&'a [u8]>,
+    },
+}
+
+/// Encodes a transaction and hands its messages to `send` in the order they are to be sent.
+/// For each batch (`batches`: where each ends in `updates`, and its mark): its updates in
+/// messages of at most `max_updates` updates and [`MAX_MESSAGE_BYTES`], its mark, then the
+/// state writes of the keys whose last update in the transaction is in that batch (one write
+/// per key: its last value, or a tombstone). Returns how many delta messages and state writes
+/// it handed over. Pure, so tests and benchmarks run it without a broker.
+pub fn encode_transaction<E>(
+    format: DeltaFormat,
+    max_updates: usize,
+    updates: &[Output],
+    batches: &[(usize, EventTime)],
+    mut send: impl FnMut(TransactionMessage<'_>) -> Result<(), E>,
+) -> Result<(u64, u64), E> {
+    let last = last_updates(updates);
+    let mut state_writes = last.iter().peekable();
+    let (mut messages_sent, mut start) = (0u64, 0usize);
+    let mut spans = Vec::new();
+    // One buffer for every key: each is handed over (and copied by librdkafka) before the next.
+    let mut key = Vec::new();
+    for &(end, progress) in batches {
+        // JSON lines embed each record's state value: where, so it is not encoded twice.
+        spans.clear();
+        let mut messages =
+            split_messages(format, &updates[start..end], max_updates.max(1), MAX_MESSAGE_BYTES, Some(&mut spans));
+        messages.push(encode(format, &[Output::Progress(progress)]));
+        for payload in &messages {
+            send(TransactionMessage::Delta(payload))?;
+        }
+        messages_sent += messages.len() as u64;
+        while let Some(&(position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
+            key.clear();
+            write_state_key(record, &mut key);
+            let encoded;
+            let value = match (present, spans[position - start]) {
+                (false, _) => None,
+                (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
+                (true, None) => {
+                    encoded = state_value(record);
+                    Some(encoded.as_bytes())
+                }
+            };
+            send(TransactionMessage::State { key: &key, value })?;
+        }
+        start = end;
+    }
+    Ok((messages_sent, last.len() as u64))
+}
+
 /// The last update of each state key: its position in `updates`, its record, and whether
 /// the record is present after it (an insertion: a value) or gone (a retraction: a
 /// tombstone). Updates come in time order, retractions before insertions within a time, so
@@ -527,10 +561,18 @@ pub fn state_entry(record: &GraphRecord) -> (String, String) {
 }
 
 fn state_key(record: &GraphRecord) -> String {
+    let mut key = Vec::new();
+    write_state_key(record, &mut key);
+    String::from_utf8(key).expect("JSON is UTF-8")
+}
+
+/// Appends a record's state key to `out`. The upid and the address serialize as the strings
+/// their `Display` gives, without a `String` of their own.
+fn write_state_key(record: &GraphRecord, out: &mut Vec<u8>) {
     match record {
-        GraphRecord::Edge(e) => serde_json::to_string(&("edge", &*e.from_entity, &*e.to_entity)),
+        GraphRecord::Edge(e) => serde_json::to_writer(out, &("edge", &*e.from_entity, &*e.to_entity)),
         GraphRecord::Row(r) => {
-            serde_json::to_string(&("row", &*r.from_entity, r.upid.to_string(), &*r.cmdline, r.remote_addr.to_string()))
+            serde_json::to_writer(out, &("row", &*r.from_entity, &r.upid, &*r.cmdline, &r.remote_addr))
         }
     }
     .expect("keys serialize")
@@ -556,6 +598,9 @@ pub fn decode_state_value(value: &[u8]) -> Result<GraphRecord, String> {
     }
     Err("state value is neither a row nor an edge".into())
 }
+
+/// Most updates in one delta message, as `flowgraph run` sets [`KafkaSinkConfig`]'s.
+pub const MAX_UPDATES_PER_MESSAGE: usize = 5000;
 
 /// Largest delta message written, below the brokers' default `message.max.bytes` (1 MiB)
 /// with room for headers and batch overhead.
@@ -808,13 +853,19 @@ mod tests {
     use super::*;
     use flowgraph_pipeline::{Edge, GraphRecord};
 
-    /// The state topic's writes for a batch, as `send_batch` makes them (there the values of
-    /// JSON deltas come from the delta lines; a test below holds those to `state_value`).
+    /// The state topic's writes for one batch of JSON deltas, as the sink sends them.
     fn state_writes(updates: &[Output]) -> Vec<(String, Option<String>)> {
-        last_updates(updates)
-            .into_iter()
-            .map(|(_, record, present)| (state_key(record), present.then(|| state_value(record))))
-            .collect()
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        let mut writes = Vec::new();
+        let batch = [(updates.len(), u64::MAX)];
+        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, &batch, |message| {
+            if let TransactionMessage::State { key, value } = message {
+                writes.push((text(key), value.map(text)));
+            }
+            Ok(())
+        })
+        .unwrap();
+        writes
     }
 
     #[test]
