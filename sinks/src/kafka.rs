@@ -535,10 +535,11 @@ pub fn encode_transaction<E>(
 /// throughput phase (transactions of 100,000s of updates), in probing and comparing keys.
 fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
     let hasher = FxBuildHasher;
-    let record_at = |position: u32| match &updates[position as usize] {
-        Output::Update { record, .. } => record,
+    let update_at = |position: u32| match &updates[position as usize] {
+        Output::Update { diff, record, .. } => (record, *diff),
         Output::Progress(_) => unreachable!("only updates' positions are in the table"),
     };
+    let record_at = |position: u32| update_at(position).0;
     let mut last: HashTable<u32> = HashTable::with_capacity(updates.len());
     for (position, output) in updates.iter().enumerate() {
         let Output::Update { record, .. } = output else { continue };
@@ -557,9 +558,9 @@ fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
     positions.sort_unstable();
     positions
         .into_iter()
-        .map(|position| match &updates[position as usize] {
-            Output::Update { diff, record, .. } => (position as usize, record, *diff > 0),
-            Output::Progress(_) => unreachable!("only updates' positions are in the table"),
+        .map(|position| {
+            let (record, diff) = update_at(position);
+            (position as usize, record, diff > 0)
         })
         .collect()
 }
