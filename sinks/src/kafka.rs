@@ -22,9 +22,9 @@ use flowgraph_pipeline::{GraphRecord, Output};
 use flowgraph_schema::EventTime;
 use hashbrown::hash_table::{Entry, HashTable};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
@@ -811,6 +811,26 @@ fn ensure_topics(config: &KafkaSinkConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The context of a consumer that reads a partition to its end on purpose. rdkafka hands
+/// every consumer error event to `ClientContext::error` before `poll` returns it, and the
+/// default logs it at ERROR: every restart of `flowgraph run` on a non-empty delta topic
+/// logged "Global error: PartitionEOF" (the last offset of a transactional topic is a commit
+/// marker, which a read_committed reader never sees, so the read ends at the end of the
+/// partition). The end is logged at debug; any other error as rdkafka would.
+struct ReadsToTheEnd;
+
+impl ClientContext for ReadsToTheEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(%reason, "read to the end of the partition");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReadsToTheEnd {}
+
 /// Reads the delta topic's last committed progress mark (what a restarted sink resumes after,
 /// and the time of a consumer that bootstraps from the state topic).
 pub fn last_progress(
@@ -818,7 +838,7 @@ pub fn last_progress(
     deltas_topic: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Option<EventTime>, String> {
-    let consumer: BaseConsumer = {
+    let consumer: BaseConsumer<ReadsToTheEnd> = {
         let mut c = client(brokers, &BTreeMap::new());
         c.set("group.id", format!("flowgraph-resume-{deltas_topic}"))
             .set("enable.auto.commit", "false")
@@ -827,7 +847,7 @@ pub fn last_progress(
         for (key, value) in options {
             c.set(key, value);
         }
-        c.create().map_err(|e| format!("cannot create consumer: {e}"))?
+        c.create_with_context(ReadsToTheEnd).map_err(|e| format!("cannot create consumer: {e}"))?
     };
     let deadline = Instant::now() + TIMEOUT;
     let (low, high) = loop {
