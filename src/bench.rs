@@ -136,6 +136,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let along: Vec<String> =
         tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
     println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
+    finished.sink.print("latency phase");
 
     // 2. Throughput: the whole recording on the input topic first, with the sources' next
     //    reports after it, then a pipeline started on it. From the instant it consumes to
@@ -186,7 +187,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                  ({} late; the pipeline read {}: these and {tail_reports} progress reports after them)",
                 queued.records, finished.late, finished.records
             );
-            Some(Throughput { records_per_second: rate, seconds, late: finished.late })
+            finished.sink.print("throughput phase");
+            Some(Throughput { records_per_second: rate, seconds, late: finished.late, sink: finished.sink })
         }
     };
 
@@ -218,7 +220,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
-            "throughput": throughput.map(|t| serde_json::json!({"records_per_second": t.records_per_second, "seconds": t.seconds, "late_records": t.late})),
+            "sink": finished.sink.json(),
+            "throughput": throughput.map(|t| serde_json::json!({"records_per_second": t.records_per_second, "seconds": t.seconds, "late_records": t.late, "sink": t.sink.json()})),
             "targets": verdicts.iter().map(Verdict::json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
@@ -236,6 +239,7 @@ struct Throughput {
     records_per_second: f64,
     seconds: f64,
     late: u64,
+    sink: SinkTimes,
 }
 
 /// One phase's topics (`{name}.in`, `.deltas`, `.state`, `.dead`) and the config of its run.
@@ -314,6 +318,32 @@ struct Finished {
     marks: Vec<(u64, Instant)>,
     records: u64,
     late: u64,
+    sink: SinkTimes,
+}
+
+/// Where the run's Kafka sink spent its time (worker 0's "stopped" event): wall time encoding
+/// and handing messages to librdkafka, then waiting for their acknowledgements and the
+/// commits; and how long the worker waited to hand batches over while the sink was behind.
+struct SinkTimes {
+    transactions: u64,
+    sending_ms: u64,
+    committing_ms: u64,
+    handoff_wait_ms: u64,
+}
+
+impl SinkTimes {
+    fn print(&self, phase: &str) {
+        println!(
+            "the sink ({phase}): {} transactions; {} ms encoding and sending, {} ms waiting for acknowledgements \
+             and commits; the worker waited {} ms to hand batches over",
+            self.transactions, self.sending_ms, self.committing_ms, self.handoff_wait_ms
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"transactions": self.transactions, "sending_ms": self.sending_ms,
+            "committing_ms": self.committing_ms, "handoff_wait_ms": self.handoff_wait_ms})
+    }
 }
 
 impl PipelineRun {
@@ -458,8 +488,15 @@ impl PipelineRun {
                 self.phase.status.display()
             )
         })?;
+        let sink = sink_times(&status).with_context(|| {
+            format!(
+                "{}: the run's status file {} lacks worker 0's \"stopped\" event with the sink's times",
+                self.phase.name,
+                self.phase.status.display()
+            )
+        })?;
         let marks = self.marks.lock().expect("marks lock").clone();
-        Ok(Finished { marks, records, late })
+        Ok(Finished { marks, records, late, sink })
     }
 
     /// Waits for the delta reader to end and returns its error, if it had one.
@@ -546,6 +583,18 @@ fn every_worker(status: &str, event: &str) -> Option<Vec<serde_json::Value>> {
 fn stopped_counts(status: &str) -> Option<(u64, u64)> {
     every_worker(status, "stopped")?.iter().try_fold((0, 0), |(records, late), event| {
         Some((records + event["records"].as_u64()?, late + event["late"].as_u64()?))
+    })
+}
+
+/// The sink's times from worker 0's "stopped" event (the worker that writes the sink).
+fn sink_times(status: &str) -> Option<SinkTimes> {
+    let stopped = every_worker(status, "stopped")?;
+    let zero = stopped.iter().find(|event| event["worker"].as_u64() == Some(0))?;
+    Some(SinkTimes {
+        transactions: zero["transactions"].as_u64()?,
+        sending_ms: zero["sink_sending_ms"].as_u64()?,
+        committing_ms: zero["sink_committing_ms"].as_u64()?,
+        handoff_wait_ms: zero["handoff_wait_ms"].as_u64()?,
     })
 }
 

@@ -447,6 +447,9 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             "keyed_records": j.records, "rejected": j.rejected, "decode_errors": s.decode_errors,
             "dead_letters": s.dead_letters, "updates_out": k.as_ref().map(|k| k.updates),
             "transactions": k.as_ref().map(|k| k.transactions), "last_progress": last_progress,
+            "sink_sending_ms": k.as_ref().map(|k| k.sending.as_millis() as u64),
+            "sink_committing_ms": k.as_ref().map(|k| k.committing.as_millis() as u64),
+            "handoff_wait_ms": sink.as_ref().map(|k| k.handoff_wait().as_millis() as u64),
         }))?;
     }
     if index == 0 {

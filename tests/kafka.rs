@@ -397,6 +397,11 @@ fn kafka_path_equals_the_in_process_replay() {
     //    phase through to the end, and its topics deleted afterwards.
     let out = flowgraph(&dir, &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x"]);
     assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
+    // Where each phase's sink spent its time, from the run's status file.
+    for phase in ["latency phase", "throughput phase"] {
+        let transactions = number_after(&out, &format!("the sink ({phase}): "));
+        assert!(transactions > 0, "{phase}: no transaction committed\n{out}");
+    }
     // Its throughput phase ran the whole recording (and the sources' next reports) through a
     // second pipeline, which read every record of it; the smoke stream is too small for the
     // targets, which say so.
