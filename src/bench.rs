@@ -481,16 +481,10 @@ impl PipelineRun {
             bail!("{}: flowgraph run failed: {status} (its log: {})", self.phase.name, self.phase.log.display());
         }
         let status = std::fs::read_to_string(&self.phase.status).unwrap_or_default();
-        let (records, late) = stopped_counts(&status).with_context(|| {
+        let ((records, late), sink) = stopped_counts(&status).zip(sink_times(&status)).with_context(|| {
             format!(
-                "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker",
-                self.phase.name,
-                self.phase.status.display()
-            )
-        })?;
-        let sink = sink_times(&status).with_context(|| {
-            format!(
-                "{}: the run's status file {} lacks worker 0's \"stopped\" event with the sink's times",
+                "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker, \
+                 and the sink's times from worker 0",
                 self.phase.name,
                 self.phase.status.display()
             )

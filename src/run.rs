@@ -447,9 +447,9 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             "keyed_records": j.records, "rejected": j.rejected, "decode_errors": s.decode_errors,
             "dead_letters": s.dead_letters, "updates_out": k.as_ref().map(|k| k.updates),
             "transactions": k.as_ref().map(|k| k.transactions), "last_progress": last_progress,
-            "sink_sending_ms": k.as_ref().map(|k| k.sending.as_millis() as u64),
-            "sink_committing_ms": k.as_ref().map(|k| k.committing.as_millis() as u64),
-            "handoff_wait_ms": sink.as_ref().map(|k| k.handoff_wait().as_millis() as u64),
+            "sink_sending_ms": k.as_ref().map(|k| millis(k.sending)),
+            "sink_committing_ms": k.as_ref().map(|k| millis(k.committing)),
+            "handoff_wait_ms": sink.as_ref().map(|k| millis(k.handoff_wait())),
         }))?;
     }
     if index == 0 {
@@ -463,9 +463,14 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A duration in whole milliseconds, as the progress reports and the status file give the
+/// sink's times.
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
 fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&SinkThread>) {
     let (j, s, k) = (job.stats(), source.stats(), sink.map(SinkThread::stats));
-    let millis = |d: Duration| d.as_millis() as u64;
     tracing::info!(
         worker = index,
         records = s.records,
