@@ -137,6 +137,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
     println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
     finished.sink.print("latency phase");
+    print_peak_resident("latency phase", finished.peak_resident_bytes);
 
     // 2. Throughput: the whole recording on the input topic first, with the sources' next
     //    reports after it, then a pipeline started on it. From the instant it consumes to
@@ -188,7 +189,14 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                 queued.records, finished.late, finished.records
             );
             finished.sink.print("throughput phase");
-            Some(Throughput { records_per_second: rate, seconds, late: finished.late, sink: finished.sink })
+            print_peak_resident("throughput phase", finished.peak_resident_bytes);
+            Some(Throughput {
+                records_per_second: rate,
+                seconds,
+                late: finished.late,
+                sink: finished.sink,
+                peak_resident_bytes: finished.peak_resident_bytes,
+            })
         }
     };
 
@@ -220,8 +228,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
-            "sink": finished.sink.json(),
-            "throughput": throughput.map(|t| serde_json::json!({"records_per_second": t.records_per_second, "seconds": t.seconds, "late_records": t.late, "sink": t.sink.json()})),
+            "sink": finished.sink.json(), "peak_resident_bytes": finished.peak_resident_bytes,
+            "throughput": throughput.map(|t| serde_json::json!({"records_per_second": t.records_per_second, "seconds": t.seconds, "late_records": t.late, "sink": t.sink.json(), "peak_resident_bytes": t.peak_resident_bytes})),
             "targets": verdicts.iter().map(Verdict::json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
@@ -240,6 +248,7 @@ struct Throughput {
     seconds: f64,
     late: u64,
     sink: SinkTimes,
+    peak_resident_bytes: u64,
 }
 
 /// One phase's topics (`{name}.in`, `.deltas`, `.state`, `.dead`) and the config of its run.
@@ -319,6 +328,8 @@ struct Finished {
     records: u64,
     late: u64,
     sink: SinkTimes,
+    /// The run's peak resident memory (its VmHWM when it stopped).
+    peak_resident_bytes: u64,
 }
 
 /// Where the run's Kafka sink spent its time (worker 0's "stopped" event): wall time encoding
@@ -481,16 +492,17 @@ impl PipelineRun {
             bail!("{}: flowgraph run failed: {status} (its log: {})", self.phase.name, self.phase.log.display());
         }
         let status = std::fs::read_to_string(&self.phase.status).unwrap_or_default();
-        let ((records, late), sink) = stopped_counts(&status).zip(sink_times(&status)).with_context(|| {
-            format!(
-                "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker, \
-                 and the sink's times from worker 0",
-                self.phase.name,
-                self.phase.status.display()
-            )
-        })?;
+        let (((records, late), sink), peak_resident_bytes) =
+            stopped_counts(&status).zip(sink_times(&status)).zip(peak_resident(&status)).with_context(|| {
+                format!(
+                    "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker, \
+                     and the sink's times and the peak resident memory from worker 0",
+                    self.phase.name,
+                    self.phase.status.display()
+                )
+            })?;
         let marks = self.marks.lock().expect("marks lock").clone();
-        Ok(Finished { marks, records, late, sink })
+        Ok(Finished { marks, records, late, sink, peak_resident_bytes })
     }
 
     /// Waits for the delta reader to end and returns its error, if it had one.
@@ -580,16 +592,32 @@ fn stopped_counts(status: &str) -> Option<(u64, u64)> {
     })
 }
 
-/// The sink's times from worker 0's "stopped" event (the worker that writes the sink).
+/// Worker 0's "stopped" event (the worker that writes the sink), once every worker's is there.
+fn worker_zero_stopped(status: &str) -> Option<serde_json::Value> {
+    every_worker(status, "stopped")?.into_iter().find(|event| event["worker"].as_u64() == Some(0))
+}
+
+/// The sink's times from worker 0's "stopped" event.
 fn sink_times(status: &str) -> Option<SinkTimes> {
-    let stopped = every_worker(status, "stopped")?;
-    let zero = stopped.iter().find(|event| event["worker"].as_u64() == Some(0))?;
+    let zero = worker_zero_stopped(status)?;
     Some(SinkTimes {
         transactions: zero["transactions"].as_u64()?,
         sending_ms: zero["sink_sending_ms"].as_u64()?,
         committing_ms: zero["sink_committing_ms"].as_u64()?,
         handoff_wait_ms: zero["handoff_wait_ms"].as_u64()?,
     })
+}
+
+/// The run's peak resident memory from worker 0's "stopped" event (one process: every
+/// worker's event gives the same).
+fn peak_resident(status: &str) -> Option<u64> {
+    worker_zero_stopped(status)?["peak_resident_bytes"].as_u64()
+}
+
+/// Prints a phase's `flowgraph run` peak resident memory: what a deployment of the pipeline
+/// is sized by (the broker's is apart).
+fn print_peak_resident(phase: &str, bytes: u64) {
+    println!("flowgraph run ({phase}): peak resident memory {}", crate::report::human(bytes));
 }
 
 /// Each progress source's last two reports, to send the report that would follow them.

@@ -5,7 +5,8 @@
 //!
 //! 1. the in-process job at full speed: records/s, CPU per second of stream, memory per live
 //!    connection key (resident memory it added by the last record, the steady state of a
-//!    running job, over the keys in force at the end; after `finish` printed too);
+//!    running job, over the keys in force at the end; after `finish` printed too) and the
+//!    peak resident memory it added (the kernel's high-water mark, reset at its start);
 //! 2. the hash-map baseline (`flowgraph_benches::baseline::HashMapQuery`), the lower bound on
 //!    the work, on the same records: the job's throughput as a fraction of it;
 //! 3. Pixie's way (`RecomputeQuery`): the whole window recomputed every refresh; its CPU per
@@ -13,11 +14,13 @@
 //! 4. latency at a fixed offered rate: records pushed on a wall-clock schedule, each one's
 //!    latency the time until a progress mark past its event time is released (HDR histogram).
 //!
-//! Targets (issue 6) are printed PASS or FAIL with their figure; nothing is asserted, so CI can
-//! run the smoke size to keep the harness working. The Kafka path has its own harness,
-//! `flowgraph bench-kafka`.
+//! The whole process's peak resident memory (the recording in memory, every phase) is
+//! printed too. Targets (issue 6) are printed PASS or FAIL with their figure; nothing is
+//! asserted, so CI can run the smoke size to keep the harness working. The Kafka path has its
+//! own harness, `flowgraph bench-kafka`.
 
 use crate::cli::BenchArgs;
+use crate::process_memory::{peak_resident_bytes, reset_peak_resident, resident_bytes};
 use crate::replay::{job_config, push_followed};
 use crate::report::human;
 use anyhow::{bail, Context};
@@ -87,8 +90,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // 1. The job at full speed, and the memory it holds at the end.
     eprintln!("bench: 1/4 the job at full speed");
     let mut owned_samples = owned_connection_samples(&records);
+    // The loading's peak (the recording decoded), kept for the whole process's figure before
+    // the job's own peak is measured.
+    let loading_peak = peak_resident_bytes();
     release_free_heap();
     let resident_before = resident_bytes();
+    // From here the kernel's high-water mark is the job's: lowered to the resident memory now.
+    let peak_reset = reset_peak_resident();
     let heap_before = heap_usage();
     let started = (Instant::now(), cpu_time::ThreadTime::now());
     let mut job = Job::new(config.clone()).map_err(anyhow::Error::msg)?;
@@ -115,6 +123,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
     let job_wall = started.0.elapsed().as_secs_f64();
     let job_cpu = started.1.elapsed().as_secs_f64();
+    let job_peak_added = match &peak_reset {
+        Ok(()) => peak_resident_bytes().map(|peak| peak.saturating_sub(resident_before)),
+        Err(_) => None,
+    };
     // The harness's own buffer of the last drain is not the job's memory.
     drop(outputs);
     let job_added_after_finish = resident_bytes().saturating_sub(resident_before);
@@ -212,6 +224,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let lateness_text = humantime::format_duration(Duration::from_millis(latency_lateness / 1_000_000)).to_string();
 
     let bytes_per_key = job_added as f64 / live_keys.max(1) as f64;
+    let process_peak = loading_peak.into_iter().chain(peak_resident_bytes()).max();
     let job_cpu_per_stream_second = job_cpu / stream_seconds.max(1e-9);
     let recompute_cpu_per_refresh = recompute_cpu / refreshes.max(1) as f64;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
@@ -224,6 +237,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     table.add_row(["job: CPU per second of stream".to_string(), format!("{:.2} ms", job_cpu_per_stream_second * 1e3)]);
     table.add_row(["job: resident memory added (steady state, before finish)".to_string(), human(job_added)]);
     table.add_row(["job: resident memory added after finish".to_string(), human(job_added_after_finish)]);
+    table.add_row([
+        "job: peak resident memory added (over the job phase, finish included)".to_string(),
+        match (&peak_reset, job_peak_added) {
+            (Ok(()), Some(peak)) => human(peak),
+            (Err(error), _) => format!("n/a (resetting the peak through /proc/self/clear_refs: {error})"),
+            (Ok(()), None) => "n/a (no VmHWM in /proc/self/status)".to_string(),
+        },
+    ]);
     table.add_row(["live connection keys at the end".to_string(), live_keys.to_string()]);
     table.add_row([
         "job: connection keys tracked at the end (live, and expired ones kept max_window for a wider window)"
@@ -250,6 +271,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ]);
         }
     }
+    table.add_row([
+        "bench process: peak resident memory (the recording in memory and every phase)".to_string(),
+        process_peak.map_or("n/a (no VmHWM in /proc/self/status)".to_string(), human),
+    ]);
     table.add_row(["hash-map bound: records/s".to_string(), format!("{bound_rate:.0}")]);
     table.add_row(["job / hash-map bound".to_string(), format!("{job_over_bound:.3}")]);
     table.add_row([
@@ -328,9 +353,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "job": {"records_per_second": job_rate, "wall_seconds": job_wall, "cpu_seconds": job_cpu,
                     "cpu_per_stream_second": job_cpu_per_stream_second, "updates": updates,
                     "resident_bytes_added": job_added, "resident_bytes_added_after_finish": job_added_after_finish, "bytes_per_live_key": bytes_per_key,
+                    "peak_resident_bytes_added": job_peak_added,
                     "heap_in_use_bytes_added": heap_added.as_ref().map(|h| h.in_use),
                     "heap_free_bytes_added": heap_added.as_ref().map(|h| h.free)},
             "live_keys": live_keys, "tracked_keys": tracked_keys, "steady_state": steady_state,
+            "process_peak_resident_bytes": process_peak,
             "hash_map_bound": {"records_per_second": bound_rate, "wall_seconds": bound_wall},
             "recompute": {"refreshes": refreshes, "cpu_seconds": recompute_cpu, "cpu_per_refresh": recompute_cpu_per_refresh},
             "latency_ms": {"offered_records_per_second": args.rate, "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
@@ -540,17 +567,6 @@ fn release_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// This process's resident memory now (VmRSS).
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 /// The connection samples of `records`, copied out before the job's measurement so that the

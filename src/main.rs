@@ -17,6 +17,7 @@ mod metadata;
 mod naming;
 mod output;
 mod plain_graph;
+mod process_memory;
 mod produce;
 mod record;
 mod replay;

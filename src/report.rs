@@ -47,14 +47,6 @@ pub fn format_time(ns: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Peak resident set size of this process (VmHWM), when the kernel reports it.
-pub fn peak_rss() -> Option<ByteSize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(ByteSize::kib(kib))
-}
-
 pub fn print_summary(source: &str, params: &Params, summary: &ReplaySummary, top: usize) {
     let graph = &summary.graph;
     let seconds = summary.elapsed.as_secs_f64().max(1e-9);
@@ -74,7 +66,7 @@ pub fn print_summary(source: &str, params: &Params, summary: &ReplaySummary, top
         summary.records as f64 / seconds,
         summary.updates,
         summary.progress_marks,
-        peak_rss().map_or("unknown".into(), |b| b.to_string_as(true)),
+        crate::process_memory::peak_resident_bytes().map_or("unknown".into(), human),
         summary.tracked_keys,
     );
     match graph.time() {

@@ -450,6 +450,8 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             "sink_sending_ms": k.as_ref().map(|k| millis(k.sending)),
             "sink_committing_ms": k.as_ref().map(|k| millis(k.committing)),
             "handoff_wait_ms": sink.as_ref().map(|k| millis(k.handoff_wait())),
+            // The process's, so the same in every worker's event of one process.
+            "peak_resident_bytes": crate::process_memory::peak_resident_bytes(),
         }))?;
     }
     if index == 0 {

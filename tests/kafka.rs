@@ -395,12 +395,22 @@ fn kafka_path_equals_the_in_process_replay() {
     // 4. The end-to-end harness (`bench-kafka`, smoke size: it must keep working; nothing is
     //    asserted about speed): every record reflected by a readable mark, the throughput
     //    phase through to the end, and its topics deleted afterwards.
-    let out = flowgraph(&dir, &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x"]);
+    let out = flowgraph(
+        &dir,
+        &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x", "--json", "bk.json"],
+    );
     assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
-    // Where each phase's sink spent its time, from the run's status file.
-    for phase in ["latency phase", "throughput phase"] {
+    // Where each phase's sink spent its time, and the run's peak resident memory, from the
+    // run's status file.
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bk.json")).unwrap()).unwrap();
+    for (phase, figures) in [("latency phase", &figures), ("throughput phase", &figures["throughput"])] {
         let transactions = number_after(&out, &format!("the sink ({phase}): "));
         assert!(transactions > 0, "{phase}: no transaction committed\n{out}");
+        assert!(out.contains(&format!("flowgraph run ({phase}): peak resident memory ")), "{out}");
+        // A running pipeline (timely, librdkafka's threads, the job) holds more than 10 MiB.
+        let peak = figures["peak_resident_bytes"].as_u64().unwrap_or_else(|| panic!("{phase}: {figures}"));
+        assert!(peak > 10 << 20, "{phase}: peak resident memory {peak} B");
     }
     // Its throughput phase ran the whole recording (and the sources' next reports) through a
     // second pipeline, which read every record of it; the smoke stream is too small for the
