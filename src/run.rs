@@ -346,7 +346,9 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
         if service.stop.load(Ordering::SeqCst) {
             break;
         }
-        if !closed {
+        // A long jump of the frontier handed over in pieces is finished before more is read,
+        // so that what it stages meanwhile does not make the next jump as long.
+        if !closed && !job.jump_unfinished() {
             source.poll(Duration::from_millis(100), POLL_RECORDS, job.watermark(), &mut records)?;
             if records.is_empty() {
                 idle_since.get_or_insert_with(Instant::now);

@@ -221,7 +221,8 @@ impl LiveJob {
             tracing::info!(params = ?request.params, effective_from = at, "parameters changed");
             self.live.set_params(request.params);
             if self.input_ended {
-                self.job.advance_watermark(at + self.progress_interval_ns);
+                // Wholly: no later input would go on with a jump that ended a piece.
+                self.job.finish_at(at + self.progress_interval_ns);
             }
             self.publish();
         }

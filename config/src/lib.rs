@@ -285,6 +285,10 @@ pub struct QueryConfig {
     /// Longest window a parameter change may ask for (`1h`); bounds retained state.
     #[serde(default = "default_max_window")]
     pub max_window: String,
+    /// How many updates a long jump of the frontier (start-up, catching up) holds before it
+    /// hands them over, at the next progress interval (`JobConfig::max_updates_per_piece`).
+    #[serde(default = "default_max_updates_per_piece")]
+    pub max_updates_per_piece: usize,
 }
 
 fn default_window() -> String {
@@ -302,6 +306,9 @@ fn default_progress_interval() -> String {
 fn default_max_window() -> String {
     "1h".into()
 }
+fn default_max_updates_per_piece() -> usize {
+    JobConfig::default().max_updates_per_piece
+}
 
 impl Default for QueryConfig {
     fn default() -> Self {
@@ -312,6 +319,7 @@ impl Default for QueryConfig {
             lateness: default_lateness(),
             progress_interval: default_progress_interval(),
             max_window: default_max_window(),
+            max_updates_per_piece: default_max_updates_per_piece(),
         }
     }
 }
@@ -362,9 +370,13 @@ impl QueryConfig {
             lateness_ns: duration("lateness", &self.lateness)?,
             progress_interval_ns: duration("progress_interval", &self.progress_interval)?,
             max_window_ns: duration("max_window", &self.max_window)?,
+            max_updates_per_piece: self.max_updates_per_piece,
         };
         if config.progress_interval_ns == 0 {
             return Err(error("progress_interval", "must be longer than zero".into()));
+        }
+        if config.max_updates_per_piece == 0 {
+            return Err(error("max_updates_per_piece", "must be 1 or more".into()));
         }
         config.params.validate(config.max_window_ns).map_err(|m| {
             let (key, message) = m.split_once(": ").unwrap_or(("window", &m));
@@ -383,6 +395,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flowgraph.toml");
         let config = ConfigFile::load(&path).unwrap().query.validate().unwrap();
         assert_eq!(config.params.window_ns, 5 * 60 * 1_000_000_000);
+        assert_eq!(
+            config.max_updates_per_piece,
+            JobConfig::default().max_updates_per_piece,
+            "the example's is the default"
+        );
     }
 
     /// The error `validate` gives for a default section after `edit`.
@@ -403,6 +420,7 @@ mod tests {
         assert!(bad(|c| c.window = "2h".into()).contains("max_window"));
         assert!(bad(|c| c.group_by = "planet".into()).starts_with("query.group_by: unknown value"));
         assert!(bad(|c| c.ips = vec!["10.0.0.0/40".into()]).starts_with("query.ips: invalid CIDR"));
+        assert!(bad(|c| c.max_updates_per_piece = 0).starts_with("query.max_updates_per_piece: must be 1 or more"));
     }
 
     #[test]

@@ -299,7 +299,14 @@ impl<'w> ClusterJob<'w> {
 
     /// The time before which this worker's job has completed everything.
     pub fn frontier(&self) -> EventTime {
-        self.job.frontier()
+        self.job.completed()
+    }
+
+    /// True while worker 0's job has handed over a piece of a long jump and goes on with it
+    /// at the next [`ClusterJob::step`], once the piece is drained: the caller should drain
+    /// and step again before reading more (see `JobConfig::max_updates_per_piece`).
+    pub fn jump_unfinished(&self) -> bool {
+        self.job.jump_unfinished()
     }
 
     /// What this worker's job has processed (the records of the keys it owns).

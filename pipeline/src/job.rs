@@ -28,6 +28,14 @@ pub struct JobConfig {
     pub progress_interval_ns: u64,
     /// Longest window a parameter change may ask for (ns); bounds retained state.
     pub max_window_ns: u64,
+    /// How many released updates a long jump of the frontier holds before it hands them
+    /// over: once at least this many wait for the caller, the jump ends a piece at the next
+    /// multiple of `progress_interval_ns` (a progress mark there) and returns; it goes on at
+    /// the next call into the job once the caller has drained the piece. A jump then holds
+    /// about this many updates at once, plus one interval's, not all of its own (the
+    /// frontier's first move completes the first `lateness` of a stream at once:
+    /// docs/BENCHMARKS.md, item 37). The end of a stream (`finish`) is never cut.
+    pub max_updates_per_piece: usize,
 }
 
 impl Default for JobConfig {
@@ -37,6 +45,7 @@ impl Default for JobConfig {
             lateness_ns: 30 * 1_000_000_000,
             progress_interval_ns: 1_000_000_000,
             max_window_ns: 3600 * 1_000_000_000,
+            max_updates_per_piece: 8_192,
         }
     }
 }
@@ -164,9 +173,11 @@ impl StageValue for Text {
 /// `progress_interval`, the stages emit the changes before it, the worker runs until the
 /// dataflow has caught up, and the updates of every completed time are released, in release
 /// order (by a hash of each record's content, `graph::release_order`), followed by a progress
-/// mark. The updates of each time are a function of the input alone; where the marks fall
-/// depends on how the input arrived (batches, polls, workers); on a cluster, at multiples of
-/// `progress_interval` (see `crate::cluster`).
+/// mark; a long jump of the frontier is handed over in pieces
+/// ([`JobConfig::max_updates_per_piece`], [`Job::jump_unfinished`]). The updates of each time
+/// are a function of the input alone; where the marks fall depends on how the input arrived
+/// (batches, polls, workers); on a cluster, at multiples of `progress_interval` (see
+/// `crate::cluster`).
 ///
 /// On a cluster every worker runs a `Job` on its share of the keys, and the outputs of all of
 /// them are gathered on worker 0: only its `drain_into` yields updates.
@@ -190,6 +201,9 @@ pub struct Job<W: std::borrow::BorrowMut<Worker> = Worker> {
     watermark: EventTime,
     /// The dataflow's input frontier: every time before it is closed.
     input_frontier: EventTime,
+    /// Where the jump of the frontier that ended a piece goes on to (see
+    /// [`JobConfig::max_updates_per_piece`]).
+    unfinished_jump: Option<EventTime>,
     /// Output updates of times not yet complete.
     held: Vec<(GraphRecord, EventTime, isize)>,
     released: Vec<Output>,
@@ -225,6 +239,9 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         if config.progress_interval_ns == 0 {
             return Err("progress_interval: must be longer than zero".into());
         }
+        if config.max_updates_per_piece == 0 {
+            return Err("max_updates_per_piece: must be 1 or more".into());
+        }
         let output = OutputBuffer::default();
         let (mut inputs, probe) = dataflow::build(worker.borrow_mut(), output.clone());
         // The parameters are one value each for the whole cluster: worker 0 holds them.
@@ -249,6 +266,7 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             max_seen: None,
             watermark: 0,
             input_frontier: 0,
+            unfinished_jump: None,
             held: Vec::new(),
             released: Vec::new(),
             releases,
@@ -317,9 +335,19 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     }
 
     fn maybe_advance(&mut self) {
+        if let Some(to) = self.unfinished_jump {
+            // Its last piece waits to be drained: the jump goes on once it has been.
+            if !self.released.is_empty() {
+                return;
+            }
+            self.advance(to, Pieces::Allowed);
+            if self.unfinished_jump.is_some() {
+                return;
+            }
+        }
         let frontier = self.frontier();
         if frontier >= self.input_frontier.saturating_add(self.config.progress_interval_ns) {
-            self.advance(frontier);
+            self.advance(frontier, Pieces::Allowed);
         }
     }
 
@@ -381,9 +409,25 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Completes every time before `end` (on a cluster: the largest event time any worker saw,
     /// + 1, so that every worker ends at the same mark).
     pub fn finish_at(&mut self, end: EventTime) {
-        if end > self.input_frontier {
-            self.advance(end);
+        if let Some(to) = self.unfinished_jump {
+            self.advance(to, Pieces::NotAllowed);
         }
+        if end > self.input_frontier {
+            self.advance(end, Pieces::NotAllowed);
+        }
+    }
+
+    /// The time before which every time is computed and released: the frontier, unless a
+    /// jump to it ended a piece and goes on at the next call (see
+    /// [`JobConfig::max_updates_per_piece`]).
+    pub fn completed(&self) -> EventTime {
+        self.input_frontier
+    }
+
+    /// True while a jump of the frontier has ended a piece and goes on at the next call into
+    /// the job, once its outputs have been drained.
+    pub fn jump_unfinished(&self) -> bool {
+        self.unfinished_jump.is_some()
     }
 
     /// What the job has seen so far.
@@ -430,15 +474,14 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// busy event time, each released as soon as it is computed, so a long jump of the
     /// frontier (the end of a replay completes everything past the frontier at once) holds one
     /// slice's changes in the dataflow, not all of them. Their released outputs wait in
-    /// `released` until the caller drains them, after the whole jump. Only the last slice
-    /// ends with a progress mark, so the slices do not show in the output.
-    fn advance(&mut self, to: EventTime) {
-        let due: Vec<(EventTime, Params)> = {
-            let (due, later) = self.param_changes.drain(..).partition(|(at, _)| *at < to);
-            self.param_changes = later;
-            due
-        };
-        let mut due = due.into_iter().peekable();
+    /// `released` until the caller drains them. Only the last slice ends with a progress
+    /// mark, so the slices do not show in the output; except where `pieces` allows a jump to
+    /// end a piece early (see [`JobConfig::max_updates_per_piece`]), on worker 0, which alone
+    /// releases: the others go on to `to`, waiting in the dataflow for worker 0's slices.
+    fn advance(&mut self, to: EventTime, pieces: Pieces) {
+        self.unfinished_jump = None;
+        // Where the current piece ends, once it is full: see below.
+        let mut piece_end = None;
         while self.input_frontier < to {
             // Skip stretches of time where nothing is staged: a slice starts at the next event.
             let next_event = [
@@ -446,14 +489,18 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
                 self.procs.next_event(),
                 self.names.next_event(),
                 self.containers.next_event(),
-                due.peek().map(|(at, _)| *at),
+                // Set at the frontier, which only grows: in time order.
+                self.param_changes.first().map(|(at, _)| *at).filter(|at| *at < to),
             ]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(to);
-            let slice_end = to.min(self.input_frontier.max(next_event).saturating_add(self.compute_slice_ns()));
-            while let Some((at, params)) = due.next_if(|(at, _)| *at < slice_end) {
+            let slice_end = to
+                .min(self.input_frontier.max(next_event).saturating_add(self.compute_slice_ns()))
+                .min(piece_end.unwrap_or(EventTime::MAX));
+            while let Some(&(at, _)) = self.param_changes.first().filter(|(at, _)| *at < slice_end) {
+                let (_, params) = self.param_changes.remove(0);
                 self.stage_until(at);
                 self.apply_params(at, params);
             }
@@ -465,6 +512,22 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
             }
             self.input_frontier = slice_end;
             self.release_updates(slice_end);
+            let may_end_a_piece = pieces == Pieces::Allowed && self.releases;
+            if piece_end.is_none() && may_end_a_piece && self.released.len() >= self.config.max_updates_per_piece {
+                // Full: the piece ends at the next multiple of the progress interval, where a
+                // cluster's marks fall too (every worker completes the same times; only this
+                // one, worker 0, stops there, and the others wait for it in the dataflow).
+                let interval = self.config.progress_interval_ns;
+                let at = slice_end.div_ceil(interval).saturating_mul(interval);
+                piece_end = (at < to).then_some(at);
+            }
+            if piece_end == Some(slice_end) {
+                // Every time before it is complete and released: a mark there is as true as
+                // one at `to`.
+                self.released.push(Output::Progress(slice_end));
+                self.unfinished_jump = Some(to);
+                return;
+            }
         }
         if self.releases {
             self.released.push(Output::Progress(to));
@@ -566,6 +629,15 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
         self.released.append(&mut insertions);
     }
+}
+
+/// Whether a jump of the frontier may end a piece before it reaches its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pieces {
+    /// Yes, once the released outputs reach [`JobConfig::max_updates_per_piece`].
+    Allowed,
+    /// No: the caller needs everything up to the end now (the end of a stream).
+    NotAllowed,
 }
 
 /// Sorts updates by time, then by [`release_order`], then by content and diff (where two

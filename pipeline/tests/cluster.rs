@@ -60,15 +60,42 @@ fn within<T: Send + 'static>(limit: std::time::Duration, work: impl FnOnce() -> 
 /// a record's partition is its agent (as `flowgraph agent` keys its messages), each at its
 /// own pace.
 fn cluster(records: Vec<Record>, workers: usize, chunk: usize) -> Vec<Vec<Output>> {
-    let records = std::sync::Arc::new(records);
-    within(std::time::Duration::from_secs(120), move || cluster_on_threads(records, workers, chunk))
+    cluster_with(config(), records, workers, chunk, Close::AtOnce)
 }
 
-fn cluster_on_threads(records: std::sync::Arc<Vec<Record>>, workers: usize, chunk: usize) -> Vec<Vec<Output>> {
+/// When the workers close, after reading their records.
+#[derive(Clone, Copy)]
+enum Close {
+    /// At once: the cluster completes what is left at its end.
+    AtOnce,
+    /// Once the cluster has completed every time its watermarks allow (the least of the
+    /// workers' last record times, rounded down to the interval), so that the jumps up to
+    /// there happen while it runs, whichever worker reads faster.
+    AfterCompleting,
+}
+
+fn cluster_with(
+    config: JobConfig,
+    records: Vec<Record>,
+    workers: usize,
+    chunk: usize,
+    close: Close,
+) -> Vec<Vec<Output>> {
+    let records = std::sync::Arc::new(records);
+    within(std::time::Duration::from_secs(120), move || cluster_on_threads(config, records, workers, chunk, close))
+}
+
+fn cluster_on_threads(
+    config: JobConfig,
+    records: std::sync::Arc<Vec<Record>>,
+    workers: usize,
+    chunk: usize,
+    close: Close,
+) -> Vec<Vec<Output>> {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
-        let mut job = ClusterJob::new(worker, config()).unwrap();
+        let mut job = ClusterJob::new(worker, config.clone()).unwrap();
         let mut outputs = Vec::new();
         for part in mine.chunks(chunk + index * 37) {
             for record in part {
@@ -77,6 +104,21 @@ fn cluster_on_threads(records: std::sync::Arc<Vec<Record>>, workers: usize, chun
             job.advance_watermark(part.last().unwrap().time());
             job.step();
             job.drain_into(&mut outputs);
+            // As `flowgraph run` does: a jump handed over in pieces is finished before more
+            // input is read.
+            while job.jump_unfinished() {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
+        }
+        if let Close::AfterCompleting = close {
+            let last_of = |w: usize| records.iter().filter(|r| partition(r) % peers == w).map(Record::time).max();
+            let least = (0..peers).filter_map(last_of).min().unwrap();
+            let allowed = least - least % config.progress_interval_ns;
+            while job.frontier() < allowed {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
         }
         job.close();
         while !job.finished() {
@@ -145,6 +187,95 @@ fn two_and_three_workers_publish_what_one_job_does() {
         let unaligned: Vec<EventTime> = marks.filter(|p| *p != end && p % config().progress_interval_ns != 0).collect();
         assert!(unaligned.is_empty(), "{workers} workers: marks between intervals: {unaligned:?}");
         assert!(updates(&outputs[0]) == updates(&reference), "{workers} workers: different updates");
+    }
+}
+
+/// The marks among `outputs`.
+fn marks(outputs: &[Output]) -> Vec<EventTime> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Progress(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The frontier's first move completes the first `lateness` of a stream at once (and a
+/// replay's end, or a backlog, the same): a job hands such a jump over in pieces of about
+/// `max_updates_per_piece` updates, each ending at a mark on a progress interval, and goes on
+/// with it at the next call once the caller has drained the last piece. The updates are the
+/// same as without pieces; only the caller holds less at once.
+#[test]
+fn a_long_jump_is_handed_over_in_pieces_with_the_same_updates() {
+    const PIECE: usize = 500;
+    let records = stream(21);
+    let reference = one_job(&records);
+    let last = records.iter().map(Record::time).max().unwrap();
+    let interval = config().progress_interval_ns;
+    let mut job = Job::new(JobConfig { max_updates_per_piece: PIECE, ..config() }).unwrap();
+    for record in &records {
+        job.push(record.clone()).unwrap();
+    }
+    // One jump over the whole stream (the frontier follows the watermark alone).
+    job.advance_watermark(last);
+    let mut pieces = Vec::new();
+    loop {
+        let mut piece = Vec::new();
+        job.drain_into(&mut piece);
+        pieces.push(piece);
+        if !job.jump_unfinished() {
+            break;
+        }
+        assert!(job.completed() < job.frontier(), "an unfinished jump has not completed the frontier");
+        // Any call into the job goes on with it.
+        job.advance_watermark(last);
+    }
+    assert_eq!(job.completed(), last, "the jump went on to its end");
+    job.finish();
+    let mut end = Vec::new();
+    job.drain_into(&mut end);
+    pieces.push(end);
+
+    let outputs = pieces.concat();
+    check_marks(&outputs, last + 1);
+    assert!(updates(&outputs) == updates(&reference), "pieces changed the updates");
+    // Each piece ends at the first progress interval after it reached PIECE updates, so it
+    // holds at most PIECE plus one interval's updates.
+    let mut per_interval = std::collections::HashMap::<EventTime, usize>::new();
+    for update in updates(&reference) {
+        let Output::Update { time, .. } = update else { unreachable!() };
+        *per_interval.entry(time / interval).or_default() += 1;
+    }
+    let largest_interval = per_interval.values().copied().max().unwrap();
+    let sizes: Vec<usize> = pieces.iter().map(|piece| updates(piece).len()).collect();
+    assert!(sizes.len() > 10, "the jump was not handed over in pieces: {sizes:?}");
+    assert!(
+        sizes.iter().all(|size| *size <= PIECE + largest_interval),
+        "pieces of {sizes:?}, interval {largest_interval}"
+    );
+    let piece_marks: Vec<EventTime> = pieces[..pieces.len() - 2].iter().flat_map(|piece| marks(piece)).collect();
+    assert!(piece_marks.iter().all(|m| m % interval == 0), "piece marks off the intervals: {piece_marks:?}");
+}
+
+/// On a cluster, worker 0 (which alone releases) ends the pieces; the others go on to the
+/// jump's end and wait for it in the dataflow. The updates are one job's, and every mark
+/// still falls on a progress interval.
+#[test]
+fn a_cluster_hands_long_jumps_over_in_pieces_with_the_same_updates() {
+    let records = stream(21);
+    let reference = one_job(&records);
+    let end = records.iter().map(Record::time).max().unwrap() + 1;
+    let small_pieces = JobConfig { max_updates_per_piece: 300, ..config() };
+    for (workers, chunk) in [(1, 3000), (2, 3000)] {
+        let outputs = cluster_with(small_pieces.clone(), records.clone(), workers, chunk, Close::AfterCompleting);
+        check_marks(&outputs[0], end);
+        assert!(updates(&outputs[0]) == updates(&reference), "{workers} workers: different updates");
+        let with_pieces = marks(&outputs[0]);
+        let interval = config().progress_interval_ns;
+        assert!(with_pieces.iter().all(|m| *m == end || m % interval == 0), "{workers} workers: {with_pieces:?}");
+        let without = marks(&cluster_with(config(), records.clone(), workers, chunk, Close::AfterCompleting)[0]);
+        assert!(with_pieces.len() > 2 * without.len(), "{workers} workers: {with_pieces:?} against {without:?}");
     }
 }
 

@@ -677,6 +677,9 @@ struct Knobs {
     /// Start near the epoch (0) or at a realistic wall-clock time.
     realistic_base: bool,
     initial: (u8, u8, u8),
+    /// The job's `max_updates_per_piece`: small ones make every jump of the frontier end
+    /// pieces, each with its own mark, which the checker holds to the oracle too.
+    max_updates_per_piece: usize,
 }
 
 /// One abstract event; `realize` turns it into a concrete, contract-respecting record.
@@ -734,15 +737,16 @@ enum AOp {
 }
 
 fn knobs() -> impl Strategy<Value = Knobs> {
-    (1u8..=4, [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30], 0u8..3, any::<bool>(), (0u8..6, 0u8..5, 0u8..7)).prop_map(
-        |(agents, offsets, lateness, realistic_base, initial)| Knobs {
+    let pieces = prop_oneof![Just(1), Just(4), Just(JobConfig::default().max_updates_per_piece)];
+    (1u8..=4, [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30], 0u8..3, any::<bool>(), (0u8..6, 0u8..5, 0u8..7), pieces)
+        .prop_map(|(agents, offsets, lateness, realistic_base, initial, max_updates_per_piece)| Knobs {
             agents,
             offsets,
             lateness,
             realistic_base,
             initial,
-        },
-    )
+            max_updates_per_piece,
+        })
 }
 
 fn aop() -> impl Strategy<Value = AOp> {
@@ -872,6 +876,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
         lateness_ns: lateness,
         progress_interval_ns: SEC,
         max_window_ns: MAX_WINDOW_NS,
+        max_updates_per_piece: knobs.max_updates_per_piece,
     };
     let agents = u32::from(knobs.agents.max(1));
     let mut clock = Clock::new(lateness);
@@ -1086,7 +1091,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 fn cfg(params: Params, lateness_ns: u64) -> JobConfig {
-    JobConfig { params, lateness_ns, progress_interval_ns: SEC, max_window_ns: MAX_WINDOW_NS }
+    JobConfig { params, lateness_ns, progress_interval_ns: SEC, max_window_ns: MAX_WINDOW_NS, ..JobConfig::default() }
 }
 
 fn params_of(window_s: u64, group_by: GroupBy) -> Params {
