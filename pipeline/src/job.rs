@@ -417,8 +417,8 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
         }
     }
 
-    /// The time before which every time is computed and released: the frontier, unless a
-    /// jump to it ended a piece and goes on at the next call (see
+    /// The time before which every time is computed and released. The frontier may be ahead
+    /// of it by less than a progress interval, and further while a jump is unfinished (see
     /// [`JobConfig::max_updates_per_piece`]).
     pub fn completed(&self) -> EventTime {
         self.input_frontier
