@@ -492,8 +492,12 @@ impl PipelineRun {
             bail!("{}: flowgraph run failed: {status} (its log: {})", self.phase.name, self.phase.log.display());
         }
         let status = std::fs::read_to_string(&self.phase.status).unwrap_or_default();
-        let (((records, late), sink), peak_resident_bytes) =
-            stopped_counts(&status).zip(sink_times(&status)).zip(peak_resident(&status)).with_context(|| {
+        // Worker 0 writes the sink; its event carries the sink's times and the process's peak.
+        let zero = worker_zero_stopped(&status);
+        let worker_zero_figures =
+            zero.as_ref().and_then(|zero| sink_times(zero).zip(zero["peak_resident_bytes"].as_u64()));
+        let ((records, late), (sink, peak_resident_bytes)) =
+            stopped_counts(&status).zip(worker_zero_figures).with_context(|| {
                 format!(
                     "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker, \
                      and the sink's times and the peak resident memory from worker 0",
@@ -598,20 +602,13 @@ fn worker_zero_stopped(status: &str) -> Option<serde_json::Value> {
 }
 
 /// The sink's times from worker 0's "stopped" event.
-fn sink_times(status: &str) -> Option<SinkTimes> {
-    let zero = worker_zero_stopped(status)?;
+fn sink_times(zero: &serde_json::Value) -> Option<SinkTimes> {
     Some(SinkTimes {
         transactions: zero["transactions"].as_u64()?,
         sending_ms: zero["sink_sending_ms"].as_u64()?,
         committing_ms: zero["sink_committing_ms"].as_u64()?,
         handoff_wait_ms: zero["handoff_wait_ms"].as_u64()?,
     })
-}
-
-/// The run's peak resident memory from worker 0's "stopped" event (one process: every
-/// worker's event gives the same).
-fn peak_resident(status: &str) -> Option<u64> {
-    worker_zero_stopped(status)?["peak_resident_bytes"].as_u64()
 }
 
 /// Prints a phase's `flowgraph run` peak resident memory: what a deployment of the pipeline

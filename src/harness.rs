@@ -123,9 +123,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
     let job_wall = started.0.elapsed().as_secs_f64();
     let job_cpu = started.1.elapsed().as_secs_f64();
-    let job_peak_added = match &peak_reset {
-        Ok(()) => peak_resident_bytes().map(|peak| peak.saturating_sub(resident_before)),
-        Err(_) => None,
+    // The peak over the job phase, or why there is none.
+    let job_peak_added: Result<u64, String> = match peak_reset {
+        Ok(()) => peak_resident_bytes()
+            .map(|peak| peak.saturating_sub(resident_before))
+            .ok_or_else(|| "no VmHWM in /proc/self/status".to_string()),
+        Err(error) => Err(format!("resetting the peak through /proc/self/clear_refs: {error}")),
     };
     // The harness's own buffer of the last drain is not the job's memory.
     drop(outputs);
@@ -239,11 +242,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     table.add_row(["job: resident memory added after finish".to_string(), human(job_added_after_finish)]);
     table.add_row([
         "job: peak resident memory added (over the job phase, finish included)".to_string(),
-        match (&peak_reset, job_peak_added) {
-            (Ok(()), Some(peak)) => human(peak),
-            (Err(error), _) => format!("n/a (resetting the peak through /proc/self/clear_refs: {error})"),
-            (Ok(()), None) => "n/a (no VmHWM in /proc/self/status)".to_string(),
-        },
+        job_peak_added.as_ref().map_or_else(|why| format!("n/a ({why})"), |peak| human(*peak)),
     ]);
     table.add_row(["live connection keys at the end".to_string(), live_keys.to_string()]);
     table.add_row([
@@ -353,7 +352,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "job": {"records_per_second": job_rate, "wall_seconds": job_wall, "cpu_seconds": job_cpu,
                     "cpu_per_stream_second": job_cpu_per_stream_second, "updates": updates,
                     "resident_bytes_added": job_added, "resident_bytes_added_after_finish": job_added_after_finish, "bytes_per_live_key": bytes_per_key,
-                    "peak_resident_bytes_added": job_peak_added,
+                    "peak_resident_bytes_added": job_peak_added.as_ref().ok(),
                     "heap_in_use_bytes_added": heap_added.as_ref().map(|h| h.in_use),
                     "heap_free_bytes_added": heap_added.as_ref().map(|h| h.free)},
             "live_keys": live_keys, "tracked_keys": tracked_keys, "steady_state": steady_state,
