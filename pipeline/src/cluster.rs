@@ -79,6 +79,8 @@ pub struct ClusterJob<'w> {
     routes: Option<InputHandle<EventTime, Routed>>,
     routed: ProbeHandle<EventTime>,
     arrived: Rc<RefCell<Vec<Routed>>>,
+    /// What arrived, being pushed into the job (kept for its capacity).
+    arriving: Vec<Routed>,
     /// Largest event time read by any worker that has closed its routes.
     cluster_max_seen: Option<EventTime>,
     /// Largest event time this worker has read.
@@ -132,6 +134,7 @@ impl<'w> ClusterJob<'w> {
             routes: Some(routes),
             routed,
             arrived,
+            arriving: Vec::new(),
             cluster_max_seen: None,
             max_read: None,
             announced: vec![None; peers],
@@ -234,7 +237,11 @@ impl<'w> ClusterJob<'w> {
                 self.job.worker().step();
             }
         }
-        for item in self.arrived.borrow_mut().drain(..) {
+        // Swapped out before any is pushed: a push may run the worker (a jump handed over in
+        // pieces goes on at any call into the job), and the routing operator then appends
+        // what arrives to `arrived`, for the next step.
+        std::mem::swap(&mut self.arriving, &mut *self.arrived.borrow_mut());
+        for item in self.arriving.drain(..) {
             match item {
                 Routed::Record(record) => {
                     if let Err(rejection) = self.job.push(record) {

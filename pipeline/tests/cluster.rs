@@ -50,7 +50,9 @@ fn within<T: Send + 'static>(limit: std::time::Duration, work: impl FnOnce() -> 
     match finished.recv_timeout(limit) {
         Ok(result) => result,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("the workers did not finish in {limit:?}: they wait for each other")
+            panic!(
+                "the workers did not finish in {limit:?}: they wait for each other, or for one that panicked (above)"
+            )
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("a worker failed (its panic is above)"),
     }
@@ -471,4 +473,110 @@ fn a_worker_alone_completes_what_its_watermark_allows_in_one_step() {
         guards.join().into_iter().map(Result::unwrap).collect::<Vec<_>>()
     });
     assert!(updates(&outputs[0]) == updates(&reference), "different updates from one job's");
+}
+
+/// A progress record of a made-up source: it changes no output, and the many sources spread
+/// a run of them over the workers.
+fn chatter(n: usize, time: EventTime) -> Record {
+    Record::Progress(flowgraph_schema::Progress {
+        time_: time,
+        source: format!("chatter-{n}"),
+        losses: Default::default(),
+    })
+}
+
+/// Worker 0 goes on with a jump handed over in pieces inside `push` of a record routed to it,
+/// and the next piece waits for worker 1 (its view of the watermark lags). Worker 1 meanwhile
+/// sends records without stepping, so they reach worker 0 while it steps inside that push. In
+/// CI this panicked ("RefCell already borrowed"): `ClusterJob::step` held the routed records'
+/// buffer while it pushed them into the job, and the routing operator appended to it.
+#[test]
+fn records_routed_while_a_piece_goes_on_inside_push_are_kept() {
+    use std::sync::{Arc, Barrier};
+    let records = stream(21);
+    let reference = one_job(&records);
+    let end = records.iter().map(Record::time).max().unwrap() + 1;
+    let interval = config().progress_interval_ns;
+    let on_interval = |share: usize| {
+        let t = records[records.len() * share / 10].time();
+        t - t % interval
+    };
+    // Worker 1 sees the watermark at `first` while worker 0 sees it at `second`.
+    let (first, second) = (on_interval(4), on_interval(7));
+    let pieces = JobConfig { max_updates_per_piece: 1, ..config() };
+    let barrier = Arc::new(Barrier::new(2));
+    let records = Arc::new(records);
+    let outputs = within(std::time::Duration::from_secs(60), move || {
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let index = worker.index();
+            let mine: Vec<Record> = records.iter().filter(|r| partition(r) % 2 == index).cloned().collect();
+            let (before, after): (Vec<Record>, Vec<Record>) = mine.into_iter().partition(|r| r.time() < second);
+            let mut job = ClusterJob::new(worker, pieces.clone()).unwrap();
+            let mut outputs = Vec::new();
+            // Both route what comes before `second`, the watermarks at the start.
+            before.into_iter().for_each(|record| job.push(record));
+            job.step();
+            barrier.wait();
+            (0..3).for_each(|_| job.step());
+            barrier.wait();
+            if index == 0 {
+                // Worker 0's watermark at `first`: both see `first` and jump to it. Its first
+                // piece completes only once worker 1 has started its jump, to `first`.
+                job.advance_watermark(first);
+                while !job.jump_unfinished() {
+                    job.step();
+                    job.drain_into(&mut outputs);
+                }
+                // Now worker 0 sees `second`; worker 1, in its jump, will not until it steps
+                // again. Records routed to itself each pass make worker 0 go on with the jump
+                // inside `push`; past `first` it waits there for worker 1. (A thousand: the
+                // exchange holds a partial batch until the time moves.)
+                job.advance_watermark(second);
+                let mut n = 0;
+                while job.frontier() < second {
+                    for _ in 0..1000 {
+                        job.push(chatter(n, second));
+                        n += 1;
+                    }
+                    job.step();
+                    job.drain_into(&mut outputs);
+                }
+            } else {
+                job.advance_watermark(second);
+                while job.frontier() < first {
+                    job.step();
+                }
+                // Out of its jump, not stepping: what it sends reaches worker 0 while it waits.
+                let started = std::time::Instant::now();
+                let mut n = 0;
+                while started.elapsed() < std::time::Duration::from_millis(300) {
+                    job.push(chatter(n, second));
+                    n += 1;
+                }
+            }
+            for part in after.chunks(500) {
+                for record in part {
+                    job.push(record.clone());
+                }
+                job.advance_watermark(part.last().unwrap().time());
+                job.step();
+                job.drain_into(&mut outputs);
+                while job.jump_unfinished() {
+                    job.step();
+                    job.drain_into(&mut outputs);
+                }
+            }
+            job.close();
+            while !job.finished() {
+                job.step();
+                job.drain_into(&mut outputs);
+            }
+            assert!(job.take_rejections().is_empty());
+            outputs
+        })
+        .unwrap();
+        guards.join().into_iter().map(Result::unwrap).collect::<Vec<Vec<Output>>>()
+    });
+    check_marks(&outputs[0], end);
+    assert!(updates(&outputs[0]) == updates(&reference), "different updates");
 }
