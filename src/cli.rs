@@ -334,6 +334,11 @@ pub struct QueryArgs {
     /// Release completed results each time the frontier moves this far (event time).
     #[arg(long)]
     pub progress_interval: Option<String>,
+    /// Hand a long jump of the frontier (a start, a backlog) over in pieces of about this many
+    /// updates, each ending at a progress interval: less memory at once, more, smaller
+    /// transactions (docs/KAFKA.md, "The memory of catching up").
+    #[arg(long)]
+    pub max_updates_per_piece: Option<usize>,
 }
 
 #[derive(Debug, Args)]

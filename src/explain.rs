@@ -34,6 +34,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                 || q.group_by.is_some()
                 || q.lateness.is_some()
                 || q.progress_interval.is_some()
+                || q.max_updates_per_piece.is_some()
             {
                 bail!("--url asks a running live view, whose query and names are its own: the query and naming flags only apply with --input");
             }

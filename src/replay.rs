@@ -40,6 +40,9 @@ pub fn job_config(args: &QueryArgs) -> anyhow::Result<JobConfig> {
     if let Some(interval) = &args.progress_interval {
         query.progress_interval = interval.clone();
     }
+    if let Some(updates) = args.max_updates_per_piece {
+        query.max_updates_per_piece = updates;
+    }
     let config = query.validate().map_err(|mut e| {
         e.file = args.config.clone();
         e

@@ -181,6 +181,7 @@ fn a_bad_flag_value_is_a_clear_error() {
         ("--window", "5 fortnights", "query.window: invalid duration"),
         ("--group-by", "planet", "query.group_by: unknown value \"planet\""),
         ("--ips", "10.0.0.0/99", "query.ips: invalid CIDR"),
+        ("--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)
@@ -221,6 +222,30 @@ fn binary_and_json_lines_recordings_give_the_same_deltas() {
     let json = std::fs::read(dir.join("from-json.jsonl")).unwrap();
     assert!(binary.len() > 10_000, "suspiciously few deltas: {} bytes", binary.len());
     assert!(binary == json, "the two encodings of one stream replay differently");
+}
+
+/// `--max-updates-per-piece` reaches the job: the frontier's first move (a lateness of the
+/// stream at once) is handed over in pieces, each ending at a progress mark, so the deltas
+/// hold more marks and the same updates.
+#[test]
+fn the_pieces_flag_adds_marks_and_changes_no_update() {
+    let dir = out_dir("pieces");
+    flowgraph(&dir, &["generate", "--size", "smoke", "--seed", "3", "--out", "smoke.fgb"]);
+    let replay = |deltas: &str, extra: &[&str]| {
+        let args = [&["replay", "--input", "smoke.fgb", "--window", "1m", "--deltas", deltas], extra].concat();
+        flowgraph(&dir, &args);
+        let text = std::fs::read_to_string(dir.join(deltas)).unwrap();
+        let outputs: Vec<flowgraph_pipeline::Output> =
+            text.lines().map(|line| flowgraph_sinks::deltas::from_line(line).unwrap()).collect();
+        let (marks, updates): (Vec<_>, Vec<_>) =
+            outputs.into_iter().partition(|o| matches!(o, flowgraph_pipeline::Output::Progress(_)));
+        (marks.len(), updates)
+    };
+    let (whole_marks, whole) = replay("whole.jsonl", &[]);
+    let (piece_marks, pieces) = replay("pieces.jsonl", &["--max-updates-per-piece", "50"]);
+    assert!(whole.len() > 5_000, "suspiciously few updates: {}", whole.len());
+    assert!(pieces == whole, "pieces changed the updates");
+    assert!(piece_marks > whole_marks, "{piece_marks} marks with pieces, {whole_marks} without");
 }
 
 #[test]
