@@ -437,5 +437,44 @@ fn kafka_path_equals_the_in_process_replay() {
         assert!(Instant::now() < deadline, "bench-kafka said it deleted {deleted} but left {left:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // 5. The sink keeps a transaction open across hand-overs (as its thread does while the
+    //    pieces of a catch-up queue up): the batches of several `send_batches` calls commit as
+    //    one transaction, and the topics hold what the in-process replay gives.
+    let mut sink = flowgraph_sinks::kafka::KafkaSink::new(flowgraph_sinks::kafka::KafkaSinkConfig {
+        brokers: b.to_string(),
+        deltas_topic: "spanning.deltas".into(),
+        state_topic: "spanning.state".into(),
+        format: flowgraph_sinks::kafka::DeltaFormat::Json,
+        transactional_id: "spanning".into(),
+        max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
+        options: BTreeMap::new(),
+    })
+    .unwrap();
+    // Hand-overs of ten marks each, three to a transaction.
+    let mut handovers = vec![Vec::new()];
+    for output in &reference {
+        handovers.last_mut().unwrap().push(output.clone());
+        let marks = handovers.last().unwrap().iter().filter(|o| matches!(o, Output::Progress(_))).count();
+        if marks == 10 {
+            handovers.push(Vec::new());
+        }
+    }
+    handovers.retain(|handover| !handover.is_empty());
+    let transactions = handovers.chunks(3).count() as u64;
+    assert!(transactions > 3, "{} hand-overs", handovers.len());
+    for (n, group) in handovers.chunks(3).enumerate() {
+        for handover in group {
+            sink.send_batches(handover.clone()).unwrap();
+        }
+        assert_eq!(sink.stats().transactions, n as u64, "hand-overs were committed before `commit`");
+        sink.commit().unwrap();
+    }
+    assert_eq!(sink.stats().transactions, transactions);
+    let spanning = delta_topic_outputs(b, "spanning.deltas");
+    assert_same_deltas(&spanning, &reference, "transactions spanning hand-overs");
+    let marks = |outputs: &[Output]| outputs.iter().filter(|o| matches!(o, Output::Progress(_))).count();
+    assert_eq!(marks(&spanning), marks(&reference), "transactions spanning hand-overs: marks");
+    assert!(state_topic_graph(b, "spanning.state") == reference_state, "transactions spanning hand-overs: state");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,14 +2,17 @@
 //!
 //! ```text
 //!  job outputs ── updates of completed times ──┐
-//!              └─ Progress(P) ─────────────────┤ one transaction per hand-over, ending on a mark:
+//!              └─ Progress(P) ─────────────────┤ one transaction per hand-over (or several), ending on a mark:
 //!                                              ├─ deltas topic: update batches, each then {"progress":P}
 //!                                              └─ state topic:  key -> last value | tombstone
 //! ```
 //!
 //! Data and its progress mark commit together, so a `read_committed` consumer never sees a
 //! mark without every update before it, nor updates of a batch that was aborted. The state
-//! topic gets one write per key per transaction: its value after the transaction's last mark.
+//! topic gets one write per key per send (the hand-overs that queued while the sink was busy,
+//! taken together): its value after the send's last mark. Hand-overs that arrive while the
+//! sink thread sends join the open transaction, up to a size, so a catch-up handed over in
+//! pieces commits once per several pieces.
 //!
 //! Restart: the sink reads the last committed progress mark P0 from the delta topic and
 //! publishes nothing with a time below P0 (the job recomputes those times while it rebuilds its
@@ -127,6 +130,19 @@ pub struct KafkaSink {
     /// samples). A topic made with more keeps the partitioner, which placed its keys so far.
     state_partition: Option<i32>,
     stats: KafkaSinkStats,
+    /// The transaction begun by [`KafkaSink::send_batches`] and not yet committed.
+    open: Option<OpenTransaction>,
+}
+
+/// What the open transaction has sent so far.
+#[derive(Debug)]
+struct OpenTransaction {
+    /// Its last progress mark.
+    progress: EventTime,
+    updates: u64,
+    messages: u64,
+    state_writes: u64,
+    sending: Duration,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -227,6 +243,7 @@ impl KafkaSink {
             resume_after,
             state_partition,
             stats: KafkaSinkStats::default(),
+            open: None,
         })
     }
 
@@ -239,8 +256,16 @@ impl KafkaSink {
     /// Takes job outputs and publishes every completed batch (the updates before a progress
     /// mark, and the mark) in one transaction for the whole call: a caller that hands over
     /// many marks at once (catching up) pays one commit, not one per mark, and the state
-    /// topic gets one write per key for the whole transaction, its last value.
+    /// topic gets one write per key for the whole call, its last value.
     pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
+        self.send_batches(outputs)?;
+        self.commit()
+    }
+
+    /// Sends every completed batch of `outputs` in the open transaction, beginning one if none
+    /// is open; [`KafkaSink::commit`] ends it. The state topic gets one write per key per
+    /// call, its last value. Updates left without a mark wait for the next call.
+    pub fn send_batches(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
         let started = Instant::now();
         // The completed batches: where each ends in `pending`, and its mark.
         let mut batches: Vec<(usize, EventTime)> = Vec::new();
@@ -264,8 +289,14 @@ impl KafkaSink {
             self.stats.sending += started.elapsed();
             return Ok(());
         };
-        let first = batches[0].1;
-        self.producer.begin_transaction().map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
+        if self.open.is_none() {
+            let first = batches[0].1;
+            self.producer
+                .begin_transaction()
+                .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
+            let sending = Duration::ZERO;
+            self.open = Some(OpenTransaction { progress, updates: 0, messages: 0, state_writes: 0, sending });
+        }
         let sent = self.send_transaction(&batches);
         self.pending.drain(..published);
         let (messages, state_writes) = match sent {
@@ -275,7 +306,26 @@ impl KafkaSink {
                 return Err(KafkaSinkError::Transaction { progress, error: source });
             }
         };
+        let open = self.open.as_mut().expect("begun above");
+        open.progress = progress;
+        open.updates += published as u64;
+        open.messages += messages;
+        open.state_writes += state_writes;
+        open.sending += started.elapsed();
         self.stats.sending += started.elapsed();
+        Ok(())
+    }
+
+    /// Updates sent in the open transaction (0 if none is open).
+    pub fn open_updates(&self) -> u64 {
+        self.open.as_ref().map_or(0, |open| open.updates)
+    }
+
+    /// Commits the open transaction, if one is open: waits until every message of it is
+    /// acknowledged, then writes the commit markers.
+    pub fn commit(&mut self) -> Result<(), KafkaSinkError> {
+        let Some(open) = self.open.take() else { return Ok(()) };
+        let progress = open.progress;
         let committing = Instant::now();
         let committed =
             flush_promptly(&self.producer, TIMEOUT).and_then(|()| self.producer.commit_transaction(TIMEOUT));
@@ -287,21 +337,22 @@ impl KafkaSink {
         }
         tracing::debug!(
             progress,
-            updates = published,
-            state_writes,
-            sending_ms = committing.duration_since(started).as_millis() as u64,
+            updates = open.updates,
+            state_writes = open.state_writes,
+            sending_ms = open.sending.as_millis() as u64,
             committing_ms = commit_time.as_millis() as u64,
             "transaction committed"
         );
         self.stats.transactions += 1;
-        self.stats.updates += published as u64;
-        self.stats.messages += messages;
-        self.stats.state_writes += state_writes;
+        self.stats.updates += open.updates;
+        self.stats.messages += open.messages;
+        self.stats.state_writes += open.state_writes;
         Ok(())
     }
 
     /// Aborts the open transaction after `error`, and counts it.
     fn abort(&mut self, progress: EventTime, error: &KafkaError) {
+        self.open = None;
         self.stats.aborts += 1;
         tracing::warn!(progress, error = %error, "aborting the transaction");
         if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
@@ -384,6 +435,11 @@ pub struct SinkThread {
     handoff_wait: Duration,
 }
 
+/// The sink thread keeps a transaction open for batches handed over while it sends, until it
+/// holds this many updates: a catch-up still commits every so often, so that what consumers
+/// can read moves on, and no transaction comes near the transaction timeout.
+const TRANSACTION_UPDATES: u64 = 65_536;
+
 /// Batches handed over and not yet taken by the sink thread, at most: the worker waits
 /// beyond that, so a slow broker slows the worker instead of growing memory.
 const QUEUED_BATCHES: usize = 2;
@@ -401,7 +457,18 @@ impl SinkThread {
                 while let Ok(more) = batches.try_recv() {
                     outputs.extend(more);
                 }
-                let published = sink.publish(outputs);
+                let mut sent = sink.send_batches(outputs);
+                // And what is handed over while it is sent, as it comes, up to a size: a
+                // catch-up handed over in pieces then commits once per several pieces, with
+                // the acknowledgements of each arriving while the next is sent, instead of
+                // waiting for them at every piece's commit.
+                while sent.is_ok() && sink.open_updates() < TRANSACTION_UPDATES {
+                    match batches.try_recv() {
+                        Ok(more) => sent = sink.send_batches(more),
+                        Err(_) => break,
+                    }
+                }
+                let published = sent.and_then(|()| sink.commit());
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = sink.stats().clone();
                 published?;
             }
