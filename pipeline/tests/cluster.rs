@@ -99,20 +99,7 @@ fn cluster_on_threads(
         let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
         let mut job = ClusterJob::new(worker, config.clone()).unwrap();
         let mut outputs = Vec::new();
-        for part in mine.chunks(chunk + index * 37) {
-            for record in part {
-                job.push(record.clone());
-            }
-            job.advance_watermark(part.last().unwrap().time());
-            job.step();
-            job.drain_into(&mut outputs);
-            // As `flowgraph run` does: a jump handed over in pieces is finished before more
-            // input is read.
-            while job.jump_unfinished() {
-                job.step();
-                job.drain_into(&mut outputs);
-            }
-        }
+        read_in_chunks(&mut job, &mine, chunk + index * 37, &mut outputs);
         if let Close::AfterCompleting = close {
             let last_of = |w: usize| records.iter().filter(|r| partition(r) % peers == w).map(Record::time).max();
             let least = (0..peers).filter_map(last_of).min().unwrap();
@@ -122,16 +109,39 @@ fn cluster_on_threads(
                 job.drain_into(&mut outputs);
             }
         }
-        job.close();
-        while !job.finished() {
-            job.step();
-            job.drain_into(&mut outputs);
-        }
-        assert!(job.take_rejections().is_empty());
+        close_and_finish(&mut job, &mut outputs);
         outputs
     })
     .unwrap();
     guards.join().into_iter().map(Result::unwrap).collect()
+}
+
+/// Reads `records` in chunks: each pushed, the watermark moved to its last record, a step.
+/// As `flowgraph run` does, a jump handed over in pieces is finished before more is read.
+fn read_in_chunks(job: &mut ClusterJob, records: &[Record], chunk: usize, outputs: &mut Vec<Output>) {
+    for part in records.chunks(chunk) {
+        for record in part {
+            job.push(record.clone());
+        }
+        job.advance_watermark(part.last().unwrap().time());
+        job.step();
+        job.drain_into(outputs);
+        while job.jump_unfinished() {
+            job.step();
+            job.drain_into(outputs);
+        }
+    }
+}
+
+/// Closes this worker's routes and steps until the cluster has finished; no record was
+/// rejected.
+fn close_and_finish(job: &mut ClusterJob, outputs: &mut Vec<Output>) {
+    job.close();
+    while !job.finished() {
+        job.step();
+        job.drain_into(outputs);
+    }
+    assert!(job.take_rejections().is_empty());
 }
 
 fn partition(record: &Record) -> usize {
@@ -554,24 +564,8 @@ fn records_routed_while_a_piece_goes_on_inside_push_are_kept() {
                     n += 1;
                 }
             }
-            for part in after.chunks(500) {
-                for record in part {
-                    job.push(record.clone());
-                }
-                job.advance_watermark(part.last().unwrap().time());
-                job.step();
-                job.drain_into(&mut outputs);
-                while job.jump_unfinished() {
-                    job.step();
-                    job.drain_into(&mut outputs);
-                }
-            }
-            job.close();
-            while !job.finished() {
-                job.step();
-                job.drain_into(&mut outputs);
-            }
-            assert!(job.take_rejections().is_empty());
+            read_in_chunks(&mut job, &after, 500, &mut outputs);
+            close_and_finish(&mut job, &mut outputs);
             outputs
         })
         .unwrap();
