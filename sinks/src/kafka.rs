@@ -253,18 +253,11 @@ impl KafkaSink {
         self.resume_after
     }
 
-    /// Takes job outputs and publishes every completed batch (the updates before a progress
-    /// mark, and the mark) in one transaction for the whole call: a caller that hands over
-    /// many marks at once (catching up) pays one commit, not one per mark, and the state
-    /// topic gets one write per key for the whole call, its last value.
-    pub fn publish(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
-        self.send_batches(outputs)?;
-        self.commit()
-    }
-
-    /// Sends every completed batch of `outputs` in the open transaction, beginning one if none
-    /// is open; [`KafkaSink::commit`] ends it. The state topic gets one write per key per
-    /// call, its last value. Updates left without a mark wait for the next call.
+    /// Sends every completed batch of `outputs` (the updates before a progress mark, and the
+    /// mark) in the open transaction, beginning one if none is open; [`KafkaSink::commit`]
+    /// ends it. A caller that hands over many marks at once (catching up) pays one commit, not
+    /// one per mark, and the state topic gets one write per key per call, its last value.
+    /// Updates left without a mark wait for the next call.
     pub fn send_batches(&mut self, outputs: Vec<Output>) -> Result<(), KafkaSinkError> {
         let started = Instant::now();
         // The completed batches: where each ends in `pending`, and its mark.
@@ -311,8 +304,9 @@ impl KafkaSink {
         open.updates += published as u64;
         open.messages += messages;
         open.state_writes += state_writes;
-        open.sending += started.elapsed();
-        self.stats.sending += started.elapsed();
+        let spent = started.elapsed();
+        open.sending += spent;
+        self.stats.sending += spent;
         Ok(())
     }
 
