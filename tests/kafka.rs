@@ -174,6 +174,14 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
 }
 
 /// The number right after the first `marker` in a command's output.
+/// The first sample of the metric `name` in a Prometheus text exposition.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
+}
+
 fn number_after(output: &str, marker: &str) -> u64 {
     let at = output.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{output}")) + marker.len();
     output[at..]
@@ -303,24 +311,28 @@ fn kafka_path_equals_the_in_process_replay() {
         "crash-run.log",
         &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Killed once it has committed a transaction: its start-up (the sink's set-up on a fresh
+    // broker) takes from under a second to a few on this machine, so no fixed sleep will do.
+    let scrape = || {
+        let scraped = Command::new("curl")
+            .args(["-sf", &format!("http://{metrics_addr}/metrics")])
+            .output()
+            .expect("curl is needed for this test (Debian: apt-get install curl)");
+        String::from_utf8_lossy(&scraped.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&scrape(), "flowgraph_transactions_total").unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the first run committed no transaction in 60 s:\n{}", scrape());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A live view joins mid-stream: it bootstraps from the state topic while the pipeline
     // writes, then follows the delta topic through the kill and the restart.
     let view =
         LiveView::start(&dir, &["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    let scraped = Command::new("curl")
-        .args(["-sf", &format!("http://{metrics_addr}/metrics")])
-        .output()
-        .expect("curl is needed for this test (Debian: apt-get install curl)");
-    let metrics = String::from_utf8_lossy(&scraped.stdout).to_string();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
-    };
-    assert!(value("flowgraph_records_in_total") > 0.0, "the pipeline read nothing in 2 s:\n{metrics}");
+    let metrics = scrape();
+    let value =
+        |name: &str| -> f64 { metric(&metrics, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}")) };
+    assert!(value("flowgraph_records_in_total") > 0.0, "the pipeline committed before reading:\n{metrics}");
     assert_eq!(value("flowgraph_transaction_aborts_total"), 0.0, "{metrics}");
     // Each committed transaction wrote at least its progress mark.
     assert!(
