@@ -44,6 +44,16 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             text.to_string()
         }
     };
+    // The runs' `[query]`, checked before any topic is made or record published.
+    let query = flowgraph_config::QueryConfig {
+        lateness: lateness.clone(),
+        progress_interval: args.progress_interval.clone(),
+        max_updates_per_piece: args
+            .max_updates_per_piece
+            .unwrap_or(flowgraph_config::QueryConfig::default().max_updates_per_piece),
+        ..Default::default()
+    };
+    query.validate()?;
     let tag = format!("bench-{}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
@@ -71,7 +81,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     //    pipeline. Idle exit only after the sources' next progress reports (below), for
     //    export periods up to 60 s of event time.
     eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace");
-    let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &lateness)?;
+    let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &query)?;
     ensure_topic(&kafka, &phase.input, args.partitions)?;
     let idle_exit_secs = 3.0 + 60.0 / speed;
     let idle_exit = Duration::try_from_secs_f64(idle_exit_secs).map_err(|_| {
@@ -146,7 +156,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         true => None,
         false => {
             eprintln!("bench-kafka: 2/2 throughput: the whole recording queued, then the pipeline at full speed");
-            let phase = Phase::new(&args, &dir, &format!("{tag}.throughput"), &lateness)?;
+            let phase = Phase::new(&args, &dir, &format!("{tag}.throughput"), &query)?;
             let mut reports = ProgressReports::default();
             let mut end = 0;
             let queued = publish(
@@ -225,6 +235,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "records": published.records, "publish_seconds": published.seconds,
             "offered_records_per_second": offered, "speed": speed,
             "lateness": lateness, "progress_interval": args.progress_interval,
+            "max_updates_per_piece": query.max_updates_per_piece,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
@@ -265,16 +276,21 @@ struct Phase {
 }
 
 impl Phase {
-    fn new(args: &BenchKafkaArgs, dir: &std::path::Path, prefix: &str, lateness: &str) -> anyhow::Result<Phase> {
+    fn new(
+        args: &BenchKafkaArgs,
+        dir: &std::path::Path,
+        prefix: &str,
+        query: &flowgraph_config::QueryConfig,
+    ) -> anyhow::Result<Phase> {
         let (input, deltas) = (format!("{prefix}.in"), format!("{prefix}.deltas"));
         let config = dir.join(format!("{prefix}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[query]\nlateness = \"{lateness}\"\nprogress_interval = \"{}\"\n\n[kafka]\nbrokers = \"{}\"\n\
-                 input_topic = \"{input}\"\ndeltas_topic = \"{deltas}\"\nstate_topic = \"{prefix}.state\"\n\
-                 dead_letter_topic = \"{prefix}.dead\"\ntransactional_id = \"{prefix}\"\n",
-                args.progress_interval, args.brokers
+                "[query]\nlateness = \"{}\"\nprogress_interval = \"{}\"\nmax_updates_per_piece = {}\n\n\
+                 [kafka]\nbrokers = \"{}\"\ninput_topic = \"{input}\"\ndeltas_topic = \"{deltas}\"\n\
+                 state_topic = \"{prefix}.state\"\ndead_letter_topic = \"{prefix}.dead\"\ntransactional_id = \"{prefix}\"\n",
+                query.lateness, query.progress_interval, query.max_updates_per_piece, args.brokers
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;

@@ -137,6 +137,11 @@ pub struct BenchKafkaArgs {
     /// The pipeline's progress interval (event time).
     #[arg(long, default_value = "100ms")]
     pub progress_interval: String,
+    /// The pipeline's `max_updates_per_piece` (default: the config key's): a long jump of the
+    /// frontier, as when the throughput phase starts on a queued recording, is handed over in
+    /// pieces of about this many updates (docs/KAFKA.md, "The memory of catching up").
+    #[arg(long)]
+    pub max_updates_per_piece: Option<usize>,
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,

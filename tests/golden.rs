@@ -192,6 +192,16 @@ fn a_bad_flag_value_is_a_clear_error() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
     }
+    // `bench-kafka` checks its runs' query before it makes a topic (no broker listens here).
+    let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(&case)
+        .args(["bench-kafka", "--input", "input.jsonl", "--brokers", "127.0.0.1:1", "--lateness", "1s"])
+        .args(["--max-updates-per-piece", "0"])
+        .output()
+        .expect("run flowgraph");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("query.max_updates_per_piece: must be 1 or more"), "bench-kafka: {stderr}");
 }
 
 fn flowgraph(dir: &Path, args: &[&str]) -> std::process::Output {

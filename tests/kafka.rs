@@ -409,13 +409,26 @@ fn kafka_path_equals_the_in_process_replay() {
     //    phase through to the end, and its topics deleted afterwards.
     let out = flowgraph(
         &dir,
-        &["bench-kafka", "--input", "smoke.fgb", "--brokers", b, "--speed", "100x", "--json", "bk.json"],
+        &[
+            "bench-kafka",
+            "--input",
+            "smoke.fgb",
+            "--brokers",
+            b,
+            "--speed",
+            "100x",
+            "--max-updates-per-piece",
+            "100",
+            "--json",
+            "bk.json",
+        ],
     );
     assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
     // Where each phase's sink spent its time, and the run's peak resident memory, from the
     // run's status file.
     let figures: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("bk.json")).unwrap()).unwrap();
+    assert_eq!(figures["max_updates_per_piece"], 100, "{figures}");
     for (phase, figures) in [("latency phase", &figures), ("throughput phase", &figures["throughput"])] {
         let transactions = number_after(&out, &format!("the sink ({phase}): "));
         assert!(transactions > 0, "{phase}: no transaction committed\n{out}");
