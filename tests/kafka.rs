@@ -173,7 +173,6 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
     (records.len() as u64, bad)
 }
 
-/// The number right after the first `marker` in a command's output.
 /// The first sample of the metric `name` in a Prometheus text exposition.
 fn metric(metrics: &str, name: &str) -> Option<f64> {
     metrics
@@ -182,6 +181,7 @@ fn metric(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
 }
 
+/// The number right after the first `marker` in a command's output.
 fn number_after(output: &str, marker: &str) -> u64 {
     let at = output.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{output}")) + marker.len();
     output[at..]
