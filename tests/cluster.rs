@@ -8,7 +8,7 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, smoke_reference,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, smoke_reference,
     snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker, Proc,
 };
 use flowgraph_pipeline::Output;
@@ -130,11 +130,9 @@ fn one_worker_two_threads_and_two_processes_publish_the_same_graph() {
             "4000",
         ],
     );
-    // A head start, as in tests/kafka.rs: a partition that is empty when a source starts does
-    // not hold the frontier (an idle agent must not stall the graph), so records it receives
-    // later, behind the others' clocks, would be late and the run would legitimately differ
-    // from the replay. With every partition holding data, lateness is decided per partition.
-    std::thread::sleep(Duration::from_secs(2));
+    // A head start: every agent's first records are in before the run starts, so lateness
+    // is decided per partition; otherwise the run could legitimately differ from the replay.
+    head_start(b, "crash.in", 4, Duration::from_secs(2));
     let cluster = |id: &'static str, idle: bool| {
         let mut args = vec!["run", "--config", config, "--processes", "2", "--process-id", id, "--hosts", hosts];
         if idle {

@@ -188,6 +188,27 @@ pub struct TopicMessage {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A producer's head start: returns `after_first` after the first message reached any of
+/// `topic`'s `partitions`. A partition that is empty when a source starts does not hold the
+/// frontier (an idle agent must not stall the graph), so records that reach it later, behind
+/// the other partitions' clocks, would be late; the head start lets every agent's first
+/// records in. It counts from the first message, not from the producer's start, which on a
+/// fresh broker can wait seconds for its producer id.
+pub fn head_start(bootstrap: &str, topic: &str, partitions: usize, after_first: Duration) {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let started = Instant::now();
+    let any = || {
+        (0..partitions as i32).any(|partition| {
+            consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)).is_ok_and(|(low, high)| high > low)
+        })
+    };
+    while !any() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{topic}: no message in 60 s (see the producer's log)");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(after_first);
+}
+
 /// Every message of a topic's partitions as (key, payload), from the beginning to the
 /// current end, committed only.
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>)> {
