@@ -44,7 +44,13 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             text.to_string()
         }
     };
-    // The runs' `[query]`, checked before any topic is made or record published.
+    // The reports after a recording go on until every source is a progress interval past its
+    // end: the job completes time in steps of at least the interval, so a frontier that
+    // stopped less than one past its last step would hold the last records until the idle
+    // exit (seen: 8.7 s for the last 1% of records once the reports went out promptly).
+    // Parsed here so a bad flag is named as such; then the runs' whole `[query]` is checked,
+    // before any topic is made or record published.
+    let interval_ns = flowgraph_config::parse_duration_ns("--progress-interval", &args.progress_interval)?;
     let query = flowgraph_config::QueryConfig {
         lateness: lateness.clone(),
         progress_interval: args.progress_interval.clone(),
@@ -71,11 +77,6 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     // paced records too (a producer's first messages wait for its producer id).
     let tail_producer = crate::output::producer(&kafka)?;
     let paced = paced_producer(&kafka)?;
-    // The reports after a recording go on until every source is a progress interval past its
-    // end: the job completes time in steps of at least the interval, so a frontier that
-    // stopped less than one past its last step would hold the last records until the idle
-    // exit (seen: 8.7 s for the last 1% of records once the reports went out promptly).
-    let interval_ns = flowgraph_config::parse_duration_ns("--progress-interval", &args.progress_interval)?;
 
     // 1. Latency: the recording published at its own pace times `speed` into a running
     //    pipeline. Idle exit only after the sources' next progress reports (below), for

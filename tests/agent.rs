@@ -3,6 +3,8 @@
 //! Lines must hold both sides' conn_stats with exactly those bytes, the right roles and ports,
 //! the client's cmdline (although it exited before any export), and progress records.
 
+mod common;
+use common::metric;
 use flowgraph_schema::{json, Record, TraceRole};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -186,11 +188,6 @@ fn scrape(addr: &str) -> String {
         .expect("curl is needed for this test (Debian: apt-get install curl)");
     assert!(output.status.success(), "GET http://{addr}/metrics failed");
     String::from_utf8(output.stdout).unwrap()
-}
-
-/// The value of an unlabelled metric.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[test]

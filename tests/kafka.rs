@@ -6,8 +6,8 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, read_messages,
-    smoke_reference, snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, metric,
+    read_messages, smoke_reference, snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
 };
 use flowgraph_pipeline::Output;
 use flowgraph_schema::{binary, Record};
@@ -171,14 +171,6 @@ fn publish_with_garbage(bootstrap: &str, topic: &str, recording: &Path) -> (u64,
     send_bad(frames[frames.len() - 1]);
     producer.flush(Duration::from_secs(30)).unwrap();
     (records.len() as u64, bad)
-}
-
-/// The first sample of the metric `name` in a Prometheus text exposition.
-fn metric(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
 }
 
 /// The number right after the first `marker` in a command's output.

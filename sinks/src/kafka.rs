@@ -135,7 +135,7 @@ pub struct KafkaSink {
 }
 
 /// What the open transaction has sent so far.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct OpenTransaction {
     /// Its last progress mark.
     progress: EventTime,
@@ -287,8 +287,6 @@ impl KafkaSink {
             self.producer
                 .begin_transaction()
                 .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
-            let sending = Duration::ZERO;
-            self.open = Some(OpenTransaction { progress, updates: 0, messages: 0, state_writes: 0, sending });
         }
         let sent = self.send_transaction(&batches);
         self.pending.drain(..published);
@@ -299,7 +297,7 @@ impl KafkaSink {
                 return Err(KafkaSinkError::Transaction { progress, error: source });
             }
         };
-        let open = self.open.as_mut().expect("begun above");
+        let open = self.open.get_or_insert_with(OpenTransaction::default);
         open.progress = progress;
         open.updates += published as u64;
         open.messages += messages;

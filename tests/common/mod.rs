@@ -1,6 +1,7 @@
 //! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs,
 //! tests/cluster.rs): a broker from scripts/kafka, reading topics back, comparing delta
-//! streams and state topics with the in-process replay.
+//! streams and state topics with the in-process replay; and reading /metrics (also
+//! tests/agent.rs).
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
@@ -186,6 +187,14 @@ pub struct TopicMessage {
     pub payload: Option<Vec<u8>>,
     /// Header values as (lossy) text, by key.
     pub headers: BTreeMap<String, String>,
+}
+
+/// The first sample of the metric `name` in a Prometheus text exposition (labelled or not).
+pub fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.trim().parse().ok()))
 }
 
 /// A producer's head start: returns `after_first` after the first message reached any of
