@@ -6,6 +6,8 @@
 //! and the process, so parallel tests (and other DNS traffic on the host) do not confuse them.
 //! Nothing is written to disk; dnsmasq is killed when its guard drops.
 
+mod common;
+
 use flowgraph_schema::{NameSource, Record};
 use flowgraph_sources_ebpf::dns::{DnsCounters, DnsError, DnsNames, DnsOptions, SeenName};
 use hickory_proto::op::{Message, MessageType, Query};
@@ -22,23 +24,14 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// Panics unless running as root: the tests open a packet socket and load a socket filter.
 fn root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
-    let euid = uid.split_whitespace().nth(2).unwrap_or("1");
-    assert_eq!(
-        euid, "0",
+    common::require_root(
         "the DNS names tests open an AF_PACKET socket and load a socket filter: they need root \
-         (or CAP_NET_RAW+CAP_BPF); run them with sudo, as CI does"
+         (or CAP_NET_RAW+CAP_BPF)",
     );
 }
 
 fn dnsmasq_path() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("dnsmasq"))
-        .chain([PathBuf::from("/usr/sbin/dnsmasq")])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{DNSMASQ_MISSING}"))
+    common::find_program("dnsmasq").unwrap_or_else(|| panic!("{DNSMASQ_MISSING}"))
 }
 
 /// A loopback address no other test of this run uses: 127.53.<pid>.<n>.

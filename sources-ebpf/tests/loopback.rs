@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{agent, collect_until};
+
 use flowgraph_schema::TraceRole;
 use flowgraph_sources_ebpf::{Agent, SocketSample};
 use std::collections::HashMap;
@@ -21,45 +23,18 @@ fn peer_cmdline(args: &[&str]) -> String {
     common::peer_cmdline(PEER, args)
 }
 
-/// Panics unless running as root: these tests load eBPF into the real kernel.
-fn root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
-    let euid = uid.split_whitespace().nth(2).unwrap_or("1");
-    assert_eq!(
-        euid, "0",
-        "the eBPF agent tests load programs into the kernel and need root \
-         (or CAP_BPF+CAP_PERFMON): run them with sudo, as CI does"
-    );
-    true
-}
+/// What these tests do that needs root, for [`common::require_root`]'s message.
+const NEEDS_ROOT: &str = "the eBPF agent tests load programs into the kernel: they need root (or CAP_BPF+CAP_PERFMON)";
+/// How long a test waits for the samples it expects.
+const WAIT: Duration = Duration::from_secs(5);
 
-fn agent() -> Agent {
-    match Agent::load() {
-        Ok(a) => a,
-        Err(e) => panic!("agent did not load: {e}"),
-    }
-}
-
-/// Collects until `done` holds for the accumulated samples (by cookie), or times out.
-fn collect_until(
-    agent: &mut Agent,
-    seen: &mut HashMap<u64, SocketSample>,
-    done: impl Fn(&HashMap<u64, SocketSample>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        agent.collect(&mut buf).expect("collect");
-        for s in buf.drain(..) {
-            seen.insert(s.cookie, s);
-        }
-        if done(seen) || Instant::now() > deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Collects until both sides of the transfer `o` are closed, or [`WAIT`] passes.
+fn collect_transfer(agent: &mut Agent, o: &Outcome) -> HashMap<u64, SocketSample> {
+    let mut seen = HashMap::new();
+    collect_until(agent, &mut seen, WAIT, |seen| {
+        seen.values().filter(|s| (s.pid == o.client_pid || s.pid == o.server_pid) && s.closed).count() >= 2
+    });
+    seen
 }
 
 fn spawn(args: &[&str]) -> (Child, String) {
@@ -178,18 +153,13 @@ const RECVS: [&str; 6] = ["recv", "recvfrom", "recvmsg", "recvmsg_into", "read",
 
 #[test]
 fn every_send_and_receive_path_is_counted_exactly() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     let mut agent = agent();
     let mut errors = Vec::new();
     // An IPv6 socket talking to an IPv4-mapped address first: it must show as IPv4.
     let t = Transfer { host: "::ffff:127.0.0.1", send: "send", recv: "recv", bytes: 99_991, reply: 17 };
     let o = run(&t);
-    let mut seen = HashMap::new();
-    collect_until(&mut agent, &mut seen, |seen| {
-        seen.values().filter(|s| (s.pid == o.client_pid || s.pid == o.server_pid) && s.closed).count() >= 2
-    });
+    let seen = collect_transfer(&mut agent, &o);
     errors.extend(check(&t, &o, &agent, &seen));
     for host in ["127.0.0.1", "::1"] {
         for (i, send) in SENDS.iter().enumerate() {
@@ -198,10 +168,7 @@ fn every_send_and_receive_path_is_counted_exactly() {
             let bytes = if *send == "sendall" { 3_000_017 } else { 200_003 + i as u64 * 1_001 };
             let t = Transfer { host, send, recv, bytes, reply: 4_097 + i as u64 };
             let o = run(&t);
-            let mut seen = HashMap::new();
-            collect_until(&mut agent, &mut seen, |seen| {
-                seen.values().filter(|s| (s.pid == o.client_pid || s.pid == o.server_pid) && s.closed).count() >= 2
-            });
+            let seen = collect_transfer(&mut agent, &o);
             eprintln!("{host}: {send} -> {recv}: {} bytes, {} back: checked", t.bytes, t.reply);
             errors.extend(check(&t, &o, &agent, &seen));
         }
@@ -209,10 +176,7 @@ fn every_send_and_receive_path_is_counted_exactly() {
         {
             let t = Transfer { host, send: "send", recv: "peek_then_recv", bytes: 123_457, reply: 11 };
             let o = run(&t);
-            let mut seen = HashMap::new();
-            collect_until(&mut agent, &mut seen, |seen| {
-                seen.values().filter(|s| (s.pid == o.client_pid || s.pid == o.server_pid) && s.closed).count() >= 2
-            });
+            let seen = collect_transfer(&mut agent, &o);
             errors.extend(check(&t, &o, &agent, &seen));
         }
     }
@@ -228,18 +192,13 @@ fn every_send_and_receive_path_is_counted_exactly() {
 /// counts them (recv_unseen_bytes).
 #[test]
 fn splice_from_socket_is_a_known_gap() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     let mut agent = agent();
     let mut unseen = 0;
     for host in ["127.0.0.1", "::1"] {
         let t = Transfer { host, send: "send", recv: "splice", bytes: 100_000, reply: 5 };
         let o = run(&t);
-        let mut seen = HashMap::new();
-        collect_until(&mut agent, &mut seen, |seen| {
-            seen.values().filter(|s| (s.pid == o.client_pid || s.pid == o.server_pid) && s.closed).count() >= 2
-        });
+        let seen = collect_transfer(&mut agent, &o);
         let server: Vec<_> = seen.values().filter(|s| s.pid == o.server_pid).collect();
         assert_eq!(server.len(), 1, "{server:?}");
         let s = server[0];
@@ -270,9 +229,7 @@ fn splice_from_socket_is_a_known_gap() {
 /// kernel side counts it (closed_without_owner), which the progress record carries.
 #[test]
 fn a_server_socket_closed_before_any_io_is_counted() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     use flowgraph_schema::Record;
     use flowgraph_sources_ebpf::export::Exporter;
     let mut agent = agent();
@@ -287,7 +244,7 @@ fn a_server_socket_closed_before_any_io_is_counted() {
     let is_ours = |s: &SocketSample| s.local == server_local && s.remote == client_local;
     let is_client = |s: &SocketSample| s.local == client_local && s.remote == server_local;
     // Both sides closed: the client (in LAST_ACK after the server's FIN) is destroyed last.
-    collect_until(&mut agent, &mut seen, |seen| {
+    collect_until(&mut agent, &mut seen, WAIT, |seen| {
         seen.values().any(|s| is_ours(s) && s.closed) && seen.values().any(|s| is_client(s) && s.closed)
     });
     let ours: Vec<_> = seen.values().filter(|s| is_ours(s)).collect();
@@ -326,9 +283,7 @@ fn a_server_socket_closed_before_any_io_is_counted() {
 
 #[test]
 fn many_sequential_connections_from_one_process() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     const N: u64 = 300;
     let mut agent = agent();
     for host in ["127.0.0.1", "::1"] {
@@ -386,9 +341,7 @@ fn many_sequential_connections_from_one_process() {
 /// Python server: do the socket-layer tracepoints see them?
 #[test]
 fn io_uring_send_and_recv_are_seen() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     use io_uring::{opcode, types, IoUring};
     use std::os::fd::AsRawFd;
     let mut agent = agent();
@@ -453,7 +406,7 @@ fn io_uring_send_and_recv_are_seen() {
     wait_ok(server, "io_uring server");
     let me = std::process::id();
     let mut seen = HashMap::new();
-    collect_until(&mut agent, &mut seen, |seen| {
+    collect_until(&mut agent, &mut seen, WAIT, |seen| {
         seen.values().filter(|s| (s.pid == me && s.local == local) || s.pid == server_pid).filter(|s| s.closed).count()
             >= 2
     });
@@ -467,9 +420,7 @@ fn io_uring_send_and_recv_are_seen() {
 /// A state map far too small for the live sockets: the refusals are counted, never silent.
 #[test]
 fn overloaded_map_moves_the_loss_counters() {
-    if !root() {
-        return;
-    }
+    common::require_root(NEEDS_ROOT);
     use flowgraph_sources_ebpf::AgentOptions;
     use std::io::{Read, Write};
     let mut agent = Agent::load_with(&AgentOptions { max_sockets: 8 }).expect("agent");

@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::{agent, collect_until};
+
 use flowgraph_schema::TraceRole;
 use flowgraph_sources_ebpf::{Agent, SocketSample};
 use std::collections::{HashMap, HashSet};
@@ -34,13 +36,8 @@ const NS_PREFIX: &str = "fgnetns-";
 
 /// Panics unless running as root with `ip` available.
 fn preconditions() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
-    let euid = uid.split_whitespace().nth(2).unwrap_or("1");
-    assert_eq!(
-        euid, "0",
-        "the netns eBPF tests load programs into the kernel and create network namespaces: \
-         they need root; run them with sudo, as CI does"
+    common::require_root(
+        "the netns eBPF tests load programs into the kernel and create network namespaces: they need root",
     );
     ip();
 }
@@ -49,19 +46,13 @@ fn preconditions() {
 fn ip() -> &'static str {
     static IP: OnceLock<String> = OnceLock::new();
     IP.get_or_init(|| {
-        let path = std::env::var("PATH").unwrap_or_default();
-        let dirs =
-            path.split(':').map(PathBuf::from).chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
-        for d in dirs {
-            let p = d.join("ip");
-            if p.is_file() {
-                return p.to_string_lossy().into_owned();
-            }
-        }
-        panic!(
-            "the netns tests need the `ip` command from iproute2 to create network namespaces \
-             and a veth pair, and it is not installed: apt-get install iproute2"
-        )
+        let ip = common::find_program("ip").unwrap_or_else(|| {
+            panic!(
+                "the netns tests need the `ip` command from iproute2 to create network namespaces \
+                 and a veth pair, and it is not installed: apt-get install iproute2"
+            )
+        });
+        ip.to_string_lossy().into_owned()
     })
 }
 
@@ -216,33 +207,8 @@ impl Drop for Peer {
     }
 }
 
-fn agent() -> Agent {
-    match Agent::load() {
-        Ok(a) => a,
-        Err(e) => panic!("agent did not load: {e}"),
-    }
-}
-
-/// Collects until `done` holds for the accumulated samples (by cookie), or 10 s pass.
-fn collect_until(
-    agent: &mut Agent,
-    seen: &mut HashMap<u64, SocketSample>,
-    done: impl Fn(&HashMap<u64, SocketSample>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        agent.collect(&mut buf).expect("collect");
-        for s in buf.drain(..) {
-            seen.insert(s.cookie, s);
-        }
-        if done(seen) || Instant::now() > deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+/// How long a test waits for the samples it expects.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn closed_of(seen: &HashMap<u64, SocketSample>, pids: &HashSet<u32>) -> usize {
     seen.values().filter(|s| pids.contains(&s.pid) && s.closed).count()
@@ -280,7 +246,7 @@ fn transfer(agent: &mut Agent, ns: &Netns, t: &Transfer) -> Vec<String> {
 
     let pids = HashSet::from([server_pid, client_pid]);
     let mut seen = HashMap::new();
-    collect_until(agent, &mut seen, |seen| closed_of(seen, &pids) >= 2);
+    collect_until(agent, &mut seen, WAIT, |seen| closed_of(seen, &pids) >= 2);
     let clients: Vec<_> = seen.values().filter(|s| s.pid == client_pid).collect();
     let servers: Vec<_> = seen.values().filter(|s| s.pid == server_pid).collect();
     if clients.len() != 1 || servers.len() != 1 {
@@ -435,7 +401,7 @@ fn concurrent_connections_from_many_processes() {
         let mut pids: HashSet<u32> = expected.keys().copied().collect();
         pids.insert(server_pid);
         let mut seen = HashMap::new();
-        collect_until(&mut agent, &mut seen, |seen| closed_of(seen, &pids) as u64 >= 2 * N);
+        collect_until(&mut agent, &mut seen, WAIT, |seen| closed_of(seen, &pids) as u64 >= 2 * N);
         let servers: Vec<_> = seen.values().filter(|s| s.pid == server_pid).collect();
         let mut expect = |cond: bool, msg: String| {
             if !cond {
