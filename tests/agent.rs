@@ -4,7 +4,7 @@
 //! the client's cmdline (although it exited before any export), and progress records.
 
 mod common;
-use common::metric;
+use common::{metric, scrape};
 use flowgraph_schema::{json, Record, TraceRole};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -178,16 +178,6 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
 fn free_local_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
-}
-
-/// GET /metrics with curl.
-fn scrape(addr: &str) -> String {
-    let output = Command::new("curl")
-        .args(["-sf", &format!("http://{addr}/metrics")])
-        .output()
-        .expect("curl is needed for this test (Debian: apt-get install curl)");
-    assert!(output.status.success(), "GET http://{addr}/metrics failed");
-    String::from_utf8(output.stdout).unwrap()
 }
 
 #[test]

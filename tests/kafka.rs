@@ -6,7 +6,7 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, metric,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, http_get, metric,
     read_messages, smoke_reference, snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
 };
 use flowgraph_pipeline::Output;
@@ -305,13 +305,8 @@ fn kafka_path_equals_the_in_process_replay() {
     );
     // Killed once it has committed a transaction: its start-up (the sink's set-up on a fresh
     // broker) takes from under a second to a few on this machine, so no fixed sleep will do.
-    let scrape = || {
-        let scraped = Command::new("curl")
-            .args(["-sf", &format!("http://{metrics_addr}/metrics")])
-            .output()
-            .expect("curl is needed for this test (Debian: apt-get install curl)");
-        String::from_utf8_lossy(&scraped.stdout).to_string()
-    };
+    // Empty while the endpoint does not answer yet.
+    let scrape = || http_get(&metrics_addr, "/metrics").map(|(_, text)| text).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(&scrape(), "flowgraph_transactions_total").unwrap_or(0.0) < 1.0 {
         assert!(Instant::now() < deadline, "the first run committed no transaction in 60 s:\n{}", scrape());

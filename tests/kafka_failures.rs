@@ -11,7 +11,8 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, snapshot_as_state, state_topic_graph, Broker, Proc,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, http_get, snapshot_as_state, state_topic_graph,
+    Broker, Proc,
 };
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
@@ -82,18 +83,6 @@ fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
-}
-
-/// `GET path` from `addr`: (status, body); `None` while the endpoint does not answer.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(1)))
-        .timeout_global(Some(Duration::from_secs(3)))
-        .build()
-        .into();
-    let mut response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
-    Some((response.status().as_u16(), response.body_mut().read_to_string().ok()?))
 }
 
 /// The Prometheus metrics of a `run --metrics-addr ADDR`, unlabelled ones by name; `None`

@@ -1,6 +1,6 @@
 //! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs,
 //! tests/cluster.rs): a broker from scripts/kafka, reading topics back, comparing delta
-//! streams and state topics with the in-process replay; and reading /metrics (also
+//! streams and state topics with the in-process replay; and reading /metrics over HTTP (also
 //! tests/agent.rs).
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
@@ -187,6 +187,26 @@ pub struct TopicMessage {
     pub payload: Option<Vec<u8>>,
     /// Header values as (lossy) text, by key.
     pub headers: BTreeMap<String, String>,
+}
+
+/// `GET path` from `addr` over HTTP: (status, body); `None` while the endpoint does not answer.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(1)))
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into();
+    let mut response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
+    Some((response.status().as_u16(), response.body_mut().read_to_string().ok()?))
+}
+
+/// The Prometheus text of `addr`'s `/metrics`; panics unless it answers 200.
+pub fn scrape(addr: &str) -> String {
+    match http_get(addr, "/metrics") {
+        Some((200, text)) => text,
+        other => panic!("GET http://{addr}/metrics: {other:?}"),
+    }
 }
 
 /// The first sample of the metric `name` in a Prometheus text exposition (labelled or not).
