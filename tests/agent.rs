@@ -4,7 +4,7 @@
 //! the client's cmdline (although it exited before any export), and progress records.
 
 mod common;
-use common::{metric, scrape};
+use common::{free_local_addr, metric, scrape};
 use flowgraph_schema::{json, Record, TraceRole};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -172,12 +172,6 @@ fn agent_reports_exact_bytes_roles_and_short_lived_processes() {
         assert!(losses.contains_key(kind), "no {kind} in the progress record's losses: {losses:?}");
     }
     let _ = std::fs::remove_file(&out);
-}
-
-/// An address on loopback that was free a moment ago.
-fn free_local_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 #[test]

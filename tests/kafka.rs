@@ -6,8 +6,8 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, graph_of, head_start, http_get, metric,
-    read_messages, smoke_reference, snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, free_local_addr, graph_of, head_start,
+    http_get, metric, read_messages, smoke_reference, snapshot_as_state, spawn_flowgraph, state_topic_graph, Broker,
 };
 use flowgraph_pipeline::Output;
 use flowgraph_schema::{binary, Record};
@@ -294,10 +294,7 @@ fn kafka_path_equals_the_in_process_replay() {
         ],
     );
     head_start(b, "crash.in", 1, Duration::from_secs(2));
-    let metrics_addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    let metrics_addr = free_local_addr();
     let mut pipeline = spawn_flowgraph(
         &dir,
         "crash-run.log",

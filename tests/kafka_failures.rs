@@ -11,8 +11,8 @@
 
 mod common;
 use common::{
-    assert_marks_cover, assert_same_deltas, delta_topic_outputs, http_get, snapshot_as_state, state_topic_graph,
-    Broker, Proc,
+    assert_marks_cover, assert_same_deltas, delta_topic_outputs, free_local_addr, http_get, snapshot_as_state,
+    state_topic_graph, Broker, Proc,
 };
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::deltas;
@@ -78,11 +78,6 @@ fn flowgraph(dir: &Path, args: &[&str]) -> String {
 /// Spawns the private binary with its stderr (RUST_LOG=info) in `log`.
 fn spawn_flowgraph(dir: &Path, log: &str, args: &[&str]) -> Proc {
     common::spawn_binary(flowgraph_bin(), dir, log, args)
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 /// The Prometheus metrics of a `run --metrics-addr ADDR`, unlabelled ones by name; `None`
@@ -282,7 +277,7 @@ fn kill_9_at_three_points_of_a_stream() {
     let started = Instant::now();
     let mut frontiers = Vec::new();
     for (i, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
-        let addr = free_addr();
+        let addr = free_local_addr();
         let log = format!("run{i}.log");
         let mut run = spawn_flowgraph(&dir, &log, &["run", "--config", &config, "--metrics-addr", &addr]);
         // Kill once this incarnation has committed something of its own and its frontier has
@@ -334,7 +329,7 @@ fn broker_restart_in_the_middle_of_a_stream() {
     let config = run_config(&dir, b, "restart", "restart.in", &[]);
     // About 18 s of stream: the outage (stop ~2 s, 3 s down, start ~4 s) falls in its middle.
     let mut producer = publish_paced(&dir, b, "restart", 1000);
-    let addr = free_addr();
+    let addr = free_local_addr();
     let mut run = spawn_flowgraph(&dir, "run.log", &["run", "--config", &config, "--metrics-addr", &addr]);
     let at = reference.event_time_at(0.3);
     let before =
@@ -488,7 +483,7 @@ fn a_second_instance_fences_the_first() {
     let reference = reference(&dir);
     let config = run_config(&dir, b, "fence", "fence.in", &[]);
     let mut producer = publish_paced(&dir, b, "fence", 800);
-    let (first_addr, second_addr) = (free_addr(), free_addr());
+    let (first_addr, second_addr) = (free_local_addr(), free_local_addr());
     let mut first = spawn_flowgraph(&dir, "first.log", &["run", "--config", &config, "--metrics-addr", &first_addr]);
     wait_for_run(&mut first, &first_addr, 1.0, |_| true, "first.log");
     let mut second = spawn_flowgraph(&dir, "second.log", &["run", "--config", &config, "--metrics-addr", &second_addr]);

@@ -189,6 +189,12 @@ pub struct TopicMessage {
     pub headers: BTreeMap<String, String>,
 }
 
+/// An address on loopback that was free a moment ago, for a server the test starts.
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 /// `GET path` from `addr` over HTTP: (status, body); `None` while the endpoint does not answer.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
