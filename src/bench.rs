@@ -20,7 +20,7 @@
 
 use crate::cli::BenchKafkaArgs;
 use crate::harness::Verdict;
-use crate::produce::{ensure_topic, paced_producer, parse_speed, publish, publish_at, Pacing};
+use crate::produce::{ensure_topic, parse_speed, publish, publish_at, Pacing};
 use anyhow::{bail, Context};
 use flowgraph_pipeline::Output;
 use flowgraph_schema::{Progress, Record};
@@ -76,7 +76,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     // Connected before any publication, so the reports after one go out on time, and the
     // paced records too (a producer's first messages wait for its producer id).
     let tail_producer = crate::output::producer(&kafka)?;
-    let paced = paced_producer(&kafka)?;
+    let paced = crate::output::producer(&kafka)?;
 
     // 1. Latency: the recording published at its own pace times `speed` into a running
     //    pipeline. Idle exit only after the sources' next progress reports (below), for
@@ -161,7 +161,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let mut reports = ProgressReports::default();
             let mut end = 0;
             let queued = publish(
-                &paced_producer(&kafka)?,
+                &crate::output::producer(&kafka)?,
                 &args.input,
                 &kafka,
                 &phase.input,

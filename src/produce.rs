@@ -57,7 +57,7 @@ pub fn run(args: &ReplayArgs, topic: &str) -> anyhow::Result<()> {
     };
     let kafka = crate::replay::kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
     let published =
-        publish(&paced_producer(&kafka)?, &args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
+        publish(&crate::output::producer(&kafka)?, &args.input, &kafka, topic, args.partitions, pacing, &mut |_| {})?;
     println!(
         "published {} records in {} messages to {topic} on {} in {:.2} s ({:.0} records/s); {} bad input skipped",
         published.records,
@@ -92,16 +92,13 @@ pub struct Published {
     pub seconds: f64,
 }
 
-/// The producer [`publish`] sends with.
-pub fn paced_producer(kafka: &KafkaConfig) -> anyhow::Result<ThreadedProducer<DeliveryReport>> {
-    crate::output::producer_from(crate::output::producer_config(kafka).set("linger.ms", "10"))
-}
-
-/// Publishes a recording to `topic` (created with `partitions` if missing) on `producer` (see
-/// [`paced_producer`]); `on_queued` sees each record as it is queued for sending. A new
-/// idempotent producer holds its first messages until the broker gives it a producer id,
-/// which took 500 ms (a retry) in four `bench-kafka` runs of five: a caller that paces for a
-/// measurement makes it early, as a live agent's producer has its id already.
+/// Publishes a recording to `topic` (created with `partitions` if missing) on `producer`;
+/// `on_queued` sees each record as it is queued for sending. Callers make the producer with
+/// [`crate::output::producer`], as `flowgraph agent` makes its own, so the records travel as
+/// an agent's do (librdkafka's default `linger.ms`, 5 ms). A new idempotent producer holds its
+/// first messages until the broker gives it a producer id, which took 500 ms (a retry) in four
+/// `bench-kafka` runs of five: a caller that paces for a measurement makes it early, as a live
+/// agent's producer has its id already.
 pub fn publish(
     producer: &ThreadedProducer<DeliveryReport>,
     input: &std::path::Path,
