@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer.py");
 
@@ -293,27 +293,18 @@ fn many_sequential_connections_from_one_process() {
         let (client, _) = spawn(&["many", host, &port.to_string(), &N.to_string()]);
         let client_pid = client.id();
         let mut seen = HashMap::new();
-        // Collect while the connections run, so destroyed sockets' entries are recycled.
+        // Collect while the connections run, so destroyed sockets' entries are recycled; the
+        // client is reaped once it exits.
         let mut client = Some(client);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            agent.collect(&mut buf).expect("collect");
-            for s in buf.drain(..) {
-                seen.insert(s.cookie, s);
-            }
+        collect_until(&mut agent, &mut seen, Duration::from_secs(60), |seen| {
             if let Some(c) = client.as_mut() {
                 if c.try_wait().unwrap().is_some() {
                     wait_ok(client.take().unwrap(), "many client");
                 }
             }
             let closed = seen.values().filter(|s| (s.pid == client_pid || s.pid == server_pid) && s.closed).count();
-            if client.is_none() && closed as u64 >= 2 * N || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            client.is_none() && closed as u64 >= 2 * N
+        });
         wait_ok(server, "many server");
         let clients: Vec<_> = seen.values().filter(|s| s.pid == client_pid).collect();
         let servers: Vec<_> = seen.values().filter(|s| s.pid == server_pid).collect();

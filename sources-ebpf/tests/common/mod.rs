@@ -39,7 +39,7 @@ pub fn collect_until(
     agent: &mut Agent,
     seen: &mut HashMap<u64, SocketSample>,
     within: Duration,
-    done: impl Fn(&HashMap<u64, SocketSample>) -> bool,
+    mut done: impl FnMut(&HashMap<u64, SocketSample>) -> bool,
 ) {
     let deadline = Instant::now() + within;
     let mut buf = Vec::new();
