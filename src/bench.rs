@@ -357,20 +357,34 @@ struct SinkTimes {
     sending_ms: u64,
     committing_ms: u64,
     handoff_wait_ms: u64,
+    /// CPU time of worker 0's thread, the sink's thread, and the whole `run` process.
+    worker_cpu_ms: u64,
+    sink_cpu_ms: u64,
+    process_cpu_ms: u64,
 }
 
 impl SinkTimes {
     fn print(&self, phase: &str) {
         println!(
-            "the sink ({phase}): {} transactions; {} ms encoding and sending, {} ms waiting for acknowledgements \
-             and commits; the worker waited {} ms to hand batches over",
+            "the sink ({phase}): {} transactions; {} ms encoding and sending (waits for room in librdkafka's queue \
+             included), {} ms waiting for acknowledgements and commits; the worker waited {} ms to hand batches over",
             self.transactions, self.sending_ms, self.committing_ms, self.handoff_wait_ms
+        );
+        // Wall times say where a thread waited; CPU times say which one worked. The rest is
+        // mostly librdkafka's threads (compression), plus the run's start-up.
+        let rest = self.process_cpu_ms.saturating_sub(self.worker_cpu_ms + self.sink_cpu_ms);
+        println!(
+            "flowgraph run's CPU ({phase}): {} ms in all: worker 0 {} ms, the sink's thread {} ms, \
+             librdkafka's threads and the rest {rest} ms",
+            self.process_cpu_ms, self.worker_cpu_ms, self.sink_cpu_ms
         );
     }
 
     fn json(&self) -> serde_json::Value {
         serde_json::json!({"transactions": self.transactions, "sending_ms": self.sending_ms,
-            "committing_ms": self.committing_ms, "handoff_wait_ms": self.handoff_wait_ms})
+            "committing_ms": self.committing_ms, "handoff_wait_ms": self.handoff_wait_ms,
+            "worker_cpu_ms": self.worker_cpu_ms, "sink_cpu_ms": self.sink_cpu_ms,
+            "process_cpu_ms": self.process_cpu_ms})
     }
 }
 
@@ -517,7 +531,7 @@ impl PipelineRun {
             stopped_counts(&status).zip(worker_zero_figures).with_context(|| {
                 format!(
                     "{}: the run's status file {} lacks a \"stopped\" event with records and late from every worker, \
-                     and the sink's times and the peak resident memory from worker 0",
+                     and the sink's times, the CPU times and the peak resident memory from worker 0",
                     self.phase.name,
                     self.phase.status.display()
                 )
@@ -625,6 +639,9 @@ fn sink_times(zero: &serde_json::Value) -> Option<SinkTimes> {
         sending_ms: zero["sink_sending_ms"].as_u64()?,
         committing_ms: zero["sink_committing_ms"].as_u64()?,
         handoff_wait_ms: zero["handoff_wait_ms"].as_u64()?,
+        worker_cpu_ms: zero["worker_cpu_ms"].as_u64()?,
+        sink_cpu_ms: zero["sink_cpu_ms"].as_u64()?,
+        process_cpu_ms: zero["process_cpu_ms"].as_u64()?,
     })
 }
 

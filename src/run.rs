@@ -300,6 +300,8 @@ fn read_hosts(path: &Path, processes: usize) -> anyhow::Result<Vec<String>> {
 /// One worker: its partitions in, its keys' share of the job, and on worker 0 the sink.
 fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
     let (index, peers) = (worker.index(), worker.peers());
+    // This worker thread's CPU time, for the stopped event (beside the sink's and the process's).
+    let cpu = cpu_time::ThreadTime::now();
     let kafka = &service.kafka;
     let mut source = KafkaSource::new(KafkaSourceConfig {
         brokers: kafka.brokers.clone(),
@@ -452,6 +454,11 @@ fn run_worker(worker: &mut Worker, service: &Service) -> anyhow::Result<()> {
             "sink_sending_ms": k.as_ref().map(|k| millis(k.sending)),
             "sink_committing_ms": k.as_ref().map(|k| millis(k.committing)),
             "handoff_wait_ms": sink.as_ref().map(|k| millis(k.handoff_wait())),
+            // CPU time: this worker's thread, the sink's thread, and the whole process so far
+            // (librdkafka's threads are most of the rest).
+            "worker_cpu_ms": millis(cpu.elapsed()),
+            "sink_cpu_ms": k.as_ref().map(|k| millis(k.thread_cpu)),
+            "process_cpu_ms": millis(cpu_time::ProcessTime::now().as_duration()),
             // The process's, so the same in every worker's event of one process.
             "peak_resident_bytes": crate::process_memory::peak_resident_bytes(),
         }))?;
@@ -490,6 +497,7 @@ fn report(index: usize, job: &ClusterJob, source: &KafkaSource, sink: Option<&Si
         skipped_on_resume = k.as_ref().map(|k| k.skipped_on_resume),
         sink_sending_ms = k.as_ref().map(|k| millis(k.sending)),
         sink_committing_ms = k.as_ref().map(|k| millis(k.committing)),
+        sink_cpu_ms = k.as_ref().map(|k| millis(k.thread_cpu)),
         handoff_wait_ms = sink.map(|k| millis(k.handoff_wait())),
         frontier = job.frontier(),
         "flowgraph run: progress"

@@ -165,12 +165,13 @@ fn describe() {
     describe_counter!("flowgraph_state_records_out_total", "State-topic upserts and tombstones committed");
     describe_counter!(
         "flowgraph_sink_sending_milliseconds_total",
-        "Time the sink spent encoding updates and handing messages to the producer"
+        "Time the sink spent encoding updates and handing messages to the producer (waits for room included)"
     );
     describe_counter!(
         "flowgraph_sink_committing_milliseconds_total",
         "Time the sink spent waiting for transactions to commit"
     );
+    describe_counter!("flowgraph_sink_cpu_milliseconds_total", "CPU time of the sink's thread");
     describe_counter!(
         "flowgraph_sink_handoff_wait_milliseconds_total",
         "Time worker 0 waited to hand outputs to a sink that was behind"
@@ -214,6 +215,7 @@ pub fn sink(sink: &KafkaSinkStats, handoff_wait: std::time::Duration) {
     let millis = |d: std::time::Duration| d.as_millis() as u64;
     counter!("flowgraph_sink_sending_milliseconds_total").absolute(millis(sink.sending));
     counter!("flowgraph_sink_committing_milliseconds_total").absolute(millis(sink.committing));
+    counter!("flowgraph_sink_cpu_milliseconds_total").absolute(millis(sink.thread_cpu));
     counter!("flowgraph_sink_handoff_wait_milliseconds_total").absolute(millis(handoff_wait));
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
     counter!("flowgraph_delta_messages_out_total").absolute(sink.messages);

@@ -420,6 +420,12 @@ fn kafka_path_equals_the_in_process_replay() {
         // A running pipeline (timely, librdkafka's threads, the job) holds more than 10 MiB.
         let peak = figures["peak_resident_bytes"].as_u64().unwrap_or_else(|| panic!("{phase}: {figures}"));
         assert!(peak > 10 << 20, "{phase}: peak resident memory {peak} B");
+        // CPU by thread: the worker and the sink's thread both worked, and the process's total
+        // (taken last) holds both.
+        assert!(out.contains(&format!("flowgraph run's CPU ({phase}): ")), "{out}");
+        let cpu = |name: &str| figures["sink"][name].as_u64().unwrap_or_else(|| panic!("{phase}: {name}: {figures}"));
+        let (worker, sink, process) = (cpu("worker_cpu_ms"), cpu("sink_cpu_ms"), cpu("process_cpu_ms"));
+        assert!(worker > 0 && sink > 0 && process >= worker + sink, "{phase}: {figures}");
     }
     // Its throughput phase ran the whole recording (and the sources' next reports) through a
     // second pipeline, which read every record of it; the smoke stream is too small for the

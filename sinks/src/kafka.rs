@@ -112,11 +112,15 @@ pub struct KafkaSinkStats {
     pub messages: u64,
     /// State-topic upserts and tombstones written.
     pub state_writes: u64,
-    /// Time spent encoding updates and handing messages to the producer.
+    /// Time spent encoding updates and handing messages to the producer, including waits
+    /// for room in the producer's queue.
     pub sending: Duration,
     /// Time spent waiting for commits: every message of the transaction acknowledged, then
     /// the commit marker.
     pub committing: Duration,
+    /// CPU time of the thread the sink runs on, when it runs on a [`SinkThread`] (zero
+    /// otherwise): of its wall time sending and committing, what it spent working.
+    pub thread_cpu: Duration,
 }
 
 /// Publishes job outputs to the delta and state topics.
@@ -444,6 +448,7 @@ impl SinkThread {
         let resume_after = sink.resume_after();
         let shared = Arc::clone(&stats);
         let thread = std::thread::Builder::new().name("kafka-sink".into()).spawn(move || {
+            let cpu = cpu_time::ThreadTime::now();
             while let Ok(mut outputs) = batches.recv() {
                 // Whatever queued during the last commit joins this transaction.
                 while let Ok(more) = batches.try_recv() {
@@ -461,7 +466,8 @@ impl SinkThread {
                     }
                 }
                 let published = sent.and_then(|()| sink.commit());
-                *shared.lock().unwrap_or_else(|e| e.into_inner()) = sink.stats().clone();
+                let stats = KafkaSinkStats { thread_cpu: cpu.elapsed(), ..sink.stats().clone() };
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = stats;
                 published?;
             }
             Ok(())
