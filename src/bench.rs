@@ -73,10 +73,11 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             .collect(),
         keep: args.keep_topics,
     };
-    // Connected before any publication, so the reports after one go out on time, and the
-    // paced records too (a producer's first messages wait for its producer id).
-    let tail_producer = crate::output::producer(&kafka)?;
-    let paced = crate::output::producer(&kafka)?;
+    // One producer, made as an agent makes its own, for the records and the progress reports
+    // after them in both phases: connected before any publication, so the paced records go
+    // out on time (a producer's first messages wait for its producer id), and the reports
+    // follow the records on each partition.
+    let producer = crate::output::producer(&kafka)?;
 
     // 1. Latency: the recording published at its own pace times `speed` into a running
     //    pipeline. Idle exit only after the sources' next progress reports (below), for
@@ -92,7 +93,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let mut sent: Vec<(u64, Instant)> = Vec::new();
     let mut reports = ProgressReports::default();
     let pacing = Pacing { rate: None, speed: Some(speed) };
-    let published = publish(&paced, &args.input, &kafka, &phase.input, args.partitions, pacing, &mut |record| {
+    let published = publish(&producer, &args.input, &kafka, &phase.input, args.partitions, pacing, &mut |record| {
         sent.push((record.time(), Instant::now()));
         reports.observe(record);
     })?;
@@ -104,7 +105,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         let end = sent.iter().map(|&(time, _)| time).max().unwrap_or(origin);
         let tail: Vec<(Instant, Record)> =
             reports.next_reports(end + interval_ns).into_iter().map(|record| (due(record.time()), record)).collect();
-        publish_at(&tail_producer, &phase.input, tail)?;
+        publish_at(&producer, &phase.input, tail)?;
     }
     let finished = run.finish()?;
     let marks = finished.marks;
@@ -161,7 +162,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let mut reports = ProgressReports::default();
             let mut end = 0;
             let queued = publish(
-                &crate::output::producer(&kafka)?,
+                &producer,
                 &args.input,
                 &kafka,
                 &phase.input,
@@ -176,7 +177,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             let tail: Vec<(Instant, Record)> =
                 reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
             let tail_reports = tail.len();
-            publish_at(&tail_producer, &phase.input, tail)?;
+            publish_at(&producer, &phase.input, tail)?;
             let (run, consuming) = PipelineRun::start(&phase, Duration::from_secs(3))?;
             let finished = run.finish()?;
             let Some(&(mark, done)) = finished.marks.iter().find(|(mark, _)| *mark > end) else {

@@ -300,10 +300,10 @@ fn kafka_path_equals_the_in_process_replay() {
         "crash-run.log",
         &["run", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics_addr],
     );
-    // Killed once it has committed a transaction: its start-up (the sink's set-up on a fresh
-    // broker) takes from under a second to a few on this machine, so no fixed sleep will do.
     // Empty while the endpoint does not answer yet.
     let scrape = || http_get(&metrics_addr, "/metrics").map(|(_, text)| text).unwrap_or_default();
+    // Killed once it has committed a transaction: its start-up (the sink's set-up on a fresh
+    // broker) takes from under a second to a few on this machine, so no fixed sleep will do.
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(&scrape(), "flowgraph_transactions_total").unwrap_or(0.0) < 1.0 {
         assert!(Instant::now() < deadline, "the first run committed no transaction in 60 s:\n{}", scrape());
