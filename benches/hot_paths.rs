@@ -6,7 +6,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use flowgraph_benches::Size;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{binary, json, Record};
-use flowgraph_sinks::kafka::{encode_transaction, DeltaFormat, TransactionMessage, MAX_UPDATES_PER_MESSAGE};
+use flowgraph_sinks::kafka::{
+    encode_transaction, DeltaFormat, StateChanges, TransactionMessage, MAX_UPDATES_PER_MESSAGE,
+};
 use std::hint::black_box;
 
 /// The first `n` records of the smoke fleet (seed 1), in event-time order.
@@ -95,10 +97,14 @@ fn deltas(c: &mut Criterion) {
                 MAX_UPDATES_PER_MESSAGE,
                 black_box(&updates),
                 &batches,
+                // A checkpoint of this transaction alone: every key's state write, as at `0s`.
+                &mut StateChanges::default(),
+                true,
                 |message| {
                     bytes += match message {
                         TransactionMessage::Delta(payload) => payload.len(),
                         TransactionMessage::State { key, value } => key.len() + value.map_or(0, <[u8]>::len),
+                        TransactionMessage::Checkpoint(_) => 0,
                     };
                     Ok(())
                 },

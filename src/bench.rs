@@ -51,6 +51,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     // Parsed here so a bad flag is named as such; then the runs' whole `[query]` is checked,
     // before any topic is made or record published.
     let interval_ns = flowgraph_config::parse_duration_ns("--progress-interval", &args.progress_interval)?;
+    flowgraph_config::parse_duration_ns("--state-checkpoint", &args.state_checkpoint)?;
     let query = flowgraph_config::QueryConfig {
         lateness: lateness.clone(),
         progress_interval: args.progress_interval.clone(),
@@ -237,7 +238,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "records": published.records, "publish_seconds": published.seconds,
             "offered_records_per_second": offered, "speed": speed,
             "lateness": lateness, "progress_interval": args.progress_interval,
-            "max_updates_per_piece": query.max_updates_per_piece,
+            "max_updates_per_piece": query.max_updates_per_piece, "state_checkpoint": args.state_checkpoint,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
@@ -291,8 +292,13 @@ impl Phase {
             format!(
                 "[query]\nlateness = \"{}\"\nprogress_interval = \"{}\"\nmax_updates_per_piece = {}\n\n\
                  [kafka]\nbrokers = \"{}\"\ninput_topic = \"{input}\"\ndeltas_topic = \"{deltas}\"\n\
-                 state_topic = \"{prefix}.state\"\ndead_letter_topic = \"{prefix}.dead\"\ntransactional_id = \"{prefix}\"\n",
-                query.lateness, query.progress_interval, query.max_updates_per_piece, args.brokers
+                 state_topic = \"{prefix}.state\"\ndead_letter_topic = \"{prefix}.dead\"\ntransactional_id = \"{prefix}\"\n\
+                 state_checkpoint = \"{}\"\n",
+                query.lateness,
+                query.progress_interval,
+                query.max_updates_per_piece,
+                args.brokers,
+                args.state_checkpoint
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
@@ -355,6 +361,9 @@ struct Finished {
 /// commits; and how long the worker waited to hand batches over while the sink was behind.
 struct SinkTimes {
     transactions: u64,
+    /// State-topic records written, and the checkpoints that wrote them.
+    state_writes: u64,
+    checkpoints: u64,
     sending_ms: u64,
     committing_ms: u64,
     handoff_wait_ms: u64,
@@ -367,9 +376,15 @@ struct SinkTimes {
 impl SinkTimes {
     fn print(&self, phase: &str) {
         println!(
-            "the sink ({phase}): {} transactions; {} ms encoding and sending (waits for room in librdkafka's queue \
-             included), {} ms waiting for acknowledgements and commits; the worker waited {} ms to hand batches over",
-            self.transactions, self.sending_ms, self.committing_ms, self.handoff_wait_ms
+            "the sink ({phase}): {} transactions, {} state-topic records in {} checkpoints; {} ms encoding and sending \
+             (waits for room in librdkafka's queue included), {} ms waiting for acknowledgements and commits; the \
+             worker waited {} ms to hand batches over",
+            self.transactions,
+            self.state_writes,
+            self.checkpoints,
+            self.sending_ms,
+            self.committing_ms,
+            self.handoff_wait_ms
         );
         // Wall times say where a thread waited; CPU times say which one worked. The rest is
         // mostly librdkafka's threads (compression), plus the run's start-up.
@@ -382,7 +397,8 @@ impl SinkTimes {
     }
 
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({"transactions": self.transactions, "sending_ms": self.sending_ms,
+        serde_json::json!({"transactions": self.transactions, "state_writes": self.state_writes,
+            "checkpoints": self.checkpoints, "sending_ms": self.sending_ms,
             "committing_ms": self.committing_ms, "handoff_wait_ms": self.handoff_wait_ms,
             "worker_cpu_ms": self.worker_cpu_ms, "sink_cpu_ms": self.sink_cpu_ms,
             "process_cpu_ms": self.process_cpu_ms})
@@ -637,6 +653,8 @@ fn worker_zero_stopped(status: &str) -> Option<serde_json::Value> {
 fn sink_times(zero: &serde_json::Value) -> Option<SinkTimes> {
     Some(SinkTimes {
         transactions: zero["transactions"].as_u64()?,
+        state_writes: zero["state_writes"].as_u64()?,
+        checkpoints: zero["state_checkpoints"].as_u64()?,
         sending_ms: zero["sink_sending_ms"].as_u64()?,
         committing_ms: zero["sink_committing_ms"].as_u64()?,
         handoff_wait_ms: zero["handoff_wait_ms"].as_u64()?,

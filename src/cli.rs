@@ -142,6 +142,10 @@ pub struct BenchKafkaArgs {
     /// pieces of about this many updates (docs/KAFKA.md, "The memory of catching up").
     #[arg(long)]
     pub max_updates_per_piece: Option<usize>,
+    /// The runs' `[kafka] state_checkpoint` (event time between state-topic checkpoints; `0s`
+    /// writes the state topic at every transaction).
+    #[arg(long, default_value = "60s")]
+    pub state_checkpoint: String,
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! `flowgraph tail`: the graph from Kafka, for people — the kcat of this product.
 //!
-//! `--state` reads the compacted state topic to its end and prints the current graph.
+//! `--state` prints the current graph: the compacted state topic, brought up to date by the
+//! deltas after its last checkpoint (as `ui --from-kafka` bootstraps).
 //! Otherwise it applies the delta topic from its beginning and redraws the top edges at
 //! progress marks (at most once a second), following new deltas until Ctrl-C (or until caught
 //! up, with `--exit-at-end`).
@@ -8,25 +9,25 @@
 use crate::cli::TailArgs;
 use crate::replay::{kafka_config, stop_flag};
 use crate::report::{edge_table, format_time};
+use crate::ui::{bootstrap, Bootstrap};
 use anyhow::Context;
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::graph::GraphState;
-use flowgraph_sources::kafka::{committed_reader, read_to_end};
+use flowgraph_sources::kafka::committed_reader;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(args.config.as_ref(), args.brokers.as_ref())?;
-    if args.state {
-        return print_state(&kafka.brokers, &kafka.state_topic, &kafka.options, args.top);
-    }
     let stop = stop_flag()?;
     let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-tail")?;
+    if args.state {
+        return print_state(&kafka, &consumer, &stop, args.top);
+    }
     let topic = &kafka.deltas_topic;
     let (_, end) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
@@ -93,27 +94,29 @@ fn draw(graph: &GraphState, top: usize, terminal: bool) {
     println!("{}", edge_table(graph, top));
 }
 
-fn print_state(brokers: &str, topic: &str, options: &BTreeMap<String, String>, top: usize) -> anyhow::Result<()> {
-    let mut state: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    let messages = read_to_end(brokers, topic, options, |key, payload| {
-        if let Some(key) = key {
-            state.insert(key.to_vec(), payload.map(<[u8]>::to_vec));
-        }
-    })?;
+fn print_state(
+    kafka: &flowgraph_config::KafkaConfig,
+    consumer: &BaseConsumer,
+    stop: &AtomicBool,
+    top: usize,
+) -> anyhow::Result<()> {
+    let Some(Bootstrap { by_key, progress, state_messages, undecodable }) = bootstrap(kafka, consumer, stop)? else {
+        return Ok(());
+    };
     let mut graph = GraphState::default();
-    let mut bad = 0;
-    for value in state.into_values().flatten() {
-        match flowgraph_sinks::kafka::decode_state_value(&value) {
-            Ok(record) => graph.apply(&Output::Update { time: 0, diff: 1, record }),
-            Err(_) => bad += 1,
-        }
+    for record in by_key.into_values() {
+        graph.apply(&Output::Update { time: 0, diff: 1, record });
+    }
+    if let Some(p) = progress {
+        graph.apply(&Output::Progress(p));
     }
     println!(
-        "{topic}: {messages} messages, {} edges, {} rows{}",
+        "{}: {state_messages} messages, {} edges, {} rows{}",
+        kafka.state_topic,
         graph.edges().count(),
         graph.rows().count(),
-        if bad > 0 { format!(", {bad} undecodable values") } else { String::new() }
+        if undecodable > 0 { format!(", {undecodable} undecodable values") } else { String::new() }
     );
-    println!("{}", edge_table(&graph, top));
+    draw(&graph, top, false);
     Ok(())
 }

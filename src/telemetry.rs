@@ -220,6 +220,8 @@ pub fn sink(sink: &KafkaSinkStats, handoff_wait: std::time::Duration) {
     counter!("flowgraph_updates_out_total").absolute(sink.updates);
     counter!("flowgraph_delta_messages_out_total").absolute(sink.messages);
     counter!("flowgraph_state_records_out_total").absolute(sink.state_writes);
+    counter!("flowgraph_state_checkpoints_total").absolute(sink.checkpoints);
+    gauge!("flowgraph_state_pending_keys").set(sink.pending_state_keys as f64);
     counter!("flowgraph_transactions_total").absolute(sink.transactions);
     counter!("flowgraph_transaction_aborts_total").absolute(sink.aborts);
 }

@@ -14,7 +14,7 @@ use flowgraph_live::{ExplainRequest, JobRequest, LiveGraph, ParamsControl, Param
 use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Output, Rejection};
 use flowgraph_schema::{EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
-use flowgraph_sinks::kafka::{decode, decode_state_value, last_progress, state_entry};
+use flowgraph_sinks::kafka::{decode, decode_state_value, last_checkpoint, last_progress, read_deltas, state_entry};
 use flowgraph_sources::clock::SourceClock;
 use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use flowgraph_sources::recording::{Item, RecordingReader};
@@ -384,14 +384,8 @@ pub fn drive(
     })
 }
 
-/// `ui --from-kafka`: bootstrap from the state topic, then follow the delta topic.
-///
-/// The state topic has no time of its own, so the view reads it between two looks at the
-/// delta topic's end (E1 before, E2 after) and then applies the deltas from E1 to E2 by key:
-/// a retraction removes a key only if it holds exactly the retracted value, an insertion sets
-/// it. Every state value reflects a transaction before E2, and re-applying any stretch of
-/// transactions by key ends at the same values as applying them once, so at E2 the graph is
-/// exact; from there on deltas apply as they come.
+/// `ui --from-kafka`: bootstrap from the state topic and the deltas after its checkpoint
+/// ([`bootstrap`]), then follow the delta topic, applying deltas as they come.
 fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
     let config = job_config(&args.query)?;
@@ -407,75 +401,7 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
 
     let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-ui")?;
     let topic = &kafka.deltas_topic;
-    let end_of_deltas = |what: &str| -> anyhow::Result<i64> {
-        let (_, end) = consumer
-            .fetch_watermarks(topic, 0, Duration::from_secs(10))
-            .with_context(|| format!("reading the end of {topic} on {} ({what})", kafka.brokers))?;
-        Ok(end)
-    };
-
-    let before_state = end_of_deltas("before the state")?;
-    let mut progress = last_progress(&kafka.brokers, topic, &kafka.options).map_err(anyhow::Error::msg)?;
-    let mut by_key: BTreeMap<String, GraphRecord> = BTreeMap::new();
-    let mut undecodable = 0u64;
-    let state_messages = read_to_end(&kafka.brokers, &kafka.state_topic, &kafka.options, |key, value| {
-        let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else { return };
-        match value.map(decode_state_value) {
-            Some(Ok(record)) => {
-                by_key.insert(key, record);
-            }
-            Some(Err(_)) => undecodable += 1,
-            None => {
-                by_key.remove(&key);
-            }
-        }
-    })?;
-    let after_state = end_of_deltas("after the state")?;
-    tracing::info!(
-        state_topic = %kafka.state_topic,
-        state_messages,
-        keys = by_key.len(),
-        undecodable,
-        catch_up = after_state - before_state,
-        "read the state topic; applying the deltas written meanwhile"
-    );
-
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Offset(before_state))?;
-    consumer.assign(&assignment)?;
-    let mut next_offset = before_state;
-    while next_offset < after_state {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
-        let message = message.with_context(|| format!("consuming {topic}"))?;
-        next_offset = message.offset() + 1;
-        let outputs = match decode(message.payload().unwrap_or_default()) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
-                continue;
-            }
-        };
-        for output in outputs {
-            match output {
-                Output::Update { diff, record, .. } => {
-                    let (key, _) = state_entry(&record);
-                    if diff > 0 {
-                        by_key.insert(key, record);
-                    } else if by_key.get(&key) == Some(&record) {
-                        by_key.remove(&key);
-                    }
-                }
-                Output::Progress(p) => progress = Some(p),
-            }
-        }
-        // Transaction markers take offsets too: the last data message may end before E2.
-        if consumer_position(&consumer).is_some_and(|p| p >= after_state) {
-            break;
-        }
-    }
+    let Some(Bootstrap { by_key, progress, .. }) = bootstrap(&kafka, &consumer, &stop)? else { return Ok(()) };
     let mut graph = GraphState::default();
     for record in by_key.into_values() {
         graph.apply(&Output::Update { time: 0, diff: 1, record });
@@ -498,12 +424,104 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn consumer_position(consumer: &BaseConsumer) -> Option<i64> {
-    let position = consumer.position().ok()?;
-    position.elements().first().and_then(|e| match e.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
+/// The graph a pipeline's topics hold now, by state key, and its progress mark.
+pub struct Bootstrap {
+    /// Rows and edges by state key.
+    pub by_key: BTreeMap<String, GraphRecord>,
+    /// The last progress mark applied (the topic's last committed mark when none was).
+    pub progress: Option<EventTime>,
+    /// Messages read from the state topic, and values that did not decode.
+    pub state_messages: u64,
+    pub undecodable: u64,
+}
+
+/// Reads a pipeline's current graph: the state topic, then by key the deltas after the last
+/// checkpoint before the state was read (docs/LIVE.md). Leaves `consumer` on the delta topic
+/// after the deltas it applied, to follow on from there. `None` if `stop` was raised.
+///
+/// The state topic has no time of its own: it holds the graph as of some checkpoint at or
+/// after the last one committed before the read (E1 is the delta topic's end then), and keys
+/// whose last write is older did not change since. So the view applies, by key, every delta
+/// after that checkpoint's message up to E2, the delta topic's end after the read: a
+/// retraction removes a key only if it holds exactly the retracted value, an insertion sets
+/// it. Re-applying a stretch of deltas by key ends where applying it once does, so at E2 the
+/// graph is exact. A delta topic without a checkpoint message (one that a version writing the
+/// state at every transaction wrote) is applied from E1.
+pub fn bootstrap(
+    kafka: &flowgraph_config::KafkaConfig,
+    consumer: &BaseConsumer,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<Bootstrap>> {
+    let topic = &kafka.deltas_topic;
+    let end_of_deltas = |what: &str| -> anyhow::Result<i64> {
+        let (_, end) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .with_context(|| format!("reading the end of {topic} on {} ({what})", kafka.brokers))?;
+        Ok(end)
+    };
+
+    let before_state = end_of_deltas("before the state")?;
+    let checkpoint =
+        last_checkpoint(&kafka.brokers, topic, &kafka.options, Some(before_state)).map_err(anyhow::Error::msg)?;
+    let apply_from = checkpoint.map_or(before_state, |c| c.offset + 1);
+    let mut progress = last_progress(&kafka.brokers, topic, &kafka.options).map_err(anyhow::Error::msg)?;
+    let mut by_key: BTreeMap<String, GraphRecord> = BTreeMap::new();
+    let mut undecodable = 0u64;
+    let state_messages = read_to_end(&kafka.brokers, &kafka.state_topic, &kafka.options, |key, value| {
+        let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else { return };
+        match value.map(decode_state_value) {
+            Some(Ok(record)) => {
+                by_key.insert(key, record);
+            }
+            Some(Err(_)) => undecodable += 1,
+            None => {
+                by_key.remove(&key);
+            }
+        }
+    })?;
+    let after_state = end_of_deltas("after the state")?;
+    tracing::info!(
+        state_topic = %kafka.state_topic,
+        state_messages,
+        keys = by_key.len(),
+        undecodable,
+        checkpoint = checkpoint.map(|c| c.progress),
+        catch_up = after_state - apply_from,
+        "read the state topic; applying the deltas after its checkpoint"
+    );
+
+    read_deltas(&kafka.brokers, topic, &kafka.options, apply_from, after_state, |message| {
+        let outputs = match decode(message.payload().unwrap_or_default()) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
+                return Ok(());
+            }
+        };
+        for output in outputs {
+            match output {
+                Output::Update { diff, record, .. } => {
+                    let (key, _) = state_entry(&record);
+                    if diff > 0 {
+                        by_key.insert(key, record);
+                    } else if by_key.get(&key) == Some(&record) {
+                        by_key.remove(&key);
+                    }
+                }
+                Output::Progress(p) => progress = Some(p),
+            }
+        }
+        Ok(())
     })
+    .map_err(anyhow::Error::msg)?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    // Followed from E2 on: everything before it is applied.
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Offset(after_state))?;
+    consumer.assign(&assignment)?;
+    Ok(Some(Bootstrap { by_key, progress, state_messages, undecodable }))
 }
 
 /// Checks `--speed`.

@@ -426,6 +426,8 @@ fn kafka_path_equals_the_in_process_replay() {
         let cpu = |name: &str| figures["sink"][name].as_u64().unwrap_or_else(|| panic!("{phase}: {name}: {figures}"));
         let (worker, sink, process) = (cpu("worker_cpu_ms"), cpu("sink_cpu_ms"), cpu("process_cpu_ms"));
         assert!(worker > 0 && sink > 0 && process >= worker + sink, "{phase}: {figures}");
+        // The state topic was written at checkpoints: at least the clean stop's.
+        assert!(cpu("checkpoints") >= 1 && cpu("state_writes") > 0, "{phase}: {figures}");
     }
     // Its throughput phase ran the whole recording (and the sources' next reports) through a
     // second pipeline, which read every record of it; the smoke stream is too small for the
@@ -463,6 +465,8 @@ fn kafka_path_equals_the_in_process_replay() {
         format: flowgraph_sinks::kafka::DeltaFormat::Json,
         transactional_id: "spanning".into(),
         max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
+        // At every send: the state topic is checked after the last commit, with no `finish`.
+        state_checkpoint_every: 0,
         options: BTreeMap::new(),
     })
     .unwrap();
@@ -491,5 +495,76 @@ fn kafka_path_equals_the_in_process_replay() {
     let marks = |outputs: &[Output]| outputs.iter().filter(|o| matches!(o, Output::Progress(_))).count();
     assert_eq!(marks(&spanning), marks(&reference), "transactions spanning hand-overs: marks");
     assert!(state_topic_graph(b, "spanning.state") == reference_state, "transactions spanning hand-overs: state");
+    let state_writes_at_every_send = sink.stats().state_writes;
+    drop(sink);
+
+    // 6. State checkpoints (docs/KAFKA.md): the same hand-overs with a checkpoint every fifth
+    //    of the stream. A crash between two checkpoints (the sink dropped, no `finish`): a view
+    //    that bootstraps then shows the graph at the last committed mark, not the checkpoint's;
+    //    the restarted sink takes over the keys changed since the checkpoint, and after its clean
+    //    stop the state topic is the final graph, written with fewer records than at every send.
+    let mark_times: Vec<u64> =
+        reference.iter().filter_map(|o| if let Output::Progress(p) = o { Some(*p) } else { None }).collect();
+    let checkpoint_config = |transactional_id: &str| flowgraph_sinks::kafka::KafkaSinkConfig {
+        brokers: b.to_string(),
+        deltas_topic: "checkpoints.deltas".into(),
+        state_topic: "checkpoints.state".into(),
+        format: flowgraph_sinks::kafka::DeltaFormat::Json,
+        transactional_id: transactional_id.into(),
+        max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
+        state_checkpoint_every: (mark_times.last().unwrap() - mark_times[0]) / 5,
+        options: BTreeMap::new(),
+    };
+    let mut first = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config("checkpoints")).unwrap();
+    // The crash: after two thirds of the hand-overs, at the first commit that is not a checkpoint.
+    for (sent, handover) in handovers.iter().enumerate() {
+        first.send_batches(handover.clone()).unwrap();
+        first.commit().unwrap();
+        if sent + 1 >= handovers.len() * 2 / 3 && first.stats().pending_state_keys > 0 {
+            break;
+        }
+    }
+    let first_stats = first.stats().clone();
+    assert!(first_stats.checkpoints >= 2, "{first_stats:?}");
+    assert!(first_stats.pending_state_keys > 0, "no key changed since the last checkpoint: the crash tests nothing");
+    assert!(first_stats.transactions < handovers.len() as u64, "the crash came at the end: {first_stats:?}");
+    drop(first);
+    let committed = delta_topic_outputs(b, "checkpoints.deltas");
+    let last_mark = committed.iter().rev().find_map(|o| if let Output::Progress(p) = o { Some(*p) } else { None });
+    let at_crash = graph_of(&committed);
+    assert!(
+        snapshot_as_state(&committed) != state_topic_graph(b, "checkpoints.state"),
+        "the state topic is already the graph at the last mark: the bootstrap's catch-up tests nothing"
+    );
+    let config = run_config(&dir, b, "checkpoints");
+    let view =
+        LiveView::start(&dir, &["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let expected: serde_json::Value = serde_json::from_str(&at_crash.snapshot_json()).unwrap();
+    let shown = view.graph_at(expected["time"].as_u64().unwrap());
+    assert!(
+        shown["rows"] == expected["rows"] && shown["edges"] == expected["edges"],
+        "a view that bootstrapped between two checkpoints shows a different graph than the deltas up to the last mark"
+    );
+    drop(view);
+    let mut restarted = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config("checkpoints")).unwrap();
+    assert_eq!(restarted.resume_after(), last_mark);
+    assert_eq!(
+        restarted.stats().pending_state_keys,
+        first_stats.pending_state_keys,
+        "the restarted sink did not take over the keys changed since the last checkpoint"
+    );
+    // As the restarted job recomputes: every hand-over again; times before the mark are skipped.
+    for handover in &handovers {
+        restarted.send_batches(handover.clone()).unwrap();
+        restarted.commit().unwrap();
+    }
+    restarted.finish().unwrap();
+    assert_same_deltas(&delta_topic_outputs(b, "checkpoints.deltas"), &reference, "checkpoints with a crash");
+    assert!(state_topic_graph(b, "checkpoints.state") == reference_state, "checkpoints with a crash: state");
+    let checkpoint_writes = first_stats.state_writes + restarted.stats().state_writes;
+    assert!(
+        checkpoint_writes < state_writes_at_every_send,
+        "checkpoints wrote {checkpoint_writes} state records, at every send {state_writes_at_every_send}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -146,6 +146,11 @@ pub struct KafkaConfig {
     /// Transactional id of this pipeline instance; keep it stable across restarts.
     #[serde(default = "default_transactional_id")]
     pub transactional_id: String,
+    /// Event time from one state-topic checkpoint to the next (a duration: `60s`); `0s` writes
+    /// the state topic at every transaction. Longer writes less (each changed key once per
+    /// checkpoint) and has consumers that bootstrap apply more deltas (docs/KAFKA.md).
+    #[serde(default = "default_state_checkpoint")]
+    pub state_checkpoint: String,
     /// Where to start reading when no previous run left a progress mark: beginning or end.
     #[serde(default = "default_start")]
     pub start: String,
@@ -187,6 +192,9 @@ fn default_delta_format() -> String {
 fn default_transactional_id() -> String {
     "flowgraph-pipeline-0".into()
 }
+fn default_state_checkpoint() -> String {
+    "60s".into()
+}
 fn default_start() -> String {
     "beginning".into()
 }
@@ -207,6 +215,7 @@ impl Default for KafkaConfig {
             state_topic: default_state_topic(),
             delta_format: default_delta_format(),
             transactional_id: default_transactional_id(),
+            state_checkpoint: default_state_checkpoint(),
             start: default_start(),
             rebuild_from: default_rebuild_from(),
             idle_partition_after: default_idle_partition_after(),
@@ -229,6 +238,11 @@ impl KafkaConfig {
         }
     }
 
+    /// `state_checkpoint`, parsed: nanoseconds of event time (0: every transaction).
+    pub fn state_checkpoint_ns(&self) -> Result<u64, ConfigError> {
+        parse_duration_ns("kafka.state_checkpoint", &self.state_checkpoint)
+    }
+
     /// Checks the values that have a fixed set of choices or a form; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let error = |key: &str, message: String| ConfigError { file: None, key: format!("kafka.{key}"), message };
@@ -248,6 +262,7 @@ impl KafkaConfig {
             ));
         }
         self.idle_partition_after()?;
+        self.state_checkpoint_ns()?;
         for (key, value) in [
             ("brokers", &self.brokers),
             ("input_topic", &self.input_topic),

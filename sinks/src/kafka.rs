@@ -4,21 +4,32 @@
 //!  job outputs ── updates of completed times ──┐
 //!              └─ Progress(P) ─────────────────┤ one transaction per hand-over (or several), ending on a mark:
 //!                                              ├─ deltas topic: update batches, each then {"progress":P}
-//!                                              └─ state topic:  key -> last value | tombstone
+//!                                              └─ state topic, at checkpoints: key -> last value | tombstone
 //! ```
 //!
 //! Data and its progress mark commit together, so a `read_committed` consumer never sees a
-//! mark without every update before it, nor updates of a batch that was aborted. The state
-//! topic gets one write per key per send (the hand-overs that queued while the sink was busy,
-//! taken together): its value after the send's last mark. Hand-overs that arrive while the
-//! sink thread sends join the open transaction, up to a size, so a catch-up handed over in
-//! pieces commits once per several pieces.
+//! mark without every update before it, nor updates of a batch that was aborted. Hand-overs
+//! that arrive while the sink thread sends join the open transaction, up to a size, so a
+//! catch-up handed over in pieces commits once per several pieces.
+//!
+//! The state topic is written at checkpoints, every [`KafkaSinkConfig::state_checkpoint_every`]
+//! of event time: each key changed since the last checkpoint once, with its value at the
+//! checkpoint's mark (or a tombstone), then a checkpoint message on the delta topic (an empty
+//! payload with the header [`CHECKPOINT_HEADER`], the mark), all in the transaction of the
+//! batches that reach the mark. Between checkpoints the sink holds the changed keys' last
+//! updates. Every live row changes every export period, so writing each key once per
+//! checkpoint instead of once per transaction is most of the state topic's cost saved
+//! (docs/KAFKA.md). A consumer bootstraps by reading the state topic, then applying by key the
+//! deltas after the last checkpoint message ([`last_checkpoint`]); a clean stop writes a last
+//! checkpoint, so the state topic alone is then the final graph.
 //!
 //! Restart: the sink reads the last committed progress mark P0 from the delta topic and
 //! publishes nothing with a time below P0 (the job recomputes those times while it rebuilds its
 //! state, and they are already on the topic). The first new transaction continues exactly
 //! where the last committed one ended, so a consumer sees every time once and progress marks
-//! strictly increasing.
+//! strictly increasing. It also reads the deltas after the last checkpoint message and holds
+//! their keys' last updates again, so the next checkpoint writes what the crash kept from the
+//! state topic.
 
 use crate::deltas::{self, EdgeJson, RowJson};
 use flowgraph_pipeline::{GraphRecord, Output};
@@ -29,7 +40,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxBuildHasher;
@@ -64,9 +75,15 @@ pub struct KafkaSinkConfig {
     pub transactional_id: String,
     /// Most updates in one delta message.
     pub max_updates_per_message: usize,
+    /// Event time (ns) from one state checkpoint to the next; 0 checkpoints every send.
+    pub state_checkpoint_every: u64,
     /// Extra librdkafka options (security, ...), applied last.
     pub options: BTreeMap<String, String>,
 }
+
+/// The header that marks a checkpoint message on the delta topic: its value is the progress
+/// mark (decimal) as of which the state topic holds the graph once the message is committed.
+pub const CHECKPOINT_HEADER: &str = "flowgraph.checkpoint";
 
 /// Errors of the sink. A failed transaction is aborted; the caller should exit and restart.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +129,10 @@ pub struct KafkaSinkStats {
     pub messages: u64,
     /// State-topic upserts and tombstones written.
     pub state_writes: u64,
+    /// State checkpoints committed.
+    pub checkpoints: u64,
+    /// Keys whose last update since the last checkpoint the sink holds for the next one.
+    pub pending_state_keys: u64,
     /// Time spent encoding updates and handing messages to the producer, including waits
     /// for room in the producer's queue.
     pub sending: Duration,
@@ -136,6 +157,12 @@ pub struct KafkaSink {
     stats: KafkaSinkStats,
     /// The transaction begun by [`KafkaSink::send_batches`] and not yet committed.
     open: Option<OpenTransaction>,
+    /// The keys changed since the last checkpoint: what the next one writes.
+    changes: StateChanges,
+    /// The mark a send must reach to be a checkpoint.
+    next_checkpoint: EventTime,
+    /// The last committed progress mark (the previous run's, until this one commits).
+    committed: Option<EventTime>,
 }
 
 /// What the open transaction has sent so far.
@@ -146,6 +173,7 @@ struct OpenTransaction {
     updates: u64,
     messages: u64,
     state_writes: u64,
+    checkpoints: u64,
     sending: Duration,
 }
 
@@ -169,6 +197,15 @@ fn client(brokers: &str, options: &BTreeMap<String, String>) -> ClientConfig {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the epoch, the timestamp of every message the sink writes: the wall
+/// clock, not the mark's event time, because the broker rolls and deletes segments by message
+/// timestamp, and a replayed recording's event times can be far older than the retention,
+/// which had it delete deltas minutes after they were written (seen in tests/cluster.rs). The
+/// event time is in the payload.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Waits up to `timeout` until every message sent is acknowledged, looking every
 /// [`FLUSH_CHECK`].
@@ -240,14 +277,19 @@ impl KafkaSink {
         if let Some(p) = resume_after {
             tracing::info!(topic = %config.deltas_topic, progress = p, "resuming after the last committed progress mark");
         }
+        let (changes, next_checkpoint) = changes_since_checkpoint(&config).map_err(setup)?;
+        let stats = KafkaSinkStats { pending_state_keys: changes.len() as u64, ..KafkaSinkStats::default() };
         Ok(KafkaSink {
             config,
             producer,
             pending: Vec::new(),
             resume_after,
             state_partition,
-            stats: KafkaSinkStats::default(),
+            stats,
             open: None,
+            changes,
+            next_checkpoint,
+            committed: resume_after,
         })
     }
 
@@ -292,8 +334,13 @@ impl KafkaSink {
                 .begin_transaction()
                 .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
         }
-        let sent = self.send_transaction(&batches);
+        let checkpoint = progress >= self.next_checkpoint;
+        let sent = self.send_transaction(&batches, checkpoint);
         self.pending.drain(..published);
+        if checkpoint {
+            self.next_checkpoint = progress.saturating_add(self.config.state_checkpoint_every);
+        }
+        self.stats.pending_state_keys = self.changes.len() as u64;
         let (messages, state_writes) = match sent {
             Ok(counts) => counts,
             Err(source) => {
@@ -306,6 +353,7 @@ impl KafkaSink {
         open.updates += published as u64;
         open.messages += messages;
         open.state_writes += state_writes;
+        open.checkpoints += u64::from(checkpoint);
         let spent = started.elapsed();
         open.sending += spent;
         self.stats.sending += spent;
@@ -343,7 +391,35 @@ impl KafkaSink {
         self.stats.updates += open.updates;
         self.stats.messages += open.messages;
         self.stats.state_writes += open.state_writes;
+        self.stats.checkpoints += open.checkpoints;
+        self.committed = Some(progress);
         Ok(())
+    }
+
+    /// Commits the open transaction, then writes a last checkpoint if keys changed since the
+    /// previous one, so that the state topic alone holds the final graph: the checkpoint of a
+    /// clean stop.
+    pub fn finish(&mut self) -> Result<(), KafkaSinkError> {
+        self.commit()?;
+        let Some(progress) = self.committed.filter(|_| !self.changes.is_empty()) else { return Ok(()) };
+        let started = Instant::now();
+        self.producer.begin_transaction().map_err(|error| KafkaSinkError::Transaction { progress, error })?;
+        let timestamp = wall_clock_ms();
+        let changes = std::mem::take(&mut self.changes);
+        let sent = changes
+            .write(|key, value| self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp))
+            .and_then(|writes| self.send_checkpoint(progress, timestamp).map(|()| writes));
+        let state_writes = match sent {
+            Ok(writes) => writes,
+            Err(source) => {
+                self.abort(progress, &source);
+                return Err(KafkaSinkError::Transaction { progress, error: source });
+            }
+        };
+        self.stats.sending += started.elapsed();
+        self.stats.pending_state_keys = 0;
+        self.open = Some(OpenTransaction { progress, messages: 1, state_writes, checkpoints: 1, ..Default::default() });
+        self.commit()
     }
 
     /// Aborts the open transaction after `error`, and counts it.
@@ -360,23 +436,43 @@ impl KafkaSink {
     /// mark) as [`encode_transaction`] encodes them: delta messages to partition 0 of the delta
     /// topic (one ordered log, where `last_progress` reads it), state writes to the state
     /// topic. Returns how many delta messages and state writes it sent.
-    fn send_transaction(&self, batches: &[(usize, EventTime)]) -> Result<(u64, u64), KafkaError> {
+    fn send_transaction(&mut self, batches: &[(usize, EventTime)], checkpoint: bool) -> Result<(u64, u64), KafkaError> {
         let Some(&(end, _)) = batches.last() else { return Ok((0, 0)) };
-        // Stamped with the wall clock, not the mark's event time: the broker rolls and deletes
-        // segments by message timestamp, and a replayed recording's event times can be far
-        // older than the retention, which had it delete deltas minutes after they were
-        // written (seen in tests/cluster.rs). The event time is in the payload.
-        let timestamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let timestamp = wall_clock_ms();
         let max_updates = self.config.max_updates_per_message;
-        encode_transaction(self.config.format, max_updates, &self.pending[..end], batches, |message| match message {
-            TransactionMessage::Delta(payload) => {
-                self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)
-            }
-            TransactionMessage::State { key, value } => {
-                self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp)
-            }
-        })
+        let mut changes = std::mem::take(&mut self.changes);
+        let updates = &self.pending[..end];
+        let sent = encode_transaction(
+            self.config.format,
+            max_updates,
+            updates,
+            batches,
+            &mut changes,
+            checkpoint,
+            |message| match message {
+                TransactionMessage::Delta(payload) => {
+                    self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)
+                }
+                TransactionMessage::State { key, value } => {
+                    self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp)
+                }
+                TransactionMessage::Checkpoint(progress) => self.send_checkpoint(progress, timestamp),
+            },
+        );
+        self.changes = changes;
+        sent
+    }
+
+    /// Queues the checkpoint message of `progress` on the delta topic.
+    fn send_checkpoint(&self, progress: EventTime, timestamp: i64) -> Result<(), KafkaError> {
+        let mark = progress.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: CHECKPOINT_HEADER, value: Some(mark.as_str()) });
+        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.config.deltas_topic)
+            .partition(0)
+            .timestamp(timestamp)
+            .payload(&[][..])
+            .headers(headers);
+        self.queue(record)
     }
 
     /// Queues one message; `partition` None leaves it to librdkafka's partitioner.
@@ -398,7 +494,11 @@ impl KafkaSink {
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
-        let mut record = record;
+        self.queue(record)
+    }
+
+    /// Hands `record` to the producer, waiting while its queue is full.
+    fn queue(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -470,7 +570,11 @@ impl SinkThread {
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = stats;
                 published?;
             }
-            Ok(())
+            // Every hand-over is published: the checkpoint of a clean stop.
+            let finished = sink.finish();
+            let stats = KafkaSinkStats { thread_cpu: cpu.elapsed(), ..sink.stats().clone() };
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+            finished
         })?;
         Ok(SinkThread {
             handoff: Some(handoff),
@@ -501,7 +605,7 @@ impl SinkThread {
         Ok(())
     }
 
-    /// Publishes everything handed over, then stops the thread.
+    /// Publishes everything handed over and a last state checkpoint, then stops the thread.
     pub fn finish(&mut self) -> Result<(), KafkaSinkError> {
         self.handoff = None;
         self.join()
@@ -537,23 +641,40 @@ pub enum TransactionMessage<'a> {
         /// Its value, or its tombstone (`None`).
         value: Option<&'a [u8]>,
     },
+    /// The checkpoint message of a mark, after the checkpoint's state writes: an empty delta
+    /// message with [`CHECKPOINT_HEADER`].
+    Checkpoint(EventTime),
 }
 
-/// Encodes a transaction and hands its messages to `send` in the order they are to be sent.
-/// For each batch (`batches`: where each ends in `updates`, and its mark): its updates in
-/// messages of at most `max_updates` updates and [`MAX_MESSAGE_BYTES`], its mark, then the
-/// state writes of the keys whose last update in the transaction is in that batch (one write
-/// per key: its last value, or a tombstone). Returns how many delta messages and state writes
-/// it handed over. Pure, so tests and benchmarks run it without a broker.
+/// Encodes a transaction's part of one send and hands its messages to `send` in the order they
+/// are to be sent. For each batch (`batches`: where each ends in `updates`, and its mark): its
+/// updates in messages of at most `max_updates` updates and [`MAX_MESSAGE_BYTES`], then its
+/// mark. Without `checkpoint`, the last update of each key goes into `changes`. With it, the
+/// state writes follow each batch's mark (one per key whose last update is in that batch: its
+/// value, or a tombstone), then those of the keys in `changes` not updated since (emptying it),
+/// then the checkpoint message of the last mark. Returns how many delta messages and state
+/// writes it handed over. Pure, so tests and benchmarks run it without a broker.
 pub fn encode_transaction<E>(
     format: DeltaFormat,
     max_updates: usize,
     updates: &[Output],
     batches: &[(usize, EventTime)],
+    changes: &mut StateChanges,
+    checkpoint: bool,
     mut send: impl FnMut(TransactionMessage<'_>) -> Result<(), E>,
 ) -> Result<(u64, u64), E> {
     let last = last_updates(updates);
-    let mut state_writes = last.iter().peekable();
+    if checkpoint {
+        // Updated again in this send: the writes below have their values.
+        for &(_, record, _) in &last {
+            changes.forget(record);
+        }
+    } else {
+        for &(_, record, present) in &last {
+            changes.set(record, present);
+        }
+    }
+    let mut state_writes = last.iter().filter(|_| checkpoint).peekable();
     let (mut messages_sent, mut start) = (0u64, 0usize);
     let mut spans = Vec::new();
     // One buffer for every key: each is handed over (and copied by librdkafka) before the next.
@@ -561,8 +682,9 @@ pub fn encode_transaction<E>(
     for &(end, progress) in batches {
         // JSON lines embed each record's state value: where, so it is not encoded twice.
         spans.clear();
+        let spans_wanted = checkpoint.then_some(&mut spans);
         let mut messages =
-            split_messages(format, &updates[start..end], max_updates.max(1), MAX_MESSAGE_BYTES, Some(&mut spans));
+            split_messages(format, &updates[start..end], max_updates.max(1), MAX_MESSAGE_BYTES, spans_wanted);
         messages.push(encode(format, &[Output::Progress(progress)]));
         for payload in &messages {
             send(TransactionMessage::Delta(payload))?;
@@ -584,7 +706,82 @@ pub fn encode_transaction<E>(
         }
         start = end;
     }
-    Ok((messages_sent, last.len() as u64))
+    let Some(&(_, progress)) = batches.last().filter(|_| checkpoint) else { return Ok((messages_sent, 0)) };
+    let earlier = std::mem::take(changes).write(|key, value| send(TransactionMessage::State { key, value }))?;
+    send(TransactionMessage::Checkpoint(progress))?;
+    Ok((messages_sent + 1, last.len() as u64 + earlier))
+}
+
+/// The last update of each state key since the last checkpoint: what the next checkpoint
+/// writes. It holds the records (their texts shared with the job's), not encoded values:
+/// ~100 bytes a key, and each value is encoded once, when written.
+#[derive(Default)]
+pub struct StateChanges {
+    /// Each key's last record, and whether it is present after it (else a tombstone).
+    table: HashTable<(GraphRecord, bool)>,
+}
+
+impl std::fmt::Debug for StateChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateChanges").field("keys", &self.table.len()).finish()
+    }
+}
+
+impl StateChanges {
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no key changed.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn hash(record: &GraphRecord) -> u64 {
+        FxBuildHasher.hash_one(StateKey::of(record))
+    }
+
+    /// Records a key's last update: `record` present after it, or gone.
+    pub fn set(&mut self, record: &GraphRecord, present: bool) {
+        let key = StateKey::of(record);
+        let same_key = |(other, _): &(GraphRecord, bool)| StateKey::of(other) == key;
+        match self.table.entry(Self::hash(record), same_key, |(other, _)| Self::hash(other)) {
+            Entry::Occupied(mut entry) => *entry.get_mut() = (record.clone(), present),
+            Entry::Vacant(entry) => {
+                entry.insert((record.clone(), present));
+            }
+        }
+    }
+
+    /// Forgets the key of `record`, if held.
+    fn forget(&mut self, record: &GraphRecord) {
+        let key = StateKey::of(record);
+        if let Ok(entry) = self.table.find_entry(Self::hash(record), |(other, _)| StateKey::of(other) == key) {
+            entry.remove();
+        }
+    }
+
+    /// Records the last update of each key in `outputs` (in time order), as a send does.
+    pub fn apply(&mut self, outputs: &[Output]) {
+        for (_, record, present) in last_updates(outputs) {
+            self.set(record, present);
+        }
+    }
+
+    /// Hands every key's state write to `write` (key, then value or `None` for a tombstone),
+    /// in no particular order: each key once. Returns how many.
+    pub fn write<E>(self, mut write: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>) -> Result<u64, E> {
+        let mut key = Vec::new();
+        let count = self.table.len() as u64;
+        for (record, present) in self.table {
+            key.clear();
+            write_state_key(&record, &mut key);
+            let value = present.then(|| state_value(&record));
+            write(&key, value.as_deref().map(str::as_bytes))?;
+        }
+        Ok(count)
+    }
 }
 
 /// The last update of each state key: its position in `updates`, its record, and whether
@@ -903,7 +1100,102 @@ pub fn last_progress(
     deltas_topic: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Option<EventTime>, String> {
-    let consumer: BaseConsumer<ReadsToTheEnd> = {
+    let reader = DeltaReader::new(brokers, deltas_topic, options)?;
+    let (low, high) = reader.watermarks()?;
+    reader.find_last(low, high, |message| {
+        let payload = message.payload().unwrap_or_default();
+        Ok(decode(payload)?.into_iter().rev().find_map(|output| match output {
+            Output::Progress(p) => Some(p),
+            Output::Update { .. } => None,
+        }))
+    })
+}
+
+/// A checkpoint message on the delta topic: the state topic held the graph as of `progress`
+/// once it was committed; the deltas after `offset` bring it up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The message's offset.
+    pub offset: i64,
+    /// Its progress mark.
+    pub progress: EventTime,
+}
+
+/// The last committed checkpoint message of the delta topic before offset `before` (its end
+/// when `None`). `None` when it has none: a topic that a version writing the state topic at
+/// every transaction wrote, or an empty one.
+pub fn last_checkpoint(
+    brokers: &str,
+    deltas_topic: &str,
+    options: &BTreeMap<String, String>,
+    before: Option<i64>,
+) -> Result<Option<Checkpoint>, String> {
+    let reader = DeltaReader::new(brokers, deltas_topic, options)?;
+    let (low, high) = reader.watermarks()?;
+    reader.find_last(low, before.unwrap_or(high).min(high), checkpoint_of)
+}
+
+/// The checkpoint a delta message marks, if it has [`CHECKPOINT_HEADER`].
+pub fn checkpoint_of(message: &BorrowedMessage<'_>) -> Result<Option<Checkpoint>, String> {
+    let Some(headers) = message.headers() else { return Ok(None) };
+    let Some(header) = headers.iter().find(|h| h.key == CHECKPOINT_HEADER) else { return Ok(None) };
+    let mark = header.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok());
+    let progress = mark.ok_or_else(|| {
+        format!("offset {}: header {CHECKPOINT_HEADER} is not a progress mark: {:?}", message.offset(), header.value)
+    })?;
+    Ok(Some(Checkpoint { offset: message.offset(), progress }))
+}
+
+/// What a starting sink takes over from the delta topic: the last updates of the keys changed
+/// since the last checkpoint (the deltas after its message), and the mark the next checkpoint
+/// is due at. Without a checkpoint there is nothing to take over (the state topic was written
+/// at every transaction, or nothing was written), and the first send checkpoints.
+fn changes_since_checkpoint(config: &KafkaSinkConfig) -> Result<(StateChanges, EventTime), String> {
+    let mut changes = StateChanges::default();
+    let Some(checkpoint) = last_checkpoint(&config.brokers, &config.deltas_topic, &config.options, None)? else {
+        return Ok((changes, 0));
+    };
+    let reader = DeltaReader::new(&config.brokers, &config.deltas_topic, &config.options)?;
+    let (_, high) = reader.watermarks()?;
+    let mut messages = 0u64;
+    reader.read(checkpoint.offset + 1, high, |message| {
+        messages += 1;
+        changes.apply(&decode(message.payload().unwrap_or_default())?);
+        Ok(())
+    })?;
+    tracing::info!(
+        topic = %config.deltas_topic,
+        checkpoint = checkpoint.progress,
+        messages,
+        keys = changes.len(),
+        "took over the state changes since the last checkpoint"
+    );
+    Ok((changes, checkpoint.progress.saturating_add(config.state_checkpoint_every)))
+}
+
+/// Hands each committed message of the delta topic from offset `start` up to `high` to
+/// `each`, in order. It ends at `high` or at the partition's end, whichever comes first: a
+/// stretch that ends on transaction markers has no message to end on.
+pub fn read_deltas(
+    brokers: &str,
+    deltas_topic: &str,
+    options: &BTreeMap<String, String>,
+    start: i64,
+    high: i64,
+    each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    DeltaReader::new(brokers, deltas_topic, options)?.read(start, high, each)
+}
+
+/// A `read_committed` reader of the delta topic's partition, for the sink's start and for
+/// consumers that bootstrap.
+struct DeltaReader {
+    consumer: BaseConsumer<ReadsToTheEnd>,
+    topic: String,
+}
+
+impl DeltaReader {
+    fn new(brokers: &str, deltas_topic: &str, options: &BTreeMap<String, String>) -> Result<Self, String> {
         let mut c = client(brokers, &BTreeMap::new());
         c.set("group.id", format!("flowgraph-resume-{deltas_topic}"))
             .set("enable.auto.commit", "false")
@@ -912,54 +1204,85 @@ pub fn last_progress(
         for (key, value) in options {
             c.set(key, value);
         }
-        c.create_with_context(ReadsToTheEnd).map_err(|e| format!("cannot create consumer: {e}"))?
-    };
-    let deadline = Instant::now() + TIMEOUT;
-    let (low, high) = loop {
-        use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
-        match consumer.fetch_watermarks(deltas_topic, 0, TIMEOUT) {
-            Ok(watermarks) => break watermarks,
-            // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
-            // in CI as "NotLeaderForPartition" right after the sink created the topics.
-            Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(format!("cannot read offsets of {}: {e}", deltas_topic)),
-        }
-    };
-    let mut start = high;
-    let mut step = 64;
-    while start > low {
-        start = (start - step).max(low);
-        step *= 4;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(deltas_topic, 0, Offset::Offset(start)).map_err(|e| e.to_string())?;
-        consumer.assign(&assignment).map_err(|e| e.to_string())?;
-        let mut last = None;
+        let consumer = c.create_with_context(ReadsToTheEnd).map_err(|e| format!("cannot create consumer: {e}"))?;
+        Ok(DeltaReader { consumer, topic: deltas_topic.to_string() })
+    }
+
+    /// The partition's first and next offsets.
+    fn watermarks(&self) -> Result<(i64, i64), String> {
+        let deadline = Instant::now() + TIMEOUT;
         loop {
-            match consumer.poll(TIMEOUT) {
-                Some(Ok(message)) => {
-                    if let Some(payload) = message.payload() {
-                        for output in decode(payload)? {
-                            if let Output::Progress(p) = output {
-                                last = Some(p);
-                            }
-                        }
-                    }
-                    if message.offset() + 1 >= high {
-                        break;
-                    }
+            use rdkafka::types::RDKafkaErrorCode::{LeaderNotAvailable, NotLeaderForPartition};
+            match self.consumer.fetch_watermarks(&self.topic, 0, TIMEOUT) {
+                Ok(watermarks) => return Ok(watermarks),
+                // A topic created a moment ago (ensure_topics) may not have its leader yet: seen
+                // in CI as "NotLeaderForPartition" right after the sink created the topics.
+                Err(KafkaError::MetadataFetch(NotLeaderForPartition | LeaderNotAvailable))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("reading {}: {e}", deltas_topic)),
-                None => return Err(format!("timed out reading {}", deltas_topic)),
+                Err(e) => return Err(format!("cannot read offsets of {}: {e}", self.topic)),
             }
-        }
-        if last.is_some() {
-            return Ok(last);
         }
     }
-    Ok(None)
+
+    /// Hands each committed message from offset `start` up to `high` to `each`, in order.
+    fn read(
+        &self,
+        start: i64,
+        high: i64,
+        mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if start >= high {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, 0, Offset::Offset(start)).map_err(|e| e.to_string())?;
+        self.consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        loop {
+            match self.consumer.poll(TIMEOUT) {
+                Some(Ok(message)) if message.offset() < high => {
+                    each(&message)?;
+                    if message.offset() + 1 >= high {
+                        return Ok(());
+                    }
+                }
+                // Past `high`, or the end (a transactional topic ends on a commit marker,
+                // which a read_committed reader never sees).
+                Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
+                Some(Err(e)) => return Err(format!("reading {}: {e}", self.topic)),
+                None => return Err(format!("timed out reading {}", self.topic)),
+            }
+        }
+    }
+
+    /// The last thing `find` finds in a message below offset `high`: reads back from `high`
+    /// in windows growing 4 times each, so a recent find costs one small read.
+    fn find_last<T>(
+        &self,
+        low: i64,
+        high: i64,
+        mut find: impl FnMut(&BorrowedMessage<'_>) -> Result<Option<T>, String>,
+    ) -> Result<Option<T>, String> {
+        let (mut start, mut step) = (high, 64);
+        while start > low {
+            let end = start;
+            start = (start - step).max(low);
+            step *= 4;
+            let mut last = None;
+            self.read(start, end, |message| {
+                if let Some(found) = find(message)? {
+                    last = Some(found);
+                }
+                Ok(())
+            })?;
+            if last.is_some() {
+                return Ok(last);
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -972,7 +1295,8 @@ mod tests {
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
         let mut writes = Vec::new();
         let batch = [(updates.len(), u64::MAX)];
-        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, &batch, |message| {
+        let mut changes = StateChanges::default();
+        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, &batch, &mut changes, true, |message| {
             if let TransactionMessage::State { key, value } = message {
                 writes.push((text(key), value.map(text)));
             }
@@ -980,6 +1304,63 @@ mod tests {
         })
         .unwrap();
         writes
+    }
+
+    /// Every message of one send, as text: `delta <payload>`, `state <key> <value|tombstone>`,
+    /// `checkpoint <mark>`.
+    fn send_messages(
+        updates: &[Output],
+        batches: &[(usize, EventTime)],
+        changes: &mut StateChanges,
+        checkpoint: bool,
+    ) -> Vec<String> {
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        let mut messages = Vec::new();
+        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, batches, changes, checkpoint, |message| {
+            messages.push(match message {
+                TransactionMessage::Delta(payload) => format!("delta {}", text(payload).trim_end()),
+                TransactionMessage::State { key, value } => {
+                    format!("state {} {}", text(key), value.map_or("tombstone".into(), text))
+                }
+                TransactionMessage::Checkpoint(mark) => format!("checkpoint {mark}"),
+            });
+            Ok(())
+        })
+        .unwrap();
+        messages
+    }
+
+    #[test]
+    fn a_checkpoint_writes_every_key_changed_since_the_last_one_once_then_its_message() {
+        let edge = |to: &str, sent| {
+            GraphRecord::Edge(Edge { from_entity: "a".into(), to_entity: to.into(), bytes_sent: sent, bytes_recv: 0 })
+        };
+        let update = |time, diff, record| Output::Update { time, diff, record };
+        let mut changes = StateChanges::default();
+        // Between checkpoints: deltas only; the keys' last updates are held.
+        let first = [update(1, 1, edge("b", 5)), update(1, 1, edge("c", 1)), update(1, 1, edge("d", 1))];
+        let sent = send_messages(&first, &[(3, 2)], &mut changes, false);
+        assert!(sent.iter().all(|m| m.starts_with("delta ")), "{sent:?}");
+        assert_eq!(changes.len(), 3);
+        let second = [update(2, -1, edge("c", 1)), update(2, -1, edge("d", 1)), update(2, 1, edge("d", 2))];
+        send_messages(&second, &[(3, 3)], &mut changes, false);
+        assert_eq!(changes.len(), 3, "a key changed twice is held once");
+        // The checkpoint's send: its own keys with the values after it, the others as held.
+        let third = [update(3, -1, edge("b", 5)), update(3, 1, edge("b", 9))];
+        let sent = send_messages(&third, &[(2, 4)], &mut changes, true);
+        assert!(changes.is_empty());
+        let mut state: Vec<&str> = sent.iter().filter_map(|m| m.strip_prefix("state ")).collect();
+        state.sort_unstable();
+        assert_eq!(state.len(), 3, "{sent:?}");
+        assert!(state[0].starts_with(r#"["edge","a","b"] "#) && state[0].contains(r#""bytes_sent":9"#), "{}", state[0]);
+        assert_eq!(state[1], r#"["edge","a","c"] tombstone"#);
+        assert!(state[2].starts_with(r#"["edge","a","d"] "#) && state[2].contains(r#""bytes_sent":2"#), "{}", state[2]);
+        assert_eq!(sent.last().unwrap(), "checkpoint 4", "the checkpoint message ends the send: {sent:?}");
+        let mark = sent.iter().position(|m| m == r#"delta {"progress":4}"#).unwrap();
+        assert!(sent[mark + 1..sent.len() - 1].iter().all(|m| m.starts_with("state ")), "{sent:?}");
+        // The next checkpoint, with nothing changed since, writes no state.
+        let sent = send_messages(&[], &[(0, 5)], &mut changes, true);
+        assert_eq!(sent, [r#"delta {"progress":5}"#, "checkpoint 5"]);
     }
 
     proptest::proptest! {
