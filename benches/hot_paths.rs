@@ -7,7 +7,7 @@ use flowgraph_benches::Size;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{binary, json, Record};
 use flowgraph_sinks::kafka::{
-    encode_transaction, DeltaFormat, StateChanges, TransactionMessage, MAX_UPDATES_PER_MESSAGE,
+    encode_transaction, DeltaFormat, StateCheckpoints, TransactionMessage, MAX_UPDATES_PER_MESSAGE,
 };
 use std::hint::black_box;
 
@@ -98,8 +98,7 @@ fn deltas(c: &mut Criterion) {
                 black_box(&updates),
                 &batches,
                 // A checkpoint of this transaction alone: every key's state write, as at `0s`.
-                &mut StateChanges::default(),
-                true,
+                &mut StateCheckpoints::new(0, usize::MAX),
                 |message| {
                     bytes += match message {
                         TransactionMessage::Delta(payload) => payload.len(),

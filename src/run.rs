@@ -129,6 +129,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             transactional_id: kafka.transactional_id.clone(),
             max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
             state_checkpoint_every: kafka.state_checkpoint_ns()?,
+            state_writes_per_send: flowgraph_sinks::kafka::STATE_WRITES_PER_SEND,
             options: kafka.options.clone(),
         })?),
         false => None,

@@ -14,13 +14,13 @@
 //!
 //! The state topic is written at checkpoints, every [`KafkaSinkConfig::state_checkpoint_every`]
 //! of event time: each key changed since the last checkpoint once, with its value at the
-//! checkpoint's mark (or a tombstone), then a checkpoint message on the delta topic (an empty
-//! payload with the header [`CHECKPOINT_HEADER`], the mark), all in the transaction of the
-//! batches that reach the mark. Between checkpoints the sink holds the changed keys' last
-//! updates. Every live row changes every export period, so writing each key once per
+//! checkpoint's mark (or a tombstone), spread over the sends from the mark on
+//! ([`StateCheckpoints`]), then a checkpoint message on the delta topic (an empty payload with
+//! the header [`CHECKPOINT_HEADER`], the mark). Between checkpoints the sink holds the changed
+//! keys' last updates. Every live row changes every export period, so writing each key once per
 //! checkpoint instead of once per transaction is most of the state topic's cost saved
 //! (docs/KAFKA.md). A consumer bootstraps by reading the state topic, then applying by key the
-//! deltas after the last checkpoint message ([`last_checkpoint`]); a clean stop writes a last
+//! deltas after the last checkpoint's mark ([`last_checkpoint`]); a clean stop writes a last
 //! checkpoint, so the state topic alone is then the final graph.
 //!
 //! Restart: the sink reads the last committed progress mark P0 from the delta topic and
@@ -77,6 +77,9 @@ pub struct KafkaSinkConfig {
     pub max_updates_per_message: usize,
     /// Event time (ns) from one state checkpoint to the next; 0 checkpoints every send.
     pub state_checkpoint_every: u64,
+    /// Most keys changed before a checkpoint written per send ([`StateCheckpoints`]):
+    /// [`STATE_WRITES_PER_SEND`] in `flowgraph run`.
+    pub state_writes_per_send: usize,
     /// Extra librdkafka options (security, ...), applied last.
     pub options: BTreeMap<String, String>,
 }
@@ -84,6 +87,12 @@ pub struct KafkaSinkConfig {
 /// The header that marks a checkpoint message on the delta topic: its value is the progress
 /// mark (decimal) as of which the state topic holds the graph once the message is committed.
 pub const CHECKPOINT_HEADER: &str = "flowgraph.checkpoint";
+
+/// Keys changed before a checkpoint that one send writes, as `flowgraph run` sets
+/// [`KafkaSinkConfig::state_writes_per_send`]: ~5 MB of state values, a fraction of a full
+/// transaction's deltas ([`TRANSACTION_UPDATES`] updates), so a checkpoint of ~100,000 live keys
+/// spreads over ~7 sends instead of delaying one by ~0.5 s (docs/KAFKA.md).
+pub const STATE_WRITES_PER_SEND: usize = 16_384;
 
 /// Errors of the sink. A failed transaction is aborted; the caller should exit and restart.
 #[derive(Debug, thiserror::Error)]
@@ -157,10 +166,8 @@ pub struct KafkaSink {
     stats: KafkaSinkStats,
     /// The transaction begun by [`KafkaSink::send_batches`] and not yet committed.
     open: Option<OpenTransaction>,
-    /// The keys changed since the last checkpoint: what the next one writes.
-    changes: StateChanges,
-    /// The mark a send must reach to be a checkpoint.
-    next_checkpoint: EventTime,
+    /// When the state topic is written, and the keys held until then.
+    state: StateCheckpoints,
     /// The last committed progress mark (the previous run's, until this one commits).
     committed: Option<EventTime>,
 }
@@ -277,8 +284,8 @@ impl KafkaSink {
         if let Some(p) = resume_after {
             tracing::info!(topic = %config.deltas_topic, progress = p, "resuming after the last committed progress mark");
         }
-        let (changes, next_checkpoint) = changes_since_checkpoint(&config).map_err(setup)?;
-        let stats = KafkaSinkStats { pending_state_keys: changes.len() as u64, ..KafkaSinkStats::default() };
+        let state = state_since_checkpoint(&config).map_err(setup)?;
+        let stats = KafkaSinkStats { pending_state_keys: state.pending() as u64, ..KafkaSinkStats::default() };
         Ok(KafkaSink {
             config,
             producer,
@@ -287,8 +294,7 @@ impl KafkaSink {
             state_partition,
             stats,
             open: None,
-            changes,
-            next_checkpoint,
+            state,
             committed: resume_after,
         })
     }
@@ -334,14 +340,10 @@ impl KafkaSink {
                 .begin_transaction()
                 .map_err(|error| KafkaSinkError::Transaction { progress: first, error })?;
         }
-        let checkpoint = progress >= self.next_checkpoint;
-        let sent = self.send_transaction(&batches, checkpoint);
+        let sent = self.send_transaction(&batches);
         self.pending.drain(..published);
-        if checkpoint {
-            self.next_checkpoint = progress.saturating_add(self.config.state_checkpoint_every);
-        }
-        self.stats.pending_state_keys = self.changes.len() as u64;
-        let (messages, state_writes) = match sent {
+        self.stats.pending_state_keys = self.state.pending() as u64;
+        let counts = match sent {
             Ok(counts) => counts,
             Err(source) => {
                 self.abort(progress, &source);
@@ -351,9 +353,9 @@ impl KafkaSink {
         let open = self.open.get_or_insert_with(OpenTransaction::default);
         open.progress = progress;
         open.updates += published as u64;
-        open.messages += messages;
-        open.state_writes += state_writes;
-        open.checkpoints += u64::from(checkpoint);
+        open.messages += counts.messages;
+        open.state_writes += counts.state_writes;
+        open.checkpoints += counts.checkpoints;
         let spent = started.elapsed();
         open.sending += spent;
         self.stats.sending += spent;
@@ -401,11 +403,11 @@ impl KafkaSink {
     /// clean stop.
     pub fn finish(&mut self) -> Result<(), KafkaSinkError> {
         self.commit()?;
-        let Some(progress) = self.committed.filter(|_| !self.changes.is_empty()) else { return Ok(()) };
+        let Some(progress) = self.committed.filter(|_| self.state.pending() > 0) else { return Ok(()) };
         let started = Instant::now();
         self.producer.begin_transaction().map_err(|error| KafkaSinkError::Transaction { progress, error })?;
         let timestamp = wall_clock_ms();
-        let changes = std::mem::take(&mut self.changes);
+        let changes = self.state.take_all();
         let sent = changes
             .write(|key, value| self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp))
             .and_then(|writes| self.send_checkpoint(progress, timestamp).map(|()| writes));
@@ -436,30 +438,31 @@ impl KafkaSink {
     /// mark) as [`encode_transaction`] encodes them: delta messages to partition 0 of the delta
     /// topic (one ordered log, where `last_progress` reads it), state writes to the state
     /// topic. Returns how many delta messages and state writes it sent.
-    fn send_transaction(&mut self, batches: &[(usize, EventTime)], checkpoint: bool) -> Result<(u64, u64), KafkaError> {
-        let Some(&(end, _)) = batches.last() else { return Ok((0, 0)) };
+    fn send_transaction(&mut self, batches: &[(usize, EventTime)]) -> Result<TransactionCounts, KafkaError> {
+        let Some(&(end, _)) = batches.last() else { return Ok(TransactionCounts::default()) };
         let timestamp = wall_clock_ms();
         let max_updates = self.config.max_updates_per_message;
-        let mut changes = std::mem::take(&mut self.changes);
+        // Out of `self` while `send` borrows it.
+        let mut state = std::mem::replace(&mut self.state, StateCheckpoints::new(0, 1));
         let updates = &self.pending[..end];
-        let sent = encode_transaction(
-            self.config.format,
-            max_updates,
-            updates,
-            batches,
-            &mut changes,
-            checkpoint,
-            |message| match message {
-                TransactionMessage::Delta(payload) => {
-                    self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)
-                }
-                TransactionMessage::State { key, value } => {
-                    self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp)
-                }
-                TransactionMessage::Checkpoint(progress) => self.send_checkpoint(progress, timestamp),
-            },
-        );
-        self.changes = changes;
+        let sent =
+            encode_transaction(
+                self.config.format,
+                max_updates,
+                updates,
+                batches,
+                &mut state,
+                |message| match message {
+                    TransactionMessage::Delta(payload) => {
+                        self.send(&self.config.deltas_topic, Some(0), None, Some(payload), timestamp)
+                    }
+                    TransactionMessage::State { key, value } => {
+                        self.send(&self.config.state_topic, self.state_partition, Some(key), value, timestamp)
+                    }
+                    TransactionMessage::Checkpoint(progress) => self.send_checkpoint(progress, timestamp),
+                },
+            );
+        self.state = state;
         sent
     }
 
@@ -649,33 +652,37 @@ pub enum TransactionMessage<'a> {
 /// Encodes a transaction's part of one send and hands its messages to `send` in the order they
 /// are to be sent. For each batch (`batches`: where each ends in `updates`, and its mark): its
 /// updates in messages of at most `max_updates` updates and [`MAX_MESSAGE_BYTES`], then its
-/// mark. Without `checkpoint`, the last update of each key goes into `changes`. With it, the
-/// state writes follow each batch's mark (one per key whose last update is in that batch: its
-/// value, or a tombstone), then those of the keys in `changes` not updated since (emptying it),
-/// then the checkpoint message of the last mark. Returns how many delta messages and state
-/// writes it handed over. Pure, so tests and benchmarks run it without a broker.
+/// mark. The state writes follow [`StateCheckpoints`]: when the send's last mark reaches the
+/// next checkpoint, each key whose last update is in the send is written after its batch's
+/// mark (its value, or a tombstone), and the keys changed earlier are set aside to be written
+/// as of that mark; otherwise the send's last updates are held. Then up to the per-send
+/// number of set-aside keys is written, and after the last of them the checkpoint message.
+/// Returns how many delta messages and state writes it handed over, and whether it completed
+/// a checkpoint. Pure, so tests and benchmarks run it without a broker.
 pub fn encode_transaction<E>(
     format: DeltaFormat,
     max_updates: usize,
     updates: &[Output],
     batches: &[(usize, EventTime)],
-    changes: &mut StateChanges,
-    checkpoint: bool,
+    state: &mut StateCheckpoints,
     mut send: impl FnMut(TransactionMessage<'_>) -> Result<(), E>,
-) -> Result<(u64, u64), E> {
+) -> Result<TransactionCounts, E> {
     let last = last_updates(updates);
+    let checkpoint = batches.last().is_some_and(|&(_, progress)| state.due(progress));
     if checkpoint {
         // Updated again in this send: the writes below have their values.
         for &(_, record, _) in &last {
-            changes.forget(record);
+            state.changes.forget(record);
         }
     } else {
         for &(_, record, present) in &last {
-            changes.set(record, present);
+            state.changes.set(record, present);
         }
     }
     let mut state_writes = last.iter().filter(|_| checkpoint).peekable();
-    let (mut messages_sent, mut start) = (0u64, 0usize);
+    let mut counts =
+        TransactionCounts { state_writes: if checkpoint { last.len() as u64 } else { 0 }, ..Default::default() };
+    let mut start = 0usize;
     let mut spans = Vec::new();
     // One buffer for every key: each is handed over (and copied by librdkafka) before the next.
     let mut key = Vec::new();
@@ -689,7 +696,7 @@ pub fn encode_transaction<E>(
         for payload in &messages {
             send(TransactionMessage::Delta(payload))?;
         }
-        messages_sent += messages.len() as u64;
+        counts.messages += messages.len() as u64;
         while let Some(&(position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
             key.clear();
             write_state_key(record, &mut key);
@@ -706,10 +713,99 @@ pub fn encode_transaction<E>(
         }
         start = end;
     }
-    let Some(&(_, progress)) = batches.last().filter(|_| checkpoint) else { return Ok((messages_sent, 0)) };
-    let earlier = std::mem::take(changes).write(|key, value| send(TransactionMessage::State { key, value }))?;
-    send(TransactionMessage::Checkpoint(progress))?;
-    Ok((messages_sent + 1, last.len() as u64 + earlier))
+    if let Some(&(_, progress)) = batches.last().filter(|_| checkpoint) {
+        state.set_aside(progress);
+    }
+    let Some(draining) = state.draining.as_mut() else { return Ok(counts) };
+    let take = draining.records.len().min(state.writes_per_send);
+    for (record, present) in draining.records.drain(..take) {
+        key.clear();
+        write_state_key(&record, &mut key);
+        let value = present.then(|| state_value(&record));
+        send(TransactionMessage::State { key: &key, value: value.as_deref().map(str::as_bytes) })?;
+    }
+    counts.state_writes += take as u64;
+    if draining.records.is_empty() {
+        send(TransactionMessage::Checkpoint(draining.progress))?;
+        state.draining = None;
+        counts.messages += 1;
+        counts.checkpoints = 1;
+    }
+    Ok(counts)
+}
+
+/// What [`encode_transaction`] handed over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionCounts {
+    /// Delta messages (update batches, marks, checkpoint messages).
+    pub messages: u64,
+    /// State-topic writes.
+    pub state_writes: u64,
+    /// Checkpoints completed (their message sent).
+    pub checkpoints: u64,
+}
+
+/// When the state topic is written, and what is held until then. A checkpoint is due when a
+/// send's last mark reaches `next`: the send writes its own keys, and the keys changed before
+/// it are set aside, with their values then, to be written `writes_per_send` at a time in the
+/// sends that follow (so that a checkpoint of every live key does not hold up one transaction:
+/// the marks behind it would wait). The checkpoint message follows the last of them; keys
+/// changed meanwhile are held for the next checkpoint, due `every` after this one's mark.
+#[derive(Debug)]
+pub struct StateCheckpoints {
+    /// Keys changed since the last checkpoint's mark.
+    changes: StateChanges,
+    /// A checkpoint being written: its mark, and the keys set aside and not written yet.
+    draining: Option<Draining>,
+    /// The mark a send must reach for the next checkpoint.
+    next: EventTime,
+    every: EventTime,
+    writes_per_send: usize,
+}
+
+#[derive(Debug)]
+struct Draining {
+    progress: EventTime,
+    records: Vec<(GraphRecord, bool)>,
+}
+
+impl StateCheckpoints {
+    /// Checkpoints every `every` of event time (0: at every send), writing at most
+    /// `writes_per_send` set-aside keys per send; the first send checkpoints.
+    pub fn new(every: EventTime, writes_per_send: usize) -> Self {
+        StateCheckpoints {
+            changes: StateChanges::default(),
+            draining: None,
+            next: 0,
+            every,
+            writes_per_send: writes_per_send.max(1),
+        }
+    }
+
+    fn due(&self, progress: EventTime) -> bool {
+        self.draining.is_none() && progress >= self.next
+    }
+
+    fn set_aside(&mut self, progress: EventTime) {
+        let records = std::mem::take(&mut self.changes).table.into_iter().collect();
+        self.draining = Some(Draining { progress, records });
+        self.next = progress.saturating_add(self.every);
+    }
+
+    /// Keys held: changed since the last checkpoint, or set aside and not written yet.
+    pub fn pending(&self) -> usize {
+        self.changes.len() + self.draining.as_ref().map_or(0, |d| d.records.len())
+    }
+
+    /// Takes every held key with its latest value (a set-aside key changed since is held at
+    /// its new value): what a last checkpoint writes.
+    fn take_all(&mut self) -> StateChanges {
+        let mut all = std::mem::take(&mut self.changes);
+        for (record, present) in self.draining.take().map(|d| d.records).unwrap_or_default() {
+            all.set_if_absent(record, present);
+        }
+        all
+    }
 }
 
 /// The last update of each state key since the last checkpoint: what the next checkpoint
@@ -751,6 +847,15 @@ impl StateChanges {
             Entry::Vacant(entry) => {
                 entry.insert((record.clone(), present));
             }
+        }
+    }
+
+    /// Holds `record` unless its key is held already (with a later update).
+    fn set_if_absent(&mut self, record: GraphRecord, present: bool) {
+        let key = StateKey::of(&record);
+        let hash = Self::hash(&record);
+        if self.table.find(hash, |(other, _)| StateKey::of(other) == key).is_none() {
+            self.table.insert_unique(hash, (record, present), |(other, _)| Self::hash(other));
         }
     }
 
@@ -1111,19 +1216,22 @@ pub fn last_progress(
     })
 }
 
-/// A checkpoint message on the delta topic: the state topic held the graph as of `progress`
-/// once it was committed; the deltas after `offset` bring it up to date.
+/// A completed checkpoint: once its message was committed, the state topic held the graph as of
+/// `progress`; the deltas after `offset` (the message of that progress mark) bring it up to
+/// date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// The message's offset.
+    /// The offset of the message that holds the checkpoint's progress mark.
     pub offset: i64,
-    /// Its progress mark.
+    /// The progress mark.
     pub progress: EventTime,
 }
 
-/// The last committed checkpoint message of the delta topic before offset `before` (its end
-/// when `None`). `None` when it has none: a topic that a version writing the state topic at
-/// every transaction wrote, or an empty one.
+/// The last checkpoint completed on the delta topic before offset `before` (its end when
+/// `None`): its message's mark, found again among the deltas before the message (a checkpoint
+/// is written over several sends, so deltas of later marks can come between). `None` when it
+/// has none: a topic that a version writing the state topic at every transaction wrote, or an
+/// empty one.
 pub fn last_checkpoint(
     brokers: &str,
     deltas_topic: &str,
@@ -1132,11 +1240,28 @@ pub fn last_checkpoint(
 ) -> Result<Option<Checkpoint>, String> {
     let reader = DeltaReader::new(brokers, deltas_topic, options)?;
     let (low, high) = reader.watermarks()?;
-    reader.find_last(low, before.unwrap_or(high).min(high), checkpoint_of)
+    let Some(marked) = reader.find_last(low, before.unwrap_or(high).min(high), checkpoint_of)? else {
+        return Ok(None);
+    };
+    let mark = reader.find_last(low, marked.offset, |message| {
+        let holds_mark = decode(message.payload().unwrap_or_default())?
+            .iter()
+            .any(|output| matches!(output, Output::Progress(p) if *p == marked.progress));
+        Ok(holds_mark.then(|| message.offset()))
+    })?;
+    let offset = mark.ok_or_else(|| {
+        format!(
+            "{deltas_topic}: the checkpoint at offset {} names progress mark {}, which no earlier message holds \
+             (deleted by retention?)",
+            marked.offset, marked.progress
+        )
+    })?;
+    Ok(Some(Checkpoint { offset, progress: marked.progress }))
 }
 
-/// The checkpoint a delta message marks, if it has [`CHECKPOINT_HEADER`].
-pub fn checkpoint_of(message: &BorrowedMessage<'_>) -> Result<Option<Checkpoint>, String> {
+/// The checkpoint a delta message completes, if it has [`CHECKPOINT_HEADER`]: its own offset
+/// and the mark.
+fn checkpoint_of(message: &BorrowedMessage<'_>) -> Result<Option<Checkpoint>, String> {
     let Some(headers) = message.headers() else { return Ok(None) };
     let Some(header) = headers.iter().find(|h| h.key == CHECKPOINT_HEADER) else { return Ok(None) };
     let mark = header.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok());
@@ -1147,30 +1272,32 @@ pub fn checkpoint_of(message: &BorrowedMessage<'_>) -> Result<Option<Checkpoint>
 }
 
 /// What a starting sink takes over from the delta topic: the last updates of the keys changed
-/// since the last checkpoint (the deltas after its message), and the mark the next checkpoint
-/// is due at. Without a checkpoint there is nothing to take over (the state topic was written
-/// at every transaction, or nothing was written), and the first send checkpoints.
-fn changes_since_checkpoint(config: &KafkaSinkConfig) -> Result<(StateChanges, EventTime), String> {
-    let mut changes = StateChanges::default();
+/// since the last completed checkpoint (the deltas after its mark; a checkpoint being written
+/// when the last run stopped is among them), and the mark the next checkpoint is due at.
+/// Without a checkpoint there is nothing to take over (the state topic was written at every
+/// transaction, or nothing was written), and the first send checkpoints.
+fn state_since_checkpoint(config: &KafkaSinkConfig) -> Result<StateCheckpoints, String> {
+    let mut state = StateCheckpoints::new(config.state_checkpoint_every, config.state_writes_per_send);
     let Some(checkpoint) = last_checkpoint(&config.brokers, &config.deltas_topic, &config.options, None)? else {
-        return Ok((changes, 0));
+        return Ok(state);
     };
     let reader = DeltaReader::new(&config.brokers, &config.deltas_topic, &config.options)?;
     let (_, high) = reader.watermarks()?;
     let mut messages = 0u64;
     reader.read(checkpoint.offset + 1, high, |message| {
         messages += 1;
-        changes.apply(&decode(message.payload().unwrap_or_default())?);
+        state.changes.apply(&decode(message.payload().unwrap_or_default())?);
         Ok(())
     })?;
+    state.next = checkpoint.progress.saturating_add(config.state_checkpoint_every);
     tracing::info!(
         topic = %config.deltas_topic,
         checkpoint = checkpoint.progress,
         messages,
-        keys = changes.len(),
+        keys = state.pending(),
         "took over the state changes since the last checkpoint"
     );
-    Ok((changes, checkpoint.progress.saturating_add(config.state_checkpoint_every)))
+    Ok(state)
 }
 
 /// Hands each committed message of the delta topic from offset `start` up to `high` to
@@ -1295,8 +1422,8 @@ mod tests {
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
         let mut writes = Vec::new();
         let batch = [(updates.len(), u64::MAX)];
-        let mut changes = StateChanges::default();
-        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, &batch, &mut changes, true, |message| {
+        let mut state = StateCheckpoints::new(0, usize::MAX);
+        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, &batch, &mut state, |message| {
             if let TransactionMessage::State { key, value } = message {
                 writes.push((text(key), value.map(text)));
             }
@@ -1308,15 +1435,10 @@ mod tests {
 
     /// Every message of one send, as text: `delta <payload>`, `state <key> <value|tombstone>`,
     /// `checkpoint <mark>`.
-    fn send_messages(
-        updates: &[Output],
-        batches: &[(usize, EventTime)],
-        changes: &mut StateChanges,
-        checkpoint: bool,
-    ) -> Vec<String> {
+    fn send_messages(updates: &[Output], batches: &[(usize, EventTime)], state: &mut StateCheckpoints) -> Vec<String> {
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
         let mut messages = Vec::new();
-        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, batches, changes, checkpoint, |message| {
+        encode_transaction::<()>(DeltaFormat::Json, 1000, updates, batches, state, |message| {
             messages.push(match message {
                 TransactionMessage::Delta(payload) => format!("delta {}", text(payload).trim_end()),
                 TransactionMessage::State { key, value } => {
@@ -1336,31 +1458,85 @@ mod tests {
             GraphRecord::Edge(Edge { from_entity: "a".into(), to_entity: to.into(), bytes_sent: sent, bytes_recv: 0 })
         };
         let update = |time, diff, record| Output::Update { time, diff, record };
-        let mut changes = StateChanges::default();
+        let state_writes = |sent: &[String]| -> Vec<String> {
+            let mut writes: Vec<String> =
+                sent.iter().filter_map(|m| m.strip_prefix("state ")).map(String::from).collect();
+            writes.sort_unstable();
+            writes
+        };
+        // Checkpoints every 10 of event time, two earlier keys per send.
+        let mut state = StateCheckpoints::new(10, 2);
+        // The first send checkpoints (nothing earlier: its message at once).
+        let sent = send_messages(&[update(1, 1, edge("z", 1))], &[(1, 2)], &mut state);
+        assert_eq!(state_writes(&sent).len(), 1, "{sent:?}");
+        assert_eq!(sent.last().unwrap(), "checkpoint 2");
         // Between checkpoints: deltas only; the keys' last updates are held.
-        let first = [update(1, 1, edge("b", 5)), update(1, 1, edge("c", 1)), update(1, 1, edge("d", 1))];
-        let sent = send_messages(&first, &[(3, 2)], &mut changes, false);
+        let first = [
+            update(2, 1, edge("b", 5)),
+            update(2, 1, edge("c", 1)),
+            update(2, 1, edge("d", 1)),
+            update(2, 1, edge("e", 1)),
+        ];
+        let sent = send_messages(&first, &[(4, 3)], &mut state);
         assert!(sent.iter().all(|m| m.starts_with("delta ")), "{sent:?}");
-        assert_eq!(changes.len(), 3);
-        let second = [update(2, -1, edge("c", 1)), update(2, -1, edge("d", 1)), update(2, 1, edge("d", 2))];
-        send_messages(&second, &[(3, 3)], &mut changes, false);
-        assert_eq!(changes.len(), 3, "a key changed twice is held once");
-        // The checkpoint's send: its own keys with the values after it, the others as held.
-        let third = [update(3, -1, edge("b", 5)), update(3, 1, edge("b", 9))];
-        let sent = send_messages(&third, &[(2, 4)], &mut changes, true);
-        assert!(changes.is_empty());
-        let mut state: Vec<&str> = sent.iter().filter_map(|m| m.strip_prefix("state ")).collect();
-        state.sort_unstable();
-        assert_eq!(state.len(), 3, "{sent:?}");
-        assert!(state[0].starts_with(r#"["edge","a","b"] "#) && state[0].contains(r#""bytes_sent":9"#), "{}", state[0]);
-        assert_eq!(state[1], r#"["edge","a","c"] tombstone"#);
-        assert!(state[2].starts_with(r#"["edge","a","d"] "#) && state[2].contains(r#""bytes_sent":2"#), "{}", state[2]);
-        assert_eq!(sent.last().unwrap(), "checkpoint 4", "the checkpoint message ends the send: {sent:?}");
-        let mark = sent.iter().position(|m| m == r#"delta {"progress":4}"#).unwrap();
-        assert!(sent[mark + 1..sent.len() - 1].iter().all(|m| m.starts_with("state ")), "{sent:?}");
-        // The next checkpoint, with nothing changed since, writes no state.
-        let sent = send_messages(&[], &[(0, 5)], &mut changes, true);
-        assert_eq!(sent, [r#"delta {"progress":5}"#, "checkpoint 5"]);
+        let second = [update(3, -1, edge("c", 1)), update(3, -1, edge("d", 1)), update(3, 1, edge("d", 2))];
+        send_messages(&second, &[(3, 4)], &mut state);
+        assert_eq!(state.pending(), 4, "a key changed twice is held once");
+        // The checkpoint's send (mark 12): its own key with its value after it, after the mark;
+        // then two of the keys set aside.
+        let third = [update(11, -1, edge("b", 5)), update(11, 1, edge("b", 9))];
+        let sent = send_messages(&third, &[(2, 12)], &mut state);
+        let mark = sent.iter().position(|m| m == r#"delta {"progress":12}"#).unwrap();
+        assert!(
+            sent[mark + 1].starts_with(r#"state ["edge","a","b"] "#) && sent[mark + 1].contains(r#""bytes_sent":9"#)
+        );
+        let mut written = state_writes(&sent[mark + 2..]);
+        assert_eq!(written.len(), 2, "{sent:?}");
+        assert!(!sent.iter().any(|m| m.starts_with("checkpoint")), "the checkpoint is not complete: {sent:?}");
+        // The next send: a change held for the next checkpoint, not written; the last key set
+        // aside, at its value as of mark 12; then the checkpoint message of mark 12.
+        let sent = send_messages(&[update(12, 1, edge("c", 3))], &[(1, 13)], &mut state);
+        written.extend(state_writes(&sent));
+        written.sort_unstable();
+        assert_eq!(written.len(), 2 + 1, "{sent:?}");
+        assert_eq!(written[0], r#"["edge","a","c"] tombstone"#);
+        assert!(written[1].starts_with(r#"["edge","a","d"] "#) && written[1].contains(r#""bytes_sent":2"#));
+        assert!(written[2].starts_with(r#"["edge","a","e"] "#), "{written:?}");
+        assert_eq!(sent.last().unwrap(), "checkpoint 12", "{sent:?}");
+        assert_eq!(state.pending(), 1);
+        // Not due before mark 22; then the held key is written with the send's own.
+        let sent = send_messages(&[], &[(0, 21)], &mut state);
+        assert_eq!(sent, [r#"delta {"progress":21}"#]);
+        let sent = send_messages(&[], &[(0, 22)], &mut state);
+        assert_eq!(state_writes(&sent).len(), 1, "{sent:?}");
+        assert!(state_writes(&sent)[0].contains(r#""bytes_sent":3"#), "{sent:?}");
+        assert_eq!(sent.last().unwrap(), "checkpoint 22");
+        assert_eq!(state.pending(), 0);
+    }
+
+    #[test]
+    fn a_last_checkpoint_takes_the_latest_value_of_a_key_set_aside_and_changed_since() {
+        let edge = |from: &str, sent| {
+            GraphRecord::Edge(Edge { from_entity: from.into(), to_entity: "b".into(), bytes_sent: sent, bytes_recv: 0 })
+        };
+        let mut state = StateCheckpoints::new(10, 1);
+        state.draining = Some(Draining { progress: 11, records: vec![(edge("a", 5), true), (edge("x", 1), true)] });
+        state.changes.set(&edge("a", 7), true);
+        assert_eq!(state.pending(), 3);
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        let mut writes = Vec::new();
+        state
+            .take_all()
+            .write::<()>(|key, value| {
+                writes.push(format!("{} {}", text(key), value.map(text).unwrap()));
+                Ok(())
+            })
+            .unwrap();
+        writes.sort_unstable();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(writes[0].starts_with(r#"["edge","a","b"] "#) && writes[0].contains(r#""bytes_sent":7"#), "{writes:?}");
+        assert!(writes[1].starts_with(r#"["edge","x","b"] "#), "{writes:?}");
+        assert_eq!(state.pending(), 0);
     }
 
     proptest::proptest! {
