@@ -9,7 +9,7 @@
 use crate::cli::TailArgs;
 use crate::replay::{kafka_config, stop_flag};
 use crate::report::{edge_table, format_time};
-use crate::ui::{bootstrap, Bootstrap};
+use crate::ui::bootstrap;
 use anyhow::Context;
 use flowgraph_pipeline::Output;
 use flowgraph_sinks::graph::GraphState;
@@ -100,16 +100,9 @@ fn print_state(
     stop: &AtomicBool,
     top: usize,
 ) -> anyhow::Result<()> {
-    let Some(Bootstrap { by_key, progress, state_messages, undecodable }) = bootstrap(kafka, consumer, stop)? else {
-        return Ok(());
-    };
-    let mut graph = GraphState::default();
-    for record in by_key.into_values() {
-        graph.apply(&Output::Update { time: 0, diff: 1, record });
-    }
-    if let Some(p) = progress {
-        graph.apply(&Output::Progress(p));
-    }
+    let Some(current) = bootstrap(kafka, consumer, stop)? else { return Ok(()) };
+    let (state_messages, undecodable) = (current.state_messages, current.undecodable);
+    let graph = current.into_graph();
     println!(
         "{}: {state_messages} messages, {} edges, {} rows{}",
         kafka.state_topic,

@@ -401,15 +401,8 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
 
     let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-ui")?;
     let topic = &kafka.deltas_topic;
-    let Some(Bootstrap { by_key, progress, .. }) = bootstrap(&kafka, &consumer, &stop)? else { return Ok(()) };
-    let mut graph = GraphState::default();
-    for record in by_key.into_values() {
-        graph.apply(&Output::Update { time: 0, diff: 1, record });
-    }
-    if let Some(p) = progress {
-        graph.apply(&Output::Progress(p));
-    }
-    live.replace(graph);
+    let Some(current) = bootstrap(&kafka, &consumer, &stop)? else { return Ok(()) };
+    live.replace(current.into_graph());
     live.set_not_ready(None);
     tracing::info!(time = ?live.time(), "bootstrapped; following {topic}");
 
@@ -433,6 +426,20 @@ pub struct Bootstrap {
     /// Messages read from the state topic, and values that did not decode.
     pub state_messages: u64,
     pub undecodable: u64,
+}
+
+impl Bootstrap {
+    /// The graph, at the progress mark.
+    pub fn into_graph(self) -> GraphState {
+        let mut graph = GraphState::default();
+        for record in self.by_key.into_values() {
+            graph.apply(&Output::Update { time: 0, diff: 1, record });
+        }
+        if let Some(p) = self.progress {
+            graph.apply(&Output::Progress(p));
+        }
+        graph
+    }
 }
 
 /// Reads a pipeline's current graph: the state topic, then by key the deltas after the last
