@@ -90,7 +90,7 @@ pub const CHECKPOINT_HEADER: &str = "flowgraph.checkpoint";
 
 /// Most keys changed before a checkpoint that one send writes, as `flowgraph run` sets
 /// [`KafkaSinkConfig::state_writes_per_send`]: ~5 MB of state values, a fraction of a full
-/// transaction's deltas ([`TRANSACTION_UPDATES`] updates). It bounds a send's share when the
+/// transaction's deltas (65,536 updates on the sink's thread). It bounds a send's share when the
 /// marks jump (a catch-up); otherwise the spread over event time sets the pace.
 pub const STATE_WRITES_PER_SEND: usize = 16_384;
 
@@ -140,7 +140,8 @@ pub struct KafkaSinkStats {
     pub state_writes: u64,
     /// State checkpoints committed.
     pub checkpoints: u64,
-    /// Keys whose last update since the last checkpoint the sink holds for the next one.
+    /// Keys the sink holds for the state topic: changed since the last checkpoint's mark, or
+    /// set aside for the checkpoint being written.
     pub pending_state_keys: u64,
     /// Time spent encoding updates and handing messages to the producer, including waits
     /// for room in the producer's queue.
@@ -437,7 +438,7 @@ impl KafkaSink {
     /// Sends the open transaction's batches (`batches`: where each ends in `pending`, and its
     /// mark) as [`encode_transaction`] encodes them: delta messages to partition 0 of the delta
     /// topic (one ordered log, where `last_progress` reads it), state writes to the state
-    /// topic. Returns how many delta messages and state writes it sent.
+    /// topic, and a completed checkpoint's message. Returns what it sent.
     fn send_transaction(&mut self, batches: &[(usize, EventTime)]) -> Result<TransactionCounts, KafkaError> {
         let Some(&(end, _)) = batches.last() else { return Ok(TransactionCounts::default()) };
         let timestamp = wall_clock_ms();
