@@ -506,19 +506,19 @@ fn kafka_path_equals_the_in_process_replay() {
     //    stop the state topic is the final graph, written with fewer records than at every send.
     let mark_times: Vec<u64> =
         reference.iter().filter_map(|o| if let Output::Progress(p) = o { Some(*p) } else { None }).collect();
-    let checkpoint_config = |transactional_id: &str| flowgraph_sinks::kafka::KafkaSinkConfig {
+    let checkpoint_config = || flowgraph_sinks::kafka::KafkaSinkConfig {
         brokers: b.to_string(),
         deltas_topic: "checkpoints.deltas".into(),
         state_topic: "checkpoints.state".into(),
         format: flowgraph_sinks::kafka::DeltaFormat::Json,
-        transactional_id: transactional_id.into(),
+        transactional_id: "checkpoints".into(),
         max_updates_per_message: flowgraph_sinks::kafka::MAX_UPDATES_PER_MESSAGE,
         state_checkpoint_every: (mark_times.last().unwrap() - mark_times[0]) / 5,
         // A checkpoint's earlier keys over several sends.
         state_writes_per_send: 50,
         options: BTreeMap::new(),
     };
-    let mut first = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config("checkpoints")).unwrap();
+    let mut first = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config()).unwrap();
     // The crash: after two thirds of the hand-overs, at the first commit that is not a checkpoint.
     for (sent, handover) in handovers.iter().enumerate() {
         first.send_batches(handover.clone()).unwrap();
@@ -549,7 +549,7 @@ fn kafka_path_equals_the_in_process_replay() {
         "a view that bootstrapped between two checkpoints shows a different graph than the deltas up to the last mark"
     );
     drop(view);
-    let mut restarted = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config("checkpoints")).unwrap();
+    let mut restarted = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config()).unwrap();
     assert_eq!(restarted.resume_after(), last_mark);
     // At least what the first held: since the last completed checkpoint's mark, it takes over
     // the keys of a checkpoint still being written too.

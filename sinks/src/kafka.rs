@@ -720,13 +720,8 @@ pub fn encode_transaction<E>(
     let Some(draining) = state.draining.as_mut() else { return Ok(counts) };
     let now = batches.last().map_or(draining.progress, |&(_, progress)| progress);
     let take = draining.due(now, state.every).min(state.writes_per_send);
-    for (record, present) in draining.records.drain(..take) {
-        key.clear();
-        write_state_key(&record, &mut key);
-        let value = present.then(|| state_value(&record));
-        send(TransactionMessage::State { key: &key, value: value.as_deref().map(str::as_bytes) })?;
-    }
-    counts.state_writes += take as u64;
+    counts.state_writes +=
+        write_held(draining.records.drain(..take), |key, value| send(TransactionMessage::State { key, value }))?;
     if draining.records.is_empty() {
         send(TransactionMessage::Checkpoint(draining.progress))?;
         state.draining = None;
@@ -836,7 +831,7 @@ impl StateCheckpoints {
 /// writes. It holds the records (their texts shared with the job's), not encoded values:
 /// ~100 bytes a key, and each value is encoded once, when written.
 #[derive(Default)]
-pub struct StateChanges {
+struct StateChanges {
     /// Each key's last record, and whether it is present after it (else a tombstone).
     table: HashTable<(GraphRecord, bool)>,
 }
@@ -849,13 +844,8 @@ impl std::fmt::Debug for StateChanges {
 
 impl StateChanges {
     /// Keys held.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.table.len()
-    }
-
-    /// Whether no key changed.
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 
     fn hash(record: &GraphRecord) -> u64 {
@@ -863,7 +853,7 @@ impl StateChanges {
     }
 
     /// Records a key's last update: `record` present after it, or gone.
-    pub fn set(&mut self, record: &GraphRecord, present: bool) {
+    fn set(&mut self, record: &GraphRecord, present: bool) {
         let key = StateKey::of(record);
         let same_key = |(other, _): &(GraphRecord, bool)| StateKey::of(other) == key;
         match self.table.entry(Self::hash(record), same_key, |(other, _)| Self::hash(other)) {
@@ -892,7 +882,7 @@ impl StateChanges {
     }
 
     /// Records the last update of each key in `outputs` (in time order), as a send does.
-    pub fn apply(&mut self, outputs: &[Output]) {
+    fn apply(&mut self, outputs: &[Output]) {
         for (_, record, present) in last_updates(outputs) {
             self.set(record, present);
         }
@@ -900,17 +890,26 @@ impl StateChanges {
 
     /// Hands every key's state write to `write` (key, then value or `None` for a tombstone),
     /// in no particular order: each key once. Returns how many.
-    pub fn write<E>(self, mut write: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>) -> Result<u64, E> {
-        let mut key = Vec::new();
-        let count = self.table.len() as u64;
-        for (record, present) in self.table {
-            key.clear();
-            write_state_key(&record, &mut key);
-            let value = present.then(|| state_value(&record));
-            write(&key, value.as_deref().map(str::as_bytes))?;
-        }
-        Ok(count)
+    fn write<E>(self, write: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>) -> Result<u64, E> {
+        write_held(self.table, write)
     }
+}
+
+/// Hands each held key's state write to `write` (key, then value or `None` for a tombstone).
+/// Returns how many.
+fn write_held<E>(
+    held: impl IntoIterator<Item = (GraphRecord, bool)>,
+    mut write: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+) -> Result<u64, E> {
+    let (mut key, mut count) = (Vec::new(), 0);
+    for (record, present) in held {
+        key.clear();
+        write_state_key(&record, &mut key);
+        let value = present.then(|| state_value(&record));
+        write(&key, value.as_deref().map(str::as_bytes))?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// The last update of each state key: its position in `updates`, its record, and whether
