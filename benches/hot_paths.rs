@@ -7,7 +7,8 @@ use flowgraph_benches::Size;
 use flowgraph_pipeline::{Job, JobConfig, Output};
 use flowgraph_schema::{binary, json, Record};
 use flowgraph_sinks::kafka::{
-    encode_transaction, DeltaFormat, StateCheckpoints, TransactionMessage, MAX_UPDATES_PER_MESSAGE,
+    encode_transaction, split_messages, DeltaFormat, StateCheckpoints, TransactionMessage, MAX_MESSAGE_BYTES,
+    MAX_UPDATES_PER_MESSAGE,
 };
 use std::hint::black_box;
 
@@ -110,6 +111,16 @@ fn deltas(c: &mut Criterion) {
             )
             .unwrap();
             bytes
+        })
+    });
+    // What a consumer of the delta topic does, and a restarted sink's take-over and a view's
+    // bootstrap over many of them.
+    let messages = split_messages(DeltaFormat::Json, &updates, MAX_UPDATES_PER_MESSAGE, MAX_MESSAGE_BYTES, None);
+    group.bench_function("JSON delta messages decoded", |b| {
+        b.iter(|| {
+            let mut decoder = flowgraph_sinks::deltas::DeltaDecoder::default();
+            let decode = |m: &Vec<u8>| flowgraph_sinks::kafka::decode_with(&mut decoder, black_box(m)).unwrap().len();
+            messages.iter().map(decode).sum::<usize>()
         })
     });
     group.finish();

@@ -22,8 +22,8 @@ use crate::cli::BenchKafkaArgs;
 use crate::harness::Verdict;
 use crate::produce::{ensure_topic, parse_speed, publish, publish_at, Pacing};
 use anyhow::{bail, Context};
-use flowgraph_pipeline::Output;
 use flowgraph_schema::{Progress, Record};
+use flowgraph_sinks::kafka::progress_marks;
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -480,7 +480,8 @@ impl PipelineRun {
                             quiet_since = None;
                             let message = message?;
                             let now = Instant::now();
-                            let found = progress_marks(message.payload().unwrap_or_default())?;
+                            let found =
+                                progress_marks(message.payload().unwrap_or_default()).map_err(anyhow::Error::msg)?;
                             marks.lock().expect("marks lock").extend(found.into_iter().map(|p| (p, now)));
                         }
                         None if done.load(Ordering::Relaxed)
@@ -584,30 +585,6 @@ impl Drop for RunTopics {
             Err(e) => eprintln!("warning: {e}; delete them by hand (scripts/kafka topics --delete)"),
         }
     }
-}
-
-/// The progress marks of a delta message. JSON lines are parsed only when they are marks
-/// (`{"progress":P}`; flowgraph writes each line's fields in a fixed order): parsing every
-/// update line too cost this reader seconds of CPU per medium run, on the two cores the
-/// pipeline it measures runs on.
-fn progress_marks(payload: &[u8]) -> anyhow::Result<Vec<u64>> {
-    let outputs = if payload.starts_with(&flowgraph_sinks::kafka::BINCODE_MAGIC) {
-        flowgraph_sinks::kafka::decode(payload).map_err(anyhow::Error::msg)?
-    } else {
-        let text = std::str::from_utf8(payload).context("a delta message that is not UTF-8")?;
-        text.lines()
-            .filter(|line| line.starts_with("{\"progress\":"))
-            .map(flowgraph_sinks::deltas::from_line)
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?
-    };
-    Ok(outputs
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Progress(p) => Some(p),
-            Output::Update { .. } => None,
-        })
-        .collect())
 }
 
 /// A histogram's quantile `q`, recorded in microseconds, in milliseconds.
@@ -736,22 +713,6 @@ mod tests {
         assert_eq!(stopped_counts(&format!("{consuming}{stopped_1}")), None, "a missing worker passed");
         let countless = "{\"event\":\"stopped\",\"worker\":0,\"workers\":1,\"records\":1}\n";
         assert_eq!(stopped_counts(countless), None, "a missing count passed");
-    }
-
-    #[test]
-    fn progress_marks_are_found_in_both_delta_formats() {
-        use flowgraph_pipeline::{Edge, GraphRecord};
-        use flowgraph_sinks::kafka::{encode, DeltaFormat};
-        let edge = Edge { from_entity: "a".into(), to_entity: "b".into(), bytes_sent: 1, bytes_recv: 2 };
-        let outputs = vec![
-            Output::Update { time: 5, diff: 1, record: GraphRecord::Edge(edge) },
-            Output::Progress(6),
-            Output::Progress(9),
-        ];
-        for format in [DeltaFormat::Json, DeltaFormat::Bincode] {
-            assert_eq!(progress_marks(&encode(format, &outputs)).unwrap(), vec![6, 9], "{format:?}");
-        }
-        assert!(progress_marks(b"{\"progress\":x}\n").is_err(), "a malformed mark passed");
     }
 
     #[test]

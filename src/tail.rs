@@ -12,6 +12,7 @@ use crate::report::{edge_table, format_time};
 use crate::ui::bootstrap;
 use anyhow::Context;
 use flowgraph_pipeline::Output;
+use flowgraph_sinks::deltas::DeltaDecoder;
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::kafka::committed_reader;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,6 +37,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
     assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
     let mut graph = GraphState::default();
+    let mut decoder = DeltaDecoder::default();
     let terminal = std::io::stdout().is_terminal();
     let mut last_draw: Option<Instant> = None;
     let mut caught_up = end == 0;
@@ -51,7 +53,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
             caught_up = true;
         }
         let payload = message.payload().unwrap_or_default();
-        let outputs = match flowgraph_sinks::kafka::decode(payload) {
+        let outputs = match flowgraph_sinks::kafka::decode_with(&mut decoder, payload) {
             Ok(outputs) => outputs,
             Err(e) => {
                 tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
@@ -100,7 +102,7 @@ fn print_state(
     stop: &AtomicBool,
     top: usize,
 ) -> anyhow::Result<()> {
-    let Some(current) = bootstrap(kafka, consumer, stop)? else { return Ok(()) };
+    let Some(current) = bootstrap(kafka, consumer, &mut DeltaDecoder::default(), stop)? else { return Ok(()) };
     let (state_messages, undecodable) = (current.state_messages, current.undecodable);
     let graph = current.into_graph();
     println!(

@@ -13,15 +13,16 @@ use crossbeam_channel::{select, Receiver};
 use flowgraph_live::{ExplainRequest, JobRequest, LiveGraph, ParamsControl, ParamsRequest, Server, ServerConfig};
 use flowgraph_pipeline::{Admission, GraphRecord, Job, JobConfig, JobStats, Output, Rejection};
 use flowgraph_schema::{EventTime, Record};
+use flowgraph_sinks::deltas::DeltaDecoder;
 use flowgraph_sinks::graph::GraphState;
-use flowgraph_sinks::kafka::{decode, decode_state_value, last_checkpoint, last_progress, read_deltas, state_entry};
+use flowgraph_sinks::kafka::{decode_with, last_checkpoint, last_progress, read_deltas, write_state_key};
 use flowgraph_sources::clock::SourceClock;
 use flowgraph_sources::kafka::{committed_reader, read_to_end};
 use flowgraph_sources::recording::{Item, RecordingReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 use std::io::{BufRead, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -401,7 +402,8 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
 
     let consumer = committed_reader(&kafka.brokers, &kafka.options, "flowgraph-ui")?;
     let topic = &kafka.deltas_topic;
-    let Some(current) = bootstrap(&kafka, &consumer, &stop)? else { return Ok(()) };
+    let mut decoder = DeltaDecoder::default();
+    let Some(current) = bootstrap(&kafka, &consumer, &mut decoder, &stop)? else { return Ok(()) };
     live.replace(current.into_graph());
     live.set_not_ready(None);
     tracing::info!(time = ?live.time(), "bootstrapped; following {topic}");
@@ -409,7 +411,7 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
         let message = message.with_context(|| format!("consuming {topic}"))?;
-        match decode(message.payload().unwrap_or_default()) {
+        match decode_with(&mut decoder, message.payload().unwrap_or_default()) {
             Ok(outputs) => live.publish(&outputs),
             Err(e) => tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message"),
         }
@@ -420,7 +422,7 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
 /// The graph a pipeline's topics hold now, by state key, and its progress mark.
 pub struct Bootstrap {
     /// Rows and edges by state key.
-    pub by_key: BTreeMap<String, GraphRecord>,
+    pub by_key: FxHashMap<Vec<u8>, GraphRecord>,
     /// The last progress mark applied (the topic's last committed mark when none was).
     pub progress: Option<EventTime>,
     /// Messages read from the state topic, and values that did not decode.
@@ -457,6 +459,7 @@ impl Bootstrap {
 pub fn bootstrap(
     kafka: &flowgraph_config::KafkaConfig,
     consumer: &BaseConsumer,
+    decoder: &mut DeltaDecoder,
     stop: &AtomicBool,
 ) -> anyhow::Result<Option<Bootstrap>> {
     let topic = &kafka.deltas_topic;
@@ -472,17 +475,17 @@ pub fn bootstrap(
         last_checkpoint(&kafka.brokers, topic, &kafka.options, Some(before_state)).map_err(anyhow::Error::msg)?;
     let apply_from = checkpoint.map_or(before_state, |c| c.offset + 1);
     let mut progress = last_progress(&kafka.brokers, topic, &kafka.options).map_err(anyhow::Error::msg)?;
-    let mut by_key: BTreeMap<String, GraphRecord> = BTreeMap::new();
+    let mut by_key: FxHashMap<Vec<u8>, GraphRecord> = FxHashMap::default();
     let mut undecodable = 0u64;
     let state_messages = read_to_end(&kafka.brokers, &kafka.state_topic, &kafka.options, |key, value| {
-        let Some(key) = key.map(|k| String::from_utf8_lossy(k).into_owned()) else { return };
-        match value.map(decode_state_value) {
+        let Some(key) = key else { return };
+        match value.map(|value| decoder.state_value(value)) {
             Some(Ok(record)) => {
-                by_key.insert(key, record);
+                by_key.insert(key.to_vec(), record);
             }
             Some(Err(_)) => undecodable += 1,
             None => {
-                by_key.remove(&key);
+                by_key.remove(key);
             }
         }
     })?;
@@ -497,8 +500,9 @@ pub fn bootstrap(
         "read the state topic; applying the deltas after its checkpoint"
     );
 
+    let mut key = Vec::new();
     read_deltas(&kafka.brokers, topic, &kafka.options, apply_from, after_state, |message| {
-        let outputs = match decode(message.payload().unwrap_or_default()) {
+        let outputs = match decode_with(decoder, message.payload().unwrap_or_default()) {
             Ok(outputs) => outputs,
             Err(e) => {
                 tracing::warn!(offset = message.offset(), error = %e, "undecodable delta message");
@@ -508,11 +512,16 @@ pub fn bootstrap(
         for output in outputs {
             match output {
                 Output::Update { diff, record, .. } => {
-                    let (key, _) = state_entry(&record);
-                    if diff > 0 {
-                        by_key.insert(key, record);
-                    } else if by_key.get(&key) == Some(&record) {
-                        by_key.remove(&key);
+                    key.clear();
+                    write_state_key(&record, &mut key);
+                    if diff < 0 {
+                        if by_key.get(key.as_slice()) == Some(&record) {
+                            by_key.remove(key.as_slice());
+                        }
+                    } else if let Some(held) = by_key.get_mut(key.as_slice()) {
+                        *held = record;
+                    } else {
+                        by_key.insert(key.clone(), record);
                     }
                 }
                 Output::Progress(p) => progress = Some(p),

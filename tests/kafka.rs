@@ -551,6 +551,7 @@ fn kafka_path_equals_the_in_process_replay() {
     drop(view);
     let mut restarted = flowgraph_sinks::kafka::KafkaSink::new(checkpoint_config()).unwrap();
     assert_eq!(restarted.resume_after(), last_mark);
+    restarted.take_over().unwrap();
     // At least what the first held: since the last completed checkpoint's mark, it takes over
     // the keys of a checkpoint still being written too.
     let taken_over = restarted.stats().pending_state_keys;

@@ -7,9 +7,11 @@
 //! {"progress":P}      every update with time < P is above this line
 //! ```
 
-use flowgraph_pipeline::{Edge, GraphRecord, Output, Row};
+use flowgraph_pipeline::{Edge, GraphRecord, Output, Row, Text};
 use flowgraph_schema::{EventTime, Upid};
+use rustc_hash::FxHashSet;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
@@ -99,61 +101,150 @@ fn line(output: &Output) -> Line<'_> {
 }
 
 #[derive(serde::Deserialize)]
-struct LineIn {
+struct LineIn<'a> {
     time: Option<EventTime>,
     diff: Option<i64>,
-    row: Option<RowIn>,
-    edge: Option<EdgeIn>,
+    #[serde(borrow)]
+    row: Option<RowIn<'a>>,
+    #[serde(borrow)]
+    edge: Option<EdgeIn<'a>>,
     progress: Option<EventTime>,
 }
 
+// Texts are borrowed from the line unless they hold escapes: the decoder interns them, so a
+// text shared by many records is allocated once.
 #[derive(serde::Deserialize)]
-struct RowIn {
-    from_entity: String,
+struct RowIn<'a> {
+    #[serde(borrow)]
+    from_entity: Cow<'a, str>,
     upid: Upid,
-    cmdline: String,
+    #[serde(borrow)]
+    cmdline: Cow<'a, str>,
     remote_addr: IpAddr,
-    to_entity: String,
+    #[serde(borrow)]
+    to_entity: Cow<'a, str>,
     bytes_sent: u64,
     bytes_recv: u64,
 }
 
 #[derive(serde::Deserialize)]
-struct EdgeIn {
-    from_entity: String,
-    to_entity: String,
+struct EdgeIn<'a> {
+    #[serde(borrow)]
+    from_entity: Cow<'a, str>,
+    #[serde(borrow)]
+    to_entity: Cow<'a, str>,
     bytes_sent: u64,
     bytes_recv: u64,
 }
 
-/// Parses a delta line back into an output (what a downstream consumer does).
+/// A state topic value: a row's or an edge's object (a row is the one with a upid).
+#[derive(serde::Deserialize)]
+struct RecordIn<'a> {
+    #[serde(borrow)]
+    from_entity: Cow<'a, str>,
+    upid: Option<Upid>,
+    #[serde(borrow)]
+    cmdline: Option<Cow<'a, str>>,
+    remote_addr: Option<IpAddr>,
+    #[serde(borrow)]
+    to_entity: Cow<'a, str>,
+    bytes_sent: u64,
+    bytes_recv: u64,
+}
+
+/// Parses a delta line back into an output (what a downstream consumer does). To parse
+/// many, keep a [`DeltaDecoder`]: it shares texts between the records.
 pub fn from_line(line: &str) -> Result<Output, String> {
-    let parsed: LineIn = serde_json::from_str(line).map_err(|e| format!("bad delta line: {e}"))?;
-    if let Some(progress) = parsed.progress {
-        return Ok(Output::Progress(progress));
+    DeltaDecoder::default().line(line.as_bytes())
+}
+
+/// Parses delta lines and state values into records, each distinct text allocated once.
+///
+/// A restarted sink's take-over, a view's bootstrap and a consumer following the delta topic
+/// decode millions of updates whose texts (entities, command lines) repeat: sonic-rs parses
+/// them borrowed from the line, and the decoder hands out one shared copy of each. Texts no
+/// record holds any more are dropped as the set grows, so a decoder kept for a long-running
+/// consumer holds about what its records hold.
+#[derive(Default)]
+pub struct DeltaDecoder {
+    texts: FxHashSet<Text>,
+    /// The set's size at which texts no record holds are dropped.
+    sweep_at: usize,
+}
+
+impl std::fmt::Debug for DeltaDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaDecoder").field("texts", &self.texts.len()).finish()
     }
-    let (Some(time), Some(diff)) = (parsed.time, parsed.diff) else {
-        return Err("bad delta line: neither progress nor time and diff".into());
-    };
-    let record = match (parsed.row, parsed.edge) {
-        (Some(r), None) => GraphRecord::Row(Row {
-            from_entity: r.from_entity.into(),
-            upid: r.upid,
-            cmdline: r.cmdline.into(),
-            remote_addr: r.remote_addr,
-            to_entity: r.to_entity.into(),
-            bytes_sent: r.bytes_sent,
-            bytes_recv: r.bytes_recv,
-        }),
-        (None, Some(e)) => GraphRecord::Edge(Edge {
-            from_entity: e.from_entity.into(),
-            to_entity: e.to_entity.into(),
-            bytes_sent: e.bytes_sent,
-            bytes_recv: e.bytes_recv,
-        }),
-        _ => return Err("bad delta line: needs exactly one of row and edge".into()),
-    };
-    Ok(Output::Update { time, diff, record })
+}
+
+impl DeltaDecoder {
+    /// Parses one delta line (without its newline).
+    pub fn line(&mut self, line: &[u8]) -> Result<Output, String> {
+        let parsed: LineIn = sonic_rs::from_slice(line).map_err(|e| format!("bad delta line: {e}"))?;
+        if let Some(progress) = parsed.progress {
+            return Ok(Output::Progress(progress));
+        }
+        let (Some(time), Some(diff)) = (parsed.time, parsed.diff) else {
+            return Err("bad delta line: neither progress nor time and diff".into());
+        };
+        let record = match (parsed.row, parsed.edge) {
+            (Some(r), None) => GraphRecord::Row(Row {
+                from_entity: self.intern(&r.from_entity),
+                upid: r.upid,
+                cmdline: self.intern(&r.cmdline),
+                remote_addr: r.remote_addr,
+                to_entity: self.intern(&r.to_entity),
+                bytes_sent: r.bytes_sent,
+                bytes_recv: r.bytes_recv,
+            }),
+            (None, Some(e)) => GraphRecord::Edge(Edge {
+                from_entity: self.intern(&e.from_entity),
+                to_entity: self.intern(&e.to_entity),
+                bytes_sent: e.bytes_sent,
+                bytes_recv: e.bytes_recv,
+            }),
+            _ => return Err("bad delta line: needs exactly one of row and edge".into()),
+        };
+        Ok(Output::Update { time, diff, record })
+    }
+
+    /// Parses a state topic value: the record object of the key's last delta line.
+    pub fn state_value(&mut self, value: &[u8]) -> Result<GraphRecord, String> {
+        let parsed: RecordIn = sonic_rs::from_slice(value).map_err(|e| format!("bad state value: {e}"))?;
+        match (parsed.upid, parsed.cmdline, parsed.remote_addr) {
+            (Some(upid), Some(cmdline), Some(remote_addr)) => Ok(GraphRecord::Row(Row {
+                from_entity: self.intern(&parsed.from_entity),
+                upid,
+                cmdline: self.intern(&cmdline),
+                remote_addr,
+                to_entity: self.intern(&parsed.to_entity),
+                bytes_sent: parsed.bytes_sent,
+                bytes_recv: parsed.bytes_recv,
+            })),
+            (None, None, None) => Ok(GraphRecord::Edge(Edge {
+                from_entity: self.intern(&parsed.from_entity),
+                to_entity: self.intern(&parsed.to_entity),
+                bytes_sent: parsed.bytes_sent,
+                bytes_recv: parsed.bytes_recv,
+            })),
+            _ => Err("bad state value: a row needs upid, cmdline and remote_addr, an edge none of them".into()),
+        }
+    }
+
+    fn intern(&mut self, text: &str) -> Text {
+        if let Some(shared) = self.texts.get(text) {
+            return shared.clone();
+        }
+        if self.texts.len() >= self.sweep_at {
+            // Held by the set alone: no record decoded so far still has it.
+            self.texts.retain(|t| Text::strong_count(t).is_none_or(|holders| holders > 1));
+            self.sweep_at = (2 * self.texts.len()).max(4096);
+        }
+        let shared = Text::from(text);
+        self.texts.insert(shared.clone());
+        shared
+    }
 }
 
 /// Writes outputs as delta lines.
@@ -237,6 +328,60 @@ pub(crate) mod tests {
             prop_assert_eq!(&line, &serde_json::to_string(&super::line(&update)).unwrap());
             prop_assert_eq!(from_line(&line).unwrap(), update);
         }
+
+        // A state value is the record object of the key's delta line (`kafka::state_value`).
+        #[test]
+        fn state_values_decode_to_their_record(record in any_record()) {
+            let value = match &record {
+                GraphRecord::Row(row) => serde_json::to_string(&RowJson::from(row)).unwrap(),
+                GraphRecord::Edge(edge) => serde_json::to_string(&EdgeJson::from(edge)).unwrap(),
+            };
+            prop_assert_eq!(DeltaDecoder::default().state_value(value.as_bytes()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn a_decoder_shares_each_text_and_forgets_the_ones_no_record_holds() {
+        let line = |from: &str, to: &str| {
+            let edge = Edge { from_entity: from.into(), to_entity: to.into(), bytes_sent: 1, bytes_recv: 2 };
+            to_line(&Output::Update { time: 1, diff: 1, record: GraphRecord::Edge(edge) })
+        };
+        let edge = |output: Output| match output {
+            Output::Update { record: GraphRecord::Edge(edge), .. } => edge,
+            other => panic!("not an edge: {other:?}"),
+        };
+        let mut decoder = DeltaDecoder::default();
+        let first = edge(decoder.line(line("shop/cart", "db").as_bytes()).unwrap());
+        let second = edge(decoder.line(line("shop/cart", "shop/cart").as_bytes()).unwrap());
+        assert!(Text::ptr_eq(&first.from_entity, &second.from_entity));
+        assert!(Text::ptr_eq(&second.from_entity, &second.to_entity));
+        // An escaped text is unescaped, then shared like any other.
+        let escaped = edge(decoder.line(line("say \"hi\"\n", "db").as_bytes()).unwrap());
+        assert_eq!(&*escaped.from_entity, "say \"hi\"\n");
+        assert!(Text::ptr_eq(&escaped.to_entity, &first.to_entity));
+
+        // Past the set's first sweep, the texts only the decoder held are gone; held ones stay.
+        drop((second, escaped));
+        for n in 0..5000 {
+            decoder.line(line(&format!("pod-{n}"), "db").as_bytes()).unwrap();
+        }
+        assert!(decoder.texts.contains("shop/cart") && decoder.texts.contains("db"));
+        assert!(!decoder.texts.contains("say \"hi\"\n"));
+        assert!(decoder.texts.len() < 5000, "{} texts kept", decoder.texts.len());
+    }
+
+    #[test]
+    fn bad_lines_and_values_say_what_is_wrong() {
+        let mut decoder = DeltaDecoder::default();
+        let error = |result: Result<Output, String>| result.unwrap_err();
+        assert!(error(decoder.line(b"{\"time\":1,\"diff\":1")).starts_with("bad delta line: "));
+        assert!(error(decoder.line(b"{\"time\":1}")).contains("neither progress nor time and diff"));
+        assert!(error(decoder.line(b"{\"time\":1,\"diff\":1}")).contains("exactly one of row and edge"));
+        assert!(error(decoder.line(b"{\"progress\":\"x\"}")).starts_with("bad delta line: "));
+        assert!(error(decoder.line(&[b'{', 0xff, b'}'])).starts_with("bad delta line: "));
+        let half_row = br#"{"from_entity":"a","upid":"1:2:3","to_entity":"b","bytes_sent":1,"bytes_recv":2}"#;
+        assert!(decoder.state_value(half_row).unwrap_err().contains("a row needs upid, cmdline and remote_addr"));
+        assert!(decoder.state_value(b"[]").unwrap_err().starts_with("bad state value: "));
     }
 
     #[test]

@@ -580,6 +580,11 @@ pub fn committed_reader(
 ) -> Result<BaseConsumer, KafkaSourceError> {
     let mut client = client_config(brokers, &BTreeMap::new());
     client.set("group.id", group_id).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    // Readers of a whole topic drain librdkafka's queue (64 MB by default) faster than it
+    // refills: after a full queue it pauses fetching for this long (1 s by default), which
+    // was half of a view's bootstrap on the large fleet (docs/KAFKA.md, "Restart and
+    // bootstrap").
+    client.set("fetch.queue.backoff.ms", "10");
     for (key, value) in options {
         client.set(key, value);
     }
