@@ -747,8 +747,10 @@ pub fn encode_transaction<E>(
     let Some(draining) = state.draining.as_mut() else { return Ok(counts) };
     let now = batches.last().map_or(draining.progress, |&(_, progress)| progress);
     let take = draining.due(now, state.every).min(state.writes_per_send);
+    // From the end: draining the front would move every key still set aside, at each send.
+    let rest = draining.records.len() - take;
     counts.state_writes +=
-        write_held(draining.records.drain(..take), |key, value| send(TransactionMessage::State { key, value }))?;
+        write_held(draining.records.drain(rest..), |key, value| send(TransactionMessage::State { key, value }))?;
     if draining.records.is_empty() {
         send(TransactionMessage::Checkpoint(draining.progress))?;
         state.draining = None;
