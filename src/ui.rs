@@ -421,8 +421,8 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
 
 /// The graph a pipeline's topics hold now, by state key, and its progress mark.
 pub struct Bootstrap {
-    /// Rows and edges by state key.
-    pub by_key: FxHashMap<Vec<u8>, GraphRecord>,
+    /// Rows and edges by state key (read through [`Bootstrap::into_graph`]).
+    by_key: FxHashMap<Vec<u8>, GraphRecord>,
     /// The last progress mark applied (the topic's last committed mark when none was).
     pub progress: Option<EventTime>,
     /// Messages read from the state topic, and values that did not decode.
