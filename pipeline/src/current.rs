@@ -20,6 +20,7 @@ use crate::cluster::route;
 use crate::dataflow::{ConnData, Member};
 use crate::graph::{Edge, GraphRecord, Row, Text};
 use crate::order::{append_or_swap, sort_by_key_then};
+use crate::state_alloc::StateAlloc;
 use differential_dataflow::{AsCollection, VecCollection};
 use flowgraph_schema::{EventTime, Upid};
 use hashbrown::hash_map::EntryRef;
@@ -198,8 +199,8 @@ impl<K: Hash + Eq + Copy, L: PartialEq> Sides<K, L> {
 struct RowState {
     /// Per peer (process id, address id), its connection keys in force with their bytes: one
     /// entry per peer holds both the max's inputs and what the join needs (a single look-up
-    /// per changed peer).
-    bytes: FxHashMap<(u32, u32), PeerKeys>,
+    /// per changed peer). In the state tables' allocator (state_alloc.rs), as the edges' sums.
+    bytes: hashbrown::HashMap<(u32, u32), PeerKeys, FxBuildHasher, StateAlloc>,
     /// Processes with their labels and their peers' address ids: who a label change touches.
     processes: Sides<Upid, (Text, Text)>,
     /// Addresses with their names and their peers' process ids.
@@ -566,7 +567,7 @@ pub(crate) fn rows_and_edges(rows: Coll<'_, GraphRecord>) -> Coll<'_, GraphRecor
         .unary_frontier(Pipeline, "Edges", |_, _| {
             // Per time not yet complete, its change per edge.
             let mut pending = Pending::<EdgeChanges>::new();
-            let mut sums: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher> = Default::default();
+            let mut sums: hashbrown::HashMap<(Text, Text), EdgeSums, FxBuildHasher, StateAlloc> = Default::default();
             // An emptied map of a time's changes, kept for the next time (a new map per time
             // left the bench's resident memory ~4% higher, docs/BENCHMARKS.md item 23), and
             // shrunk back after a time that changed more edges than `CHANGED_EDGES_KEPT` (a

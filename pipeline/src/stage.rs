@@ -16,12 +16,17 @@
 //! sample of each key even after it left the window: those are kept for `max_window`.
 
 use crate::graph::Text;
+use crate::state_alloc::StateAlloc;
 use flowgraph_schema::{EventTime, Process};
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
+
+/// A vector of the stage's state, in the state tables' allocator (a large one is mapped on its
+/// own, out of glibc's heap: state_alloc.rs).
+type StateVec<T> = allocator_api2::vec::Vec<T, StateAlloc>;
 
 /// A process description with its text interned. Fields are in `Process`'s order, so the
 /// derived `Ord` breaks ties between records at one time exactly as `Process`'s does.
@@ -157,7 +162,7 @@ pub(crate) struct Stage<K, V> {
     max_window: EventTime,
     /// Everything before this time has been emitted.
     frontier: EventTime,
-    slots: Vec<Option<KeySlot<K, V>>>,
+    slots: StateVec<Option<KeySlot<K, V>>>,
     free: Vec<u32>,
     /// Every key's pending samples, in one arena: no heap allocation per key. They are the
     /// samples past the frontier: a lateness's worth while the frontier trails by lateness,
@@ -165,7 +170,7 @@ pub(crate) struct Stage<K, V> {
     sample_arena: SampleArena<V>,
     /// Slot ids by their key's hash: the key itself lives only in its slot (compared there),
     /// so a key is stored once, not twice.
-    index: HashTable<u32>,
+    index: HashTable<u32, StateAlloc>,
     hasher: FxBuildHasher,
     /// (time, slot) of every pending sample: short-lived, a sample settles once the frontier
     /// passes it.
@@ -209,10 +214,10 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
             window,
             max_window,
             frontier: 0,
-            slots: Vec::new(),
+            slots: StateVec::new_in(StateAlloc),
             free: Vec::new(),
             sample_arena: SampleArena::default(),
-            index: HashTable::new(),
+            index: HashTable::new_in(StateAlloc),
             hasher: FxBuildHasher,
             samples: TimeQueue::default(),
             expiries: TimeQueue::default(),
@@ -419,7 +424,7 @@ struct SampleEntry<V> {
 /// clone went out: a copy for bytes, reference counts for a process's texts, which the
 /// interner keeps anyway).
 struct SampleArena<V> {
-    entries: Vec<SampleEntry<V>>,
+    entries: StateVec<SampleEntry<V>>,
     free: u32,
     /// Entries in some key's list (the rest are on the free list).
     live: usize,
@@ -427,7 +432,7 @@ struct SampleArena<V> {
 
 impl<V> Default for SampleArena<V> {
     fn default() -> Self {
-        SampleArena { entries: Vec::new(), free: SampleList::NONE, live: 0 }
+        SampleArena { entries: StateVec::new_in(StateAlloc), free: SampleList::NONE, live: 0 }
     }
 }
 
@@ -514,7 +519,7 @@ impl<V: StageValue> SampleArena<V> {
     /// and frees the old one. `lists` must include every non-empty list of the arena (empty
     /// ones are skipped); O(lists + live samples).
     fn compact<'a>(&mut self, lists: impl Iterator<Item = &'a mut SampleList>) {
-        let mut entries = Vec::with_capacity(self.live * 2);
+        let mut entries = StateVec::with_capacity_in(self.live * 2, StateAlloc);
         for list in lists.filter(|list| !list.is_empty()) {
             let mut at = list.head;
             list.head = entries.len() as u32;
