@@ -24,16 +24,15 @@ pub fn mapped_state_bytes() -> usize {
 }
 
 /// The smallest allocation mapped on its own: 1 MiB, well above a page, so a mapping's
-/// rounding to pages costs at most 0.4%; below glibc's own (dynamic) threshold, which follows
-/// the largest block freed, up to 32 MiB.
+/// rounding to pages costs at most 0.4%. (glibc maps large blocks too, but its threshold rises
+/// to the size of each mapped block freed, up to 32 MiB, after which a doubling table stays in
+/// its heap.)
 pub(crate) const MAPPED_FROM: usize = 1 << 20;
 
 /// Mappings are page-aligned; a stricter alignment goes to the global allocator.
 const PAGE: usize = 4096;
 
-/// The allocator of the job's long-lived tables (see the module's documentation). Its
-/// `grow` is the trait's default (allocate, copy, free): the tables double, so each copy is
-/// paid once per doubling.
+/// The allocator of the job's long-lived tables (see the module's documentation).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StateAlloc;
 
@@ -78,6 +77,32 @@ unsafe impl Allocator for StateAlloc {
         }
         // A fresh anonymous mapping reads as zeros.
         self.allocate(layout)
+    }
+
+    unsafe fn grow(&self, block: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if Self::mapped(old) && Self::mapped(new) {
+            // The kernel moves the pages: no copy, and no page of the old block faulted in again
+            // (a vector of a million keys' slots, 88 MB, doubles without touching them).
+            // SAFETY: `block` is a mapping of `old.size()` bytes made here (the trait's contract:
+            // `old` fits it); on success the old address is not used again.
+            let address = unsafe { libc::mremap(block.as_ptr().cast(), old.size(), new.size(), libc::MREMAP_MAYMOVE) };
+            if address == libc::MAP_FAILED {
+                return Err(AllocError);
+            }
+            let start = NonNull::new(address.cast::<u8>()).ok_or(AllocError)?;
+            MAPPED_BYTES.fetch_add(new.size() - old.size(), Ordering::Relaxed);
+            return Ok(NonNull::slice_from_raw_parts(start, new.size()));
+        }
+        // Into (or within) the global allocator's blocks: allocate, copy, free.
+        let grown = self.allocate(new)?;
+        // SAFETY: both blocks are valid for `old.size()` bytes (`new` is at least as large) and
+        // distinct (the old one is not freed yet); the old one is freed with the layout it was
+        // allocated with.
+        unsafe {
+            std::ptr::copy_nonoverlapping(block.as_ptr(), grown.as_ptr().cast::<u8>(), old.size());
+            self.deallocate(block, old);
+        }
+        Ok(grown)
     }
 
     unsafe fn deallocate(&self, block: NonNull<u8>, layout: Layout) {
