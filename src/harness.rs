@@ -32,6 +32,7 @@ use flowgraph_schema::{ConnStats, EventTime, Record};
 use flowgraph_sinks::graph::GraphState;
 use flowgraph_sources::clock::SourceClock;
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -104,7 +105,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut outputs = Vec::new();
     let mut updates = 0u64;
     let mut clock = SourceClock::default();
-    for (record, owned) in records.iter().zip(&mut owned_samples) {
+    let bar = phase_bar(records.len());
+    for (index, (record, owned)) in records.iter().zip(&mut owned_samples).enumerate() {
+        show_progress(&bar, index);
         let record = owned.take().map_or_else(|| record.clone(), Record::ConnStats);
         // Rejections are counted by the job; the harness measures, it does not judge input.
         let _ = push_followed(&mut job, &mut clock, record);
@@ -116,6 +119,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // progress put it, or the last `lateness` of them), as in a running service. (After
     // `finish` the job has also computed that last stretch at once, a replay's end, not a
     // service's steady state; printed too.)
+    bar.finish_and_clear();
     let job_added = resident_bytes().saturating_sub(resident_before);
     let heap_added = heap_before.zip(heap_usage()).map(|(before, now)| now.since(&before));
     // The large state tables are mapped on their own, outside glibc's heap (pipeline's
@@ -149,13 +153,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = (Instant::now(), cpu_time::ThreadTime::now());
     let mut bound = HashMapQuery::new(params.clone());
     let mut next = first + refresh_ns;
-    for record in &records {
+    let bar = phase_bar(records.len());
+    for (index, record) in records.iter().enumerate() {
+        show_progress(&bar, index);
         while record.time() >= next {
             bound.advance_to(next);
             next += refresh_ns;
         }
         bound.push(record);
     }
+    bar.finish_and_clear();
     let final_graph = bound.graph_at(last);
     let live_keys = bound.live_keys();
     let bound_wall = started.0.elapsed().as_secs_f64();
@@ -175,7 +182,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut recompute = RecomputeQuery::new(params);
     let mut refreshes = 0u64;
     let mut next = first + refresh_ns;
-    for record in &records {
+    let bar = phase_bar(records.len());
+    for (index, record) in records.iter().enumerate() {
+        show_progress(&bar, index);
         while record.time() >= next {
             // The whole window's rows and edges, counted but not materialized as strings:
             // what a refresh of Pixie's query computes before it renders anything.
@@ -185,6 +194,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         recompute.push(record);
     }
+    bar.finish_and_clear();
     black_box(recompute.recompute(last));
     refreshes += 1;
     let recompute_cpu = started.elapsed().as_secs_f64();
@@ -594,16 +604,40 @@ fn owned_connection_samples(records: &[Record]) -> Vec<Option<ConnStats>> {
         .collect()
 }
 
+/// Records between two updates of a phase's progress bar: in the timed loops a branch per
+/// record, and a bar update every ~0.1 s at the job's speed.
+const PROGRESS_EVERY: usize = 1 << 16;
+
+/// A phase's progress over the recording, on stderr (hidden when stderr is not a terminal):
+/// on the large stream the phases run for minutes (recomputing the window, ~13) and said only
+/// when they began. It draws only when [`show_progress`] moves it (at most ~20 times a
+/// second, indicatif's limit), so no thread of its own runs beside the measured one.
+fn phase_bar(records: usize) -> ProgressBar {
+    ProgressBar::new(records as u64).with_style(
+        ProgressStyle::with_template("  {bar:40} {human_pos}/{human_len} records ({eta} left)")
+            .expect("valid template"),
+    )
+}
+
+fn show_progress(bar: &ProgressBar, index: usize) {
+    if index.is_multiple_of(PROGRESS_EVERY) {
+        bar.set_position(index as u64);
+    }
+}
+
 /// The job's graph at the end of `records`, in the baselines' form.
 fn final_graph_of_job(records: &[Record], config: JobConfig) -> anyhow::Result<Graph> {
     let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
     let (mut outputs, mut state) = (Vec::new(), GraphState::default());
     let mut clock = SourceClock::default();
-    for record in records {
+    let bar = phase_bar(records.len());
+    for (index, record) in records.iter().enumerate() {
+        show_progress(&bar, index);
         let _ = push_followed(&mut job, &mut clock, record.clone());
         job.drain_into(&mut outputs);
         outputs.drain(..).for_each(|o| state.apply(&o));
     }
+    bar.finish_and_clear();
     job.finish();
     job.drain_into(&mut outputs);
     outputs.drain(..).for_each(|o| state.apply(&o));
