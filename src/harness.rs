@@ -115,11 +115,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
         outputs.clear();
     }
+    bar.finish_and_clear();
     // Steady state: every record in, those past the frontier staged (where the agents'
     // progress put it, or the last `lateness` of them), as in a running service. (After
     // `finish` the job has also computed that last stretch at once, a replay's end, not a
     // service's steady state; printed too.)
-    bar.finish_and_clear();
     let job_added = resident_bytes().saturating_sub(resident_before);
     let heap_added = heap_before.zip(heap_usage()).map(|(before, now)| now.since(&before));
     // The large state tables are mapped on their own, outside glibc's heap (pipeline's

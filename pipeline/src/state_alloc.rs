@@ -3,11 +3,12 @@
 //!
 //! The state's tables (the stage's slots, sample arena and index, the rows operator's
 //! per-peer map, the edges' sums) grow by doubling. In glibc's heap an outgrown table left a
-//! hole as large as itself among the buffers of each progress interval's updates, which are
-//! allocated and freed all the time; mapped, it goes back to the kernel, and the heap is left
-//! to the small allocations and those buffers: 571-573 -> 534-539 bytes per live key on the
-//! medium stream at the same speed (docs/BENCHMARKS.md, item 38). Smaller allocations (every
-//! table while the fleet is small) go to the global allocator.
+//! hole as large as itself among the buffers of each advance's updates, which are allocated
+//! and freed all the time; mapped, it goes back to the kernel, and the heap is left to the
+//! small allocations and those buffers: 571-573 -> 527-539 bytes per live key on the medium
+//! stream at the same speed, -12% on the large one for -1.5% records/s (docs/BENCHMARKS.md,
+//! item 38). Smaller allocations (every table while the fleet is small) go to the global
+//! allocator.
 
 use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
 use std::ptr::NonNull;
