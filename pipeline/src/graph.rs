@@ -1,6 +1,7 @@
 //! What the job outputs: table rows and graph edges, as timestamped updates, and progress.
 
 use flowgraph_schema::{EventTime, Upid};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::net::IpAddr;
@@ -10,6 +11,52 @@ use std::net::IpAddr;
 /// with the bytes), where `Arc<str>` is 16: every key, row and label holding text is smaller
 /// (docs/BENCHMARKS.md, item 17).
 pub type Text = arcstr::ArcStr;
+
+/// One shared copy of each distinct text: records carrying the same string hold one
+/// allocation. The job interns its input's texts; a decoder of delta lines interns what it
+/// parses (flowgraph-sinks' `DeltaDecoder`).
+#[derive(Default)]
+pub struct TextInterner {
+    texts: FxHashSet<Text>,
+}
+
+impl std::fmt::Debug for TextInterner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextInterner").field("texts", &self.texts.len()).finish()
+    }
+}
+
+impl TextInterner {
+    /// The shared copy of `text`, made on its first sight.
+    pub fn intern(&mut self, text: &str) -> Text {
+        if let Some(existing) = self.texts.get(text) {
+            return existing.clone();
+        }
+        let text = Text::from(text);
+        self.texts.insert(text.clone());
+        text
+    }
+
+    /// Distinct texts held.
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Whether no text is held.
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// Whether `text` is held.
+    pub fn contains(&self, text: &str) -> bool {
+        self.texts.contains(text)
+    }
+
+    /// Drops the texts only this interner holds: no record has them any more.
+    pub fn forget_unheld(&mut self) {
+        self.texts.retain(|text| Text::strong_count(text).is_none_or(|holders| holders > 1));
+    }
+}
 
 /// Orders text by content, first checking whether both are the same allocation: the job
 /// interns its text, so equal strings are usually one allocation, and sorting the output (rows

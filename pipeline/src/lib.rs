@@ -19,7 +19,7 @@ mod state_alloc;
 
 pub use cluster::ClusterJob;
 pub use explain::{NameCandidate, NameExplanation, NamedBy};
-pub use graph::{Edge, GraphRecord, Output, Row, Text};
+pub use graph::{Edge, GraphRecord, Output, Row, Text, TextInterner};
 pub use job::{Admission, Job, JobConfig, JobStats, Rejection};
 pub use params::{GroupBy, IpFilter, Params, DEFAULT_WINDOW_NS};
 pub use state_alloc::mapped_state_bytes;

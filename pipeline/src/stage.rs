@@ -15,11 +15,11 @@
 //! A window change re-derives every key's state at the change time, so it needs the latest
 //! sample of each key even after it left the window: those are kept for `max_window`.
 
-use crate::graph::Text;
+use crate::graph::{Text, TextInterner};
 use crate::state_alloc::StateAlloc;
 use flowgraph_schema::{EventTime, Process};
 use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash};
@@ -66,20 +66,16 @@ impl ProcessInfo {
     }
 }
 
-/// Deduplicates text, so each distinct string is stored once however many records carry it.
+/// Deduplicates the input's text, so each distinct string is stored once however many records
+/// carry it.
 #[derive(Default)]
 pub(crate) struct Interner {
-    texts: FxHashSet<Text>,
+    texts: TextInterner,
 }
 
 impl Interner {
     pub(crate) fn intern(&mut self, text: &str) -> Text {
-        if let Some(existing) = self.texts.get(text) {
-            return existing.clone();
-        }
-        let text: Text = Text::from(text);
-        self.texts.insert(text.clone());
-        text
+        self.texts.intern(text)
     }
 
     pub(crate) fn process(&mut self, p: &Process) -> ProcessInfo {

@@ -7,9 +7,8 @@
 //! {"progress":P}      every update with time < P is above this line
 //! ```
 
-use flowgraph_pipeline::{Edge, GraphRecord, Output, Row, Text};
+use flowgraph_pipeline::{Edge, GraphRecord, Output, Row, Text, TextInterner};
 use flowgraph_schema::{EventTime, Upid};
-use rustc_hash::FxHashSet;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -165,17 +164,11 @@ pub fn from_line(line: &str) -> Result<Output, String> {
 /// them borrowed from the line, and the decoder hands out one shared copy of each. Texts no
 /// record holds any more are dropped as the set grows, so a decoder kept for a long-running
 /// consumer holds about what its records hold.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct DeltaDecoder {
-    texts: FxHashSet<Text>,
+    texts: TextInterner,
     /// The set's size at which texts no record holds are dropped.
     sweep_at: usize,
-}
-
-impl std::fmt::Debug for DeltaDecoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeltaDecoder").field("texts", &self.texts.len()).finish()
-    }
 }
 
 impl DeltaDecoder {
@@ -233,17 +226,12 @@ impl DeltaDecoder {
     }
 
     fn intern(&mut self, text: &str) -> Text {
-        if let Some(shared) = self.texts.get(text) {
-            return shared.clone();
-        }
-        if self.texts.len() >= self.sweep_at {
-            // Held by the set alone: no record decoded so far still has it.
-            self.texts.retain(|t| Text::strong_count(t).is_none_or(|holders| holders > 1));
+        if self.texts.len() >= self.sweep_at && !self.texts.contains(text) {
+            // Before the set grows: drop the texts no record decoded so far still holds.
+            self.texts.forget_unheld();
             self.sweep_at = (2 * self.texts.len()).max(4096);
         }
-        let shared = Text::from(text);
-        self.texts.insert(shared.clone());
-        shared
+        self.texts.intern(text)
     }
 }
 
