@@ -386,6 +386,8 @@ impl QueryConfig {
             progress_interval_ns: duration("progress_interval", &self.progress_interval)?,
             max_window_ns: duration("max_window", &self.max_window)?,
             max_updates_per_piece: self.max_updates_per_piece,
+            // Internal tuning, not a setting: it changes memory, never the output.
+            max_slice_events: JobConfig::default().max_slice_events,
         };
         if config.progress_interval_ns == 0 {
             return Err(error("progress_interval", "must be longer than zero".into()));

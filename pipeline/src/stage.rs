@@ -197,6 +197,11 @@ impl TimeQueue {
         self.buckets.keys().next().copied()
     }
 
+    /// Each time with entries, in order, and how many it has.
+    fn counts(&self) -> impl Iterator<Item = (EventTime, usize)> + '_ {
+        self.buckets.iter().map(|(time, slots)| (*time, slots.len()))
+    }
+
     /// Removes every bucket before `to` and returns them in time order.
     fn take_before(&mut self, to: EventTime) -> BTreeMap<EventTime, Vec<u32>> {
         let later = self.buckets.split_off(&to);
@@ -230,6 +235,28 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     /// The earliest time something may happen to a key (a sample, an expiry), if any.
     pub(crate) fn next_event(&self) -> Option<EventTime> {
         self.samples.first_time().into_iter().chain(self.expiries.first_time()).min()
+    }
+
+    /// The end of the shortest stretch of time, from the first event on, that holds at least
+    /// `events` events (samples and expiries, each a look at a key), or `None` if the events
+    /// before `before` are fewer. The stretch ends just after a time, so it may hold more: a
+    /// time's events go together.
+    pub(crate) fn end_of_first(&self, events: usize, before: EventTime) -> Option<EventTime> {
+        let mut samples = self.samples.counts().peekable();
+        let mut expiries = self.expiries.counts().peekable();
+        let mut seen = 0;
+        loop {
+            let next = match (samples.peek(), expiries.peek()) {
+                (Some((sample_time, _)), Some((expiry_time, _))) if expiry_time < sample_time => expiries.next(),
+                (Some(_), _) => samples.next(),
+                (None, _) => expiries.next(),
+            };
+            let (time, count) = next.filter(|(time, _)| *time < before)?;
+            seen += count;
+            if seen >= events {
+                return Some(time + 1);
+            }
+        }
     }
 
     /// Keys currently tracked (live or kept for a window change).
@@ -589,6 +616,29 @@ mod tests {
         let mut out = Vec::new();
         stage.advance(to, &mut out);
         out.into_iter().map(|(k, v, t, d)| (k, v.0, t, d)).collect()
+    }
+
+    #[test]
+    fn end_of_first_counts_samples_and_expiries_in_time_order() {
+        let mut stage = Stage::new(Some(10), 100);
+        assert_eq!(stage.end_of_first(1, 100), None);
+        stage.insert(1, 5, Counter(1)).unwrap();
+        stage.insert(2, 5, Counter(1)).unwrap();
+        stage.insert(3, 7, Counter(1)).unwrap();
+        // Pending: two samples at 5, one at 7. A time's events go together.
+        assert_eq!(stage.end_of_first(1, 100), Some(6));
+        assert_eq!(stage.end_of_first(2, 100), Some(6));
+        assert_eq!(stage.end_of_first(3, 100), Some(8));
+        assert_eq!(stage.end_of_first(4, 100), None);
+        // Keys 1 and 2 settle and expire at 15; key 3's sample at 7 is still pending.
+        run(&mut stage, 6);
+        assert_eq!(stage.end_of_first(1, 100), Some(8));
+        assert_eq!(stage.end_of_first(2, 100), Some(16));
+        assert_eq!(stage.end_of_first(3, 100), Some(16));
+        assert_eq!(stage.end_of_first(4, 100), None);
+        // Only the events before `before` count.
+        assert_eq!(stage.end_of_first(2, 15), None);
+        assert_eq!(stage.end_of_first(2, 16), Some(16));
     }
 
     #[test]

@@ -202,6 +202,46 @@ fn two_and_three_workers_publish_what_one_job_does() {
     }
 }
 
+/// A worker's pass through the dataflow also ends once it holds `max_slice_events` events of
+/// the worker's own keys, so workers cut their passes at different times. The output is one
+/// job's all the same.
+#[test]
+fn workers_that_cut_their_passes_at_different_times_publish_what_one_job_does() {
+    let records = stream(21);
+    let reference = one_job(&records);
+    let end = records.iter().map(Record::time).max().unwrap() + 1;
+    let run = |config: &JobConfig, workers: usize| {
+        let config = config.clone();
+        let records = std::sync::Arc::new(records.clone());
+        within(std::time::Duration::from_secs(120), move || {
+            let guards = timely::execute(timely::Config::process(workers), move |worker| {
+                let (index, peers) = (worker.index(), worker.peers());
+                let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
+                let mut job = ClusterJob::new(worker, config.clone()).unwrap();
+                let mut outputs = Vec::new();
+                read_in_chunks(&mut job, &mine, 400 + index * 37, &mut outputs);
+                close_and_finish(&mut job, &mut outputs);
+                (outputs, job.stats().slices)
+            })
+            .unwrap();
+            guards.join().into_iter().map(Result::unwrap).collect::<Vec<_>>()
+        })
+    };
+    for workers in [1, 2, 3] {
+        let default = run(&config(), workers);
+        let cut = run(&JobConfig { max_slice_events: 7, ..config() }, workers);
+        check_marks(&cut[0].0, end);
+        assert!(updates(&cut[0].0) == updates(&reference), "{workers} workers: different updates");
+        for (w, ((_, default_slices), (_, cut_slices))) in default.iter().zip(&cut).enumerate() {
+            // A time's events go through together: only stretches of several times are cut.
+            assert!(
+                cut_slices > default_slices,
+                "worker {w} of {workers}: {cut_slices} passes cut, {default_slices} not"
+            );
+        }
+    }
+}
+
 /// The marks among `outputs`.
 fn marks(outputs: &[Output]) -> Vec<EventTime> {
     outputs

@@ -680,6 +680,8 @@ struct Knobs {
     /// The job's `max_updates_per_piece`: small ones make every jump of the frontier end
     /// pieces, each with its own mark, which the checker holds to the oracle too.
     max_updates_per_piece: usize,
+    /// The job's `max_slice_events`: small ones cut the dataflow's passes at most times.
+    max_slice_events: usize,
 }
 
 /// One abstract event; `realize` turns it into a concrete, contract-respecting record.
@@ -738,15 +740,27 @@ enum AOp {
 
 fn knobs() -> impl Strategy<Value = Knobs> {
     let pieces = prop_oneof![Just(1), Just(4), Just(JobConfig::default().max_updates_per_piece)];
-    (1u8..=4, [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30], 0u8..3, any::<bool>(), (0u8..6, 0u8..5, 0u8..7), pieces)
-        .prop_map(|(agents, offsets, lateness, realistic_base, initial, max_updates_per_piece)| Knobs {
-            agents,
-            offsets,
-            lateness,
-            realistic_base,
-            initial,
-            max_updates_per_piece,
-        })
+    let slice_events = prop_oneof![Just(1), Just(3), Just(JobConfig::default().max_slice_events)];
+    (
+        1u8..=4,
+        [0u8..=30, 0u8..=30, 0u8..=30, 0u8..=30],
+        0u8..3,
+        any::<bool>(),
+        (0u8..6, 0u8..5, 0u8..7),
+        pieces,
+        slice_events,
+    )
+        .prop_map(
+            |(agents, offsets, lateness, realistic_base, initial, max_updates_per_piece, max_slice_events)| Knobs {
+                agents,
+                offsets,
+                lateness,
+                realistic_base,
+                initial,
+                max_updates_per_piece,
+                max_slice_events,
+            },
+        )
 }
 
 fn aop() -> impl Strategy<Value = AOp> {
@@ -877,6 +891,7 @@ fn realize(knobs: &Knobs, ops: &[AOp]) -> Scenario {
         progress_interval_ns: SEC,
         max_window_ns: MAX_WINDOW_NS,
         max_updates_per_piece: knobs.max_updates_per_piece,
+        max_slice_events: knobs.max_slice_events,
     };
     let agents = u32::from(knobs.agents.max(1));
     let mut clock = Clock::new(lateness);
