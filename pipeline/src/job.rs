@@ -486,9 +486,9 @@ impl<W: std::borrow::BorrowMut<Worker>> Job<W> {
     /// Closes every time before `to`, computes them, and releases their outputs.
     ///
     /// The work goes through the dataflow in slices of at most [`Job::compute_slice_ns`] of
-    /// busy event time and about [`JobConfig::max_slice_events`] connection events, each
-    /// released as soon as it is computed, so a long jump of the
-    /// frontier (the end of a replay completes everything past the frontier at once) holds one
+    /// busy event time and about [`JobConfig::max_slice_events`] connection events (this
+    /// worker's), each released as soon as it is computed, so a long jump of the frontier
+    /// (the end of a replay completes everything past the frontier at once) holds one
     /// slice's changes in the dataflow, not all of them. Their released outputs wait in
     /// `released` until the caller drains them. Only the last slice ends with a progress
     /// mark, so the slices do not show in the output; except where `pieces` allows a jump to
