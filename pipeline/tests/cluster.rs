@@ -3,7 +3,7 @@
 //! worker read which records.
 
 use flowgraph_benches::Size;
-use flowgraph_pipeline::{ClusterJob, Job, JobConfig, Output, Params};
+use flowgraph_pipeline::{ClusterJob, Job, JobConfig, JobStats, Output, Params};
 use flowgraph_schema::{EventTime, Record};
 
 fn config() -> JobConfig {
@@ -83,6 +83,17 @@ fn cluster_with(
     chunk: usize,
     close: Close,
 ) -> Vec<Vec<Output>> {
+    cluster_with_stats(config, records, workers, chunk, close).into_iter().map(|(outputs, _)| outputs).collect()
+}
+
+/// Each worker's outputs, and what its job counted.
+fn cluster_with_stats(
+    config: JobConfig,
+    records: Vec<Record>,
+    workers: usize,
+    chunk: usize,
+    close: Close,
+) -> Vec<(Vec<Output>, JobStats)> {
     let records = std::sync::Arc::new(records);
     within(std::time::Duration::from_secs(120), move || cluster_on_threads(config, records, workers, chunk, close))
 }
@@ -93,7 +104,7 @@ fn cluster_on_threads(
     workers: usize,
     chunk: usize,
     close: Close,
-) -> Vec<Vec<Output>> {
+) -> Vec<(Vec<Output>, JobStats)> {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
@@ -110,7 +121,7 @@ fn cluster_on_threads(
             }
         }
         close_and_finish(&mut job, &mut outputs);
-        outputs
+        (outputs, job.stats().clone())
     })
     .unwrap();
     guards.join().into_iter().map(Result::unwrap).collect()
@@ -210,29 +221,13 @@ fn workers_that_cut_their_passes_at_different_times_publish_what_one_job_does() 
     let records = stream(21);
     let reference = one_job(&records);
     let end = records.iter().map(Record::time).max().unwrap() + 1;
-    let run = |config: &JobConfig, workers: usize| {
-        let config = config.clone();
-        let records = std::sync::Arc::new(records.clone());
-        within(std::time::Duration::from_secs(120), move || {
-            let guards = timely::execute(timely::Config::process(workers), move |worker| {
-                let (index, peers) = (worker.index(), worker.peers());
-                let mine: Vec<Record> = records.iter().filter(|r| partition(r) % peers == index).cloned().collect();
-                let mut job = ClusterJob::new(worker, config.clone()).unwrap();
-                let mut outputs = Vec::new();
-                read_in_chunks(&mut job, &mine, 400 + index * 37, &mut outputs);
-                close_and_finish(&mut job, &mut outputs);
-                (outputs, job.stats().slices)
-            })
-            .unwrap();
-            guards.join().into_iter().map(Result::unwrap).collect::<Vec<_>>()
-        })
-    };
     for workers in [1, 2, 3] {
-        let default = run(&config(), workers);
-        let cut = run(&JobConfig { max_slice_events: 7, ..config() }, workers);
+        let run = |config| cluster_with_stats(config, records.clone(), workers, 400, Close::AtOnce);
+        let (default, cut) = (run(config()), run(JobConfig { max_slice_events: 7, ..config() }));
         check_marks(&cut[0].0, end);
         assert!(updates(&cut[0].0) == updates(&reference), "{workers} workers: different updates");
-        for (w, ((_, default_slices), (_, cut_slices))) in default.iter().zip(&cut).enumerate() {
+        for (w, ((_, default_stats), (_, cut_stats))) in default.iter().zip(&cut).enumerate() {
+            let (default_slices, cut_slices) = (default_stats.slices, cut_stats.slices);
             // A time's events go through together: only stretches of several times are cut.
             assert!(
                 cut_slices > default_slices,
