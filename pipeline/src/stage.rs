@@ -197,9 +197,9 @@ impl TimeQueue {
         self.buckets.keys().next().copied()
     }
 
-    /// Each time with entries, in order, and how many it has.
-    fn counts(&self) -> impl Iterator<Item = (EventTime, usize)> + '_ {
-        self.buckets.iter().map(|(time, slots)| (*time, slots.len()))
+    /// Each time before `before` with entries, in order, and how many it has.
+    fn counts_before(&self, before: EventTime) -> impl Iterator<Item = (EventTime, usize)> + '_ {
+        self.buckets.range(..before).map(|(time, slots)| (*time, slots.len()))
     }
 
     /// Removes every bucket before `to` and returns them in time order.
@@ -242,8 +242,8 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
     /// before `before` are fewer. The stretch ends just after a time, so it may hold more: a
     /// time's events go together.
     pub(crate) fn end_of_first(&self, events: usize, before: EventTime) -> Option<EventTime> {
-        let mut samples = self.samples.counts().peekable();
-        let mut expiries = self.expiries.counts().peekable();
+        let mut samples = self.samples.counts_before(before).peekable();
+        let mut expiries = self.expiries.counts_before(before).peekable();
         let mut seen = 0;
         loop {
             let next = match (samples.peek(), expiries.peek()) {
@@ -251,7 +251,7 @@ impl<K: Clone + Hash + Eq, V: StageValue> Stage<K, V> {
                 (Some(_), _) => samples.next(),
                 (None, _) => expiries.next(),
             };
-            let (time, count) = next.filter(|(time, _)| *time < before)?;
+            let (time, count) = next?;
             seen += count;
             if seen >= events {
                 return Some(time + 1);
