@@ -60,7 +60,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut draw = |live: &LiveGraph| {
         live.with_graph(|graph| {
             let Some(time) = graph.time() else { return };
-            if time < next_draw || graph.edges().next().is_none() {
+            if time < next_draw || graph.edge_count() == 0 {
                 return;
             }
             next_draw = time + every;
@@ -72,8 +72,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "event time {} (+{}s)   {} edges, {} rows{}",
                 format_time(time),
                 (time - origin) / 1_000_000_000,
-                graph.edges().count(),
-                graph.rows().count(),
+                graph.edge_count(),
+                graph.row_count(),
                 server.as_ref().map(|s| format!("   live view: {}", s.url())).unwrap_or_default(),
             );
             println!("{}", edge_table(graph, args.top));
@@ -89,7 +89,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     job.live().with_graph(|graph| {
         if let Some(time) = graph.time() {
-            println!("graph at {}: {} rows, {} edges", format_time(time), graph.rows().count(), graph.edges().count());
+            println!("graph at {}: {} rows, {} edges", format_time(time), graph.row_count(), graph.edge_count());
         }
         println!("{}", edge_table(graph, args.top));
     });
@@ -168,8 +168,8 @@ fn live(args: &DemoArgs, mut agent: Agent) -> anyhow::Result<()> {
             println!(
                 "live, {}s: {} edges, {} rows, {} connection keys{}",
                 started.elapsed().as_secs(),
-                graph.edges().count(),
-                graph.rows().count(),
+                graph.edge_count(),
+                graph.row_count(),
                 exporter.keys(),
                 server.as_ref().map(|s| format!("   live view: {}", s.url())).unwrap_or_default(),
             );

@@ -74,8 +74,8 @@ pub fn print_summary(source: &str, params: &Params, summary: &ReplaySummary, top
             "graph at {} ({} ns): {} rows, {} edges",
             format_time(time),
             time,
-            graph.rows().count(),
-            graph.edges().count()
+            graph.row_count(),
+            graph.edge_count()
         ),
         None => println!("graph: empty input"),
     }

@@ -89,7 +89,7 @@ fn draw(graph: &GraphState, top: usize, terminal: bool) {
     }
     match graph.time() {
         Some(time) => {
-            println!("graph at {} : {} edges, {} rows", format_time(time), graph.edges().count(), graph.rows().count())
+            println!("graph at {} : {} edges, {} rows", format_time(time), graph.edge_count(), graph.row_count())
         }
         None => println!("no progress mark yet"),
     }
@@ -108,8 +108,8 @@ fn print_state(
     println!(
         "{}: {state_messages} messages, {} edges, {} rows{}",
         kafka.state_topic,
-        graph.edges().count(),
-        graph.rows().count(),
+        graph.edge_count(),
+        graph.row_count(),
         if undecodable > 0 { format!(", {undecodable} undecodable values") } else { String::new() }
     );
     draw(&graph, top, false);

@@ -242,7 +242,7 @@ fn kafka_path_equals_the_in_process_replay() {
 
     // 1a. What people and scripts read back: `tail --state`, `tail` of the deltas, and a
     //     recording of the input topic that replays to the same deltas.
-    let edges = graph_of(&reference).edges().count();
+    let edges = graph_of(&reference).edge_count();
     let expected = format!("{edges} edges");
     let state = flowgraph(&dir, &["tail", "--config", config.to_str().unwrap(), "--state", "--top", "3"]);
     assert!(state.contains(&expected), "tail --state: wanted {expected}\n{state}");

@@ -177,6 +177,8 @@ fn snapshot_json(inner: &Inner) -> String {
         time: graph.time(),
         progress: graph.progress(),
         params: ParamsView::from(&inner.params),
+        // Unsorted: this runs under the lock the writer waits on, and sorting a million rows
+        // takes about half a second (docs/BENCHMARKS.md, item 44). The page sorts them itself.
         rows: graph.rows().map(RowJson::from).collect(),
         edges: graph.edges().map(EdgeJson::from).collect(),
     };
