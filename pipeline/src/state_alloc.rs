@@ -24,11 +24,13 @@ pub fn mapped_state_bytes() -> usize {
     MAPPED_BYTES.load(Ordering::Relaxed)
 }
 
-/// The smallest allocation mapped on its own: 1 MiB, well above a page, so a mapping's
-/// rounding to pages costs at most 0.4%. (glibc maps large blocks too, but its threshold rises
+/// The smallest allocation mapped on its own: 256 KiB, well above a page, so a mapping's
+/// rounding to pages costs at most 1.6%. (glibc maps large blocks too, but its threshold rises
 /// to the size of each mapped block freed, up to 32 MiB, after which a doubling table stays in
-/// its heap.)
-pub(crate) const MAPPED_FROM: usize = 1 << 20;
+/// its heap.) It was 1 MiB, which left the stage's index of a fleet of ~100,000 keys (0.66 MB)
+/// and its doublings in the heap: 256 KiB is 522-527 -> 507-508 bytes per live key on the
+/// 400 s medium stream at the same speed (docs/BENCHMARKS.md, item 45).
+pub(crate) const MAPPED_FROM: usize = 1 << 18;
 
 /// Mappings are page-aligned; a stricter alignment goes to the global allocator.
 const PAGE: usize = 4096;
@@ -144,7 +146,7 @@ mod tests {
             map.insert(i, i * 2);
         }
         assert!((0..200_000u64).all(|i| map.get(&i) == Some(&(i * 2))));
-        // 200,000 entries of 16 bytes are over 1 MiB of buckets: mapped, and counted.
+        // 200,000 entries of 16 bytes are over 3 MB of buckets: mapped, and counted.
         assert!(mapped_state_bytes() >= MAPPED_FROM, "{} bytes mapped", mapped_state_bytes());
         drop(map);
         drop(table);
