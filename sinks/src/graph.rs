@@ -10,10 +10,11 @@ use std::hash::{BuildHasher, Hash};
 
 /// Rows and edges after applying every update up to the last progress mark.
 ///
-/// Held in hash tables, not ordered maps: every live row is retracted and inserted again each
-/// export period, so applying is the hot path (`replay`, the web view), and an ordered map
-/// compared text at every level of its tree (docs/BENCHMARKS.md, item 44). Order is made only
-/// where it is shown: [`GraphState::sorted_rows`], [`GraphState::sorted_edges`] and the snapshot.
+/// Held in slots with a hash index (`Counts`), not in ordered maps: every live row is
+/// retracted and inserted again each export period, so applying is the hot path (`replay`, the
+/// web view), and an ordered map compared text at every level of its tree (docs/BENCHMARKS.md,
+/// item 44). Order is made only where it is shown: [`GraphState::sorted_rows`],
+/// [`GraphState::sorted_edges`] and the snapshot.
 #[derive(Debug, Default, Clone)]
 pub struct GraphState {
     rows: Counts<Row>,
