@@ -3,6 +3,8 @@
 //! field, a token guards the API off loopback, and health and readiness say what they mean.
 //! (The page itself is tested in headless Chromium: web/tests, run by `scripts/web test`.)
 
+mod common;
+use common::rows_and_edges;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -179,11 +181,6 @@ impl StreamClient {
             }
         }
     }
-}
-
-fn rows_and_edges(document: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
-    let set = |key: &str| document[key].as_array().unwrap().iter().map(Value::to_string).collect();
-    (set("rows"), set("edges"))
 }
 
 #[test]

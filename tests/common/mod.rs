@@ -1,7 +1,7 @@
 //! Helpers shared by the real-broker tests (tests/kafka.rs, tests/kafka_failures.rs,
 //! tests/cluster.rs): a broker from scripts/kafka, reading topics back, comparing delta
-//! streams and state topics with the in-process replay; and reading /metrics over HTTP (also
-//! tests/agent.rs).
+//! streams and state topics with the in-process replay; reading /metrics over HTTP (also
+//! tests/agent.rs); and a graph document's rows and edges as sets (also tests/ui.rs).
 // Each test binary compiles this module and uses a subset of it.
 #![allow(dead_code)]
 
@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -411,4 +411,11 @@ pub fn snapshot_as_state(outputs: &[Output]) -> BTreeMap<String, String> {
     let rows = graph.rows().cloned().map(GraphRecord::Row);
     let edges = graph.edges().cloned().map(GraphRecord::Edge);
     rows.chain(edges).map(|r| flowgraph_sinks::kafka::state_entry(&r)).collect()
+}
+
+/// A graph document's rows and edges (`/api/graph`, a stream's snapshot, `replay --snapshot`)
+/// as sets of their JSON: `/api/graph` sends them in no particular order.
+pub fn rows_and_edges(document: &serde_json::Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let set = |key: &str| document[key].as_array().unwrap().iter().map(serde_json::Value::to_string).collect();
+    (set("rows"), set("edges"))
 }
