@@ -127,6 +127,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mapped_added = flowgraph_pipeline::mapped_state_bytes() as i64 - mapped_before as i64;
     let tracked_keys = job.tracked_connection_keys();
     job.finish();
+    let slices = job.stats().slices;
     job.drain_into(&mut outputs);
     updates += outputs.iter().filter(|o| matches!(o, Output::Update { .. })).count() as u64;
     let job_wall = started.0.elapsed().as_secs_f64();
@@ -264,6 +265,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .to_string(),
         tracked_keys.to_string(),
     ]);
+    table.add_row([
+        "job: slices (passes through the dataflow, finish included; docs/ARCHITECTURE.md)".to_string(),
+        slices.to_string(),
+    ]);
     table.add_row(["job: bytes per live key".to_string(), format!("{bytes_per_key:.0}")]);
     let per_key = |bytes: i64| format!("{:.0}", bytes as f64 / live_keys.max(1) as f64);
     table.add_row([
@@ -368,7 +373,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "window_ns": config.params.window_ns, "group_by": config.params.group_by.as_str(),
             "lateness_ns": config.lateness_ns, "refresh_ns": refresh_ns,
             "job": {"records_per_second": job_rate, "wall_seconds": job_wall, "cpu_seconds": job_cpu,
-                    "cpu_per_stream_second": job_cpu_per_stream_second, "updates": updates,
+                    "cpu_per_stream_second": job_cpu_per_stream_second, "updates": updates, "slices": slices,
                     "resident_bytes_added": job_added, "resident_bytes_added_after_finish": job_added_after_finish, "bytes_per_live_key": bytes_per_key,
                     "peak_resident_bytes_added": job_peak_added.as_ref().ok(),
                     "state_tables_mapped_bytes_added": mapped_added,
