@@ -1401,7 +1401,11 @@ impl DeltaReader {
             .set("enable.partition.eof", "true")
             // Read as fast as it decodes: not paused 1 s whenever librdkafka's queue is full
             // (docs/KAFKA.md, "Restart and bootstrap").
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // A read that ends at the committed end (on a commit marker, which it never sees)
+            // learns so from a fetch that returns nothing: not after the broker waited 500 ms
+            // (the default) for data.
+            .set("fetch.wait.max.ms", "10");
         for (key, value) in options {
             c.set(key, value);
         }
