@@ -578,6 +578,16 @@ pub fn committed_reader(
     options: &BTreeMap<String, String>,
     group_id: &str,
 ) -> Result<BaseConsumer, KafkaSourceError> {
+    committed_reader_with(brokers, options, group_id, &[])
+}
+
+/// [`committed_reader`] with `settings` of the caller's own, before the user's options.
+fn committed_reader_with(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    group_id: &str,
+    settings: &[(&str, &str)],
+) -> Result<BaseConsumer, KafkaSourceError> {
     let mut client = client_config(brokers, &BTreeMap::new());
     client.set("group.id", group_id).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
     // Readers of a whole topic drain librdkafka's queue (64 MB by default) faster than it
@@ -585,6 +595,9 @@ pub fn committed_reader(
     // was half of a view's bootstrap on the large fleet (docs/KAFKA.md, "Restart and
     // bootstrap").
     client.set("fetch.queue.backoff.ms", "10");
+    for (key, value) in settings {
+        client.set(*key, *value);
+    }
     for (key, value) in options {
         client.set(key, value);
     }
@@ -600,7 +613,11 @@ pub fn read_to_end(
     options: &BTreeMap<String, String>,
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> Result<u64, KafkaSourceError> {
-    let consumer = committed_reader(brokers, options, &format!("flowgraph-reader-{topic}"))?;
+    // A transactional topic ends on a commit marker, which a read_committed reader never
+    // sees: the partition's end event says it is done. Without it the read ended on a poll
+    // that waited for nothing, after a fetch the broker held 500 ms (its default wait) for data.
+    let settings = [("enable.partition.eof", "true"), ("fetch.wait.max.ms", "10")];
+    let consumer = committed_reader_with(brokers, options, &format!("flowgraph-reader-{topic}"), &settings)?;
     let metadata_error =
         |reason: String| KafkaSourceError::Metadata { brokers: brokers.to_string(), topic: topic.to_string(), reason };
     let metadata =
@@ -640,10 +657,15 @@ pub fn read_to_end(
                     ends.remove(&message.partition());
                 }
             }
+            // At the partition's end as it is now, past the end it had when the read began.
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                ends.remove(&partition);
+            }
             Some(Err(e)) if is_transient(&e) => {
                 tracing::warn!(topic, error = %e, "Kafka consumer error, retrying")
             }
             Some(Err(source)) => return Err(KafkaSourceError::Consume { topic: topic.into(), source }),
+            // Options that turned the end events off: the positions say it.
             None => {
                 // Transaction markers hold the last offsets of transactional topics: a
                 // partition whose position has passed its last data message is done.
