@@ -695,19 +695,18 @@ pub fn encode_transaction<E>(
     state: &mut StateCheckpoints,
     mut send: impl FnMut(TransactionMessage<'_>) -> Result<(), E>,
 ) -> Result<TransactionCounts, E> {
-    let last = last_updates(updates);
+    let mut last = last_updates(updates);
     let checkpoint = batches.last().is_some_and(|&(_, progress)| state.due(progress));
     if checkpoint {
         // Updated again in this send: the writes below have their values.
-        for &(_, record, _) in &last {
-            state.changes.forget(record);
+        for update in &last {
+            state.changes.forget(update);
         }
     } else {
-        for &(_, record, present) in &last {
-            state.changes.set(record, present);
-        }
+        // The writes below need `last` in position order only at a checkpoint.
+        state.changes.set_all(&mut last);
     }
-    let mut state_writes = last.iter().filter(|_| checkpoint).peekable();
+    let mut state_writes = last.iter().filter(|_| checkpoint).map(|u| (u.position, u.record, u.present)).peekable();
     let mut counts =
         TransactionCounts { state_writes: if checkpoint { last.len() as u64 } else { 0 }, ..Default::default() };
     let mut start = 0usize;
@@ -725,7 +724,7 @@ pub fn encode_transaction<E>(
             send(TransactionMessage::Delta(payload))?;
         }
         counts.messages += messages.len() as u64;
-        while let Some(&(position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
+        while let Some((position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
             key.clear();
             write_state_key(record, &mut key);
             let encoded;
@@ -877,19 +876,43 @@ impl StateChanges {
         self.table.len()
     }
 
+    /// A key's hash in the table; [`last_updates`] computes the same.
     fn hash(record: &GraphRecord) -> u64 {
         FxBuildHasher.hash_one(StateKey::of(record))
     }
 
     /// Records a key's last update: `record` present after it, or gone.
+    #[cfg(test)]
     fn set(&mut self, record: &GraphRecord, present: bool) {
+        self.set_hashed(Self::hash(record), record, present);
+    }
+
+    /// [`StateChanges::set`] with the key's hash already computed.
+    fn set_hashed(&mut self, hash: u64, record: &GraphRecord, present: bool) {
         let key = StateKey::of(record);
         let same_key = |(other, _): &(GraphRecord, bool)| StateKey::of(other) == key;
-        match self.table.entry(Self::hash(record), same_key, |(other, _)| Self::hash(other)) {
+        match self.table.entry(hash, same_key, |(other, _)| Self::hash(other)) {
             Entry::Occupied(mut entry) => *entry.get_mut() = (record.clone(), present),
             Entry::Vacant(entry) => {
                 entry.insert((record.clone(), present));
             }
+        }
+    }
+
+    /// Records each key's last update of a send (each key once), reordering `last` by the
+    /// table's buckets first. With every live key held (~100,000 on the medium fleet, 88-byte
+    /// buckets), a look-up in update order cost two cache misses, its control bytes and its
+    /// bucket: ~20% of the sink thread's CPU in bench-kafka. In bucket order the look-ups
+    /// walk the table one way.
+    fn set_all(&mut self, last: &mut [LastUpdate<'_>]) {
+        // hashbrown starts probing at `hash & (buckets - 1)` and holds 7/8 of its buckets:
+        // a wrong guess costs locality, not correctness. Insertions that grow the table
+        // midway leave the order sorted within each half.
+        let buckets = (self.table.capacity() * 8 / 7).max(1).next_power_of_two();
+        let mask = (buckets - 1) as u64;
+        radsort::sort_by_key(last, |update| update.hash & mask);
+        for update in last.iter() {
+            self.set_hashed(update.hash, update.record, update.present);
         }
     }
 
@@ -902,19 +925,17 @@ impl StateChanges {
         }
     }
 
-    /// Forgets the key of `record`, if held.
-    fn forget(&mut self, record: &GraphRecord) {
-        let key = StateKey::of(record);
-        if let Ok(entry) = self.table.find_entry(Self::hash(record), |(other, _)| StateKey::of(other) == key) {
+    /// Forgets the key of an update's record, if held.
+    fn forget(&mut self, update: &LastUpdate<'_>) {
+        let key = StateKey::of(update.record);
+        if let Ok(entry) = self.table.find_entry(update.hash, |(other, _)| StateKey::of(other) == key) {
             entry.remove();
         }
     }
 
     /// Records the last update of each key in `outputs` (in time order), as a send does.
     fn apply(&mut self, outputs: &[Output]) {
-        for (_, record, present) in last_updates(outputs) {
-            self.set(record, present);
-        }
+        self.set_all(&mut last_updates(outputs));
     }
 
     /// Hands every key's state write to `write` (key, then value or `None` for a tombstone),
@@ -941,18 +962,28 @@ fn write_held<E>(
     Ok(count)
 }
 
-/// The last update of each state key: its position in `updates`, its record, and whether
-/// the record is present after it (an insertion: a value) or gone (a retraction: a
-/// tombstone). Updates come in time order, retractions before insertions within a time, so
-/// the last update of a key wins: a change is -old then +new, a disappearance ends on -old.
-/// In the order of the positions: deterministic without comparing strings (sorting the keys
-/// as text was ~3% of a Kafka run's profile).
+/// A state key's last update in a send.
+#[derive(Debug, Clone, Copy)]
+struct LastUpdate<'a> {
+    /// Where it is in the send's updates.
+    position: usize,
+    record: &'a GraphRecord,
+    /// Present after it (an insertion: a value), or gone (a retraction: a tombstone).
+    present: bool,
+    /// The hash of its state key ([`StateChanges::hash`]).
+    hash: u64,
+}
+
+/// The last update of each state key. Updates come in time order, retractions before
+/// insertions within a time, so the last update of a key wins: a change is -old then +new,
+/// a disappearance ends on -old. In the order of the positions: deterministic without
+/// comparing strings (sorting the keys as text was ~3% of a Kafka run's profile).
 ///
 /// The table holds only positions (4 bytes each, sized for every update so it never
 /// rehashes); keys are compared through the records. A map from borrowed keys to
 /// (position, record) entries, ~100 bytes each, was ~20% of the sink's thread in bench-kafka's
 /// throughput phase (transactions of 100,000s of updates), in probing and comparing keys.
-fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
+fn last_updates(updates: &[Output]) -> Vec<LastUpdate<'_>> {
     let hasher = FxBuildHasher;
     let update_at = |position: u32| match &updates[position as usize] {
         Output::Update { diff, record, .. } => (record, *diff),
@@ -960,11 +991,15 @@ fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
     };
     let record_at = |position: u32| update_at(position).0;
     let mut last: HashTable<u32> = HashTable::with_capacity(updates.len());
+    // Each update's key hash, by position, for the held keys' table (the same hasher): kept,
+    // not computed again from the texts.
+    let mut hashes = vec![0u64; updates.len()];
     for (position, output) in updates.iter().enumerate() {
         let Output::Update { record, .. } = output else { continue };
-        let position = u32::try_from(position).expect("a transaction holds fewer than 2^32 updates");
         let key = StateKey::of(record);
         let hash = hasher.hash_one(&key);
+        hashes[position] = hash;
+        let position = u32::try_from(position).expect("a transaction holds fewer than 2^32 updates");
         let same_key = |&other: &u32| StateKey::of(record_at(other)) == key;
         match last.entry(hash, same_key, |&other| hasher.hash_one(StateKey::of(record_at(other)))) {
             Entry::Occupied(mut entry) => *entry.get_mut() = position,
@@ -979,7 +1014,8 @@ fn last_updates(updates: &[Output]) -> Vec<(usize, &GraphRecord, bool)> {
         .into_iter()
         .map(|position| {
             let (record, diff) = update_at(position);
-            (position as usize, record, diff > 0)
+            let position = position as usize;
+            LastUpdate { position, record, present: diff > 0, hash: hashes[position] }
         })
         .collect()
 }
