@@ -19,7 +19,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
             let bar = indicatif::ProgressBar::hidden();
             let source = input.display().to_string();
-            replay_stream(reader, &source, &mut job, &mut naming, false, None, None, &bar)?;
+            replay_stream(reader, &source, &mut job, &mut naming, false, None, &bar)?;
             job.explain(args.addr)
         }
         (None, Some(url)) => {

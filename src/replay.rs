@@ -137,30 +137,72 @@ pub(crate) fn push_followed(job: &mut Job, clock: &mut SourceClock, record: Reco
     Ok(admission)
 }
 
-/// Called after each progress mark with the graph complete at that mark.
-pub type OnProgress<'a> = &'a mut dyn FnMut(&GraphState);
+/// Batches of outputs queued for the graph's thread, besides the one it applies and the one
+/// the job fills. One is as fast as four, and holds less: the large stream's replay peaked at
+/// 1,102 MB with one, 1,156 MB with four, 1,077 MB on one thread (item 46).
+const GRAPH_QUEUE: usize = 1;
 
 /// Runs a recording through `job`, with `naming`'s names. Bad input and rejected records are
-/// counted and described (the first few), or fatal with `strict`.
-#[allow(clippy::too_many_arguments)]
+/// counted and described (the first few), or fatal with `strict`. The job's outputs are
+/// applied to the graph, and written to `deltas`, on a thread of their own (`replay-graph`):
+/// applying them was ~25% of a replay's time on one core (docs/BENCHMARKS.md, item 46).
 pub fn replay_stream<R: BufRead>(
+    reader: RecordingReader<R>,
+    source: &str,
+    job: &mut Job,
+    naming: &mut Naming,
+    strict: bool,
+    deltas: Option<&mut DeltaWriter<BufWriter<File>>>,
+    progress_bar: &ProgressBar,
+) -> anyhow::Result<ReplaySummary> {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let (to_graph, batches) = std::sync::mpsc::sync_channel::<Vec<Output>>(GRAPH_QUEUE);
+        let graph = std::thread::Builder::new()
+            .name("replay-graph".into())
+            .spawn_scoped(scope, move || apply_all(batches, deltas))
+            .context("starting the replay's graph thread")?;
+        let fed = feed(reader, source, job, naming, strict, to_graph, progress_bar);
+        // The graph thread's error first: a failed write stops the feed, which then only
+        // sees its queue closed.
+        let (graph, updates, progress_marks) =
+            graph.join().map_err(|_| anyhow::anyhow!("the replay's graph thread panicked"))??;
+        let (format, bad_input) = fed?;
+        progress_bar.finish_and_clear();
+        let stats = job.stats().clone();
+        Ok(ReplaySummary {
+            format,
+            records: stats.records - naming.records_added(),
+            late: stats.late,
+            rejected: stats.rejected,
+            bad_input,
+            updates,
+            progress_marks,
+            elapsed: started.elapsed(),
+            graph,
+            tracked_keys: job.tracked_connection_keys(),
+        })
+    })
+}
+
+/// Reads the recording into `job` and hands each drained batch of outputs to the graph's
+/// thread. Returns the recording's format and the bad input it counted.
+fn feed<R: BufRead>(
     mut reader: RecordingReader<R>,
     source: &str,
     job: &mut Job,
     naming: &mut Naming,
     strict: bool,
-    mut deltas: Option<&mut DeltaWriter<BufWriter<File>>>,
-    mut on_progress: Option<OnProgress<'_>>,
+    to_graph: std::sync::mpsc::SyncSender<Vec<Output>>,
     progress_bar: &ProgressBar,
-) -> anyhow::Result<ReplaySummary> {
-    let started = Instant::now();
+) -> anyhow::Result<(Format, u64)> {
     let mut names = Vec::new();
-    let mut graph = GraphState::default();
     let mut outputs = Vec::new();
-    let (mut bad_input, mut updates, mut progress_marks) = (0u64, 0u64, 0u64);
+    let mut bad_input = 0u64;
     let mut problems = ProblemLog::new(source);
     let mut describe = |what: String| problems.report(what);
     let mut clock = SourceClock::default();
+    let closed = || anyhow::anyhow!("the replay's graph thread stopped");
     loop {
         let item = reader.next_item().with_context(|| format!("reading {source}"))?;
         let Some(item) = item else { break };
@@ -194,7 +236,7 @@ pub fn replay_stream<R: BufRead>(
         }
         job.drain_into(&mut outputs);
         if !outputs.is_empty() {
-            emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
+            to_graph.send(std::mem::take(&mut outputs)).map_err(|_| closed())?;
             progress_bar.set_position(job.stats().records - naming.records_added());
             // Late names (a reloaded file, reverse DNS) once per progress mark, not per record.
             if naming.is_active() {
@@ -215,47 +257,31 @@ pub fn replay_stream<R: BufRead>(
     }
     job.finish();
     job.drain_into(&mut outputs);
-    emit(&mut outputs, &mut graph, &mut deltas, &mut on_progress, &mut updates, &mut progress_marks)?;
-    progress_bar.finish_and_clear();
-    let stats = job.stats().clone();
-    Ok(ReplaySummary {
-        format: reader.format(),
-        records: stats.records - naming.records_added(),
-        late: stats.late,
-        rejected: stats.rejected,
-        bad_input,
-        updates,
-        progress_marks,
-        elapsed: started.elapsed(),
-        graph,
-        tracked_keys: job.tracked_connection_keys(),
-    })
+    to_graph.send(outputs).map_err(|_| closed())?;
+    Ok((reader.format(), bad_input))
 }
 
-fn emit(
-    outputs: &mut Vec<Output>,
-    graph: &mut GraphState,
-    deltas: &mut Option<&mut DeltaWriter<BufWriter<File>>>,
-    on_progress: &mut Option<OnProgress<'_>>,
-    updates: &mut u64,
-    progress_marks: &mut u64,
-) -> anyhow::Result<()> {
-    for output in outputs.drain(..) {
-        if let Some(writer) = deltas.as_mut() {
-            writer.write(&output).context("writing deltas")?;
-        }
-        graph.apply(&output);
-        match output {
-            Output::Update { .. } => *updates += 1,
-            Output::Progress(_) => {
-                *progress_marks += 1;
-                if let Some(callback) = on_progress.as_mut() {
-                    callback(graph);
-                }
+/// The graph's thread: applies each batch to the graph and writes it to `deltas`, until the
+/// feed closes the queue. Returns the graph, the updates and the progress marks.
+fn apply_all(
+    batches: std::sync::mpsc::Receiver<Vec<Output>>,
+    mut deltas: Option<&mut DeltaWriter<BufWriter<File>>>,
+) -> anyhow::Result<(GraphState, u64, u64)> {
+    let mut graph = GraphState::default();
+    let (mut updates, mut progress_marks) = (0u64, 0u64);
+    for batch in batches {
+        for output in batch {
+            if let Some(writer) = deltas.as_mut() {
+                writer.write(&output).context("writing deltas")?;
+            }
+            graph.apply(&output);
+            match output {
+                Output::Update { .. } => updates += 1,
+                Output::Progress(_) => progress_marks += 1,
             }
         }
     }
-    Ok(())
+    Ok((graph, updates, progress_marks))
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -281,7 +307,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let params = config.params.clone();
     let mut job = Job::new(config).map_err(anyhow::Error::msg)?;
-    let summary = replay_stream(reader, &source, &mut job, &mut naming, args.strict, deltas.as_mut(), None, &bar)?;
+    let summary = replay_stream(reader, &source, &mut job, &mut naming, args.strict, deltas.as_mut(), &bar)?;
     if let Some(writer) = deltas {
         writer.finish().context("writing deltas")?;
     }
@@ -344,5 +370,40 @@ mod tests {
         assert_eq!(job.frontier(), START + gone * SECOND);
         push(&mut job, conn(gone + 1, 1, 200)).unwrap();
         assert_eq!(job.stats().late, 0);
+    }
+
+    /// The graph's thread writes the deltas. When it cannot, the replay stops reading and
+    /// fails with that error (the feed, which then finds the thread gone, says less).
+    #[test]
+    fn a_deltas_file_that_cannot_be_written_stops_the_replay_with_the_write_error() {
+        let line = |record: String| record + "\n";
+        let mut lines = String::new();
+        for pid in 1..=20 {
+            lines += &line(format!(
+                r#"{{"type":"process","time_":{START},"upid":"1:{pid}:1","pod":"shop/p{pid}","cmdline":"/app/server"}}"#
+            ));
+        }
+        // A second of records, then the agent's progress past it: each second is released.
+        let seconds = 60;
+        for second in 1..=seconds {
+            for pid in 1..=20 {
+                lines += &line(format!(
+                    r#"{{"type":"conn_stats","time_":{},"upid":"1:{pid}:1","remote_addr":"10.0.0.7","remote_port":6379,"trace_role":1,"bytes_sent":{second},"bytes_recv":{second}}}"#,
+                    START + second * SECOND
+                ));
+            }
+            lines +=
+                &line(format!(r#"{{"type":"progress","time_":{},"source":"agent-a"}}"#, START + second * SECOND + 1));
+        }
+        let reader = RecordingReader::new(std::io::Cursor::new(lines.into_bytes())).unwrap();
+        let mut naming = Naming::start(&flowgraph_config::NamesConfig::default().validate().unwrap(), 0).unwrap();
+        let mut job = Job::new(JobConfig { lateness_ns: 0, ..JobConfig::default() }).unwrap();
+        // /dev/full takes no bytes: the first flush of the buffered deltas fails.
+        let mut deltas = DeltaWriter::new(BufWriter::new(File::create("/dev/full").unwrap()));
+        let bar = ProgressBar::hidden();
+        let error = replay_stream(reader, "test", &mut job, &mut naming, false, Some(&mut deltas), &bar).unwrap_err();
+        assert!(format!("{error:#}").contains("writing deltas"), "{error:#}");
+        let total = 20 + seconds * 21;
+        assert!(job.stats().records < total, "read on after the writes failed: {} of {total}", job.stats().records);
     }
 }
