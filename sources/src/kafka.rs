@@ -614,9 +614,11 @@ pub fn read_to_end(
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> Result<u64, KafkaSourceError> {
     // A transactional topic ends on a commit marker, which a read_committed reader never
-    // sees: the partition's end event says it is done. Without it the read ended on a poll
-    // that waited for nothing, after a fetch the broker held 500 ms (its default wait) for data.
-    let settings = [("enable.partition.eof", "true"), ("fetch.wait.max.ms", "10")];
+    // sees: the read learns that it is done from its position, once a poll has waited a
+    // moment for nothing. The broker holds a fetch that finds nothing for this long (500 ms
+    // by default). (Partition end events would say it too, but the default client context
+    // logs each of them as an error.)
+    let settings = [("fetch.wait.max.ms", "10")];
     let consumer = committed_reader_with(brokers, options, &format!("flowgraph-reader-{topic}"), &settings)?;
     let metadata_error =
         |reason: String| KafkaSourceError::Metadata { brokers: brokers.to_string(), topic: topic.to_string(), reason };
@@ -649,7 +651,7 @@ pub fn read_to_end(
     consumer.assign(&assignment).map_err(|source| KafkaSourceError::Assign { topic: topic.into(), source })?;
     let mut count = 0;
     while !ends.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
+        match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(message)) => {
                 count += 1;
                 each(message.key(), message.payload());
@@ -657,15 +659,10 @@ pub fn read_to_end(
                     ends.remove(&message.partition());
                 }
             }
-            // At the partition's end as it is now, past the end it had when the read began.
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                ends.remove(&partition);
-            }
             Some(Err(e)) if is_transient(&e) => {
                 tracing::warn!(topic, error = %e, "Kafka consumer error, retrying")
             }
             Some(Err(source)) => return Err(KafkaSourceError::Consume { topic: topic.into(), source }),
-            // Options that turned the end events off: the positions say it.
             None => {
                 // Transaction markers hold the last offsets of transactional topics: a
                 // partition whose position has passed its last data message is done.
