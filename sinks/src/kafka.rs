@@ -706,7 +706,7 @@ pub fn encode_transaction<E>(
         // The writes below need `last` in position order only at a checkpoint.
         state.changes.set_all(&mut last);
     }
-    let mut state_writes = last.iter().filter(|_| checkpoint).map(|u| (u.position, u.record, u.present)).peekable();
+    let mut state_writes = last.iter().filter(|_| checkpoint).peekable();
     let mut counts =
         TransactionCounts { state_writes: if checkpoint { last.len() as u64 } else { 0 }, ..Default::default() };
     let mut start = 0usize;
@@ -724,15 +724,15 @@ pub fn encode_transaction<E>(
             send(TransactionMessage::Delta(payload))?;
         }
         counts.messages += messages.len() as u64;
-        while let Some((position, record, present)) = state_writes.next_if(|(position, ..)| *position < end) {
+        while let Some(update) = state_writes.next_if(|update| update.position < end) {
             key.clear();
-            write_state_key(record, &mut key);
+            write_state_key(update.record, &mut key);
             let encoded;
-            let value = match (present, spans[position - start]) {
+            let value = match (update.present, spans[update.position - start]) {
                 (false, _) => None,
                 (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
                 (true, None) => {
-                    encoded = state_value(record);
+                    encoded = state_value(update.record);
                     Some(encoded.as_bytes())
                 }
             };
@@ -876,9 +876,8 @@ impl StateChanges {
         self.table.len()
     }
 
-    /// A key's hash in the table; [`last_updates`] computes the same.
     fn hash(record: &GraphRecord) -> u64 {
-        FxBuildHasher.hash_one(StateKey::of(record))
+        StateKey::of(record).hash_one()
     }
 
     /// Records a key's last update: `record` present after it, or gone.
@@ -970,7 +969,7 @@ struct LastUpdate<'a> {
     record: &'a GraphRecord,
     /// Present after it (an insertion: a value), or gone (a retraction: a tombstone).
     present: bool,
-    /// The hash of its state key ([`StateChanges::hash`]).
+    /// The hash of its state key ([`StateKey::hash_one`]).
     hash: u64,
 }
 
@@ -984,24 +983,23 @@ struct LastUpdate<'a> {
 /// (position, record) entries, ~100 bytes each, was ~20% of the sink's thread in bench-kafka's
 /// throughput phase (transactions of 100,000s of updates), in probing and comparing keys.
 fn last_updates(updates: &[Output]) -> Vec<LastUpdate<'_>> {
-    let hasher = FxBuildHasher;
     let update_at = |position: u32| match &updates[position as usize] {
         Output::Update { diff, record, .. } => (record, *diff),
         Output::Progress(_) => unreachable!("only updates' positions are in the table"),
     };
     let record_at = |position: u32| update_at(position).0;
     let mut last: HashTable<u32> = HashTable::with_capacity(updates.len());
-    // Each update's key hash, by position, for the held keys' table (the same hasher): kept,
-    // not computed again from the texts.
+    // Each update's key hash, by position, for the held keys' table: kept, not computed again
+    // from the texts.
     let mut hashes = vec![0u64; updates.len()];
     for (position, output) in updates.iter().enumerate() {
         let Output::Update { record, .. } = output else { continue };
         let key = StateKey::of(record);
-        let hash = hasher.hash_one(&key);
+        let hash = key.hash_one();
         hashes[position] = hash;
         let position = u32::try_from(position).expect("a transaction holds fewer than 2^32 updates");
         let same_key = |&other: &u32| StateKey::of(record_at(other)) == key;
-        match last.entry(hash, same_key, |&other| hasher.hash_one(StateKey::of(record_at(other)))) {
+        match last.entry(hash, same_key, |&other| StateKey::of(record_at(other)).hash_one()) {
             Entry::Occupied(mut entry) => *entry.get_mut() = position,
             Entry::Vacant(entry) => {
                 entry.insert(position);
@@ -1031,6 +1029,12 @@ enum StateKey<'a> {
 }
 
 impl<'a> StateKey<'a> {
+    /// The hash every table of state keys uses: `last_updates`' positions and the held keys,
+    /// which take their hashes from it.
+    fn hash_one(&self) -> u64 {
+        FxBuildHasher.hash_one(self)
+    }
+
     fn of(record: &'a GraphRecord) -> Self {
         match record {
             GraphRecord::Edge(e) => StateKey::Edge(&e.from_entity, &e.to_entity),
