@@ -34,6 +34,12 @@ impl Upid {
         }
         std::str::from_utf8(&text[..len]).expect("digits and colons are ASCII")
     }
+
+    /// Appends the text form, `ASID:PID:START_TICKS`, to `out` (writers of JSON by hand: it
+    /// needs no escaping).
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.text(&mut [0; UPID_TEXT_MAX]).as_bytes());
+    }
 }
 
 /// Longest text form: two u32s, a u64 and two colons.
