@@ -65,7 +65,7 @@ impl<'a> From<&'a Edge> for EdgeJson<'a> {
     }
 }
 
-/// A delta line through serde: the reference [`write_line`]'s bytes are tested against.
+/// A delta line's serde form: the reference that [`write_line`]'s bytes are tested against.
 #[cfg(test)]
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -184,6 +184,7 @@ pub(crate) fn write_text(out: &mut Vec<u8>, text: &str) {
     sonic_rs::format::CompactFormatter.write_string_fast(out, text, true).expect("writing to a Vec does not fail");
 }
 
+/// An integer in decimal, as serde_json writes it.
 pub(crate) fn write_integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
