@@ -146,6 +146,10 @@ pub struct BenchKafkaArgs {
     /// writes the state topic at every transaction).
     #[arg(long, default_value = "60s")]
     pub state_checkpoint: String,
+    /// The runs' `[kafka] delta_format`: `json` (the default, the documented consumer format)
+    /// or `bincode` (for machine consumers; less CPU on the sink's side, docs/KAFKA.md).
+    #[arg(long, default_value = "json", value_parser = ["json", "bincode"])]
+    pub delta_format: String,
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,
