@@ -186,6 +186,7 @@ fn a_bad_flag_value_is_a_clear_error() {
         (&replay[..], "--ips", "10.0.0.0/99", "query.ips: invalid CIDR"),
         (&replay[..], "--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
         (&bench_kafka[..], "--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
+        (&bench_kafka[..], "--delta-format", "xml", "invalid value 'xml' for '--delta-format"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)
