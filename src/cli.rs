@@ -147,7 +147,7 @@ pub struct BenchKafkaArgs {
     #[arg(long, default_value = "60s")]
     pub state_checkpoint: String,
     /// The runs' `[kafka] delta_format`: `json` (the default, the documented consumer format)
-    /// or `bincode` (for machine consumers; less CPU on the sink's side, docs/KAFKA.md).
+    /// or `bincode` (for machine consumers: half the bytes, lower latency; docs/KAFKA.md).
     #[arg(long, default_value = "json", value_parser = ["json", "bincode"])]
     pub delta_format: String,
     /// Write the figures here as JSON too.

@@ -408,8 +408,9 @@ fn kafka_path_equals_the_in_process_replay() {
             "100x",
             "--max-updates-per-piece",
             "100",
-            // The binary format here (JSON is every other run's): the bench's reader fails on
-            // a delta message in a format other than the one asked for.
+            // The binary format here, the only run of it through a broker (JSON is every other
+            // run's): the bench's reader fails on a delta message in a format other than the
+            // one asked for.
             "--delta-format",
             "bincode",
             "--json",
