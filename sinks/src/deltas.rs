@@ -92,9 +92,9 @@ pub fn write_line(output: &Output, out: &mut Vec<u8>) {
     match output {
         Output::Update { time, diff, record } => {
             out.extend_from_slice(b"{\"time\":");
-            write_integer(out, *time);
+            write_integer(*time, out);
             out.extend_from_slice(b",\"diff\":");
-            write_integer(out, *diff);
+            write_integer(*diff, out);
             match record {
                 GraphRecord::Row(row) => {
                     out.extend_from_slice(b",\"row\":");
@@ -109,7 +109,7 @@ pub fn write_line(output: &Output, out: &mut Vec<u8>) {
         }
         Output::Progress(progress) => {
             out.extend_from_slice(b"{\"progress\":");
-            write_integer(out, *progress);
+            write_integer(*progress, out);
             out.push(b'}');
         }
     }
@@ -127,43 +127,42 @@ pub(crate) fn write_record(record: &GraphRecord, out: &mut Vec<u8>) {
 /// A row's object, as [`RowJson`] serializes.
 fn write_row(row: &Row, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"from_entity\":");
-    write_text(out, &row.from_entity);
-    // A upid's text is digits and colons: nothing to escape.
-    out.extend_from_slice(b",\"upid\":\"");
-    row.upid.write_text(out);
-    out.extend_from_slice(b"\",\"cmdline\":");
-    write_text(out, &row.cmdline);
+    write_text(&row.from_entity, out);
+    out.extend_from_slice(b",\"upid\":");
+    write_upid(&row.upid, out);
+    out.extend_from_slice(b",\"cmdline\":");
+    write_text(&row.cmdline, out);
     out.extend_from_slice(b",\"remote_addr\":");
-    write_address(out, &row.remote_addr);
+    write_address(&row.remote_addr, out);
     out.extend_from_slice(b",\"to_entity\":");
-    write_text(out, &row.to_entity);
-    write_byte_counts(out, row.bytes_sent, row.bytes_recv, row.bytes_total());
+    write_text(&row.to_entity, out);
+    write_byte_counts(row.bytes_sent, row.bytes_recv, row.bytes_total(), out);
 }
 
 /// An edge's object, as [`EdgeJson`] serializes.
 fn write_edge(edge: &Edge, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"from_entity\":");
-    write_text(out, &edge.from_entity);
+    write_text(&edge.from_entity, out);
     out.extend_from_slice(b",\"to_entity\":");
-    write_text(out, &edge.to_entity);
-    write_byte_counts(out, edge.bytes_sent, edge.bytes_recv, edge.bytes_total());
+    write_text(&edge.to_entity, out);
+    write_byte_counts(edge.bytes_sent, edge.bytes_recv, edge.bytes_total(), out);
 }
 
 /// The three byte columns and the object's closing brace.
-fn write_byte_counts(out: &mut Vec<u8>, sent: u64, recv: u64, total: u64) {
+fn write_byte_counts(sent: u64, recv: u64, total: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"bytes_sent\":");
-    write_integer(out, sent);
+    write_integer(sent, out);
     out.extend_from_slice(b",\"bytes_recv\":");
-    write_integer(out, recv);
+    write_integer(recv, out);
     out.extend_from_slice(b",\"bytes_total\":");
-    write_integer(out, total);
+    write_integer(total, out);
     out.push(b'}');
 }
 
 /// An address as a JSON string, as its `Display` (and so serde) writes it. Almost every
 /// address is IPv4, written octet by octet without `fmt`, whose machinery was ~2% of the
 /// Kafka sink's thread.
-pub(crate) fn write_address(out: &mut Vec<u8>, address: &IpAddr) {
+pub(crate) fn write_address(address: &IpAddr, out: &mut Vec<u8>) {
     out.push(b'"');
     match address {
         IpAddr::V4(v4) => {
@@ -171,7 +170,7 @@ pub(crate) fn write_address(out: &mut Vec<u8>, address: &IpAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                write_integer(out, octet);
+                write_integer(octet, out);
             }
         }
         IpAddr::V6(v6) => write!(out, "{v6}").expect("writing to a Vec does not fail"),
@@ -179,13 +178,21 @@ pub(crate) fn write_address(out: &mut Vec<u8>, address: &IpAddr) {
     out.push(b'"');
 }
 
+/// A upid as a JSON string, as its `Display` (and so serde) writes it: digits and colons,
+/// nothing to escape.
+pub(crate) fn write_upid(upid: &Upid, out: &mut Vec<u8>) {
+    out.push(b'"');
+    upid.write_text(out);
+    out.push(b'"');
+}
+
 /// A text as a JSON string, escaped as serde_json escapes it.
-pub(crate) fn write_text(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_text(text: &str, out: &mut Vec<u8>) {
     sonic_rs::format::CompactFormatter.write_string_fast(out, text, true).expect("writing to a Vec does not fail");
 }
 
 /// An integer in decimal, as serde_json writes it.
-pub(crate) fn write_integer(out: &mut Vec<u8>, value: impl itoa::Integer) {
+pub(crate) fn write_integer(value: impl itoa::Integer, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 

@@ -31,7 +31,7 @@
 //! their keys' last updates again, so the next checkpoint writes what the crash kept from the
 //! state topic.
 
-use crate::deltas::{self, write_address, write_record, write_text, DeltaDecoder};
+use crate::deltas::{self, write_address, write_record, write_text, write_upid, DeltaDecoder};
 use flowgraph_pipeline::{GraphRecord, Output, Text};
 use flowgraph_schema::EventTime;
 use hashbrown::hash_table::{Entry, HashTable};
@@ -1063,19 +1063,19 @@ pub fn write_state_key(record: &GraphRecord, out: &mut Vec<u8>) {
     match record {
         GraphRecord::Edge(e) => {
             out.extend_from_slice(b"[\"edge\",");
-            write_text(out, &e.from_entity);
+            write_text(&e.from_entity, out);
             out.push(b',');
-            write_text(out, &e.to_entity);
+            write_text(&e.to_entity, out);
         }
         GraphRecord::Row(r) => {
             out.extend_from_slice(b"[\"row\",");
-            write_text(out, &r.from_entity);
-            out.extend_from_slice(b",\"");
-            r.upid.write_text(out);
-            out.extend_from_slice(b"\",");
-            write_text(out, &r.cmdline);
+            write_text(&r.from_entity, out);
             out.push(b',');
-            write_address(out, &r.remote_addr);
+            write_upid(&r.upid, out);
+            out.push(b',');
+            write_text(&r.cmdline, out);
+            out.push(b',');
+            write_address(&r.remote_addr, out);
         }
     }
     out.push(b']');
