@@ -711,8 +711,9 @@ pub fn encode_transaction<E>(
         TransactionCounts { state_writes: if checkpoint { last.len() as u64 } else { 0 }, ..Default::default() };
     let mut start = 0usize;
     let mut spans = Vec::new();
-    // One buffer for every key: each is handed over (and copied by librdkafka) before the next.
-    let mut key = Vec::new();
+    // One buffer for every key, and one for the values not taken from a line: each is handed
+    // over (and copied by librdkafka) before the next.
+    let (mut key, mut encoded) = (Vec::new(), Vec::new());
     for &(end, progress) in batches {
         // JSON lines embed each record's state value: where, so it is not encoded twice.
         spans.clear();
@@ -727,12 +728,12 @@ pub fn encode_transaction<E>(
         while let Some(update) = state_writes.next_if(|update| update.position < end) {
             key.clear();
             write_state_key(update.record, &mut key);
-            let encoded;
             let value = match (update.present, spans[update.position - start]) {
                 (false, _) => None,
                 (true, Some(span)) => Some(&messages[span.message][span.start..span.end]),
                 (true, None) => {
-                    encoded = state_value(update.record);
+                    encoded.clear();
+                    write_record(update.record, &mut encoded);
                     Some(encoded.as_slice())
                 }
             };
@@ -950,12 +951,15 @@ fn write_held<E>(
     held: impl IntoIterator<Item = (GraphRecord, bool)>,
     mut write: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let (mut key, mut count) = (Vec::new(), 0);
+    let (mut key, mut value, mut count) = (Vec::new(), Vec::new(), 0);
     for (record, present) in held {
         key.clear();
         write_state_key(&record, &mut key);
-        let value = present.then(|| state_value(&record));
-        write(&key, value.as_deref())?;
+        value.clear();
+        if present {
+            write_record(&record, &mut value);
+        }
+        write(&key, present.then_some(value.as_slice()))?;
         count += 1;
     }
     Ok(count)
