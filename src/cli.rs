@@ -198,7 +198,8 @@ pub struct UiArgs {
     /// Override kafka.brokers (with --from-kafka).
     #[arg(long, requires = "from_kafka")]
     pub brokers: Option<String>,
-    /// Exit when the input ends, instead of serving the final graph until Ctrl-C.
+    /// Exit when the input ends, instead of serving the final graph until Ctrl-C (with
+    /// --from-kafka: once bootstrapped to the delta topic's end, printing the graph's size).
     #[arg(long)]
     pub exit_at_end: bool,
 }

@@ -404,8 +404,22 @@ fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     let topic = &kafka.deltas_topic;
     let mut decoder = DeltaDecoder::default();
     let Some(current) = bootstrap(&kafka, &consumer, &mut decoder, &stop)? else { return Ok(()) };
-    live.replace(current.into_graph());
+    let graph = current.into_graph();
+    let summary = format!(
+        "bootstrapped from {} and {topic}: {} edges, {} rows at {}",
+        kafka.state_topic,
+        graph.edge_count(),
+        graph.row_count(),
+        graph.time().map_or("no progress mark yet".to_string(), crate::report::format_time)
+    );
+    live.replace(graph);
     live.set_not_ready(None);
+    // The bootstrap read the delta topic to its end: with nothing more to wait for, that is
+    // the end of the input.
+    if args.exit_at_end {
+        println!("{summary}");
+        return Ok(());
+    }
     tracing::info!(time = ?live.time(), "bootstrapped; following {topic}");
 
     while !stop.load(Ordering::Relaxed) {
