@@ -7,7 +7,7 @@
 mod common;
 use common::{
     assert_marks_cover, assert_same_deltas, delta_topic_outputs, flowgraph, free_local_addr, graph_of, head_start,
-    http_get, metric, read_messages, rows_and_edges, smoke_reference, snapshot_as_state, spawn_flowgraph,
+    http_get, metric, read_messages, read_topic, rows_and_edges, smoke_reference, snapshot_as_state, spawn_flowgraph,
     state_topic_graph, Broker,
 };
 use flowgraph_pipeline::Output;
@@ -264,8 +264,11 @@ fn kafka_path_equals_the_in_process_replay() {
     // 1b. Four partitions, read in whatever interleaving the client fetches: per-partition
     //     clocks keep a partition read ahead from making the others late.
     //     Published with `--max` (no pacing, the default, said explicitly); it excludes the
-    //     pacing flags.
+    //     pacing flags. This run writes bincode deltas, which the readers below must follow.
     let config = run_config(&dir, b, "multi");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("delta_format = \"bincode\"\n");
+    std::fs::write(&config, text).unwrap();
     flowgraph(
         &dir,
         &["replay", "--input", "smoke.fgb", "--to-kafka", "multi.in", "--partitions", "4", "--brokers", b, "--max"],
@@ -282,10 +285,47 @@ fn kafka_path_equals_the_in_process_replay() {
     }
     let log = flowgraph(&dir, &["run", "--config", config.to_str().unwrap(), "--exit-when-idle", "2s"]);
     assert!(log.contains("late=0"), "records were late across partitions:\n{log}");
+    // Checkpoint messages are empty; every other message is bincode.
+    let messages = read_topic(b, "multi.deltas");
+    let other = messages.iter().filter_map(|(_, payload)| payload.as_ref()).filter(|payload| !payload.is_empty());
+    let other = other.filter(|payload| !payload.starts_with(&flowgraph_sinks::kafka::BINCODE_MAGIC)).count();
+    assert_eq!(other, 0, "delta_format = \"bincode\" wrote other messages ({} in all)", messages.len());
     let published = delta_topic_outputs(b, "multi.deltas");
     assert_same_deltas(&published, &reference, "four partitions");
     assert_marks_cover(&published, "four partitions");
     assert_eq!(state_topic_graph(b, "multi.state"), reference_state, "state topic (four partitions)");
+    // The bincode deltas read back: `tail`, and the live view's bootstrap, which with
+    // `--exit-at-end` stops at the delta topic's end and prints the graph's size.
+    let rows = graph_of(&reference).row_count();
+    let tail = flowgraph(&dir, &["tail", "--config", config.to_str().unwrap(), "--exit-at-end", "--top", "3"]);
+    assert!(tail.contains(&format!("{edges} edges, {rows} rows")), "tail of bincode deltas:\n{tail}");
+    // Run with a deadline: a view that ignored --exit-at-end would serve until killed.
+    let mut view = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
+        .current_dir(&dir)
+        .args(["ui", "--from-kafka", "--config", config.to_str().unwrap(), "--exit-at-end", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("view-at-end.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("view-at-end.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while view.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = view.kill();
+            panic!("ui --from-kafka --exit-at-end still ran 60 s after its start:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let view = view.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&view.stdout);
+    let bootstrapped = format!("bootstrapped from multi.state and multi.deltas: {edges} edges, {rows} rows at ");
+    assert!(
+        view.status.success() && printed.contains(&bootstrapped),
+        "ui --from-kafka --exit-at-end: wanted {bootstrapped}, got {}\n{printed}\n{}",
+        view.status,
+        log()
+    );
 
     // 2. kill -9 in the middle, restart: the delta topic continues without repeats or gaps,
     //    the state topic ends as in the crash-free run.
