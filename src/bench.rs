@@ -64,10 +64,13 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let tag = format!("bench-{}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
-    let kafka = flowgraph_config::KafkaConfig { brokers: args.brokers.clone(), ..Default::default() };
+    let options: std::collections::BTreeMap<String, String> = args.kafka_options.iter().cloned().collect();
+    let kafka =
+        flowgraph_config::KafkaConfig { brokers: args.brokers.clone(), options: options.clone(), ..Default::default() };
     // Deleted however the run ends, unless asked to keep them.
     let _topics = RunTopics {
         brokers: args.brokers.clone(),
+        options: options.clone(),
         names: ["latency", "throughput"]
             .into_iter()
             .flat_map(|phase| ["in", "deltas", "state", "dead"].map(|t| format!("{tag}.{phase}.{t}")))
@@ -219,13 +222,13 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         Verdict {
             target: "Kafka (one local broker) >= 300,000 records/s".into(),
             figure: throughput.as_ref().map_or("not measured (--no-throughput)".into(), |t| {
-                format!("{:.0} ({} deltas)", t.records_per_second, args.delta_format)
+                format!("{:.0} ({})", t.records_per_second, setting(&args))
             }),
             pass: throughput.as_ref().filter(|_| medium).map(|t| t.records_per_second >= 300_000.0),
         },
         Verdict {
             target: "Kafka p99 <= 250 ms at 100,000 records/s offered".into(),
-            figure: format!("{:.1} ms at {offered:.0}/s, {late} records late ({} deltas)", ms(0.99), args.delta_format),
+            figure: format!("{:.1} ms at {offered:.0}/s, {late} records late ({})", ms(0.99), setting(&args)),
             // Records re-timed to a clock are not reflected at their own time: a p99 reached
             // by making them late does not meet the target.
             pass: (medium && (95_000.0..=105_000.0).contains(&offered)).then_some(ms(0.99) <= 250.0 && late == 0),
@@ -240,6 +243,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "lateness": lateness, "progress_interval": args.progress_interval,
             "max_updates_per_piece": query.max_updates_per_piece, "state_checkpoint": args.state_checkpoint,
             "delta_format": args.delta_format,
+            "kafka_options": options,
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
@@ -277,6 +281,8 @@ struct Phase {
     /// The run's `--status-file`.
     status: std::path::PathBuf,
     brokers: String,
+    /// `--kafka-option`s, for the bench's reader of the run's deltas.
+    options: Vec<(String, String)>,
     /// Whether the run writes bincode deltas (`--delta-format`), else JSON.
     bincode: bool,
 }
@@ -303,7 +309,7 @@ impl Phase {
                 args.brokers,
                 args.state_checkpoint,
                 args.delta_format
-            ),
+            ) + &kafka_options_section(&args.kafka_options)?,
         )
         .with_context(|| format!("writing {}", config.display()))?;
         Ok(Phase {
@@ -314,9 +320,25 @@ impl Phase {
             log: dir.join(format!("{prefix}.log")),
             status: dir.join(format!("{prefix}.status.jsonl")),
             brokers: args.brokers.clone(),
+            options: args.kafka_options.clone(),
             bincode: args.delta_format == "bincode",
         })
     }
+}
+
+/// The runs' `[kafka.options]` section for `--kafka-option`s (empty without any).
+fn kafka_options_section(options: &[(String, String)]) -> anyhow::Result<String> {
+    if options.is_empty() {
+        return Ok(String::new());
+    }
+    let table: toml::Table = options.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
+    Ok(format!("\n[kafka.options]\n{}", toml::to_string(&table).context("writing --kafka-option as TOML")?))
+}
+
+/// How the verdicts name the setting measured: the delta format, and any `--kafka-option`s.
+fn setting(args: &BenchKafkaArgs) -> String {
+    let options = args.kafka_options.iter().map(|(k, v)| format!(", {k}={v}")).collect::<String>();
+    format!("{} deltas{options}", args.delta_format)
 }
 
 /// How long a run may go without releasing a progress mark, beyond its idle exit, once the
@@ -435,14 +457,18 @@ impl PipelineRun {
             .stderr(std::fs::File::create(&phase.log).context("creating the run's log")?)
             .spawn()
             .context("starting flowgraph run")?;
-        let consumer: BaseConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &phase.brokers)
             .set("group.id", &phase.deltas)
             .set("isolation.level", "read_committed")
             .set("fetch.wait.max.ms", "10")
             // A reader of marks, not a member whose offsets matter: nothing left on the broker.
-            .set("enable.auto.commit", "false")
-            .create()?;
+            .set("enable.auto.commit", "false");
+        for (key, value) in &phase.options {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer = config.create().context("creating the reader of the run's deltas")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         // Why the run is not ready yet, if it cannot become so: it exited, or took too long.
         let mut not_ready = |what: &str| -> anyhow::Result<()> {
@@ -584,6 +610,7 @@ impl PipelineRun {
 /// has exited (on an early failure a pipeline still running loses its topics and stops).
 struct RunTopics {
     brokers: String,
+    options: std::collections::BTreeMap<String, String>,
     names: Vec<String>,
     keep: bool,
 }
@@ -595,7 +622,7 @@ impl Drop for RunTopics {
             return;
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        match flowgraph_sources::kafka::delete_topics(&self.brokers, &Default::default(), &names) {
+        match flowgraph_sources::kafka::delete_topics(&self.brokers, &self.options, &names) {
             Ok(()) => eprintln!("deleted topics {}", names.join(", ")),
             Err(e) => eprintln!("warning: {e}; delete them by hand (scripts/kafka topics --delete)"),
         }

@@ -150,6 +150,11 @@ pub struct BenchKafkaArgs {
     /// or `bincode` (for machine consumers: half the bytes, lower latency; docs/KAFKA.md).
     #[arg(long, default_value = "json", value_parser = ["json", "bincode"])]
     pub delta_format: String,
+    /// A librdkafka property (repeatable) for every Kafka client of the bench and of its runs,
+    /// as `[kafka.options]` in a run's config: to size a deployment's settings
+    /// (`compression.type=none`, `linger.ms=5`) or reach a secured broker.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
+    pub kafka_options: Vec<(String, String)>,
     /// Write the figures here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -448,6 +453,15 @@ pub struct GenerateArgs {
     /// binary or jsonl.
     #[arg(long, default_value = "binary")]
     pub format: String,
+}
+
+/// `KEY=VALUE` of `--kafka-option`: librdkafka itself checks the key and the value when a
+/// client is made.
+fn parse_kafka_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE (a librdkafka property, such as compression.type=none)")),
+    }
 }
 
 #[cfg(test)]

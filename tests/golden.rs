@@ -187,6 +187,7 @@ fn a_bad_flag_value_is_a_clear_error() {
         (&replay[..], "--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
         (&bench_kafka[..], "--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
         (&bench_kafka[..], "--delta-format", "xml", "invalid value 'xml' for '--delta-format"),
+        (&bench_kafka[..], "--kafka-option", "compression.type", "\"compression.type\" is not KEY=VALUE"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)

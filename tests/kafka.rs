@@ -453,6 +453,9 @@ fn kafka_path_equals_the_in_process_replay() {
             // one asked for.
             "--delta-format",
             "bincode",
+            // Harmless to every client; the runs must get it in their [kafka.options].
+            "--kafka-option",
+            "socket.keepalive.enable=true",
             "--json",
             "bk.json",
         ],
@@ -464,6 +467,21 @@ fn kafka_path_equals_the_in_process_replay() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("bk.json")).unwrap()).unwrap();
     assert_eq!(figures["max_updates_per_piece"], 100, "{figures}");
     assert_eq!(figures["delta_format"], "bincode", "{figures}");
+    assert_eq!(figures["kafka_options"]["socket.keepalive.enable"], "true", "{figures}");
+    assert!(out.contains("(bincode deltas, socket.keepalive.enable=true)"), "the verdicts name the setting\n{out}");
+    // With RUST_LOG set (as `flowgraph` sets it here) the runs' logs and configs are kept.
+    let kept = out.lines().find_map(|l| l.strip_prefix("bench-kafka: the runs' logs are in ")).expect(&out);
+    for phase in ["latency", "throughput"] {
+        let config = std::fs::read_dir(kept)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.to_string_lossy().ends_with(&format!(".{phase}.toml")))
+            .unwrap_or_else(|| panic!("no config of the {phase} run in {kept}"));
+        let config: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+        let option = config.get("kafka").and_then(|k| k.get("options")).and_then(|o| o.get("socket.keepalive.enable"));
+        assert_eq!(option.and_then(|v| v.as_str()), Some("true"), "the {phase} run's config:\n{config}");
+    }
+    std::fs::remove_dir_all(kept).unwrap();
     for (phase, figures) in [("latency phase", &figures), ("throughput phase", &figures["throughput"])] {
         let transactions = number_after(&out, &format!("the sink ({phase}): "));
         assert!(transactions > 0, "{phase}: no transaction committed\n{out}");
