@@ -34,6 +34,7 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 
 pub fn run(args: UiArgs) -> anyhow::Result<()> {
     if args.from_kafka {
+        reject_embedded_only_flags(&args)?;
         return follow_kafka(&args);
     }
     let input = args.input.clone().context("--input: give a recording, or - for standard input")?;
@@ -387,6 +388,34 @@ pub fn drive(
 
 /// `ui --from-kafka`: bootstrap from the state topic and the deltas after its checkpoint
 /// ([`bootstrap`]), then follow the delta topic, applying deltas as they come.
+/// With `--from-kafka` the graph is the pipeline's, as its config's `[query]` made it, and no
+/// record passes through this process: a query, naming or pacing flag would change nothing but
+/// the parameters the view reports, so it is refused rather than ignored.
+fn reject_embedded_only_flags(args: &UiArgs) -> anyhow::Result<()> {
+    let query = &args.query;
+    let given = [
+        ("--ips", query.ips.is_some()),
+        ("--window", query.window.is_some()),
+        ("--group-by", query.group_by.is_some()),
+        ("--lateness", query.lateness.is_some()),
+        ("--progress-interval", query.progress_interval.is_some()),
+        ("--max-updates-per-piece", query.max_updates_per_piece.is_some()),
+        ("--names", args.naming.names.is_some()),
+        ("--reverse-dns", args.naming.reverse_dns),
+        ("--dns-server", args.naming.dns_server.is_some()),
+        ("--speed", args.speed != 0.0),
+    ];
+    let given: Vec<&str> = given.into_iter().filter(|(_, set)| *set).map(|(flag, _)| flag).collect();
+    if !given.is_empty() {
+        bail!(
+            "{} cannot be used with --from-kafka: the view shows the graph the pipeline computes, with the query \
+             and names of its config (--config); set them there",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
     let config = job_config(&args.query)?;

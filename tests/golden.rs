@@ -180,6 +180,8 @@ fn a_bad_flag_value_is_a_clear_error() {
     let replay = ["replay", "--input", "input.jsonl"];
     // `bench-kafka` checks its runs' query before it makes a topic (no broker listens here).
     let bench_kafka = ["bench-kafka", "--input", "input.jsonl", "--brokers", "127.0.0.1:1", "--lateness", "1s"];
+    // Nothing listens at the brokers' address: a view that took the flag would fail to bootstrap.
+    let ui_from_kafka = ["ui", "--from-kafka", "--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"];
     for (command, flag, value, expected) in [
         (&replay[..], "--window", "5 fortnights", "query.window: invalid duration"),
         (&replay[..], "--group-by", "planet", "query.group_by: unknown value \"planet\""),
@@ -188,6 +190,8 @@ fn a_bad_flag_value_is_a_clear_error() {
         (&bench_kafka[..], "--max-updates-per-piece", "0", "query.max_updates_per_piece: must be 1 or more"),
         (&bench_kafka[..], "--delta-format", "xml", "invalid value 'xml' for '--delta-format"),
         (&bench_kafka[..], "--kafka-option", "compression.type", "\"compression.type\" is not KEY=VALUE"),
+        // The followed pipeline's config sets its query: a flag would only mislabel the view.
+        (&ui_from_kafka[..], "--window", "1m", "--window cannot be used with --from-kafka"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)
