@@ -382,25 +382,32 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 20)]
     pub top: usize,
     /// Instead of running the job, publish the recording to this Kafka topic (binary frames
-    /// keyed by agent), created with --partitions if missing.
-    #[arg(long)]
+    /// keyed by agent), created with --partitions if missing. The job's flags (the query's,
+    /// --deltas, --snapshot, --strict, --top) are refused with it: `flowgraph run` computes.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "deltas", "snapshot", "strict", "top", "ips", "window", "group_by", "lateness", "progress_interval",
+            "max_updates_per_piece",
+        ]
+    )]
     pub to_kafka: Option<String>,
     /// Bootstrap servers for --to-kafka [default: kafka.brokers of --config, else
     /// 127.0.0.1:9092]; the config's librdkafka options (security) apply too.
-    #[arg(long)]
+    #[arg(long, requires = "to_kafka")]
     pub brokers: Option<String>,
     /// Partitions of a topic --to-kafka creates.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, requires = "to_kafka")]
     pub partitions: i32,
     /// Records per second for --to-kafka (default: --max).
-    #[arg(long, conflicts_with = "speed")]
+    #[arg(long, conflicts_with = "speed", requires = "to_kafka")]
     pub rate: Option<f64>,
     /// Event-time pace for --to-kafka: 10x publishes ten seconds of the recording per second
     /// (default: --max).
-    #[arg(long)]
+    #[arg(long, requires = "to_kafka")]
     pub speed: Option<String>,
     /// No pacing for --to-kafka: publish as fast as the broker takes it (the default).
-    #[arg(long, conflicts_with_all = ["rate", "speed"])]
+    #[arg(long, conflicts_with_all = ["rate", "speed"], requires = "to_kafka")]
     pub max: bool,
 }
 

@@ -181,6 +181,7 @@ fn a_bad_flag_value_is_a_clear_error() {
     // `bench-kafka` checks its runs' query before it makes a topic (no broker listens here).
     let bench_kafka = ["bench-kafka", "--input", "input.jsonl", "--brokers", "127.0.0.1:1", "--lateness", "1s"];
     // Nothing listens at the brokers' address: a view that took the flag would fail to bootstrap.
+    let replay_to_kafka = ["replay", "--input", "input.jsonl", "--to-kafka", "t", "--brokers", "127.0.0.1:1"];
     let ui_from_kafka = ["ui", "--from-kafka", "--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"];
     for (command, flag, value, expected) in [
         (&replay[..], "--window", "5 fortnights", "query.window: invalid duration"),
@@ -192,6 +193,10 @@ fn a_bad_flag_value_is_a_clear_error() {
         (&bench_kafka[..], "--kafka-option", "compression.type", "\"compression.type\" is not KEY=VALUE"),
         // The followed pipeline's config sets its query: a flag would only mislabel the view.
         (&ui_from_kafka[..], "--window", "1m", "--window cannot be used with --from-kafka"),
+        // Publishing runs no job, and the job's replay publishes nothing: each refuses the
+        // other's flags.
+        (&replay_to_kafka[..], "--window", "1m", "cannot be used with '--window"),
+        (&replay[..], "--rate", "100", "required arguments were not provided:\n  --to-kafka"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)
