@@ -386,8 +386,6 @@ pub fn drive(
     })
 }
 
-/// `ui --from-kafka`: bootstrap from the state topic and the deltas after its checkpoint
-/// ([`bootstrap`]), then follow the delta topic, applying deltas as they come.
 /// With `--from-kafka` the graph is the pipeline's, as its config's `[query]` made it, and no
 /// record passes through this process: a query, naming or pacing flag would change nothing but
 /// the parameters the view reports, so it is refused rather than ignored.
@@ -416,6 +414,8 @@ fn reject_embedded_only_flags(args: &UiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ui --from-kafka`: bootstrap from the state topic and the deltas after its checkpoint
+/// ([`bootstrap`]), then follow the delta topic, applying deltas as they come.
 fn follow_kafka(args: &UiArgs) -> anyhow::Result<()> {
     let kafka = kafka_config(args.query.config.as_ref(), args.brokers.as_ref())?;
     let config = job_config(&args.query)?;
