@@ -243,7 +243,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "lateness": lateness, "progress_interval": args.progress_interval,
             "max_updates_per_piece": query.max_updates_per_piece, "state_checkpoint": args.state_checkpoint,
             "delta_format": args.delta_format,
-            "kafka_options": options,
+            "kafka_options": shown_options(&args.kafka_options).collect::<std::collections::BTreeMap<_, _>>(),
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
@@ -337,8 +337,17 @@ fn kafka_options_section(options: &[(String, String)]) -> anyhow::Result<String>
 
 /// How the verdicts name the setting measured: the delta format, and any `--kafka-option`s.
 fn setting(args: &BenchKafkaArgs) -> String {
-    let options = args.kafka_options.iter().map(|(k, v)| format!(", {k}={v}")).collect::<String>();
+    let options = shown_options(&args.kafka_options).map(|(k, v)| format!(", {k}={v}")).collect::<String>();
     format!("{} deltas{options}", args.delta_format)
+}
+
+/// `--kafka-option`s as the figures show them: the value of a credential (a key naming a
+/// password or a secret, or an inline PEM) hidden, since figures are printed and shared.
+fn shown_options(options: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    options.iter().map(|(key, value)| {
+        let secret = ["password", "secret", ".pem"].iter().any(|word| key.contains(word));
+        (key.as_str(), if secret { "(hidden)" } else { value.as_str() })
+    })
 }
 
 /// How long a run may go without releasing a progress mark, beyond its idle exit, once the
@@ -733,6 +742,29 @@ impl ProgressReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_given_as_kafka_options_are_hidden_in_the_figures() {
+        let option = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let options = [
+            option("compression.type", "none"),
+            option("sasl.password", "flowgraph-secret"),
+            option("sasl.oauthbearer.client.secret", "s3"),
+            option("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            option("ssl.ca.location", "/tmp/ca.pem"),
+        ];
+        let shown: Vec<(&str, &str)> = shown_options(&options).collect();
+        assert_eq!(
+            shown,
+            [
+                ("compression.type", "none"),
+                ("sasl.password", "(hidden)"),
+                ("sasl.oauthbearer.client.secret", "(hidden)"),
+                ("ssl.key.pem", "(hidden)"),
+                ("ssl.ca.location", "/tmp/ca.pem"),
+            ]
+        );
+    }
 
     fn progress(source: &str, time_: u64) -> Record {
         Record::Progress(Progress { time_, source: source.into(), losses: Default::default() })

@@ -152,7 +152,8 @@ pub struct BenchKafkaArgs {
     pub delta_format: String,
     /// A librdkafka property (repeatable) for every Kafka client of the bench and of its runs,
     /// as `[kafka.options]` in a run's config: to size a deployment's settings
-    /// (`compression.type=none`, `linger.ms=5`) or reach a secured broker.
+    /// (`compression.type=none`, `linger.ms=5`) or reach a secured broker. The figures show
+    /// the values, but those of passwords, secrets and inline PEMs as (hidden).
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
     pub kafka_options: Vec<(String, String)>,
     /// Write the figures here as JSON too.
