@@ -91,7 +91,30 @@ fn watermark_and_names(agent: &Agent, dns: &mut Dns, records: &mut Vec<Record>) 
     Ok((now, loss))
 }
 
+/// Refuses the flags of an output the agent does not write to: they would be ignored, and an
+/// operator who gave `--brokers` expects records on Kafka, not on standard output.
+fn check_output_flags(args: &AgentArgs) -> anyhow::Result<()> {
+    let kafka_flags: Vec<&str> =
+        [("--brokers", args.brokers.is_some()), ("--topic", args.topic.is_some()), ("--config", args.config.is_some())]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+    match args.output.as_str() {
+        "kafka" if args.out != "-" => {
+            bail!("--out is for --output jsonl or binary; --output kafka publishes to a topic")
+        }
+        "jsonl" | "binary" if !kafka_flags.is_empty() => bail!(
+            "{} cannot be used with --output {}, which writes to {} (they are for --output kafka)",
+            kafka_flags.join(", "),
+            args.output,
+            if args.out == "-" { "standard output" } else { &args.out }
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    check_output_flags(&args)?;
     let period = Duration::from_nanos(parse_duration_ns("--export-period", &args.export_period)?);
     if period < Duration::from_secs(1) {
         bail!("--export-period: must be at least 1s");

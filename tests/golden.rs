@@ -182,6 +182,8 @@ fn a_bad_flag_value_is_a_clear_error() {
     let bench_kafka = ["bench-kafka", "--input", "input.jsonl", "--brokers", "127.0.0.1:1", "--lateness", "1s"];
     // Nothing listens at the brokers' address: a view that took the flag would fail to bootstrap.
     let replay_to_kafka = ["replay", "--input", "input.jsonl", "--to-kafka", "t", "--brokers", "127.0.0.1:1"];
+    let agent_to_stdout = ["agent", "--output", "jsonl", "--export-period", "0s"];
+    let agent_to_kafka = ["agent", "--output", "kafka", "--export-period", "0s"];
     let ui_from_kafka = ["ui", "--from-kafka", "--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"];
     for (command, flag, value, expected) in [
         (&replay[..], "--window", "5 fortnights", "query.window: invalid duration"),
@@ -197,6 +199,10 @@ fn a_bad_flag_value_is_a_clear_error() {
         // other's flags.
         (&replay_to_kafka[..], "--window", "1m", "cannot be used with '--window"),
         (&replay[..], "--rate", "100", "required arguments were not provided:\n  --to-kafka"),
+        // An agent's flags for an output it does not write to. The bad export period would stop
+        // an agent that missed the conflict before it loads eBPF and runs.
+        (&agent_to_stdout[..], "--brokers", "127.0.0.1:1", "--brokers cannot be used with --output jsonl"),
+        (&agent_to_kafka[..], "--out", "records.jsonl", "--out is for --output jsonl or binary"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_flowgraph"))
             .current_dir(&case)
