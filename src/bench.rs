@@ -71,8 +71,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let _topics = RunTopics {
         brokers: args.brokers.clone(),
         options: options.clone(),
-        names: ["latency", "throughput"]
-            .into_iter()
+        names: std::iter::once("latency".to_string())
+            .chain((1..=args.throughput_runs).map(|run| format!("throughput-{run}")))
             .flat_map(|phase| ["in", "deltas", "state", "dead"].map(|t| format!("{tag}.{phase}.{t}")))
             .collect(),
         keep: args.keep_topics,
@@ -161,58 +161,27 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let throughput = match args.no_throughput {
         true => None,
         false => {
-            eprintln!("bench-kafka: 2/2 throughput: the whole recording queued, then the pipeline at full speed");
-            let phase = Phase::new(&args, &dir, &format!("{tag}.throughput"), &query)?;
-            let mut reports = ProgressReports::default();
-            let mut end = 0;
-            let queued = publish(
-                &producer,
-                &args.input,
-                &kafka,
-                &phase.input,
-                args.partitions,
-                Pacing::default(),
-                &mut |record| {
-                    reports.observe(record);
-                    end = end.max(record.time());
-                },
-            )?;
-            let now = Instant::now();
-            let tail: Vec<(Instant, Record)> =
-                reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
-            let tail_reports = tail.len();
-            publish_at(&producer, &phase.input, tail)?;
-            let (run, consuming) = PipelineRun::start(&phase, Duration::from_secs(3))?;
-            let finished = run.finish()?;
-            let Some(&(mark, done)) = finished.marks.iter().find(|(mark, _)| *mark > end) else {
-                bail!("{}: the pipeline never made a mark past the recording's last event time readable", phase.name);
-            };
-            // The sources' next reports move every partition's clock past the end; a mark of
-            // exactly end + 1 is the idle exit's instead, and the figure would include its wait.
-            if mark == end + 1 {
-                bail!(
-                    "{}: the last mark came from the pipeline's idle exit, not from the sources' progress \
-                     (a source with a single progress report has no period to extrapolate); the figure would \
-                     include the idle wait",
-                    phase.name
+            eprintln!(
+                "bench-kafka: 2/2 throughput: the whole recording queued, then the pipeline at full speed ({} run{})",
+                args.throughput_runs,
+                if args.throughput_runs == 1 { "" } else { "s, each on fresh topics" }
+            );
+            let mut runs = Vec::new();
+            for run in 1..=args.throughput_runs {
+                let phase = Phase::new(&args, &dir, &format!("{tag}.throughput-{run}"), &query)?;
+                runs.push(throughput_run(&args, &phase, &kafka, &producer, interval_ns)?);
+            }
+            let median = median_run(&runs);
+            if runs.len() > 1 {
+                let rates: Vec<String> = runs.iter().map(|t| format!("{:.0}", t.records_per_second)).collect();
+                println!(
+                    "throughput over {} runs: median {:.0} records/s (the runs: {}); the verdict is on the median",
+                    runs.len(),
+                    runs[median].records_per_second,
+                    rates.join(" / ")
                 );
             }
-            let seconds = done.duration_since(consuming).as_secs_f64();
-            let rate = queued.records as f64 / seconds;
-            println!(
-                "throughput: {} records in {seconds:.2} s from consuming to the last mark readable: {rate:.0} records/s \
-                 ({} late; the pipeline read {}: these and {tail_reports} progress reports after them)",
-                queued.records, finished.late, finished.records
-            );
-            finished.sink.print("throughput phase");
-            print_peak_resident("throughput phase", finished.peak_resident_bytes);
-            Some(Throughput {
-                records_per_second: rate,
-                seconds,
-                late: finished.late,
-                sink: finished.sink,
-                peak_resident_bytes: finished.peak_resident_bytes,
-            })
+            Some((runs, median))
         }
     };
 
@@ -221,10 +190,14 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let verdicts = [
         Verdict {
             target: "Kafka (one local broker) >= 300,000 records/s".into(),
-            figure: throughput.as_ref().map_or("not measured (--no-throughput)".into(), |t| {
-                format!("{:.0} ({})", t.records_per_second, setting(&args))
+            figure: throughput.as_ref().map_or("not measured (--no-throughput)".into(), |(runs, median)| {
+                let of = if runs.len() > 1 { format!(", the median of {} runs", runs.len()) } else { String::new() };
+                format!("{:.0} ({}{of})", runs[*median].records_per_second, setting(&args))
             }),
-            pass: throughput.as_ref().filter(|_| medium).map(|t| t.records_per_second >= 300_000.0),
+            pass: throughput
+                .as_ref()
+                .filter(|_| medium)
+                .map(|(runs, median)| runs[*median].records_per_second >= 300_000.0),
         },
         Verdict {
             target: "Kafka p99 <= 250 ms at 100,000 records/s offered".into(),
@@ -248,7 +221,9 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
             "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
             "sink": finished.sink.json(), "peak_resident_bytes": finished.peak_resident_bytes,
-            "throughput": throughput.map(|t| serde_json::json!({"records_per_second": t.records_per_second, "seconds": t.seconds, "late_records": t.late, "sink": t.sink.json(), "peak_resident_bytes": t.peak_resident_bytes})),
+            // The median run's figures, and every run's.
+            "throughput": throughput.as_ref().map(|(runs, median)| runs[*median].json()),
+            "throughput_runs": throughput.as_ref().map(|(runs, _)| runs.iter().map(Throughput::json).collect::<Vec<_>>()),
             "targets": verdicts.iter().map(Verdict::json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")?;
@@ -261,6 +236,67 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One run of the throughput phase on `phase`'s fresh topics: the whole recording on the input
+/// topic first, with the sources' next reports after it, then a pipeline started on it; from
+/// the instant it consumes to the instant the mark past the last event time is readable.
+fn throughput_run(
+    args: &BenchKafkaArgs,
+    phase: &Phase,
+    kafka: &flowgraph_config::KafkaConfig,
+    producer: &rdkafka::producer::ThreadedProducer<crate::output::DeliveryReport>,
+    interval_ns: u64,
+) -> anyhow::Result<Throughput> {
+    let mut reports = ProgressReports::default();
+    let mut end = 0;
+    let queued =
+        publish(producer, &args.input, kafka, &phase.input, args.partitions, Pacing::default(), &mut |record| {
+            reports.observe(record);
+            end = end.max(record.time());
+        })?;
+    let now = Instant::now();
+    let tail: Vec<(Instant, Record)> = reports.next_reports(end + interval_ns).into_iter().map(|r| (now, r)).collect();
+    let tail_reports = tail.len();
+    publish_at(producer, &phase.input, tail)?;
+    let (run, consuming) = PipelineRun::start(phase, Duration::from_secs(3))?;
+    let finished = run.finish()?;
+    let Some(&(mark, done)) = finished.marks.iter().find(|(mark, _)| *mark > end) else {
+        bail!("{}: the pipeline never made a mark past the recording's last event time readable", phase.name);
+    };
+    // The sources' next reports move every partition's clock past the end; a mark of exactly
+    // end + 1 is the idle exit's instead, and the figure would include its wait.
+    if mark == end + 1 {
+        bail!(
+            "{}: the last mark came from the pipeline's idle exit, not from the sources' progress (a source with a \
+             single progress report has no period to extrapolate); the figure would include the idle wait",
+            phase.name
+        );
+    }
+    let seconds = done.duration_since(consuming).as_secs_f64();
+    let rate = queued.records as f64 / seconds;
+    println!(
+        "throughput: {} records in {seconds:.2} s from consuming to the last mark readable: {rate:.0} records/s \
+         ({} late; the pipeline read {}: these and {tail_reports} progress reports after them)",
+        queued.records, finished.late, finished.records
+    );
+    finished.sink.print("throughput phase");
+    print_peak_resident("throughput phase", finished.peak_resident_bytes);
+    Ok(Throughput {
+        records_per_second: rate,
+        seconds,
+        late: finished.late,
+        sink: finished.sink,
+        peak_resident_bytes: finished.peak_resident_bytes,
+    })
+}
+
+/// Which of `runs` has the median records/s (of an even count, the lower of the middle two: a
+/// verdict on it is not the luckier run's).
+fn median_run(runs: &[Throughput]) -> usize {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[a].records_per_second.total_cmp(&runs[b].records_per_second));
+    order[(runs.len() - 1) / 2]
+}
+
 /// The throughput phase's figures.
 struct Throughput {
     records_per_second: f64,
@@ -268,6 +304,15 @@ struct Throughput {
     late: u64,
     sink: SinkTimes,
     peak_resident_bytes: u64,
+}
+
+impl Throughput {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "records_per_second": self.records_per_second, "seconds": self.seconds, "late_records": self.late,
+            "sink": self.sink.json(), "peak_resident_bytes": self.peak_resident_bytes,
+        })
+    }
 }
 
 /// One phase's topics (`{name}.in`, `.deltas`, `.state`, `.dead`) and the config of its run.

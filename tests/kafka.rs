@@ -456,6 +456,9 @@ fn kafka_path_equals_the_in_process_replay() {
             // Harmless to every client; the runs must get it in their [kafka.options].
             "--kafka-option",
             "socket.keepalive.enable=true",
+            // Two runs of the throughput phase, each on its own topics, judged on the lower.
+            "--throughput-runs",
+            "2",
             "--json",
             "bk.json",
         ],
@@ -471,7 +474,13 @@ fn kafka_path_equals_the_in_process_replay() {
     assert!(out.contains("(bincode deltas, socket.keepalive.enable=true)"), "the verdicts name the setting\n{out}");
     // With RUST_LOG set (as `flowgraph` sets it here) the runs' logs and configs are kept.
     let kept = out.lines().find_map(|l| l.strip_prefix("bench-kafka: the runs' logs are in ")).expect(&out);
-    for phase in ["latency", "throughput"] {
+    let runs = figures["throughput_runs"].as_array().expect("throughput_runs").clone();
+    let rates: Vec<f64> = runs.iter().map(|run| run["records_per_second"].as_f64().unwrap()).collect();
+    assert_eq!(rates.len(), 2, "{figures}");
+    let lower = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(figures["throughput"]["records_per_second"].as_f64(), Some(lower), "the median of two is the lower");
+    assert!(out.contains("throughput over 2 runs: median "), "{out}");
+    for phase in ["latency", "throughput-1", "throughput-2"] {
         let config = std::fs::read_dir(kept)
             .unwrap()
             .map(|entry| entry.unwrap().path())
