@@ -13,7 +13,8 @@
 //!    instant minus the instant it was queued to the producer; the harness reports the
 //!    distribution over every record (HDR histogram), overall and per tenth of the stream.
 //! 2. Throughput: the whole recording is queued first, then a pipeline runs through it; records
-//!    over the time from its start of consuming to the last mark readable.
+//!    over the time from its start of consuming to the last mark readable. `--throughput-runs`
+//!    times (3), each on fresh topics; the target is judged on the median run.
 //!
 //! Both phases publish only once their run consumes, so a service's start-up is not measured.
 //! The Kafka targets of issue 6 are printed PASS, FAIL or n/a.
