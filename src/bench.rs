@@ -156,9 +156,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     finished.sink.print("latency phase");
     print_peak_resident("latency phase", finished.peak_resident_bytes);
 
-    // 2. Throughput: the whole recording on the input topic first, with the sources' next
-    //    reports after it, then a pipeline started on it. From the instant it consumes to
-    //    the instant the mark past the last event time is readable.
+    // 2. Throughput, `--throughput-runs` times ([`throughput_run`]), judged on the median.
     let throughput = match args.no_throughput {
         true => None,
         false => {
