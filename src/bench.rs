@@ -72,7 +72,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let _topics = RunTopics {
         brokers: args.brokers.clone(),
         options: options.clone(),
-        names: std::iter::once("latency".to_string())
+        names: (1..=args.latency_runs)
+            .map(|run| format!("latency-{run}"))
             .chain((1..=args.throughput_runs).map(|run| format!("throughput-{run}")))
             .flat_map(|phase| ["in", "deltas", "state", "dead"].map(|t| format!("{tag}.{phase}.{t}")))
             .collect(),
@@ -84,77 +85,37 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     // follow the records on each partition.
     let producer = crate::output::producer(&kafka)?;
 
-    // 1. Latency: the recording published at its own pace times `speed` into a running
-    //    pipeline. Idle exit only after the sources' next progress reports (below), for
-    //    export periods up to 60 s of event time.
-    eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace");
-    let phase = Phase::new(&args, &dir, &format!("{tag}.latency"), &query)?;
-    ensure_topic(&kafka, &phase.input, args.partitions)?;
+    // 1. Latency, `--latency-runs` times ([`latency_run`]), judged on the median.
+    eprintln!(
+        "bench-kafka: 1/2 latency at {speed}x the recording's pace ({} run{})",
+        args.latency_runs,
+        if args.latency_runs == 1 { "" } else { "s, each on fresh topics" }
+    );
     let idle_exit_secs = 3.0 + 60.0 / speed;
     let idle_exit = Duration::try_from_secs_f64(idle_exit_secs).map_err(|_| {
         anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {idle_exit_secs} s)")
     })?;
-    let (run, _) = PipelineRun::start(&phase, idle_exit)?;
-    let mut sent: Vec<(u64, Instant)> = Vec::new();
-    let mut reports = ProgressReports::default();
-    let pacing = Pacing { rate: None, speed: Some(speed) };
-    let published = publish(&producer, &args.input, &kafka, &phase.input, args.partitions, pacing, &mut |record| {
-        sent.push((record.time(), Instant::now()));
-        reports.observe(record);
-    })?;
-    // Live agents keep reporting progress after their last export; a recording just ends.
-    // Without their next reports, the records of the last export would wait for the
-    // pipeline's idle exit, and that wait (a harness artifact, seconds long) would be the p99.
-    if let Some(&(origin, started)) = sent.first() {
-        let due = |time: u64| started + Duration::from_secs_f64(time.saturating_sub(origin) as f64 / 1e9 / speed);
-        let end = sent.iter().map(|&(time, _)| time).max().unwrap_or(origin);
-        let tail: Vec<(Instant, Record)> =
-            reports.next_reports(end + interval_ns).into_iter().map(|record| (due(record.time()), record)).collect();
-        publish_at(&producer, &phase.input, tail)?;
+    let mut latency_runs = Vec::new();
+    for run in 1..=args.latency_runs {
+        let phase = Phase::new(&args, &dir, &format!("{tag}.latency-{run}"), &query)?;
+        let latency = latency_run(&args, &phase, &kafka, &producer, speed, idle_exit, interval_ns)?;
+        latency.print(&lateness, &args.progress_interval);
+        latency_runs.push(latency);
     }
-    let finished = run.finish()?;
-    let marks = finished.marks;
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    // The same per tenth of the records in the order they were sent: start-up (progress
-    // counts only after a partition has spanned the lateness and an agent progress period) and
-    // catching up show here.
-    let mut tenths = vec![histogram.clone(); 10];
-    let mut unreflected = 0u64;
-    for (index, (time, queued)) in sent.iter().enumerate() {
-        // The first mark after the record's time: its transaction holds the record's effect.
-        let at = marks.partition_point(|(p, _)| p <= time);
-        match marks.get(at) {
-            Some((_, visible)) => {
-                let micros = (visible.saturating_duration_since(*queued).as_micros() as u64).max(1);
-                histogram.record(micros)?;
-                tenths[index * 10 / sent.len()].record(micros)?;
-            }
-            None => unreflected += 1,
-        }
+    let median_latency = median_by(&latency_runs, |run| -run.p99_ms());
+    if latency_runs.len() > 1 {
+        let p99s: Vec<String> = latency_runs.iter().map(|run| format!("{:.1}", run.p99_ms())).collect();
+        println!(
+            "latency over {} runs: median p99 {:.1} ms (the runs: {}); the verdict is on the median",
+            latency_runs.len(),
+            latency_runs[median_latency].p99_ms(),
+            p99s.join(" / ")
+        );
     }
-    let ms = |q: f64| quantile_ms(&histogram, q);
-    let offered = published.records as f64 / published.seconds;
-    let late = finished.late;
-    println!(
-        "published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)",
-        published.records, published.seconds, offered, speed
-    );
-    println!("progress marks readable: {}; records never reflected: {unreflected}", marks.len());
-    println!(
-        "records late in the pipeline: {late} of {} (behind their partition's clock, \
-         processed at it: a lateness shorter than the stream's disorder makes them, and so does an \
-         agent whose first batch reaches a partition after the partition's clock has passed it)",
-        finished.records
-    );
-    println!(
-        "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {}, progress interval {})",
-        ms(0.5), ms(0.99), ms(0.999), histogram.max() as f64 / 1000.0, lateness, args.progress_interval
-    );
-    let along: Vec<String> =
-        tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
-    println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
-    finished.sink.print("latency phase");
-    print_peak_resident("latency phase", finished.peak_resident_bytes);
+    let latency = &latency_runs[median_latency];
+    let (histogram, published, late) = (&latency.histogram, &latency.published, latency.late);
+    let ms = |q: f64| quantile_ms(histogram, q);
+    let offered = latency.offered();
 
     // 2. Throughput, `--throughput-runs` times ([`throughput_run`]), judged on the median.
     let throughput = match args.no_throughput {
@@ -170,7 +131,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                 let phase = Phase::new(&args, &dir, &format!("{tag}.throughput-{run}"), &query)?;
                 runs.push(throughput_run(&args, &phase, &kafka, &producer, interval_ns)?);
             }
-            let median = median_run(&runs);
+            let median = median_by(&runs, |run| run.records_per_second);
             if runs.len() > 1 {
                 let rates: Vec<String> = runs.iter().map(|t| format!("{:.0}", t.records_per_second)).collect();
                 println!(
@@ -200,7 +161,16 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         },
         Verdict {
             target: "Kafka p99 <= 250 ms at 100,000 records/s offered".into(),
-            figure: format!("{:.1} ms at {offered:.0}/s, {late} records late ({})", ms(0.99), setting(&args)),
+            figure: format!(
+                "{:.1} ms at {offered:.0}/s, {late} records late ({}{})",
+                ms(0.99),
+                setting(&args),
+                if latency_runs.len() > 1 {
+                    format!(", the median of {} runs", latency_runs.len())
+                } else {
+                    String::new()
+                }
+            ),
             // Records re-timed to a clock are not reflected at their own time: a p99 reached
             // by making them late does not meet the target.
             pass: (medium && (95_000.0..=105_000.0).contains(&offered)).then_some(ms(0.99) <= 250.0 && late == 0),
@@ -216,11 +186,13 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
             "max_updates_per_piece": query.max_updates_per_piece, "state_checkpoint": args.state_checkpoint,
             "delta_format": args.delta_format,
             "kafka_options": shown_options(&args.kafka_options).collect::<std::collections::BTreeMap<_, _>>(),
+            // The median latency run's figures, then every run's.
             "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
-            "progress_marks": marks.len(), "unreflected": unreflected, "late_records": late,
-            "latency_ms_by_tenth": tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
-            "sink": finished.sink.json(), "peak_resident_bytes": finished.peak_resident_bytes,
-            // The median run's figures, and every run's.
+            "progress_marks": latency.marks, "unreflected": latency.unreflected, "late_records": late,
+            "latency_ms_by_tenth": latency.tenths.iter().map(|h| serde_json::json!({"p50": quantile_ms(h, 0.5), "p99": quantile_ms(h, 0.99)})).collect::<Vec<_>>(),
+            "sink": latency.sink.json(), "peak_resident_bytes": latency.peak_resident_bytes,
+            "latency_runs": latency_runs.iter().map(LatencyRun::json).collect::<Vec<_>>(),
+            // The median throughput run's figures, then every run's.
             "throughput": throughput.as_ref().map(|(runs, median)| runs[*median].json()),
             "throughput_runs": throughput.as_ref().map(|(runs, _)| runs.iter().map(Throughput::json).collect::<Vec<_>>()),
             "targets": verdicts.iter().map(Verdict::json).collect::<Vec<_>>(),
@@ -288,12 +260,147 @@ fn throughput_run(
     })
 }
 
-/// Which of `runs` has the median records/s (of an even count, the lower of the middle two: a
-/// verdict on it is not the luckier run's).
-fn median_run(runs: &[Throughput]) -> usize {
+/// Which of `runs` has the median `figure`, where a lower figure is a worse run: of an even
+/// count, the worse of the middle two, so a verdict on it is never the luckier run's (records/s
+/// as they are; a p99 negated).
+fn median_by<T>(runs: &[T], figure: impl Fn(&T) -> f64) -> usize {
     let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by(|&a, &b| runs[a].records_per_second.total_cmp(&runs[b].records_per_second));
+    order.sort_by(|&a, &b| figure(&runs[a]).total_cmp(&figure(&runs[b])));
     order[(runs.len() - 1) / 2]
+}
+
+/// One run of the latency phase on `phase`'s fresh topics: the recording published at its own
+/// pace times `speed` into a running pipeline, each record's latency the time from its queueing
+/// to the first readable mark past its event time. Idle exit only after the sources' next
+/// progress reports (below), for export periods up to 60 s of event time.
+fn latency_run(
+    args: &BenchKafkaArgs,
+    phase: &Phase,
+    kafka: &flowgraph_config::KafkaConfig,
+    producer: &rdkafka::producer::ThreadedProducer<crate::output::DeliveryReport>,
+    speed: f64,
+    idle_exit: Duration,
+    interval_ns: u64,
+) -> anyhow::Result<LatencyRun> {
+    ensure_topic(kafka, &phase.input, args.partitions)?;
+    let (run, _) = PipelineRun::start(phase, idle_exit)?;
+    let mut sent: Vec<(u64, Instant)> = Vec::new();
+    let mut reports = ProgressReports::default();
+    let pacing = Pacing { rate: None, speed: Some(speed) };
+    let published = publish(producer, &args.input, kafka, &phase.input, args.partitions, pacing, &mut |record| {
+        sent.push((record.time(), Instant::now()));
+        reports.observe(record);
+    })?;
+    // Live agents keep reporting progress after their last export; a recording just ends.
+    // Without their next reports, the records of the last export would wait for the
+    // pipeline's idle exit, and that wait (a harness artifact, seconds long) would be the p99.
+    if let Some(&(origin, started)) = sent.first() {
+        let due = |time: u64| started + Duration::from_secs_f64(time.saturating_sub(origin) as f64 / 1e9 / speed);
+        let end = sent.iter().map(|&(time, _)| time).max().unwrap_or(origin);
+        let tail: Vec<(Instant, Record)> =
+            reports.next_reports(end + interval_ns).into_iter().map(|record| (due(record.time()), record)).collect();
+        publish_at(producer, &phase.input, tail)?;
+    }
+    let finished = run.finish()?;
+    let marks = finished.marks;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    // The same per tenth of the records in the order they were sent: start-up (progress
+    // counts only after a partition has spanned the lateness and an agent progress period) and
+    // catching up show here.
+    let mut tenths = vec![histogram.clone(); 10];
+    let mut unreflected = 0u64;
+    for (index, (time, queued)) in sent.iter().enumerate() {
+        // The first mark after the record's time: its transaction holds the record's effect.
+        let at = marks.partition_point(|(p, _)| p <= time);
+        match marks.get(at) {
+            Some((_, visible)) => {
+                let micros = (visible.saturating_duration_since(*queued).as_micros() as u64).max(1);
+                histogram.record(micros)?;
+                tenths[index * 10 / sent.len()].record(micros)?;
+            }
+            None => unreflected += 1,
+        }
+    }
+    Ok(LatencyRun {
+        published,
+        speed,
+        marks: marks.len(),
+        unreflected,
+        records: finished.records,
+        late: finished.late,
+        histogram,
+        tenths,
+        sink: finished.sink,
+        peak_resident_bytes: finished.peak_resident_bytes,
+    })
+}
+
+/// The latency phase's figures, one run.
+struct LatencyRun {
+    published: crate::produce::Published,
+    speed: f64,
+    /// Progress marks readable.
+    marks: usize,
+    /// Records no readable mark reflects.
+    unreflected: u64,
+    /// Records the pipeline read (with the progress reports), and those late in it.
+    records: u64,
+    late: u64,
+    /// Produce-to-readable latency of every record reflected, in microseconds; and of each
+    /// tenth of the records in the order they were sent.
+    histogram: Histogram<u64>,
+    tenths: Vec<Histogram<u64>>,
+    sink: SinkTimes,
+    peak_resident_bytes: u64,
+}
+
+impl LatencyRun {
+    fn p99_ms(&self) -> f64 {
+        quantile_ms(&self.histogram, 0.99)
+    }
+
+    fn offered(&self) -> f64 {
+        self.published.records as f64 / self.published.seconds
+    }
+
+    fn print(&self, lateness: &str, progress_interval: &str) {
+        let ms = |q: f64| quantile_ms(&self.histogram, q);
+        println!(
+            "published {} records in {:.2} s: offered {:.0} records/s ({}x the recording's pace)",
+            self.published.records,
+            self.published.seconds,
+            self.offered(),
+            self.speed
+        );
+        println!("progress marks readable: {}; records never reflected: {}", self.marks, self.unreflected);
+        println!(
+            "records late in the pipeline: {} of {} (behind their partition's clock, processed at it: a lateness \
+             shorter than the stream's disorder makes them, and so does an agent whose first batch reaches a \
+             partition after the partition's clock has passed it)",
+            self.late, self.records
+        );
+        println!(
+            "produce-to-readable latency: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (lateness {lateness}, \
+             progress interval {progress_interval})",
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.histogram.max() as f64 / 1000.0
+        );
+        let along: Vec<String> =
+            self.tenths.iter().map(|h| format!("{:.0}/{:.0}", quantile_ms(h, 0.5), quantile_ms(h, 0.99))).collect();
+        println!("latency along the stream, p50/p99 ms per tenth of the records sent: {}", along.join(" "));
+        self.sink.print("latency phase");
+        print_peak_resident("latency phase", self.peak_resident_bytes);
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ms = |q: f64| quantile_ms(&self.histogram, q);
+        serde_json::json!({
+            "offered_records_per_second": self.offered(), "late_records": self.late, "unreflected": self.unreflected,
+            "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": self.histogram.max() as f64 / 1000.0},
+        })
+    }
 }
 
 /// The throughput phase's figures.

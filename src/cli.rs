@@ -167,6 +167,10 @@ pub struct BenchKafkaArgs {
     /// pipeline at full speed).
     #[arg(long)]
     pub no_throughput: bool,
+    /// Runs of the latency phase, each on fresh topics; the verdict is on their median p99 (one
+    /// build's p99 spread from 210 to 270 ms between runs on a shared machine).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub latency_runs: u32,
     /// Runs of the throughput phase, each on fresh topics; the verdict is on their median (one
     /// build's runs spread by up to 1.5x on a shared machine).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "no_throughput")]

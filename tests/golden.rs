@@ -194,6 +194,7 @@ fn a_bad_flag_value_is_a_clear_error() {
         (&bench_kafka[..], "--delta-format", "xml", "invalid value 'xml' for '--delta-format"),
         (&bench_kafka[..], "--kafka-option", "compression.type", "\"compression.type\" is not KEY=VALUE"),
         (&bench_kafka[..], "--throughput-runs", "0", "invalid value '0' for '--throughput-runs"),
+        (&bench_kafka[..], "--latency-runs", "0", "invalid value '0' for '--latency-runs"),
         // The followed pipeline's config sets its query: a flag would only mislabel the view.
         (&ui_from_kafka[..], "--window", "1m", "--window cannot be used with --from-kafka"),
         // Publishing runs no job, and the job's replay publishes nothing: each refuses the

@@ -456,14 +456,17 @@ fn kafka_path_equals_the_in_process_replay() {
             // Harmless to every client; the runs must get it in their [kafka.options].
             "--kafka-option",
             "socket.keepalive.enable=true",
-            // Two runs of the throughput phase, each on its own topics, judged on the lower.
+            // Two runs of each phase, each on its own topics, judged on the worse.
+            "--latency-runs",
+            "2",
             "--throughput-runs",
             "2",
             "--json",
             "bk.json",
         ],
     );
-    assert!(out.contains("records never reflected: 0") && out.contains("produce-to-readable latency: p50"), "{out}");
+    assert_eq!(out.matches("records never reflected: 0").count(), 2, "{out}");
+    assert_eq!(out.matches("produce-to-readable latency: p50").count(), 2, "{out}");
     // Where each phase's sink spent its time, and the run's peak resident memory, from the
     // run's status file.
     let figures: serde_json::Value =
@@ -471,7 +474,8 @@ fn kafka_path_equals_the_in_process_replay() {
     assert_eq!(figures["max_updates_per_piece"], 100, "{figures}");
     assert_eq!(figures["delta_format"], "bincode", "{figures}");
     assert_eq!(figures["kafka_options"]["socket.keepalive.enable"], "true", "{figures}");
-    assert!(out.contains("(bincode deltas, socket.keepalive.enable=true)"), "the verdicts name the setting\n{out}");
+    let setting = "(bincode deltas, socket.keepalive.enable=true, the median of 2 runs)";
+    assert_eq!(out.matches(setting).count(), 2, "both verdicts name the setting and the runs\n{out}");
     // With RUST_LOG set (as `flowgraph` sets it here) the runs' logs and configs are kept.
     let kept = out.lines().find_map(|l| l.strip_prefix("bench-kafka: the runs' logs are in ")).expect(&out);
     let runs = figures["throughput_runs"].as_array().expect("throughput_runs").clone();
@@ -480,7 +484,17 @@ fn kafka_path_equals_the_in_process_replay() {
     let lower = rates.iter().copied().fold(f64::INFINITY, f64::min);
     assert_eq!(figures["throughput"]["records_per_second"].as_f64(), Some(lower), "the median of two is the lower");
     assert!(out.contains("throughput over 2 runs: median "), "{out}");
-    for phase in ["latency", "throughput-1", "throughput-2"] {
+    let p99s: Vec<f64> = figures["latency_runs"]
+        .as_array()
+        .expect("latency_runs")
+        .iter()
+        .map(|run| run["latency_ms"]["p99"].as_f64().unwrap())
+        .collect();
+    assert_eq!(p99s.len(), 2, "{figures}");
+    let higher = p99s.iter().copied().fold(0.0, f64::max);
+    assert_eq!(figures["latency_ms"]["p99"].as_f64(), Some(higher), "the median of two p99s is the higher");
+    assert!(out.contains("latency over 2 runs: median p99 "), "{out}");
+    for phase in ["latency-1", "latency-2", "throughput-1", "throughput-2"] {
         let config = std::fs::read_dir(kept)
             .unwrap()
             .map(|entry| entry.unwrap().path())
