@@ -180,10 +180,10 @@ fn a_bad_flag_value_is_a_clear_error() {
     let replay = ["replay", "--input", "input.jsonl"];
     // `bench-kafka` checks its runs' query before it makes a topic (no broker listens here).
     let bench_kafka = ["bench-kafka", "--input", "input.jsonl", "--brokers", "127.0.0.1:1", "--lateness", "1s"];
-    // Nothing listens at the brokers' address: a view that took the flag would fail to bootstrap.
     let replay_to_kafka = ["replay", "--input", "input.jsonl", "--to-kafka", "t", "--brokers", "127.0.0.1:1"];
     let agent_to_stdout = ["agent", "--output", "jsonl", "--export-period", "0s"];
     let agent_to_kafka = ["agent", "--output", "kafka", "--export-period", "0s"];
+    // Nothing listens at the brokers' address: a view that took the flag would fail to bootstrap.
     let ui_from_kafka = ["ui", "--from-kafka", "--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"];
     for (command, flag, value, expected) in [
         (&replay[..], "--window", "5 fortnights", "query.window: invalid duration"),
