@@ -52,6 +52,10 @@ def documented_capabilities(deploy_md):
     return set(caps)
 
 
+# The query's flags (`flowgraph run --help`); each has a key in flowgraph.toml's [query].
+QUERY_FLAGS = ("--ips", "--window", "--group-by", "--lateness", "--progress-interval", "--max-updates-per-piece")
+
+
 def parse_args(args):
     """Flags of a container's args: --k=v, --k v, or a bare --k (True)."""
     flags, i = {}, 1
@@ -291,6 +295,9 @@ class Checker:
         (c,) = pod["containers"]
         args = parse_args(c.get("args") or [])
         self.need((c.get("args") or [""])[0] == "run", "pipeline: not `flowgraph run`")
+        # The web view reports the query of its own --config: a flag here it would not see.
+        given = [f for f in QUERY_FLAGS if f in args]
+        self.need(not given, f"pipeline: {', '.join(given)} in its args, which the web view does not see (set it in flowgraph.toml)")
         self.need(str(args.get("--workers", "")).isdigit() and int(args["--workers"]) >= 1,
                   "pipeline: no --workers N")
         self.need(str(args.get("--processes")) == str(replicas),
@@ -334,6 +341,16 @@ class Checker:
         args = parse_args(c.get("args") or [])
         self.need((c.get("args") or [""])[0] == "ui" and args.get("--from-kafka") is True,
                   "ui: not `flowgraph ui --from-kafka`")
+        # It reports the query of its own --config, so that must be the pipeline's file.
+        sts = self.get("StatefulSet", "flowgraph-pipeline")
+        if sts:
+            ppod = sts["spec"]["template"]["spec"]
+            (pc,) = ppod["containers"]
+            pconfig, config = parse_args(pc.get("args") or []).get("--config"), args.get("--config")
+            theirs = self.mounted_file(ppod, pc, pconfig) if isinstance(pconfig, str) else None
+            mine = self.mounted_file(pod, c, config) if isinstance(config, str) else None
+            self.need(theirs is not None and mine == theirs,
+                      f"ui: --config is {mine} (ConfigMap, key), not the pipeline's {theirs}")
         listen = str(args.get("--listen", ""))
         port = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}.get("http")
         self.need(listen == f"0.0.0.0:{port}", f"ui: --listen {listen!r} is not 0.0.0.0 on the http port ({port})")
@@ -480,6 +497,13 @@ def self_test(docs, caps):
             if "configMapKeyRef" in e.get("valueFrom", {}):
                 e["valueFrom"]["configMapKeyRef"]["key"] = "bootstrap"
 
+    def pipeline_query_flag(d):
+        container(d, "StatefulSet", "flowgraph-pipeline")["args"].append("--group-by=process")
+
+    def ui_other_config(d):
+        c = container(d, "Deployment", "flowgraph-ui")
+        c["args"] = [a if not a.startswith("--config") else "--config=/etc/flowgraph/other.toml" for a in c["args"]]
+
     # Each broken copy must be rejected, and for its own reason.
     cases = [
         (add_sys_admin, "not exactly the documented set"),
@@ -494,6 +518,8 @@ def self_test(docs, caps):
         (ui_literal_token, "does not come from a Secret"),
         (pipeline_as_root, "runAsNonRoot is not true"),
         (missing_configmap_key, "has no key bootstrap"),
+        (pipeline_query_flag, "which the web view does not see"),
+        (ui_other_config, "not the pipeline's"),
     ]
     results = []
     for case, expected in cases:
