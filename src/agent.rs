@@ -94,11 +94,11 @@ fn watermark_and_names(agent: &Agent, dns: &mut Dns, records: &mut Vec<Record>) 
 /// Refuses the flags of an output the agent does not write to: they would be ignored, and an
 /// operator who gave `--brokers` expects records on Kafka, not on standard output.
 fn check_output_flags(args: &AgentArgs) -> anyhow::Result<()> {
-    let kafka_flags: Vec<&str> =
-        [("--brokers", args.brokers.is_some()), ("--topic", args.topic.is_some()), ("--config", args.config.is_some())]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
+    let kafka_flags = crate::cli::given([
+        ("--brokers", args.brokers.is_some()),
+        ("--topic", args.topic.is_some()),
+        ("--config", args.config.is_some()),
+    ]);
     match args.output.as_str() {
         "kafka" if args.out != "-" => {
             bail!("--out is for --output jsonl or binary; --output kafka publishes to a topic")

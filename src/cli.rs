@@ -369,6 +369,37 @@ pub struct QueryArgs {
     pub max_updates_per_piece: Option<usize>,
 }
 
+impl QueryArgs {
+    /// The query's flags given on the command line (`--config` aside): what a command that
+    /// runs no query of its own refuses.
+    pub fn given(&self) -> Vec<&'static str> {
+        given([
+            ("--ips", self.ips.is_some()),
+            ("--window", self.window.is_some()),
+            ("--group-by", self.group_by.is_some()),
+            ("--lateness", self.lateness.is_some()),
+            ("--progress-interval", self.progress_interval.is_some()),
+            ("--max-updates-per-piece", self.max_updates_per_piece.is_some()),
+        ])
+    }
+}
+
+impl NamingArgs {
+    /// The naming flags given on the command line.
+    pub fn given(&self) -> Vec<&'static str> {
+        given([
+            ("--names", self.names.is_some()),
+            ("--reverse-dns", self.reverse_dns),
+            ("--dns-server", self.dns_server.is_some()),
+        ])
+    }
+}
+
+/// The flags of `flags` that were given.
+pub fn given<const N: usize>(flags: [(&'static str, bool); N]) -> Vec<&'static str> {
+    flags.into_iter().filter_map(|(flag, given)| given.then_some(flag)).collect()
+}
+
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// The recording to replay.

@@ -23,19 +23,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             job.explain(args.addr)
         }
         (None, Some(url)) => {
-            let n = &args.naming;
-            let q = &args.query;
-            if n.names.is_some()
-                || n.reverse_dns
-                || n.dns_server.is_some()
-                || q.config.is_some()
-                || q.ips.is_some()
-                || q.window.is_some()
-                || q.group_by.is_some()
-                || q.lateness.is_some()
-                || q.progress_interval.is_some()
-                || q.max_updates_per_piece.is_some()
-            {
+            if args.query.config.is_some() || !args.query.given().is_empty() || !args.naming.given().is_empty() {
                 bail!("--url asks a running live view, whose query and names are its own: the query and naming flags only apply with --input");
             }
             let url = format!("{}/api/explain/{}", url.trim_end_matches('/'), args.addr);

@@ -286,7 +286,7 @@ fn apply_all(
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(topic) = &args.to_kafka {
-        if args.naming.names.is_some() || args.naming.reverse_dns || args.naming.dns_server.is_some() {
+        if !args.naming.given().is_empty() {
             bail!("--names, --reverse-dns and --dns-server name addresses in the job; --to-kafka only publishes the recording (give them to `flowgraph run`)");
         }
         return crate::produce::run(&args, topic);

@@ -390,20 +390,10 @@ pub fn drive(
 /// record passes through this process: a query, naming or pacing flag would change nothing but
 /// the parameters the view reports, so it is refused rather than ignored.
 fn reject_embedded_only_flags(args: &UiArgs) -> anyhow::Result<()> {
-    let query = &args.query;
-    let given = [
-        ("--ips", query.ips.is_some()),
-        ("--window", query.window.is_some()),
-        ("--group-by", query.group_by.is_some()),
-        ("--lateness", query.lateness.is_some()),
-        ("--progress-interval", query.progress_interval.is_some()),
-        ("--max-updates-per-piece", query.max_updates_per_piece.is_some()),
-        ("--names", args.naming.names.is_some()),
-        ("--reverse-dns", args.naming.reverse_dns),
-        ("--dns-server", args.naming.dns_server.is_some()),
-        ("--speed", args.speed != 0.0),
-    ];
-    let given: Vec<&str> = given.into_iter().filter(|(_, set)| *set).map(|(flag, _)| flag).collect();
+    let mut given = [args.query.given(), args.naming.given()].concat();
+    if args.speed != 0.0 {
+        given.push("--speed");
+    }
     if !given.is_empty() {
         bail!(
             "{} cannot be used with --from-kafka: the view shows the graph the pipeline computes, with the query \
