@@ -201,6 +201,13 @@ fn a_bad_flag_value_is_a_clear_error() {
         // other's flags.
         (&replay_to_kafka[..], "--window", "1m", "cannot be used with '--window"),
         (&replay[..], "--rate", "100", "required arguments were not provided:\n  --to-kafka"),
+        (&replay_to_kafka[..], "--names", "names.txt", "--to-kafka only publishes the recording"),
+        (
+            &["explain", "10.0.0.1", "--url", "http://127.0.0.1:1"][..],
+            "--window",
+            "1m",
+            "--url asks a running live view",
+        ),
         // An agent's flags for an output it does not write to. The bad export period would stop
         // an agent that missed the conflict before it loads eBPF and runs.
         (&agent_to_stdout[..], "--brokers", "127.0.0.1:1", "--brokers cannot be used with --output jsonl"),
