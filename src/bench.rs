@@ -65,13 +65,15 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let tag = format!("bench-{}", std::process::id());
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir)?;
-    let options: std::collections::BTreeMap<String, String> = args.kafka_options.iter().cloned().collect();
-    let kafka =
-        flowgraph_config::KafkaConfig { brokers: args.brokers.clone(), options: options.clone(), ..Default::default() };
+    let kafka = flowgraph_config::KafkaConfig {
+        brokers: args.brokers.clone(),
+        options: args.kafka_options.iter().cloned().collect(),
+        ..Default::default()
+    };
     // Deleted however the run ends, unless asked to keep them.
     let _topics = RunTopics {
         brokers: args.brokers.clone(),
-        options: options.clone(),
+        options: kafka.options.clone(),
         names: (1..=args.latency_runs)
             .map(|run| format!("latency-{run}"))
             .chain((1..=args.throughput_runs).map(|run| format!("throughput-{run}")))
@@ -86,11 +88,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
     let producer = crate::output::producer(&kafka)?;
 
     // 1. Latency, `--latency-runs` times ([`latency_run`]), judged on the median.
-    eprintln!(
-        "bench-kafka: 1/2 latency at {speed}x the recording's pace ({} run{})",
-        args.latency_runs,
-        if args.latency_runs == 1 { "" } else { "s, each on fresh topics" }
-    );
+    eprintln!("bench-kafka: 1/2 latency at {speed}x the recording's pace ({})", runs_said(args.latency_runs));
     let idle_exit_secs = 3.0 + 60.0 / speed;
     let idle_exit = Duration::try_from_secs_f64(idle_exit_secs).map_err(|_| {
         anyhow::anyhow!("--speed {speed}: too slow to replay (the run's idle exit would be {idle_exit_secs} s)")
@@ -122,9 +120,8 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         true => None,
         false => {
             eprintln!(
-                "bench-kafka: 2/2 throughput: the whole recording queued, then the pipeline at full speed ({} run{})",
-                args.throughput_runs,
-                if args.throughput_runs == 1 { "" } else { "s, each on fresh topics" }
+                "bench-kafka: 2/2 throughput: the whole recording queued, then the pipeline at full speed ({})",
+                runs_said(args.throughput_runs)
             );
             let mut runs = Vec::new();
             for run in 1..=args.throughput_runs {
@@ -151,8 +148,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
         Verdict {
             target: "Kafka (one local broker) >= 300,000 records/s".into(),
             figure: throughput.as_ref().map_or("not measured (--no-throughput)".into(), |(runs, median)| {
-                let of = if runs.len() > 1 { format!(", the median of {} runs", runs.len()) } else { String::new() };
-                format!("{:.0} ({}{of})", runs[*median].records_per_second, setting(&args))
+                format!("{:.0} ({}{})", runs[*median].records_per_second, setting(&args), median_said(runs.len()))
             }),
             pass: throughput
                 .as_ref()
@@ -165,11 +161,7 @@ pub fn kafka(args: BenchKafkaArgs) -> anyhow::Result<()> {
                 "{:.1} ms at {offered:.0}/s, {late} records late ({}{})",
                 ms(0.99),
                 setting(&args),
-                if latency_runs.len() > 1 {
-                    format!(", the median of {} runs", latency_runs.len())
-                } else {
-                    String::new()
-                }
+                median_said(latency_runs.len())
             ),
             // Records re-timed to a clock are not reflected at their own time: a p99 reached
             // by making them late does not meet the target.
@@ -258,6 +250,23 @@ fn throughput_run(
         sink: finished.sink,
         peak_resident_bytes: finished.peak_resident_bytes,
     })
+}
+
+/// A phase's runs, as its first line says them.
+fn runs_said(runs: u32) -> String {
+    match runs {
+        1 => "1 run".into(),
+        n => format!("{n} runs, each on fresh topics"),
+    }
+}
+
+/// What a verdict's figure adds when it is the median of several runs.
+fn median_said(runs: usize) -> String {
+    if runs > 1 {
+        format!(", the median of {runs} runs")
+    } else {
+        String::new()
+    }
 }
 
 /// Which of `runs` has the median `figure`, where a lower figure is a worse run: of an even
